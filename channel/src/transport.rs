@@ -1,0 +1,242 @@
+//! The transport seam: how frames travel between main and its children.
+//!
+//! Everything above this module (hosted channels, the store, pub/sub) talks
+//! to other processes only through [`Transport`], a small object-safe trait
+//! over byte frames, so any byte carrier can plug in: the in-thread transport
+//! of this crate, ipc-channel (yuki-ipc-transport), later a socket or Redis.
+//!
+//! The seam offers three things:
+//!
+//! 1. **calls**: a process sends a request frame to a named [`Service`] in
+//!    main and gets the reply frame back. Many calls may be in flight at once
+//!    from many threads; each is matched to its reply by the transport.
+//! 2. **pushes**: main sends a frame to one chosen peer on a named stream;
+//!    the peer's handlers for that stream receive it, in the order sent.
+//! 3. **lifecycle**: [`PeerEvent`]s tell main when a child joins or leaves,
+//!    and tell a child when main is gone.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Role;
+use crate::error::{Error, Result};
+
+/// Identifies one process of an application; main is always [`PeerId::MAIN`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PeerId(pub u64);
+
+impl PeerId {
+    /// The main process.
+    pub const MAIN: PeerId = PeerId(0);
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == PeerId::MAIN {
+            f.write_str("main")
+        } else {
+            write!(f, "#{}", self.0)
+        }
+    }
+}
+
+/// A change in the set of connected processes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// A child connected to main (seen in main).
+    Joined {
+        /// The child's id, unique for the lifetime of main.
+        peer: PeerId,
+        /// The name main gave the child.
+        name: String,
+    },
+    /// A child left (seen in main), or main is gone (seen in a child, with
+    /// `peer == PeerId::MAIN`). Whatever was pending for that peer is void.
+    Left {
+        /// Who left.
+        peer: PeerId,
+        /// Why, in words (exit, crash, protocol violation, shutdown).
+        reason: String,
+    },
+}
+
+/// A handler of calls, served by main under a name.
+///
+/// `call` runs on the transport's own thread for the caller's link, so it
+/// must not block for long: answer from memory, or queue the work and answer
+/// later with a push. It writes its reply into `reply`, which is empty on
+/// entry. An `Err` means the caller broke the protocol (a malformed request):
+/// the transport disconnects that peer and logs the reason. Errors the caller
+/// should see belong inside the reply.
+pub trait Service: Send + Sync + 'static {
+    /// Handles one request frame from `from`.
+    fn call(&self, from: PeerId, request: &[u8], reply: &mut Vec<u8>) -> Result<()>;
+}
+
+impl<F> Service for F
+where
+    F: Fn(PeerId, &[u8], &mut Vec<u8>) -> Result<()> + Send + Sync + 'static,
+{
+    fn call(&self, from: PeerId, request: &[u8], reply: &mut Vec<u8>) -> Result<()> {
+        self(from, request, reply)
+    }
+}
+
+/// Receives the frames pushed to this process on one stream.
+pub type PushHandler = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// Receives peer events.
+pub type PeerEventHandler = Arc<dyn Fn(&PeerEvent) + Send + Sync>;
+
+/// Completes a call started with [`Transport::call_with`].
+pub type ReplyHandler = Box<dyn FnOnce(Result<Vec<u8>>) + Send>;
+
+/// A carrier of frames between main and its children.
+///
+/// Implementations guarantee, per pair of processes: replies come back to
+/// the call they answer; pushes on a stream arrive in the order sent; after
+/// [`PeerEvent::Left`] for main, every pending and later call of a child
+/// fails with [`Error::Disconnected`] promptly instead of hanging.
+pub trait Transport: Send + Sync + fmt::Debug + 'static {
+    /// The role of the process this endpoint lives in.
+    fn role(&self) -> Role;
+
+    /// This process's id ([`PeerId::MAIN`] in main).
+    fn peer_id(&self) -> PeerId;
+
+    /// The largest frame this transport sends or accepts.
+    fn max_frame(&self) -> usize;
+
+    /// Sends `request` to `service` in main and blocks until its reply.
+    ///
+    /// In main the service is called directly. Fails with
+    /// [`Error::FrameTooLarge`] before sending an oversized request,
+    /// [`Error::NoService`] when main serves no such name and
+    /// [`Error::Disconnected`] when main is gone.
+    fn call(&self, service: &str, request: &[u8]) -> Result<Vec<u8>>;
+
+    /// Sends `request` to `service` and returns at once; `done` runs with the
+    /// reply (or the error) on a transport thread, so it must be quick.
+    /// This is what pipelined and async callers use.
+    fn call_with(&self, service: &str, request: &[u8], done: ReplyHandler);
+
+    /// Serves calls to `name` with `service` (main only).
+    fn serve(&self, name: &str, service: Arc<dyn Service>) -> Result<()>;
+
+    /// Pushes `frame` to `to` on `stream` (main only). Pushing to
+    /// [`PeerId::MAIN`] delivers to main's own handlers. Fails with
+    /// [`Error::NoPeer`] when the peer has left and [`Error::PeerBacklogged`]
+    /// when it does not keep up, so the caller can count what was dropped.
+    fn push(&self, to: PeerId, stream: &str, frame: &[u8]) -> Result<()>;
+
+    /// Adds a handler for frames pushed to this process on `stream`. Handlers
+    /// run on a transport thread, in order, and must be quick.
+    fn on_push(&self, stream: &str, handler: PushHandler) -> Result<()>;
+
+    /// Adds a handler for peer events.
+    fn on_peer_event(&self, handler: PeerEventHandler);
+
+    /// The children connected now (in main; empty in a child).
+    fn peers(&self) -> Vec<PeerId>;
+
+    /// Per-transport singletons, so that a component attached twice to one
+    /// transport shares one state (see [`Extensions::get_or_try_init`]).
+    fn extensions(&self) -> &Extensions;
+}
+
+impl dyn Transport {
+    /// The async form of [`Transport::call`]: the request is sent at once,
+    /// and the returned future resolves with the reply. No thread waits.
+    pub fn call_async(
+        &self,
+        service: &str,
+        request: &[u8],
+    ) -> impl Future<Output = Result<Vec<u8>>> + Send + 'static + use<> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.call_with(
+            service,
+            request,
+            Box::new(move |reply| {
+                let _ = tx.send(reply);
+            }),
+        );
+        async move {
+            rx.await
+                .unwrap_or_else(|_| Err(Error::disconnected("the transport dropped the call")))
+        }
+    }
+}
+
+/// One singleton's place; locked alone while it is being created.
+type Slot = Arc<Mutex<Option<Arc<dyn Any + Send + Sync>>>>;
+
+/// A type map of per-transport singletons.
+#[derive(Default)]
+pub struct Extensions {
+    slots: Mutex<HashMap<TypeId, Slot>>,
+}
+
+impl Extensions {
+    /// Returns the `T` stored here, creating it with `init` on first use.
+    ///
+    /// Concurrent first uses run `init` once; a failed `init` stores nothing,
+    /// so a later call tries again. `init` may use other extensions.
+    pub fn get_or_try_init<T, E>(&self, init: impl FnOnce() -> Result<T, E>) -> Result<Arc<T>, E>
+    where
+        T: Any + Send + Sync,
+    {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.entry(TypeId::of::<T>()).or_default().clone()
+        };
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = slot.as_ref() {
+            let existing = existing.clone();
+            return Ok(existing.downcast::<T>().expect("slot is keyed by TypeId"));
+        }
+        let value = Arc::new(init()?);
+        *slot = Some(value.clone());
+        Ok(value)
+    }
+}
+
+impl fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.slots.lock().map(|s| s.len()).unwrap_or(0);
+        f.debug_struct("Extensions").field("len", &n).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_init_once_and_retry_after_failure() {
+        let ext = Extensions::default();
+        let r: Result<Arc<u32>, &str> = ext.get_or_try_init(|| Err("no"));
+        assert!(r.is_err());
+        let a = ext.get_or_try_init::<u32, ()>(|| Ok(1)).unwrap();
+        let b = ext.get_or_try_init::<u32, ()>(|| Ok(2)).unwrap();
+        assert_eq!((*a, *b), (1, 1));
+        let s = ext
+            .get_or_try_init::<String, ()>(|| {
+                // Nested use of another type does not deadlock.
+                let n = ext.get_or_try_init::<u32, ()>(|| Ok(3)).unwrap();
+                Ok(n.to_string())
+            })
+            .unwrap();
+        assert_eq!(*s, "1");
+    }
+
+    #[test]
+    fn peer_id_displays() {
+        assert_eq!(PeerId::MAIN.to_string(), "main");
+        assert_eq!(PeerId(4).to_string(), "#4");
+    }
+}
