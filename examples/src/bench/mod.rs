@@ -1,0 +1,7 @@
+//! The benchmark's measurements, one module per area.
+//!
+//! Each module has `pub fn run(report: &mut Report, quick: bool)`; `quick`
+//! shrinks the work so the whole run stays under a minute (CI runs it so the
+//! benchmark cannot rot).
+
+pub mod timing;

@@ -1,0 +1,13 @@
+//! The yuki benchmark: every figure beside its floor and its peer, in one run.
+//!
+//! `cargo run --release -p yuki-examples --bin bench [-- --quick]`
+
+use yuki_examples::report::Report;
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let report = Report::default();
+    // Each area adds its lines here: yuki_examples::bench::<area>::run(&mut report, quick);
+    let _ = quick;
+    println!("\n{}", report.to_markdown());
+}
