@@ -45,6 +45,7 @@ mod transport;
 
 pub use channel::Channel;
 pub use error::{Error, Result, SendError, TrySendError};
+pub use hosted::host_channels;
 pub use inthread::InThreadTransport;
 pub use passive::ReceiveLoop;
 pub use registry::{Registry, lookup, names, register};

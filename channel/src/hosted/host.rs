@@ -73,6 +73,7 @@ impl Host {
                     Reply::Opened {
                         capacity: q.capacity.map(|c| c as u64),
                         closed: st.closed,
+                        drained: st.closed && st.items.is_empty(),
                     }
                 }
             }
@@ -270,8 +271,12 @@ impl HostQueue {
         }
     }
 
-    /// Room freed up: wake senders waiting in main and in children.
+    /// Items left the queue: tell children once a closed queue is empty,
+    /// and wake senders waiting for room in main and in children.
     fn taken(&self, st: &mut HostState) {
+        if st.closed && st.items.is_empty() {
+            self.broadcast(st, &Push::Drained { name: &self.name });
+        }
         if self.capacity.is_none() {
             return;
         }
@@ -299,15 +304,20 @@ impl HostQueue {
         self.readable.notify_all();
         self.writable.notify_all();
         self.notify.notify_waiters();
-        if let (Some(t), Ok(frame)) = (
-            self.transport.upgrade(),
-            codec::encode(&Push::Closed { name: &self.name }),
-        ) {
+        self.broadcast(&st, &Push::Closed { name: &self.name });
+        if st.items.is_empty() {
+            self.broadcast(&st, &Push::Drained { name: &self.name });
+        }
+        true
+    }
+
+    /// Pushes a notice to every child that opened the queue.
+    fn broadcast(&self, st: &HostState, push: &Push<'_>) {
+        if let (Some(t), Ok(frame)) = (self.transport.upgrade(), codec::encode(push)) {
             for peer in st.peers.keys() {
                 let _ = t.push(*peer, STREAM, &frame);
             }
         }
-        true
     }
 
     pub(crate) fn is_closed(&self) -> bool {

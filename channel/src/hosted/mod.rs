@@ -242,7 +242,10 @@ fn on_push(remotes: &Mutex<HashMap<String, Arc<Remote>>>, frame: &[u8]) {
         }
     };
     let name = match &push {
-        Push::Items { name, .. } | Push::Closed { name } | Push::Space { name } => *name,
+        Push::Items { name, .. }
+        | Push::Closed { name }
+        | Push::Drained { name }
+        | Push::Space { name } => *name,
     };
     let Some(remote) = lock(remotes).get(name).cloned() else {
         tracing::debug!(
@@ -254,8 +257,30 @@ fn on_push(remotes: &Mutex<HashMap<String, Arc<Remote>>>, frame: &[u8]) {
     match push {
         Push::Items { items, .. } => remote.deliver(items.into_iter().map(|b| &b[..])),
         Push::Closed { .. } => remote.closed(),
+        Push::Drained { .. } => remote.drained(),
         Push::Space { .. } => remote.space(),
     }
+}
+
+/// Makes `transport` ready for hosted channels without opening one: in main
+/// it serves the service children call (so children may open channels before
+/// main opens any), in a child it installs the push handler. [`Channel::open`]
+/// does this on first use; calling it again does nothing.
+///
+/// ```
+/// use std::sync::Arc;
+/// use yuki_channel::{Channel, InThreadTransport, Transport};
+///
+/// let network = InThreadTransport::main();
+/// let main: Arc<dyn Transport> = network.clone();
+/// yuki_channel::host_channels(&main).unwrap();
+/// let child: Arc<dyn Transport> = network.connect("worker").unwrap();
+/// let ch = Channel::<u8>::open(&child, "early").unwrap();
+/// ch.send(1).unwrap();
+/// assert_eq!(Channel::<u8>::open(&main, "early").unwrap().recv().unwrap(), 1);
+/// ```
+pub fn host_channels(transport: &Arc<dyn Transport>) -> Result<()> {
+    Hosting::attach(transport).map(|_| ())
 }
 
 fn encode_fn<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -390,8 +415,12 @@ fn open_remote(
         capacity: capacity.map(|c| c as u64),
     };
     let reply = transport.call(SERVICE, &codec::encode(&request)?)?;
-    let (capacity, closed) = match codec::decode::<Reply>(&reply)? {
-        Reply::Opened { capacity, closed } => (capacity, closed),
+    let (capacity, state) = match codec::decode::<Reply>(&reply)? {
+        Reply::Opened {
+            capacity,
+            closed,
+            drained,
+        } => (capacity, (closed, drained)),
         Reply::CapacityMismatch { actual } => {
             return Err(Error::CapacityMismatch {
                 channel: name.to_owned(),
@@ -407,7 +436,7 @@ fn open_remote(
     };
     let capacity = capacity.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
     let weak: Weak<dyn Transport> = Arc::downgrade(transport);
-    let remote = Arc::new(Remote::new(name, capacity, closed, weak));
+    let remote = Arc::new(Remote::new(name, capacity, state, weak));
     lock(&hosting.remotes).insert(name.to_owned(), remote.clone());
     Ok(remote)
 }
