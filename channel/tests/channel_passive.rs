@@ -161,20 +161,18 @@ fn the_loop_ends_when_the_channel_closes() {
 }
 
 #[test]
-fn dropping_the_loop_stops_it() {
-    let ch = Channel::<u32>::new("dropped");
+fn stop_async_waits_for_the_task() {
+    let ch = Channel::<u32>::new("stop-async");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let dispatcher = ch.spawn_receive_loop(rt.handle()).unwrap();
-    let done = rt.block_on(async move {
-        let d = dispatcher;
+    rt.block_on(async move {
         tokio::task::yield_now().await;
-        assert!(!d.is_finished());
-        d.stop_async().await;
+        assert!(!dispatcher.is_finished());
+        dispatcher.stop_async().await;
     });
-    let () = done;
     ch.send(3).unwrap();
     assert_eq!(ch.try_recv(), Ok(3));
 }
