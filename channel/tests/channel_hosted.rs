@@ -468,3 +468,30 @@ fn passive_and_async_receive_in_a_child() {
     let r = rt.block_on(async { tokio::time::timeout(WAIT, task).await });
     assert_eq!(r.unwrap().unwrap(), Ok(42));
 }
+
+#[test]
+fn a_handle_keeps_its_transport_and_reopening_keeps_prefetched_items() {
+    let net = Net::new();
+    let m = Channel::<u32>::open(&net.main(), "keep").unwrap();
+    let c = {
+        let (_c, child) = net.child("c");
+        Channel::<u32>::open(&child, "keep").unwrap()
+    };
+    // Only the handle holds the child's transport now.
+    assert!(c.try_recv().is_err());
+    m.send(1).unwrap();
+    m.send(2).unwrap();
+    assert_eq!(c.recv_timeout(WAIT), Ok(1));
+    let (_d, other) = net.child("d");
+    let o = Channel::<u32>::open(&other, "keep").unwrap();
+    m.send(3).unwrap();
+    drop(o);
+    // Item 3 may have been pushed to the dropped handle's process: a new
+    // handle there still receives it.
+    let o = Channel::<u32>::open(&other, "keep").unwrap();
+    let mut rest = vec![c.recv_timeout(WAIT).unwrap()];
+    rest.extend(o.try_recv().ok());
+    rest.extend(c.try_recv().ok());
+    rest.sort_unstable();
+    assert_eq!(rest, vec![2, 3]);
+}

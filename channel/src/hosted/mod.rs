@@ -46,6 +46,9 @@ pub(crate) struct Hosted<T> {
     encode: fn(&T) -> Result<Vec<u8>>,
     decode: fn(&[u8]) -> Result<T>,
     side: Side,
+    /// A handle keeps its transport alive (the queue parts hold it weakly,
+    /// since the transport holds them).
+    _transport: Arc<dyn Transport>,
 }
 
 enum Side {
@@ -163,9 +166,10 @@ impl<T> Hosted<T> {
     }
 }
 
-/// One opened channel of this process: its typed core, for later opens.
+/// One opened channel of this process: its typed core (a `Weak<Shared<T>>`,
+/// so the transport does not keep its own handles alive), for later opens.
 struct Opened {
-    shared: Arc<dyn Any + Send + Sync>,
+    shared: Box<dyn Any + Send + Sync>,
     type_name: &'static str,
 }
 
@@ -350,24 +354,25 @@ where
         let hosting = Hosting::attach(transport)?;
         let mut opened = lock(&hosting.opened);
         if let Some(existing) = opened.get(name) {
-            let shared = existing
+            let weak = existing
                 .shared
-                .clone()
-                .downcast::<Shared<T>>()
-                .map_err(|_| Error::WrongType {
+                .downcast_ref::<Weak<Shared<T>>>()
+                .ok_or_else(|| Error::WrongType {
                     channel: name.to_owned(),
                     expected: std::any::type_name::<T>(),
                     actual: existing.type_name,
                 })?;
-            let channel = Channel::from_shared(shared);
-            if capacity.is_some() && channel.capacity() != capacity {
-                return Err(Error::CapacityMismatch {
-                    channel: name.to_owned(),
-                    requested: capacity,
-                    actual: channel.capacity(),
-                });
+            if let Some(shared) = weak.upgrade() {
+                let channel = Channel::from_shared(shared);
+                if capacity.is_some() && channel.capacity() != capacity {
+                    return Err(Error::CapacityMismatch {
+                        channel: name.to_owned(),
+                        requested: capacity,
+                        actual: channel.capacity(),
+                    });
+                }
+                return Ok(channel);
             }
-            return Ok(channel);
         }
         let side = match &hosting.host {
             Some(host) => {
@@ -387,6 +392,7 @@ where
             encode: encode_fn::<T>,
             decode: decode_fn::<T>,
             side,
+            _transport: transport.clone(),
         };
         let shared = Arc::new(Shared {
             name: name.to_owned(),
@@ -396,7 +402,7 @@ where
         opened.insert(
             name.to_owned(),
             Opened {
-                shared: shared.clone(),
+                shared: Box::new(Arc::downgrade(&shared)),
                 type_name: std::any::type_name::<T>(),
             },
         );
@@ -410,6 +416,18 @@ fn open_remote(
     name: &str,
     capacity: Option<usize>,
 ) -> Result<Arc<Remote>> {
+    // All handles were dropped: the remote part, with what main already
+    // pushed to it, lives on.
+    if let Some(remote) = lock(&hosting.remotes).get(name) {
+        if capacity.is_some() && remote.capacity() != capacity {
+            return Err(Error::CapacityMismatch {
+                channel: name.to_owned(),
+                requested: capacity,
+                actual: remote.capacity(),
+            });
+        }
+        return Ok(remote.clone());
+    }
     let request = Request::Open {
         name,
         capacity: capacity.map(|c| c as u64),
