@@ -267,6 +267,7 @@ impl<T: Send + 'static> Channel<T> {
             Fail::Empty => Error::Empty { channel },
             Fail::Closed => Error::Closed { channel },
             Fail::Timeout(d) => Error::Timeout(d),
+            Fail::TooLarge { size, max } => Error::FrameTooLarge { size, max },
             Fail::Full => Error::Full {
                 channel,
                 capacity: self.capacity().unwrap_or(0),

@@ -495,3 +495,25 @@ fn a_handle_keeps_its_transport_and_reopening_keeps_prefetched_items() {
     rest.sort_unstable();
     assert_eq!(rest, vec![2, 3]);
 }
+
+#[test]
+fn large_items_travel_in_frames_that_fit() {
+    let network = InThreadTransport::with_max_frame(4096);
+    let main: Arc<dyn Transport> = network.clone();
+    let child: Arc<dyn Transport> = network.connect("c").unwrap();
+    let m = Channel::<Vec<u8>>::open(&main, "big").unwrap();
+    let c = Channel::<Vec<u8>>::open(&child, "big").unwrap();
+    // Too large to ever be pushed: refused with the value back.
+    let err = m.send(vec![0; 5000]).unwrap_err();
+    assert!(matches!(err.error(), Error::FrameTooLarge { .. }), "{err}");
+    assert_eq!(err.into_inner().len(), 5000);
+    let err = c.send(vec![0; 5000]).unwrap_err();
+    assert!(matches!(err.error(), Error::FrameTooLarge { .. }), "{err}");
+    // Many items that fit alone but not together.
+    for i in 0..20u8 {
+        m.send(vec![i; 1000]).unwrap();
+    }
+    for i in 0..20u8 {
+        assert_eq!(c.recv_timeout(WAIT).unwrap(), vec![i; 1000]);
+    }
+}

@@ -62,6 +62,7 @@ fn fail_error(name: &str, capacity: Option<usize>, fail: Fail) -> Error {
         Fail::Empty => Error::Empty { channel },
         Fail::Closed => Error::Closed { channel },
         Fail::Timeout(d) => Error::Timeout(d),
+        Fail::TooLarge { size, max } => Error::FrameTooLarge { size, max },
         Fail::Full => Error::Full {
             channel,
             capacity: capacity.unwrap_or(0),
