@@ -311,7 +311,20 @@ where
     /// [`Error::Disconnected`] when main is gone.
     ///
     /// Items are encoded with [`codec`] when they cross the seam; in main
-    /// they are held encoded too, since any process may receive them.
+    /// they are held encoded too, since any process may receive them. An
+    /// item too large to be pushed to a child is refused with
+    /// [`Error::FrameTooLarge`].
+    ///
+    /// Receiving in a child: from its first receive on, a child lets main
+    /// push up to 64 items ahead of its receivers (its credit window), so a
+    /// busy queue costs one frame per batch, not a round trip per item. Items
+    /// pushed ahead belong to that child: its receivers get them, even after
+    /// a `recv_timeout` gave up. When the child leaves, the items pushed to
+    /// it that it had not acknowledged (it acknowledges every 32 items and
+    /// whenever its buffer runs dry) go back to the head of main's queue for
+    /// the other receivers: across a child crash delivery is at least once,
+    /// never lost. When main leaves, receivers blocked in the child wake
+    /// with [`Error::Disconnected`].
     ///
     /// ```
     /// use std::sync::Arc;
