@@ -253,3 +253,36 @@ fn many_senders_and_receivers_see_each_item_once() {
     all.sort_unstable();
     assert_eq!(all, (0..4000).collect::<Vec<_>>());
 }
+
+#[test]
+fn iterators_stop_at_the_first_failure() {
+    let ch = Channel::<u32>::new("iter");
+    for i in 0..3 {
+        ch.send(i).unwrap();
+    }
+    assert_eq!(ch.try_iter().collect::<Vec<_>>(), vec![0, 1, 2]);
+    ch.send(3).unwrap();
+    ch.close();
+    assert_eq!(ch.iter().collect::<Vec<_>>(), vec![3]);
+}
+
+#[test]
+fn send_errors_convert() {
+    let ch = Channel::<u32>::bounded("conv", 1);
+    ch.close();
+    let err = ch.send(1).unwrap_err();
+    let try_err: TrySendError<u32> = err.clone().into();
+    assert!(try_err.is_closed());
+    assert_eq!(
+        try_err.error(),
+        &Error::Closed {
+            channel: "conv".into()
+        }
+    );
+    assert!(format!("{try_err:?}").contains("Failed"));
+    assert!(try_err.to_string().contains("closed"));
+    assert_eq!(try_err.into_inner(), 1);
+    assert!(std::error::Error::source(&err).is_some());
+    let e: Error = err.into();
+    assert!(matches!(e, Error::Closed { .. }));
+}
