@@ -8,7 +8,9 @@
 use std::thread;
 use std::time::Instant;
 
-use yuki_channel::Channel;
+use std::sync::Arc;
+
+use yuki_channel::{Channel, InThreadTransport, Transport};
 
 use crate::bench::timing::mops;
 use crate::report::{Better, Line, Report};
@@ -94,6 +96,31 @@ fn ping_pong<P: Pipe>(n: u64) -> f64 {
     elapsed.as_secs_f64() * 1e6 / n as f64
 }
 
+/// Millions of items per second from main to a child's receiver through a
+/// hosted channel over the in-thread transport (credit window, coalesced
+/// pushes, encoding): what hosting costs beyond the transport.
+fn hosted_one_way(n: u64) -> f64 {
+    let network = InThreadTransport::main();
+    let main: Arc<dyn Transport> = network.clone();
+    let child: Arc<dyn Transport> = network.connect("bench").expect("main is up");
+    let tx = Channel::<u64>::open(&main, "bench").expect("open in main");
+    let rx = Channel::<u64>::open(&child, "bench").expect("open in the child");
+    let start = Instant::now();
+    let consumer = thread::spawn(move || {
+        let mut sum = 0u64;
+        for _ in 0..n {
+            sum = sum.wrapping_add(rx.recv().expect("open channel"));
+        }
+        sum
+    });
+    for i in 0..n {
+        tx.send(i).expect("open channel");
+    }
+    let sum = consumer.join().expect("consumer thread");
+    assert_eq!(sum, n * (n - 1) / 2);
+    mops(n, start.elapsed())
+}
+
 /// Adds the in-thread channel lines to `report`.
 pub fn run(report: &mut Report, quick: bool) {
     let (rounds, items, trips) = if quick {
@@ -130,5 +157,19 @@ pub fn run(report: &mut Report, quick: bool) {
         )
         .floor("crossbeam", floor)
         .target("<= 1.2x floor"),
+    );
+    let (mut hosted, mut local) = (0f64, 0f64);
+    for _ in 0..rounds {
+        hosted = hosted.max(hosted_one_way(items / 4));
+        local = local.max(one_way::<Ours>(items / 4));
+    }
+    report.add(
+        Line::new(
+            "hosted Channel<u64> main->child, in-thread",
+            "M msgs/s",
+            hosted,
+            Better::Higher,
+        )
+        .floor("local Channel", local),
     );
 }
