@@ -306,6 +306,10 @@ fn main_leaving_wakes_child_receivers_with_disconnected() {
     assert!(matches!(err.error(), Error::Disconnected(_)));
     assert_eq!(err.into_inner(), 5);
     assert!(matches!(c.try_recv(), Err(Error::Disconnected(_))));
+    assert!(matches!(c.recv_timeout(SHORT), Err(Error::Disconnected(_))));
+    assert_eq!(c.len(), 0, "only what this process holds");
+    assert!(c.is_empty());
+    assert!(!c.close(), "cannot reach main to close");
     assert!(matches!(
         Channel::<u32>::open(&child, "other"),
         Err(Error::Disconnected(_))
