@@ -201,6 +201,15 @@ impl ChildLink {
             .map_err(|()| Error::disconnected("the link to main is closed"))
     }
 
+    pub(crate) fn send_raw(&self, message: &[u8]) -> Result<()> {
+        self.out
+            .append(usize::MAX, |buf| buf.extend_from_slice(message))
+            .map_err(|_| Error::disconnected("the link to main is closed"))?;
+        self.out
+            .flush()
+            .map_err(|()| Error::disconnected("the link to main is closed"))
+    }
+
     fn read_loop(&self, down: &IpcBytesReceiver) {
         loop {
             let message = match down.recv() {

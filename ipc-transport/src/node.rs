@@ -268,6 +268,14 @@ impl Node {
         Ok(link.send_control(Control::Restart)?)
     }
 
+    /// Sends `message` to main as one raw ipc message, bypassing the
+    /// encoder (child only). For fault-injection tests of main's checks.
+    #[doc(hidden)]
+    pub fn send_raw_message(&self, message: &[u8]) -> Result<()> {
+        let link = self.child_link("only a child sends raw messages")?;
+        Ok(link.send_raw(message)?)
+    }
+
     /// Whether this child's link to main is closed (always `false` in main).
     pub fn is_disconnected(&self) -> bool {
         match self.transport.side() {

@@ -489,6 +489,10 @@ impl ChildShared {
                 Ok(())
             }
             Err(e) => {
+                if matches!(e, Error::Refused(_)) {
+                    // A refused child learns why and exits by itself; give it a moment.
+                    let _ = exit_rx.recv_timeout(Duration::from_secs(1));
+                }
                 self.signal(libc::SIGKILL);
                 // The watcher reaps it; wait for that so no process is left.
                 let _ = exit_rx.recv_timeout(Duration::from_secs(5));
