@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use yuki_channel::{PeerEvent, PeerId, Transport, codec};
+use yuki_channel::{PeerEvent, PeerId, codec};
 use yuki_ipc_transport::{Lifecycle, Node, RestartPolicy, WhenMainGone};
 use yuki_testkit::{Harness, run_child};
 
