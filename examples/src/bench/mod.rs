@@ -5,4 +5,5 @@
 //! benchmark cannot rot).
 
 pub mod channel;
+pub mod ipc;
 pub mod timing;
