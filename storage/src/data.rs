@@ -192,7 +192,11 @@ impl Data {
         let mut now = self.now();
         let entries = guards
             .iter()
-            .flat_map(|g| g.live(&mut now).map(|e| (&*e.key, &*e.value)).collect::<Vec<_>>())
+            .flat_map(|g| {
+                g.live(&mut now)
+                    .map(|e| (&*e.key, &*e.value))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         f(entries)
     }

@@ -91,7 +91,9 @@ pub enum Error {
     },
 
     /// An operation of a batch was refused before the batch was sent.
-    #[error("operation {index} of the batch is invalid: {source}; nothing of the batch was applied")]
+    #[error(
+        "operation {index} of the batch is invalid: {source}; nothing of the batch was applied"
+    )]
     InvalidBatch {
         /// The operation's position in the batch.
         index: usize,

@@ -74,7 +74,9 @@ impl StoreService {
                             codec::encode_into(&Reply::Value(Some(Bytes::new(v))), reply)
                         })
                         .unwrap_or_else(|| codec::encode_into(&Reply::Value(None), reply)),
-                    Op::Contains(key) => codec::encode_into(&Reply::Bool(data.contains(key)), reply),
+                    Op::Contains(key) => {
+                        codec::encode_into(&Reply::Bool(data.contains(key)), reply)
+                    }
                     op => codec::encode_into(&data.apply_one(&op).to_reply(), reply),
                 }
             }

@@ -46,9 +46,9 @@ impl<'a> Now<'a> {
 
     #[inline]
     pub(crate) fn get(&mut self) -> u64 {
-        *self.at.get_or_insert_with(|| {
-            u64::try_from(self.clock.now().as_nanos()).unwrap_or(NEVER - 1)
-        })
+        *self
+            .at
+            .get_or_insert_with(|| u64::try_from(self.clock.now().as_nanos()).unwrap_or(NEVER - 1))
     }
 }
 
@@ -85,8 +85,8 @@ impl Shard {
                 } else {
                     e.value = value.into();
                 }
-                self.with_ttl = self.with_ttl + usize::from(expires != NEVER)
-                    - usize::from(e.expires != NEVER);
+                self.with_ttl =
+                    self.with_ttl + usize::from(expires != NEVER) - usize::from(e.expires != NEVER);
                 e.expires = expires;
             }
             None => {
@@ -214,9 +214,7 @@ impl Shards {
     pub(crate) fn read(&self, index: usize) -> ReadGuard<'_> {
         // A panic while a lock was held cannot leave a table half changed
         // (every change is one table call), so a poisoned lock is still good.
-        self.shards[index]
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        self.shards[index].read().unwrap_or_else(|p| p.into_inner())
     }
 
     #[inline]

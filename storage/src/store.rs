@@ -114,11 +114,7 @@ impl Store {
     /// [`Store::local`] with settings.
     pub fn local_with(config: Config) -> Store {
         Store {
-            backend: Backend::Local(Data::new(
-                config.shards,
-                config.clock,
-                config.purge_every,
-            )),
+            backend: Backend::Local(Data::new(config.shards, config.clock, config.purge_every)),
             watch_capacity: config.watch_capacity,
         }
     }
@@ -261,7 +257,10 @@ impl Store {
             Backend::Local(data) => data
                 .get_with(key, |bytes| value::decode(key, bytes))
                 .transpose(),
-            Backend::Remote(_) => self.get_raw(key)?.map(|b| value::decode(key, &b)).transpose(),
+            Backend::Remote(_) => self
+                .get_raw(key)?
+                .map(|b| value::decode(key, &b))
+                .transpose(),
         }
     }
 

@@ -357,7 +357,9 @@ impl Watchers {
     }
 
     pub(crate) fn remove_remote(&self, peer: PeerId, id: u64) {
-        self.remove(|t| matches!(t, Target::Remote { peer: p, id: i, .. } if *p == peer && *i == id));
+        self.remove(
+            |t| matches!(t, Target::Remote { peer: p, id: i, .. } if *p == peer && *i == id),
+        );
     }
 
     /// Drops every watcher of a child that left.
