@@ -17,7 +17,7 @@ use crate::batch::Outcome;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::protocol::Op;
-use crate::shards::{NEVER, Now, Shard, Shards};
+use crate::shards::{Entry, NEVER, Now, Shard, Shards};
 use crate::watch::Watchers;
 
 pub(crate) struct Data {
@@ -54,7 +54,7 @@ impl Data {
         let hash = self.shards.hash(key);
         let shard = self.shards.read(self.shards.index(hash));
         let mut now = self.now();
-        shard.find_live(hash, key, &mut now).map(|e| f(&e.value))
+        shard.find_live(hash, key, &mut now).map(|e| f(e.value()))
     }
 
     pub(crate) fn contains(&self, key: &str) -> bool {
@@ -99,7 +99,7 @@ impl Data {
         match *op {
             Op::Get(key) => Outcome::Got {
                 key: key.to_owned(),
-                value: shard.find_live(hash, key, now).map(|e| e.value.to_vec()),
+                value: shard.find_live(hash, key, now).map(|e| e.value().to_vec()),
             },
             Op::Contains(key) => Outcome::Contains(shard.find_live(hash, key, now).is_some()),
             Op::Set {
@@ -127,7 +127,7 @@ impl Data {
             },
             Op::Incr { key, by } => {
                 let current = match shard.find_live(hash, key, now) {
-                    Some(e) => match codec::decode::<i64>(&e.value) {
+                    Some(e) => match codec::decode::<i64>(e.value()) {
                         Ok(n) => Some(n),
                         Err(_) => {
                             return Outcome::Failed(Error::NotAnInteger {
@@ -158,7 +158,7 @@ impl Data {
                 Outcome::Incremented(next)
             }
             Op::Cas { key, expected, new } => {
-                let current = shard.find_live(hash, key, now).map(|e| &e.value[..]);
+                let current = shard.find_live(hash, key, now).map(Entry::value);
                 if current != expected.map(|b| &b[..]) {
                     return Outcome::Swapped(false);
                 }
@@ -194,7 +194,7 @@ impl Data {
             .iter()
             .flat_map(|g| {
                 g.live(&mut now)
-                    .map(|e| (&*e.key, &*e.value))
+                    .map(|e| (e.key(), e.value()))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -209,7 +209,7 @@ impl Data {
             .iter()
             .flat_map(|g| {
                 g.live(&mut now)
-                    .map(|e| &*e.key)
+                    .map(Entry::key)
                     .filter(|k| k.starts_with(prefix))
                     .collect::<Vec<_>>()
             })

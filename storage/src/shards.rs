@@ -15,17 +15,55 @@ use crate::clock::Clock;
 /// The deadline of an entry that never expires.
 pub(crate) const NEVER: u64 = u64::MAX;
 
-/// One key and its encoded value.
+/// One key and its encoded value, in one allocation: a lookup that
+/// compares the key has the value's first bytes in cache already.
 pub(crate) struct Entry {
     hash: u64,
-    pub(crate) key: Box<str>,
-    /// Exactly as long as the value: never a buffer kept from a transport.
-    pub(crate) value: Box<[u8]>,
+    key_len: usize,
+    /// The key's bytes, then the value's; exactly as long as both, never a
+    /// buffer kept from a transport.
+    bytes: Box<[u8]>,
     /// Nanoseconds on main's clock, or [`NEVER`].
     pub(crate) expires: u64,
 }
 
 impl Entry {
+    fn new(hash: u64, key: &str, value: &[u8], expires: u64) -> Entry {
+        let mut bytes = Vec::with_capacity(key.len() + value.len());
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.extend_from_slice(value);
+        Entry {
+            hash,
+            key_len: key.len(),
+            bytes: bytes.into_boxed_slice(),
+            expires,
+        }
+    }
+
+    #[inline]
+    fn is(&self, hash: u64, key: &str) -> bool {
+        self.hash == hash && &self.bytes[..self.key_len] == key.as_bytes()
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        // The bytes were a &str when stored; the fallback is unreachable.
+        std::str::from_utf8(&self.bytes[..self.key_len]).unwrap_or_default()
+    }
+
+    #[inline]
+    pub(crate) fn value(&self) -> &[u8] {
+        &self.bytes[self.key_len..]
+    }
+
+    /// Replaces the value, in place when the length is the same.
+    fn set_value(&mut self, key: &str, value: &[u8]) {
+        if self.bytes.len() - self.key_len == value.len() {
+            self.bytes[self.key_len..].copy_from_slice(value);
+        } else {
+            *self = Entry::new(self.hash, key, value, self.expires);
+        }
+    }
+
     #[inline]
     pub(crate) fn live(&self, now: &mut Now<'_>) -> bool {
         self.expires == NEVER || self.expires > now.get()
@@ -63,7 +101,7 @@ pub(crate) struct Shard {
 impl Shard {
     #[inline]
     pub(crate) fn find(&self, hash: u64, key: &str) -> Option<&Entry> {
-        self.table.find(hash, |e| e.hash == hash && *e.key == *key)
+        self.table.find(hash, |e| e.is(hash, key))
     }
 
     /// The entry if it exists and has not expired.
@@ -75,56 +113,31 @@ impl Shard {
     /// Sets `key` to a copy of `value`, reusing the old allocation when the
     /// length is the same.
     pub(crate) fn put(&mut self, hash: u64, key: &str, value: &[u8], expires: u64) {
-        match self
-            .table
-            .find_mut(hash, |e| e.hash == hash && *e.key == *key)
-        {
+        match self.table.find_mut(hash, |e| e.is(hash, key)) {
             Some(e) => {
-                if e.value.len() == value.len() {
-                    e.value.copy_from_slice(value);
-                } else {
-                    e.value = value.into();
-                }
+                e.set_value(key, value);
                 self.with_ttl =
                     self.with_ttl + usize::from(expires != NEVER) - usize::from(e.expires != NEVER);
                 e.expires = expires;
             }
             None => {
                 self.with_ttl += usize::from(expires != NEVER);
-                self.table.insert_unique(
-                    hash,
-                    Entry {
-                        hash,
-                        key: key.into(),
-                        value: value.into(),
-                        expires,
-                    },
-                    |e| e.hash,
-                );
+                self.table
+                    .insert_unique(hash, Entry::new(hash, key, value, expires), |e| e.hash);
             }
         }
     }
 
     /// Replaces the value of an existing entry, keeping its deadline.
     pub(crate) fn replace_value(&mut self, hash: u64, key: &str, value: &[u8]) {
-        if let Some(e) = self
-            .table
-            .find_mut(hash, |e| e.hash == hash && *e.key == *key)
-        {
-            if e.value.len() == value.len() {
-                e.value.copy_from_slice(value);
-            } else {
-                e.value = value.into();
-            }
+        if let Some(e) = self.table.find_mut(hash, |e| e.is(hash, key)) {
+            e.set_value(key, value);
         }
     }
 
     /// Removes `key`, returning its entry (live or expired).
     pub(crate) fn remove(&mut self, hash: u64, key: &str) -> Option<Entry> {
-        let found = self
-            .table
-            .find_entry(hash, |e| e.hash == hash && *e.key == *key)
-            .ok()?;
+        let found = self.table.find_entry(hash, |e| e.is(hash, key)).ok()?;
         let (e, _) = found.remove();
         self.with_ttl -= usize::from(e.expires != NEVER);
         Some(e)
@@ -157,7 +170,7 @@ impl Shard {
         self.table.retain(|e| {
             let keep = e.expires == NEVER || e.expires > now;
             if !keep {
-                gone(&e.key);
+                gone(e.key());
                 removed += 1;
             }
             keep
@@ -170,7 +183,7 @@ impl Shard {
     pub(crate) fn clear(&mut self, now: &mut Now<'_>, mut gone: impl FnMut(&str)) -> usize {
         let mut removed = 0;
         for e in self.live(now) {
-            gone(&e.key);
+            gone(e.key());
             removed += 1;
         }
         self.table.clear();
