@@ -3,6 +3,7 @@
 mod suite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use yuki_storage::{Config, ManualClock, Store};
 
@@ -28,9 +29,19 @@ impl Harness for Local {
     fn child(&self, _name: &str) -> Store {
         self.store.clone()
     }
-    fn clock(&self) -> Arc<ManualClock> {
-        self.clock.clone()
+    fn advance(&self, by: Duration) {
+        self.clock.advance(by);
     }
 }
 
 store_suite!(local());
+
+#[test]
+fn the_suite_list_names_every_generated_test() {
+    let names: Vec<&str> = suite::ALL.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names.len(), 15);
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len());
+}

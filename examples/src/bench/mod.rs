@@ -4,9 +4,6 @@
 //! shrinks the work so the whole run stays under a minute (CI runs it so the
 //! benchmark cannot rot).
 
-<<<<<<< HEAD
-pub mod store;
-=======
 pub mod ipc;
->>>>>>> ipc
+pub mod store;
 pub mod timing;

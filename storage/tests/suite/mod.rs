@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use yuki_storage::{Batch, Change, Error, MAX_KEY_LEN, MAX_VALUE_LEN, ManualClock, Outcome, Store};
+use yuki_storage::{Batch, Change, Error, MAX_KEY_LEN, MAX_VALUE_LEN, Outcome, Store};
 
 /// A bound on every wait of the suite.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -19,11 +19,12 @@ pub trait Harness {
     fn main(&self) -> Store;
     /// The store of a child (a new one for each name).
     fn child(&self, name: &str) -> Store;
-    /// The clock main's store reads for expiry.
-    fn clock(&self) -> Arc<ManualClock>;
+    /// Moves the clock main's store reads for expiry.
+    fn advance(&self, by: Duration);
 }
 
 /// Generates one `#[test]` per suite body for a harness constructor.
+#[allow(unused_macros)]
 macro_rules! store_suite {
     ($make:expr) => {
         store_suite!(@tests $make;
@@ -45,7 +46,51 @@ macro_rules! store_suite {
         )*
     };
 }
+#[allow(unused_imports)]
 pub(crate) use store_suite;
+
+/// Every body of the suite, for running them all in one process.
+pub const ALL: &[(&str, fn(&dyn Harness))] = &[
+    ("set_get_and_types", set_get_and_types),
+    ("get_or_and_raw", get_or_and_raw),
+    ("delete_reports_existence", delete_reports_existence),
+    ("contains_keys_len_clear", contains_keys_len_clear),
+    (
+        "get_all_is_a_typed_snapshot_copy",
+        get_all_is_a_typed_snapshot_copy,
+    ),
+    ("incr_counts", incr_counts),
+    (
+        "compare_and_swap_swaps_only_on_match",
+        compare_and_swap_swaps_only_on_match,
+    ),
+    ("ttl_expires_on_every_read", ttl_expires_on_every_read),
+    (
+        "batch_applies_in_order_with_one_result_each",
+        batch_applies_in_order_with_one_result_each,
+    ),
+    ("invalid_input_is_refused", invalid_input_is_refused),
+    (
+        "writes_are_visible_everywhere_at_once",
+        writes_are_visible_everywhere_at_once,
+    ),
+    (
+        "watch_sees_every_change_in_order",
+        watch_sees_every_change_in_order,
+    ),
+    (
+        "batches_are_atomic_under_snapshots",
+        batches_are_atomic_under_snapshots,
+    ),
+    (
+        "concurrent_incr_loses_nothing",
+        concurrent_incr_loses_nothing,
+    ),
+    (
+        "async_forms_match_blocking_forms",
+        async_forms_match_blocking_forms,
+    ),
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct User {
@@ -204,7 +249,6 @@ pub fn compare_and_swap_swaps_only_on_match(h: &dyn Harness) {
 
 pub fn ttl_expires_on_every_read(h: &dyn Harness) {
     let (main, child) = (h.main(), h.child("c"));
-    let clock = h.clock();
     child
         .set_with_ttl("session", "token", Duration::from_secs(10))
         .unwrap();
@@ -218,14 +262,14 @@ pub fn ttl_expires_on_every_read(h: &dyn Harness) {
     child.set("renewed", &1).unwrap(); // a plain set removes the deadline
     assert_eq!(child.incr("counter", 1).unwrap(), 2); // incr keeps it
 
-    clock.advance(Duration::from_secs(9));
+    h.advance(Duration::from_secs(9));
     assert_eq!(
         child.get::<String>("session").unwrap().as_deref(),
         Some("token")
     );
     assert_eq!(main.len().unwrap(), 4);
 
-    clock.advance(Duration::from_secs(1));
+    h.advance(Duration::from_secs(1));
     for store in [&main, &child] {
         assert_eq!(store.get::<String>("session").unwrap(), None);
         assert!(!store.contains("session").unwrap());
@@ -280,7 +324,7 @@ pub fn batch_applies_in_order_with_one_result_each(h: &dyn Harness) {
     assert_eq!(out[7], Outcome::Swapped(true));
     assert_eq!(out[9].value::<i64>().unwrap(), None);
     assert_eq!(main.get::<i64>("a").unwrap(), Some(4));
-    h.clock().advance(Duration::from_secs(1));
+    h.advance(Duration::from_secs(1));
     assert!(!main.contains("short").unwrap());
     assert!(child.batch(&Batch::new()).unwrap().is_empty());
     assert!(matches!(
@@ -339,7 +383,6 @@ pub fn writes_are_visible_everywhere_at_once(h: &dyn Harness) {
 }
 
 pub fn watch_sees_every_change_in_order(h: &dyn Harness) {
-    let clock = h.clock();
     let (main, child) = (h.main(), h.child("c"));
     let mut watch = child.watch("w.").unwrap();
     let mut main_watch = main.watch("").unwrap();
@@ -353,7 +396,7 @@ pub fn watch_sees_every_change_in_order(h: &dyn Harness) {
     child
         .set_with_ttl("w.t", &0i64, Duration::from_secs(1))
         .unwrap();
-    clock.advance(Duration::from_secs(1));
+    h.advance(Duration::from_secs(1));
     child.purge_expired().unwrap();
     child.clear().unwrap();
 
@@ -467,7 +510,6 @@ pub fn concurrent_incr_loses_nothing(h: &dyn Harness) {
 
 pub fn async_forms_match_blocking_forms(h: &dyn Harness) {
     let (main, child) = (h.main(), h.child("c"));
-    let clock = h.clock();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -498,7 +540,7 @@ pub fn async_forms_match_blocking_forms(h: &dyn Harness) {
             s.set_with_ttl_async("t", &1i64, Duration::from_secs(1))
                 .await
                 .unwrap();
-            clock.advance(Duration::from_secs(1));
+            h.advance(Duration::from_secs(1));
             assert_eq!(s.purge_expired_async().await.unwrap(), 1);
             let mut b = Batch::new();
             b.get("n").delete("a").incr("n", 1).contains("a");
