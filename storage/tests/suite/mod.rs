@@ -49,8 +49,11 @@ macro_rules! store_suite {
 #[allow(unused_imports)]
 pub(crate) use store_suite;
 
+/// One test body of the suite.
+pub type Body = fn(&dyn Harness);
+
 /// Every body of the suite, for running them all in one process.
-pub const ALL: &[(&str, fn(&dyn Harness))] = &[
+pub const ALL: &[(&str, Body)] = &[
     ("set_get_and_types", set_get_and_types),
     ("get_or_and_raw", get_or_and_raw),
     ("delete_reports_existence", delete_reports_existence),
