@@ -8,6 +8,9 @@ fn main() {
     if yuki_examples::bench::ipc::child_main() {
         return;
     }
+    if yuki_examples::bench::store::child_main() {
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let mut report = Report::default();
     yuki_examples::bench::ipc::run(&mut report, quick);
