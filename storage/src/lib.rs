@@ -11,6 +11,32 @@
 //! compare-and-swap, time-to-live, atomic [`Batch`]es sent as one frame,
 //! change streams ([`Store::watch`]) and an async form of every operation.
 //!
+//! # Guarantees
+//!
+//! - Each operation is applied whole in main, under the lock of its key's
+//!   shard; a write returns after main applied it, so any process that reads
+//!   after it returned sees it. Operations on one key are linearizable; one
+//!   thread's operations apply in the order it made them.
+//! - A [`Batch`] is applied in order with the locks of every shard it
+//!   touches held together (taken in shard order, so batches cannot
+//!   deadlock); `get_all`, `keys`, `len` and `clear` hold every shard's lock
+//!   together. So a snapshot never shows a batch half applied, and is a real
+//!   instant of the store, not a walk over a changing map.
+//! - A [`Watch`] sees every change under its prefix made after `watch`
+//!   returned, in the order main applied them (changes to one key in their
+//!   exact order); expiry shows as a removal when main purges the key.
+//! - When main is gone, every call fails with [`Error::Disconnected`] and
+//!   every watch ends with it: nothing waits forever.
+//!
+//! # Limits
+//!
+//! Keys are UTF-8, at most [`MAX_KEY_LEN`] bytes, and never empty (an empty
+//! key is refused with [`Error::EmptyKey`] everywhere: it is almost always a
+//! name that was never filled in). Encoded values are at most
+//! [`MAX_VALUE_LEN`] bytes. Both are checked before anything is sent.
+//! Values are compared (compare-and-swap) and counted (`incr`, an `i64`) by
+//! their encoding, bincode 2 as in `yuki_channel::codec`.
+//!
 //! ```
 //! use yuki_channel::InThreadTransport;
 //! use yuki_storage::Store;

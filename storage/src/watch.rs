@@ -402,6 +402,18 @@ impl Watchers {
     }
 }
 
+impl Drop for Watchers {
+    /// The store is gone: its local watches end instead of waiting forever.
+    fn drop(&mut self) {
+        let list = self.list.get_mut().unwrap_or_else(|p| p.into_inner());
+        for w in list.iter() {
+            if let Target::Local { inbox, .. } = &w.target {
+                inbox.close(Error::Disconnected("the store was dropped".into()));
+            }
+        }
+    }
+}
+
 fn push_change(
     transport: &dyn Transport,
     peer: PeerId,

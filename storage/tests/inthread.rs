@@ -231,3 +231,36 @@ fn a_child_transport_cannot_serve() {
     main_store.set("k", &1).unwrap();
     assert_eq!(store.get::<i32>("k").unwrap(), Some(1));
 }
+
+#[test]
+fn a_malformed_request_cuts_off_only_that_child() {
+    let h = in_thread();
+    let bad_t = h.transport.connect("bad").unwrap();
+    let bad = Store::attach(bad_t.clone()).unwrap();
+    let good = h.child("good");
+    assert!(matches!(
+        bad_t.call("yuki.store", &[0xff, 0xff, 0xff]),
+        Err(yuki_channel::Error::Disconnected(_))
+    ));
+    assert!(matches!(bad.get::<i32>("k"), Err(Error::Disconnected(_))));
+    good.set("k", &1).unwrap();
+    assert_eq!(h.main.get::<i32>("k").unwrap(), Some(1));
+}
+
+#[test]
+fn a_garbled_reply_is_a_protocol_error() {
+    // A "main" that answers every store request with garbage.
+    let main = InThreadTransport::main();
+    main.serve(
+        "yuki.store",
+        Arc::new(|_: yuki_channel::PeerId, _: &[u8], reply: &mut Vec<u8>| {
+            reply.extend_from_slice(&[0xee; 3]);
+            Ok(())
+        }),
+    )
+    .unwrap();
+    let child = Store::attach(main.connect("c").unwrap()).unwrap();
+    assert!(matches!(child.get::<i32>("k"), Err(Error::Protocol(_))));
+    assert!(matches!(child.len(), Err(Error::Protocol(_))));
+    assert!(matches!(child.watch(""), Err(Error::Protocol(_))));
+}
