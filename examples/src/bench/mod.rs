@@ -6,4 +6,5 @@
 
 pub mod channel;
 pub mod ipc;
+pub mod store;
 pub mod timing;

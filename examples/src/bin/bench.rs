@@ -8,10 +8,14 @@ fn main() {
     if yuki_examples::bench::ipc::child_main() {
         return;
     }
+    if yuki_examples::bench::store::child_main() {
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let mut report = Report::default();
     yuki_examples::bench::ipc::run(&mut report, quick);
     // Each area adds its lines here: yuki_examples::bench::<area>::run(&mut report, quick);
     yuki_examples::bench::channel::run(&mut report, quick);
+    yuki_examples::bench::store::run(&mut report, quick);
     println!("\n{}", report.to_markdown());
 }
