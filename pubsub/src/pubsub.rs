@@ -404,3 +404,56 @@ impl fmt::Debug for PubSub {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yuki_channel::InThreadTransport;
+
+    #[test]
+    fn main_refuses_bad_requests_and_cuts_off_garbage() {
+        let main = InThreadTransport::main();
+        let ps = PubSub::attach(main.clone()).unwrap();
+        assert_eq!(ps.with_capacity(0).capacity(), 1);
+        let child = main.connect("c").unwrap();
+        for request in [
+            Request::Publish {
+                topic: "a..b",
+                payload: b"",
+            },
+            Request::Subscribe { pattern: "a.>.b" },
+            Request::Unsubscribe { pattern: "" },
+        ] {
+            let reply = child.call(SERVICE, &codec::encode(&request).unwrap());
+            assert!(matches!(read_reply(reply), Err(Error::Refused(_))));
+        }
+        // Unsubscribing what was never subscribed changes nothing.
+        let reply = child.call(
+            SERVICE,
+            &codec::encode(&Request::Unsubscribe { pattern: "x" }).unwrap(),
+        );
+        assert_eq!(read_reply(reply), Ok(0));
+        assert!(matches!(
+            child.call(SERVICE, b"\xff\xff garbage"),
+            Err(yuki_channel::Error::Disconnected(_))
+        ));
+    }
+
+    #[test]
+    fn a_child_ignores_malformed_pushes() {
+        let main = InThreadTransport::main();
+        let _ps = PubSub::attach(main.clone()).unwrap();
+        let child_t = main.connect("c").unwrap();
+        let child = PubSub::attach(child_t.clone()).unwrap();
+        let sub = child.subscribe::<u8>("x").unwrap();
+        main.push(child_t.peer_id(), SERVICE, b"\xff garbage")
+            .unwrap();
+        let lost = Push::Lost {
+            pattern: "bad..pattern",
+            count: 3,
+        };
+        main.push(child_t.peer_id(), SERVICE, &codec::encode(&lost).unwrap())
+            .unwrap();
+        assert_eq!(sub.try_recv().unwrap_err(), Error::Empty);
+    }
+}

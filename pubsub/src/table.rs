@@ -85,8 +85,7 @@ impl<V> PatternTable<V> {
 
     /// Calls `f` with every value whose pattern matches `topic` (a valid topic).
     pub(crate) fn for_each_match<'a>(&'a self, topic: &str, mut f: impl FnMut(&'a V)) {
-        let segments: Vec<&str> = topic.split('.').collect();
-        visit(&self.root, &segments, &mut f);
+        visit(&self.root, Some(topic), &mut f);
     }
 
     /// Calls `f` with every stored value.
@@ -144,17 +143,22 @@ fn update_in<V>(node: &mut Node<V>, segments: &[Segment<'_>], f: impl FnOnce(&mu
     }
 }
 
-fn visit<'a, V>(node: &'a Node<V>, topic: &[&str], f: &mut impl FnMut(&'a V)) {
-    let Some((first, rest)) = topic.split_first() else {
+/// `topic` is what remains of the topic, `None` once every segment matched.
+fn visit<'a, V>(node: &'a Node<V>, topic: Option<&str>, f: &mut impl FnMut(&'a V)) {
+    let Some(topic) = topic else {
         if let Some(v) = &node.here {
             f(v);
         }
         return;
     };
+    let (first, rest) = match topic.split_once('.') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (topic, None),
+    };
     if let Some(v) = &node.rest {
         f(v);
     }
-    if let Some(child) = node.literal.get(*first) {
+    if let Some(child) = node.literal.get(first) {
         visit(child, rest, f);
     }
     if let Some(child) = &node.one {

@@ -344,7 +344,9 @@ fn a_stuck_subscriber_loses_the_oldest_and_learns_how_many() {
         for i in 0..100u32 {
             assert_eq!(n.main.publish("lag", &i).unwrap(), 2);
             // Keep the reader within its buffer; the stuck one never reads.
+            let deadline = std::time::Instant::now() + WAIT;
             while reader.len() >= 4 {
+                assert!(std::time::Instant::now() < deadline, "the reader stopped");
                 thread::yield_now();
             }
         }

@@ -6,8 +6,8 @@ use yuki_examples::report::Report;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let report = Report::default();
+    let mut report = Report::default();
     // Each area adds its lines here: yuki_examples::bench::<area>::run(&mut report, quick);
-    let _ = quick;
+    yuki_examples::bench::pubsub::run(&mut report, quick);
     println!("\n{}", report.to_markdown());
 }
