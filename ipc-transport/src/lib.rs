@@ -1,1 +1,66 @@
-//! placeholder
+//! Start-up by role, child bootstrap, supervision and the ipc-channel
+//! transport of yuki.
+//!
+//! [`Node::init`] is the one call a program makes at start-up. In the main
+//! process it starts the server side; in a child (the `YUKI_BOOTSTRAP`
+//! variable is set by [`Node::spawn`]) it connects to main, presents a
+//! one-time token and learns its peer id and name. [`Node::transport`] is
+//! the [`Transport`](yuki_channel::Transport) the store, pub/sub and hosted
+//! channels attach to.
+//!
+//! ```no_run
+//! use std::process::Command;
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use yuki_channel::{PeerId, Role};
+//! use yuki_ipc_transport::Node;
+//!
+//! let node = Node::init()?;
+//! let transport = node.transport();
+//! if node.role() == Role::Main {
+//!     transport.serve("echo", Arc::new(|_: PeerId, req: &[u8], reply: &mut Vec<u8>| {
+//!         reply.extend_from_slice(req);
+//!         Ok(())
+//!     }))?;
+//!     let exe = std::env::current_exe().unwrap();
+//!     let worker = node.spawn("worker", Command::new(exe))?;
+//!     worker.wait_timeout(Duration::from_secs(10));
+//! } else {
+//!     assert_eq!(transport.call("echo", b"hi")?, b"hi");
+//! }
+//! # Ok::<(), yuki_ipc_transport::Error>(())
+//! ```
+//!
+//! The handshake socket's directory is narrowed to its owner at once; see
+//! [`rendezvous`](crate#the-handshake-socket) below.
+//!
+//! # The handshake socket
+//!
+//! ipc-channel binds each child's one-shot server as `socket` in a new
+//! directory of the system temporary directory (`$TMPDIR`, else `/tmp`).
+//! yuki sets that directory to mode `0700` and the socket to `0600` right
+//! after it is created, and a child must present a 128-bit token besides.
+//! To leave no window at all, start main with `TMPDIR` set to a directory
+//! only its user can open.
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+
+mod child_side;
+mod error;
+mod main_side;
+mod node;
+mod outbound;
+mod rendezvous;
+mod supervise;
+mod transport;
+mod wire;
+
+pub use child_side::WhenMainGone;
+pub use error::{Error, Result};
+pub use node::{ChildBuilder, Node, NodeBuilder};
+pub use supervise::{ChildHandle, Exit, Lifecycle, LifecycleHook, Restart, RestartPolicy};
+pub use transport::IpcTransport;

@@ -4,5 +4,6 @@
 //! shrinks the work so the whole run stays under a minute (CI runs it so the
 //! benchmark cannot rot).
 
+pub mod ipc;
 pub mod pubsub;
 pub mod timing;

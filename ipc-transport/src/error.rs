@@ -1,0 +1,81 @@
+//! The crate's error type.
+
+use std::time::Duration;
+
+/// Everything that can go wrong starting a node or supervising children.
+///
+/// Failures of calls and pushes on the transport are reported with
+/// [`yuki_channel::Error`], like every other transport's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The bootstrap variable does not hold what a parent writes there.
+    #[error(
+        "the YUKI_BOOTSTRAP value is malformed ({0}); start children with Node::spawn, which sets it"
+    )]
+    MalformedBootstrap(String),
+
+    /// The parent named in the bootstrap value is not there to connect to.
+    #[error("the parent process is gone or not listening ({0}); children cannot run without it")]
+    ParentGone(String),
+
+    /// The parent refused this child's token.
+    #[error(
+        "the parent refused the handshake: {0}; only processes spawned by this parent can join"
+    )]
+    Refused(String),
+
+    /// The handshake did not finish in time.
+    #[error(
+        "the handshake did not finish within {0:?}; the other side is stuck or too slow (raise the handshake time-out)"
+    )]
+    HandshakeTimeout(Duration),
+
+    /// A child exited before it finished its handshake.
+    #[error(
+        "child {name:?} exited ({status}) before it connected; it must call Node::init() at start-up"
+    )]
+    ExitedEarly {
+        /// The child's name.
+        name: String,
+        /// How it exited.
+        status: String,
+    },
+
+    /// The operating system refused to start a process or create a channel.
+    #[error("{what} failed: {reason}")]
+    Os {
+        /// What was attempted.
+        what: &'static str,
+        /// What the system said.
+        reason: String,
+    },
+
+    /// The operation is only possible in the other role.
+    #[error("{0}")]
+    WrongRole(&'static str),
+
+    /// A child of this name is already running.
+    #[error("a child named {0:?} is already running; give each child its own name")]
+    NameTaken(String),
+
+    /// The child has been stopped for good.
+    #[error("child {0:?} is not running")]
+    NotRunning(String),
+
+    /// An error from the transport.
+    #[error(transparent)]
+    Transport(#[from] yuki_channel::Error),
+}
+
+impl Error {
+    pub(crate) fn os(what: &'static str, reason: impl std::fmt::Display) -> Error {
+        Error::Os {
+            what,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

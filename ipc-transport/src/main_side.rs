@@ -1,0 +1,348 @@
+//! Main's side of the links: one reader thread per child that runs the
+//! services inline and answers in one message per batch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
+use yuki_channel::codec::{self, Frames};
+use yuki_channel::{Error, PeerEvent, PeerEventHandler, PeerId, PushHandler, Result, Service};
+
+use crate::outbound::{Outbound, Refused};
+use crate::wire::{self, Control, Failure, Frame};
+
+/// Called when a child asks main to stop or restart it.
+pub(crate) type ControlSink = Arc<dyn Fn(PeerId, Control) + Send + Sync>;
+
+/// Called when a link must be cut while a send to it is stuck: kills the process.
+pub(crate) type KillHook = Box<dyn Fn() + Send + Sync>;
+
+/// Everything main's transport shares between its links.
+pub(crate) struct Hub {
+    pub(crate) max_frame: usize,
+    /// Bytes a child's outgoing buffer may hold before pushes are refused.
+    pub(crate) max_backlog: usize,
+    services: RwLock<HashMap<String, Arc<dyn Service>>>,
+    /// Bumped on every new service, so link threads refresh their copies.
+    services_version: AtomicU64,
+    links: RwLock<HashMap<PeerId, Arc<Link>>>,
+    pub(crate) push: RwLock<HashMap<String, Vec<PushHandler>>>,
+    pub(crate) events: RwLock<Vec<PeerEventHandler>>,
+    next_peer: AtomicU64,
+    pub(crate) control: RwLock<Option<ControlSink>>,
+}
+
+/// One child's link, as main sees it.
+pub(crate) struct Link {
+    pub(crate) peer: PeerId,
+    pub(crate) name: String,
+    pub(crate) out: Outbound,
+    dead: AtomicBool,
+    kill: Mutex<Option<KillHook>>,
+}
+
+pub(crate) fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    pub(crate) fn new(max_frame: usize, max_backlog: usize) -> Hub {
+        Hub {
+            max_frame,
+            max_backlog,
+            services: RwLock::default(),
+            services_version: AtomicU64::new(0),
+            links: RwLock::default(),
+            push: RwLock::default(),
+            events: RwLock::default(),
+            next_peer: AtomicU64::new(1),
+            control: RwLock::default(),
+        }
+    }
+
+    pub(crate) fn next_peer(&self) -> PeerId {
+        PeerId(self.next_peer.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn serve(&self, name: &str, service: Arc<dyn Service>) -> Result<()> {
+        let mut services = write(&self.services);
+        if services.contains_key(name) {
+            return Err(Error::ServiceExists(name.to_owned()));
+        }
+        services.insert(name.to_owned(), service);
+        self.services_version.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    pub(crate) fn service(&self, name: &str) -> Option<Arc<dyn Service>> {
+        read(&self.services).get(name).cloned()
+    }
+
+    pub(crate) fn emit(&self, event: &PeerEvent) {
+        let handlers = read(&self.events).clone();
+        for h in handlers {
+            h(event);
+        }
+    }
+
+    pub(crate) fn deliver_push(&self, stream: &str, frame: &[u8]) {
+        let handlers = read(&self.push).get(stream).cloned().unwrap_or_default();
+        for h in handlers {
+            h(frame);
+        }
+    }
+
+    pub(crate) fn link(&self, peer: PeerId) -> Option<Arc<Link>> {
+        read(&self.links).get(&peer).cloned()
+    }
+
+    pub(crate) fn peers(&self) -> Vec<PeerId> {
+        let mut peers: Vec<_> = read(&self.links).keys().copied().collect();
+        peers.sort();
+        peers
+    }
+
+    /// Queues `frame` for `to` on `stream`; the link's writer sends it.
+    pub(crate) fn push(&self, to: PeerId, stream: &str, frame: &[u8]) -> Result<()> {
+        codec::check_frame(frame.len(), self.max_frame)?;
+        if to == PeerId::MAIN {
+            self.deliver_push(stream, frame);
+            return Ok(());
+        }
+        let link = self.link(to).ok_or(Error::NoPeer(to))?;
+        match link.out.append(self.max_backlog, |buf| {
+            wire::put(
+                buf,
+                &Frame::Push {
+                    stream,
+                    body: frame,
+                },
+            )
+        }) {
+            Ok(r) => r?,
+            Err(Refused::Full) => return Err(Error::PeerBacklogged(to)),
+            Err(Refused::Closed) => return Err(Error::NoPeer(to)),
+        }
+        link.out.kick();
+        Ok(())
+    }
+
+    /// Starts serving a child that finished its handshake.
+    pub(crate) fn attach(
+        self: &Arc<Hub>,
+        peer: PeerId,
+        name: &str,
+        up: IpcBytesReceiver,
+        down: IpcBytesSender,
+        kill: Option<KillHook>,
+    ) -> Result<Arc<Link>> {
+        let link = Arc::new(Link {
+            peer,
+            name: name.to_owned(),
+            out: Outbound::new(down),
+            dead: AtomicBool::new(false),
+            kill: Mutex::new(kill),
+        });
+        write(&self.links).insert(peer, link.clone());
+        let writer = link.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("yuki-out-{peer}"))
+            .spawn(move || writer.out.run_writer())
+            .and_then(|_| {
+                let (hub, reader) = (self.clone(), link.clone());
+                std::thread::Builder::new()
+                    .name(format!("yuki-link-{peer}"))
+                    .spawn(move || serve_link(&hub, &reader, &up))
+            });
+        if let Err(e) = spawned {
+            self.disconnect(&link, &format!("cannot start its link threads: {e}"));
+            return Err(Error::disconnected(e));
+        }
+        self.emit(&PeerEvent::Joined {
+            peer,
+            name: name.to_owned(),
+        });
+        Ok(link)
+    }
+
+    /// Cuts a link (once): the child sees main leave; main sees the child leave.
+    pub(crate) fn disconnect(&self, link: &Link, reason: &str) {
+        if link.dead.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        write(&self.links).remove(&link.peer);
+        link.out.close();
+        self.emit(&PeerEvent::Left {
+            peer: link.peer,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Cuts a link for breaking the rules, with a logged reason.
+    fn violation(&self, link: &Link, reason: String) {
+        tracing::warn!(peer = %link.peer, child = %link.name, %reason, "disconnecting child");
+        self.disconnect(link, &reason);
+    }
+
+    /// Shuts every link (main is going away).
+    pub(crate) fn close_all(&self, reason: &str) {
+        let links: Vec<_> = read(&self.links).values().cloned().collect();
+        for link in links {
+            self.disconnect(&link, reason);
+        }
+    }
+}
+
+impl Link {
+    pub(crate) fn send_control(&self, control: Control) {
+        let queued = self
+            .out
+            .append(usize::MAX, |buf| wire::put(buf, &Frame::Control(control)));
+        if matches!(queued, Ok(Ok(()))) {
+            self.out.kick();
+        }
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+}
+
+/// The services a link thread has looked up, refreshed when one is added.
+struct ServiceCache {
+    version: u64,
+    map: HashMap<String, Arc<dyn Service>>,
+}
+
+impl ServiceCache {
+    fn get(&mut self, hub: &Hub, name: &str) -> Option<Arc<dyn Service>> {
+        let version = hub.services_version.load(Ordering::Acquire);
+        if version != self.version {
+            self.map.clear();
+            self.version = version;
+        }
+        if let Some(s) = self.map.get(name) {
+            return Some(s.clone());
+        }
+        let s = hub.service(name)?;
+        self.map.insert(name.to_owned(), s.clone());
+        Some(s)
+    }
+}
+
+/// Reads one child's link until it closes: runs each call inline and sends
+/// the replies of one incoming message together.
+fn serve_link(hub: &Hub, link: &Link, up: &IpcBytesReceiver) {
+    let mut cache = ServiceCache {
+        version: u64::MAX,
+        map: HashMap::new(),
+    };
+    let mut batch = Vec::new();
+    let mut reply = Vec::new();
+    // Replies may pile up while the writer is stuck on a child that does
+    // not read; past this the child is cut off.
+    let hard_limit = hub.max_backlog.saturating_mul(2);
+    loop {
+        let message = match up.recv() {
+            Ok(m) => m,
+            Err(e) => {
+                hub.disconnect(link, &format!("the child closed its link ({e:?})"));
+                return;
+            }
+        };
+        if link.is_dead() {
+            return;
+        }
+        batch.clear();
+        for frame in Frames::new(&message) {
+            let frame = match frame.and_then(|f| wire::parse(f, hub.max_frame)) {
+                Ok(f) => f,
+                Err(e) => return hub.violation(link, format!("malformed frame: {e}")),
+            };
+            match frame {
+                Frame::Call { id, service, body } => {
+                    let Some(svc) = cache.get(hub, service) else {
+                        let f = Frame::Failed {
+                            id,
+                            failure: Failure::NoService(service),
+                        };
+                        if let Err(e) = wire::put(&mut batch, &f) {
+                            return hub.violation(link, format!("unencodable reply: {e}"));
+                        }
+                        continue;
+                    };
+                    reply.clear();
+                    if let Err(e) = svc.call(link.peer, body, &mut reply) {
+                        return hub.violation(
+                            link,
+                            format!("service {service:?} refused its request: {e}"),
+                        );
+                    }
+                    let written = if reply.len() > hub.max_frame {
+                        let why = format!(
+                            "the reply of {} bytes exceeds the maximum frame of {} bytes",
+                            reply.len(),
+                            hub.max_frame
+                        );
+                        wire::put(
+                            &mut batch,
+                            &Frame::Failed {
+                                id,
+                                failure: Failure::Other(&why),
+                            },
+                        )
+                    } else {
+                        wire::put(&mut batch, &Frame::Reply { id, body: &reply })
+                    };
+                    if let Err(e) = written {
+                        return hub.violation(link, format!("unencodable reply: {e}"));
+                    }
+                }
+                Frame::Control(c @ (Control::Stop | Control::Restart)) => {
+                    let sink = read(&hub.control).clone();
+                    if let Some(sink) = sink {
+                        sink(link.peer, c);
+                    }
+                }
+                other => {
+                    return hub
+                        .violation(link, format!("sent a frame only main may send: {other:?}"));
+                }
+            }
+        }
+        if reply.capacity() > 1 << 20 {
+            reply = Vec::new();
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        match link
+            .out
+            .append(hard_limit, |buf| buf.extend_from_slice(&batch))
+        {
+            Ok(()) => {}
+            Err(Refused::Closed) => return,
+            Err(Refused::Full) => {
+                let reason =
+                    format!("it does not read its replies (over {hard_limit} bytes queued)");
+                hub.violation(link, reason);
+                if let Some(kill) = link.kill.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    kill();
+                }
+                return;
+            }
+        }
+        if batch.capacity() > 1 << 20 {
+            batch = Vec::new();
+        }
+        if link.out.flush().is_err() {
+            hub.disconnect(link, "the child closed its link");
+            return;
+        }
+    }
+}

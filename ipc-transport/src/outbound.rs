@@ -1,0 +1,155 @@
+//! The outgoing half of a link: a buffer many threads append frames to,
+//! sent as one ipc message by whoever finds it non-empty.
+//!
+//! At most one thread sends at a time. A thread that appends while another
+//! sends does not wait: the sender loops and takes what was appended, so
+//! frames queued during a send leave together in the next message. Callers
+//! that want the lowest latency send inline ([`Outbound::flush`]); callers
+//! that must never block (pushes, pipelined calls) leave the send to the
+//! link's writer thread ([`Outbound::kick`]).
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use ipc_channel::ipc::IpcBytesSender;
+
+/// Buffers larger than this are not kept for reuse after a send.
+const KEEP_CAPACITY: usize = 1 << 20;
+
+pub(crate) struct Outbound {
+    state: Mutex<State>,
+    /// Wakes the writer thread.
+    wake: Condvar,
+    tx: Mutex<Option<IpcBytesSender>>,
+}
+
+#[derive(Default)]
+struct State {
+    buf: Vec<u8>,
+    spare: Vec<u8>,
+    sending: bool,
+    writer_idle: bool,
+    closed: bool,
+}
+
+/// Why an append was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The link is closed.
+    Closed,
+    /// The buffer already holds more than the limit.
+    Full,
+}
+
+impl Outbound {
+    pub(crate) fn new(tx: IpcBytesSender) -> Outbound {
+        Outbound {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            tx: Mutex::new(Some(tx)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends with `write`, unless the buffer already holds `limit` bytes.
+    pub(crate) fn append<R>(
+        &self,
+        limit: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> R,
+    ) -> Result<R, Refused> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(Refused::Closed);
+        }
+        if st.buf.len() >= limit {
+            return Err(Refused::Full);
+        }
+        Ok(write(&mut st.buf))
+    }
+
+    /// Sends what is buffered on this thread, unless another thread is
+    /// sending (it will take it). Fails when the other side is gone.
+    pub(crate) fn flush(&self) -> Result<(), ()> {
+        let mut st = self.lock();
+        loop {
+            if st.closed {
+                return Err(());
+            }
+            if st.sending || st.buf.is_empty() {
+                return Ok(());
+            }
+            st.sending = true;
+            let spare = std::mem::take(&mut st.spare);
+            let mut data = std::mem::replace(&mut st.buf, spare);
+            drop(st);
+            let sent = match &*self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
+                Some(tx) => tx.send(&data).is_ok(),
+                None => false,
+            };
+            data.clear();
+            st = self.lock();
+            st.sending = false;
+            if data.capacity() <= KEEP_CAPACITY {
+                st.spare = data;
+            }
+            if !sent {
+                st.closed = true;
+                drop(st);
+                self.close();
+                return Err(());
+            }
+        }
+    }
+
+    /// Asks the writer thread to send what is buffered.
+    pub(crate) fn kick(&self) {
+        let st = self.lock();
+        if st.writer_idle && !st.sending && !st.buf.is_empty() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Closes the link: later appends fail, the writer thread ends, and the
+    /// sender is dropped so the other side sees the link close.
+    pub(crate) fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.buf = Vec::new();
+        let sending = st.sending;
+        drop(st);
+        self.wake.notify_all();
+        if !sending {
+            // A sender in progress holds `tx`; it drops it when it sees `closed`.
+            if let Ok(mut tx) = self.tx.try_lock() {
+                tx.take();
+            }
+        }
+    }
+
+    /// The writer thread's body: sends whatever others append, until closed.
+    pub(crate) fn run_writer(&self) {
+        let mut st = self.lock();
+        loop {
+            while !st.closed && (st.buf.is_empty() || st.sending) {
+                st.writer_idle = true;
+                st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.writer_idle = false;
+            }
+            if st.closed {
+                drop(st);
+                break;
+            }
+            drop(st);
+            if self.flush().is_err() {
+                break;
+            }
+            st = self.lock();
+        }
+        // Whoever ends last drops the sender.
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The handshake: a one-shot server per child in main, and the child's
+//! side that connects to it.
+//!
+//! ipc-channel binds each one-shot server's socket as `socket` inside a new
+//! directory of the system temporary directory (`$TMPDIR`, else `/tmp`),
+//! created with the process's default permissions. Right after creating it,
+//! yuki narrows that directory to `0700` and the socket to `0600`, so only
+//! the owning user can reach it; and a child must present a 128-bit token
+//! besides. To leave no window at all between creation and narrowing, start
+//! main with `TMPDIR` pointing at a directory only its user can open
+//! (`mkdir -m 0700 "$XDG_RUNTIME_DIR/yuki"`, say).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, select};
+use ipc_channel::TryRecvError;
+use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
+
+use crate::error::{Error, Result};
+use crate::wire::{Bootstrap, Hello, Welcome};
+
+/// A one-shot server waiting, on its own thread, for one child.
+pub(crate) struct Rendezvous {
+    pub(crate) bootstrap: Bootstrap,
+    accepted: Receiver<std::result::Result<Hello, String>>,
+}
+
+/// What ended a wait for a child's hello.
+pub(crate) enum Arrival {
+    Joined(Hello),
+    Failed(Error),
+}
+
+impl Rendezvous {
+    pub(crate) fn open() -> Result<Rendezvous> {
+        let (server, name) = IpcOneShotServer::<Hello>::new()
+            .map_err(|e| Error::os("creating the handshake socket", e))?;
+        restrict(Path::new(&name))?;
+        let bootstrap = Bootstrap::new(name)?;
+        let (tx, accepted) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
+            .name("yuki-accept".into())
+            .spawn(move || {
+                let r = server
+                    .accept()
+                    .map(|(_rx, hello): (IpcReceiver<Hello>, Hello)| hello)
+                    .map_err(|e| format!("{e:?}"));
+                let _ = tx.send(r);
+            })
+            .map_err(|e| Error::os("starting the handshake thread", e))?;
+        Ok(Rendezvous {
+            bootstrap,
+            accepted,
+        })
+    }
+
+    /// Waits for the child's hello, for `exited` to fire, or for `timeout`.
+    /// Whatever ends the wait, the accept thread is released.
+    pub(crate) fn wait<T>(
+        self,
+        timeout: Duration,
+        exited: &Receiver<T>,
+        on_exit: impl FnOnce(T) -> Error,
+    ) -> Arrival {
+        let outcome = select! {
+            recv(self.accepted) -> r => match r {
+                Ok(Ok(hello)) => return Arrival::Joined(hello),
+                Ok(Err(e)) => Error::os("accepting the child's connection", e),
+                Err(_) => Error::os("accepting the child's connection", "the accept thread ended"),
+            },
+            recv(exited) -> r => match r {
+                Ok(status) => on_exit(status),
+                Err(_) => Error::os("watching the child", "the watcher ended"),
+            },
+            default(timeout) => Error::HandshakeTimeout(timeout),
+        };
+        // accept() has no time-out: connect and say "abort" to end it.
+        if let Ok(tx) = IpcSender::<Hello>::connect(self.bootstrap.server.clone()) {
+            let _ = tx.send(Hello::Abort);
+        }
+        if let Ok(Ok(Hello::Join { .. })) = self.accepted.recv_timeout(Duration::from_secs(1)) {
+            // The child joined just as we gave up; dropping its hello closes its link.
+        }
+        Arrival::Failed(outcome)
+    }
+}
+
+/// Narrows the socket's directory to its owner.
+fn restrict(socket: &Path) -> Result<()> {
+    let dir = socket
+        .parent()
+        .ok_or_else(|| Error::os("securing the handshake socket", "it has no directory"))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .and_then(|()| std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)))
+        .map_err(|e| Error::os("securing the handshake socket", e))
+}
+
+/// What a child learns from the handshake.
+pub(crate) struct Joined {
+    pub(crate) peer: u64,
+    pub(crate) name: String,
+    pub(crate) max_frame: usize,
+    pub(crate) up: ipc::IpcBytesSender,
+    pub(crate) down: ipc::IpcBytesReceiver,
+}
+
+/// The child's side: connect to the parent named in `value`, present the
+/// token, and wait (at most `timeout`) for the answer.
+pub(crate) fn join(value: &str, timeout: Duration) -> Result<Joined> {
+    let deadline = Instant::now() + timeout;
+    let boot = Bootstrap::parse(value)?;
+    let server = IpcSender::<Hello>::connect(boot.server.clone())
+        .map_err(|e| Error::ParentGone(format!("cannot connect to {}: {e}", boot.server)))?;
+    let (up, up_rx) = ipc::bytes_channel().map_err(|e| Error::os("creating the link", e))?;
+    let (down_tx, down) = ipc::bytes_channel().map_err(|e| Error::os("creating the link", e))?;
+    let (welcome_tx, welcome) =
+        ipc::channel::<Welcome>().map_err(|e| Error::os("creating the link", e))?;
+    server
+        .send(Hello::Join {
+            token: boot.token,
+            pid: std::process::id(),
+            up: up_rx,
+            down: down_tx,
+            welcome: welcome_tx,
+        })
+        .map_err(|e| Error::ParentGone(format!("cannot send the handshake: {e:?}")))?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    match welcome.try_recv_timeout(left) {
+        Ok(Welcome::Accepted {
+            peer,
+            name,
+            max_frame,
+        }) => Ok(Joined {
+            peer,
+            name,
+            max_frame: usize::try_from(max_frame).unwrap_or(usize::MAX),
+            up,
+            down,
+        }),
+        Ok(Welcome::Refused(why)) => Err(Error::Refused(why)),
+        Err(TryRecvError::Empty) => Err(Error::HandshakeTimeout(timeout)),
+        Err(TryRecvError::IpcError(e)) => Err(Error::ParentGone(format!(
+            "the parent closed the handshake ({e:?})"
+        ))),
+    }
+}

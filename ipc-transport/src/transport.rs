@@ -1,0 +1,151 @@
+//! [`IpcTransport`]: the [`Transport`] seam over ipc-channel links.
+
+use std::fmt;
+use std::sync::Arc;
+
+use yuki_channel::{
+    Error, Extensions, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Result, Role, Service,
+    Transport,
+};
+
+use crate::child_side::ChildLink;
+use crate::main_side::{Hub, write};
+
+/// The ipc-channel transport of one process: main's hub of links, or a
+/// child's link to main. Obtain it from [`Node::transport`](crate::Node::transport).
+pub struct IpcTransport {
+    side: Side,
+    extensions: Extensions,
+}
+
+pub(crate) enum Side {
+    Main(Arc<Hub>),
+    Child(Arc<ChildLink>),
+}
+
+impl IpcTransport {
+    pub(crate) fn new(side: Side) -> IpcTransport {
+        IpcTransport {
+            side,
+            extensions: Extensions::default(),
+        }
+    }
+
+    pub(crate) fn side(&self) -> &Side {
+        &self.side
+    }
+}
+
+fn main_only(operation: &'static str) -> Error {
+    Error::WrongRole {
+        operation,
+        needed: Role::Main,
+    }
+}
+
+impl Transport for IpcTransport {
+    fn role(&self) -> Role {
+        match self.side {
+            Side::Main(_) => Role::Main,
+            Side::Child(_) => Role::Child,
+        }
+    }
+
+    fn peer_id(&self) -> PeerId {
+        match &self.side {
+            Side::Main(_) => PeerId::MAIN,
+            Side::Child(link) => link.peer,
+        }
+    }
+
+    fn max_frame(&self) -> usize {
+        match &self.side {
+            Side::Main(hub) => hub.max_frame,
+            Side::Child(link) => link.max_frame,
+        }
+    }
+
+    fn call(&self, service: &str, request: &[u8]) -> Result<Vec<u8>> {
+        match &self.side {
+            Side::Child(link) => link.call(service, request),
+            Side::Main(hub) => {
+                yuki_channel::codec::check_frame(request.len(), hub.max_frame)?;
+                let svc = hub
+                    .service(service)
+                    .ok_or_else(|| Error::NoService(service.to_owned()))?;
+                let mut reply = Vec::new();
+                svc.call(PeerId::MAIN, request, &mut reply)
+                    .map_err(|e| Error::Remote(e.to_string()))?;
+                Ok(reply)
+            }
+        }
+    }
+
+    fn call_with(&self, service: &str, request: &[u8], done: ReplyHandler) {
+        match &self.side {
+            Side::Child(link) => link.call_with(service, request, done),
+            Side::Main(_) => done(self.call(service, request)),
+        }
+    }
+
+    fn serve(&self, name: &str, service: Arc<dyn Service>) -> Result<()> {
+        match &self.side {
+            Side::Main(hub) => hub.serve(name, service),
+            Side::Child(_) => Err(main_only("serving a service")),
+        }
+    }
+
+    fn push(&self, to: PeerId, stream: &str, frame: &[u8]) -> Result<()> {
+        match &self.side {
+            Side::Main(hub) => hub.push(to, stream, frame),
+            Side::Child(_) => Err(main_only("pushing to a peer")),
+        }
+    }
+
+    fn on_push(&self, stream: &str, handler: PushHandler) -> Result<()> {
+        let push = match &self.side {
+            Side::Main(hub) => &hub.push,
+            Side::Child(link) => &link.push,
+        };
+        write(push)
+            .entry(stream.to_owned())
+            .or_default()
+            .push(handler);
+        Ok(())
+    }
+
+    fn on_peer_event(&self, handler: PeerEventHandler) {
+        let events = match &self.side {
+            Side::Main(hub) => &hub.events,
+            Side::Child(link) => &link.events,
+        };
+        write(events).push(handler);
+    }
+
+    fn peers(&self) -> Vec<PeerId> {
+        match &self.side {
+            Side::Main(hub) => hub.peers(),
+            Side::Child(_) => Vec::new(),
+        }
+    }
+
+    fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+}
+
+impl fmt::Debug for IpcTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("IpcTransport");
+        match &self.side {
+            Side::Main(hub) => d
+                .field("role", &Role::Main)
+                .field("children", &hub.peers().len()),
+            Side::Child(link) => d
+                .field("role", &Role::Child)
+                .field("peer", &link.peer)
+                .field("name", &link.name),
+        };
+        d.finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,233 @@
+//! What travels on a link: the handshake messages and the frames.
+//!
+//! Each ipc message on a link carries one or more frames, each written with
+//! [`codec::put_frame`]'s length prefix and encoded with bincode 2, so that
+//! many requests, replies and pushes share one message.
+
+use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender, IpcSender};
+use serde::{Deserialize, Serialize};
+use yuki_channel::codec;
+
+use crate::error::{Error, Result};
+
+/// The first message a child sends to the one-shot server of its parent.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Hello {
+    /// A child presenting its token and the two halves of its link.
+    Join {
+        token: String,
+        pid: u32,
+        /// Main reads the child's frames here.
+        up: IpcBytesReceiver,
+        /// Main writes frames to the child here.
+        down: IpcBytesSender,
+        /// Main answers the handshake here.
+        welcome: IpcSender<Welcome>,
+    },
+    /// Sent by main to itself to end a wait on a server nobody joined.
+    Abort,
+}
+
+/// Main's answer to [`Hello::Join`].
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum Welcome {
+    Accepted {
+        peer: u64,
+        name: String,
+        max_frame: u64,
+    },
+    Refused(String),
+}
+
+/// Asks for a change in a child's life.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// Child to main: stop me.
+    Stop,
+    /// Child to main: restart me.
+    Restart,
+    /// Main to child: exit now.
+    Shutdown,
+}
+
+/// Why main could not answer a call.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum Failure<'a> {
+    NoService(&'a str),
+    Other(&'a str),
+}
+
+/// One frame on a link.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum Frame<'a> {
+    /// Child to main: a call to a service.
+    Call {
+        id: u64,
+        service: &'a str,
+        #[serde(borrow, with = "serde_bytes")]
+        body: &'a [u8],
+    },
+    /// Main to child: the answer to call `id`.
+    Reply {
+        id: u64,
+        #[serde(borrow, with = "serde_bytes")]
+        body: &'a [u8],
+    },
+    /// Main to child: call `id` failed.
+    Failed {
+        id: u64,
+        #[serde(borrow)]
+        failure: Failure<'a>,
+    },
+    /// Main to child: a frame on a stream.
+    Push {
+        stream: &'a str,
+        #[serde(borrow, with = "serde_bytes")]
+        body: &'a [u8],
+    },
+    /// Either way: a lifecycle request.
+    Control(Control),
+}
+
+/// Appends `frame` to `out` as one length-prefixed frame, encoding it in
+/// place (no intermediate buffer).
+pub(crate) fn put(out: &mut Vec<u8>, frame: &Frame<'_>) -> yuki_channel::Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    if let Err(e) = codec::encode_into(frame, out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// Decodes one frame, refusing frames over `max` (plus room for the header).
+pub(crate) fn parse(bytes: &[u8], max: usize) -> yuki_channel::Result<Frame<'_>> {
+    codec::check_frame(bytes.len(), max.saturating_add(HEADER_ROOM))?;
+    codec::decode_borrowed(bytes)
+}
+
+/// Room for a frame's header (ids, names) beside a body of the maximum size.
+pub(crate) const HEADER_ROOM: usize = 4096;
+
+/// The bootstrap value: `1 <token> <server name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bootstrap {
+    pub(crate) token: String,
+    pub(crate) server: String,
+}
+
+const VERSION: &str = "1";
+const TOKEN_BYTES: usize = 16;
+
+impl Bootstrap {
+    /// A fresh value for a child, with a random token of 128 bits.
+    pub(crate) fn new(server: String) -> Result<Bootstrap> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        getrandom::fill(&mut bytes).map_err(|e| Error::os("drawing a random token", e))?;
+        let token = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Bootstrap { token, server })
+    }
+
+    pub(crate) fn encode(&self) -> String {
+        format!("{VERSION} {} {}", self.token, self.server)
+    }
+
+    pub(crate) fn parse(value: &str) -> Result<Bootstrap> {
+        let bad = |why: &str| Error::MalformedBootstrap(why.to_owned());
+        let mut parts = value.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        if version != VERSION {
+            return Err(bad("unknown version"));
+        }
+        let token = parts.next().ok_or_else(|| bad("no token"))?;
+        if token.len() != TOKEN_BYTES * 2 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("the token is not 32 hex digits"));
+        }
+        let server = parts
+            .next()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad("no server name"))?;
+        Ok(Bootstrap {
+            token: token.to_owned(),
+            server: server.to_owned(),
+        })
+    }
+}
+
+/// Compares tokens in time independent of where they differ.
+pub(crate) fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_round_trips_and_rejects_garbage() {
+        let b = Bootstrap::new("/tmp/x y/socket".into()).unwrap();
+        assert_eq!(b.token.len(), 32);
+        assert_eq!(Bootstrap::parse(&b.encode()).unwrap(), b);
+        for bad in [
+            "",
+            "2 00 /s",
+            "1",
+            "1 abc /s",
+            "1 zz000000000000000000000000000000 /s",
+        ] {
+            assert!(
+                matches!(Bootstrap::parse(bad), Err(Error::MalformedBootstrap(_))),
+                "{bad:?}"
+            );
+        }
+        let no_server = format!("1 {} ", b.token);
+        assert!(Bootstrap::parse(&no_server).is_err());
+        assert_ne!(Bootstrap::new("s".into()).unwrap().token, b.token);
+    }
+
+    #[test]
+    fn frames_round_trip_in_one_buffer() {
+        let mut buf = Vec::new();
+        put(
+            &mut buf,
+            &Frame::Call {
+                id: 7,
+                service: "svc",
+                body: b"abc",
+            },
+        )
+        .unwrap();
+        put(&mut buf, &Frame::Control(Control::Stop)).unwrap();
+        let frames: Vec<_> = codec::Frames::new(&buf).map(|f| f.unwrap()).collect();
+        assert_eq!(frames.len(), 2);
+        match parse(frames[0], 16).unwrap() {
+            Frame::Call { id, service, body } => {
+                assert_eq!((id, service, body), (7, "svc", &b"abc"[..]))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(frames[1], 16).unwrap(),
+            Frame::Control(Control::Stop)
+        ));
+        assert!(parse(&[0xff, 0xff], 16).is_err());
+        assert!(matches!(
+            parse(&vec![0; 16 + HEADER_ROOM + 1], 16),
+            Err(yuki_channel::Error::FrameTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(same_token("abcd", "abcd"));
+        assert!(!same_token("abcd", "abce"));
+        assert!(!same_token("abc", "abcd"));
+    }
+}

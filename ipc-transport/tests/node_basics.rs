@@ -1,0 +1,170 @@
+//! A child joins main, calls its services and receives its pushes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use yuki_channel::{Error as ChannelError, PeerEvent, PeerId, Role, Transport};
+use yuki_ipc_transport::{Node, WhenMainGone};
+use yuki_testkit::{Harness, run_child};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn echo(transport: &Arc<dyn Transport>) {
+    transport
+        .serve(
+            "echo",
+            Arc::new(|from: PeerId, req: &[u8], reply: &mut Vec<u8>| {
+                reply.extend_from_slice(&from.0.to_le_bytes());
+                reply.extend_from_slice(req);
+                Ok(())
+            }),
+        )
+        .unwrap();
+}
+
+fn child_node() -> Node {
+    Node::builder()
+        .when_main_gone(WhenMainGone::Stay)
+        .init()
+        .expect("the child joins main")
+}
+
+#[test]
+fn a_child_joins_and_calls_from_many_threads() {
+    if run_child(|_| {
+        let node = child_node();
+        assert_eq!(node.role(), Role::Child);
+        assert_eq!(node.name(), "worker");
+        let t = node.transport();
+        let me = t.peer_id();
+        assert_ne!(me, PeerId::MAIN);
+        std::thread::scope(|s| {
+            for i in 0..4u32 {
+                let t = t.clone();
+                s.spawn(move || {
+                    for j in 0..200u32 {
+                        let req = (i * 1000 + j).to_le_bytes();
+                        let reply = t.call("echo", &req).unwrap();
+                        assert_eq!(reply[..8], me.0.to_le_bytes());
+                        assert_eq!(reply[8..], req);
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            t.call("nope", b""),
+            Err(ChannelError::NoService("nope".into()))
+        );
+        let too_big = vec![0; t.max_frame() + 1];
+        assert!(matches!(
+            t.call("echo", &too_big),
+            Err(ChannelError::FrameTooLarge { .. })
+        ));
+        assert!(matches!(
+            t.serve("x", Arc::new(|_: PeerId, _: &[u8], _: &mut Vec<u8>| Ok(()))),
+            Err(ChannelError::WrongRole { .. })
+        ));
+        assert!(matches!(
+            t.push(PeerId::MAIN, "s", b""),
+            Err(ChannelError::WrongRole { .. })
+        ));
+        assert!(t.peers().is_empty());
+        assert!(
+            node.spawn("grandchild", std::process::Command::new("true"))
+                .is_err()
+        );
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::builder().max_frame(1 << 16).init().unwrap();
+    assert_eq!(node.role(), Role::Main);
+    let t = node.transport();
+    echo(&t);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let ev = events.clone();
+    t.on_peer_event(Arc::new(move |e| ev.lock().unwrap().push(e.clone())));
+
+    let child = node.spawn("worker", h.command("worker", 0)).unwrap();
+    assert_eq!(child.name(), "worker");
+    assert_eq!(t.peers(), vec![child.id()]);
+    let exit = child.wait_timeout(WAIT).expect("the child finishes");
+    assert!(exit.status.success(), "{exit:?}");
+    assert_eq!(exit.restarts, 0);
+    let events = events.lock().unwrap().clone();
+    assert_eq!(
+        events[0],
+        PeerEvent::Joined {
+            peer: child.id(),
+            name: "worker".into()
+        }
+    );
+    assert!(matches!(events[1], PeerEvent::Left { peer, .. } if peer == child.id()));
+    assert!(t.peers().is_empty());
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}
+
+#[test]
+fn main_pushes_reach_the_child_in_order() {
+    if run_child(|_| {
+        let node = child_node();
+        let t = node.transport();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        t.on_push(
+            "numbers",
+            Arc::new(move |f: &[u8]| {
+                let _ = tx.send(f.to_vec());
+            }),
+        )
+        .unwrap();
+        // Tell main we listen, then expect 1000 frames in order.
+        t.call("ready", b"").unwrap();
+        for i in 0..1000u32 {
+            let f = rx.recv_timeout(WAIT).expect("a push");
+            assert_eq!(f, i.to_le_bytes());
+        }
+        t.call("done", b"").unwrap();
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::init().unwrap();
+    let t = node.transport();
+    let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+    let ready = ready_tx.clone();
+    t.serve(
+        "ready",
+        Arc::new(move |from: PeerId, _: &[u8], _: &mut Vec<u8>| {
+            let _ = ready.send(from);
+            Ok(())
+        }),
+    )
+    .unwrap();
+    t.serve(
+        "done",
+        Arc::new(move |from: PeerId, _: &[u8], _: &mut Vec<u8>| {
+            let _ = ready_tx.send(from);
+            Ok(())
+        }),
+    )
+    .unwrap();
+    let child = node.spawn("listener", h.command("listener", 0)).unwrap();
+    let peer = ready_rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(peer, child.id());
+    for i in 0..1000u32 {
+        t.push(peer, "numbers", &i.to_le_bytes()).unwrap();
+    }
+    assert_eq!(ready_rx.recv_timeout(WAIT).unwrap(), peer);
+    assert!(child.wait_timeout(WAIT).unwrap().status.success());
+    assert_eq!(
+        t.push(peer, "numbers", b""),
+        Err(ChannelError::NoPeer(peer))
+    );
+    assert!(matches!(
+        t.push(PeerId(999), "numbers", &vec![0; t.max_frame() + 1]),
+        Err(ChannelError::FrameTooLarge { .. })
+    ));
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}
