@@ -15,13 +15,59 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use yuki_pubsub::PubSub;
+use yuki_ipc_transport::Node;
+use yuki_pubsub::{Error, PubSub};
 
 use crate::bench::timing::mops;
 use crate::report::{Better, Line, Report};
 
 /// Subscribers per fan-out.
 const SUBSCRIBERS: usize = 4;
+
+/// Set in this module's children: "quick" or "full".
+const CHILD_ENV: &str = "YUKI_BENCH_PUBSUB_CHILD";
+
+/// The cross-process workload, the same in main and in the children.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// Messages published as fast as possible.
+    burst: u64,
+    /// Messages published at `rate` for the latency figures.
+    paced: u64,
+    /// Messages per second for the latency figures.
+    rate: u64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                burst: 50_000,
+                paced: 2_000,
+                rate: 10_000,
+            }
+        } else {
+            Plan {
+                burst: 1_000_000,
+                paced: 20_000,
+                rate: 10_000,
+            }
+        }
+    }
+}
+
+/// What a child subscriber measured, published to main on `bench.result`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ChildResult {
+    /// Burst messages received.
+    got: u64,
+    /// Burst messages lost (reported as lag).
+    lost: u64,
+    /// Wall-clock nanoseconds when the last burst message arrived.
+    last_ns: u64,
+    /// End-to-end latency of each paced message, in microseconds.
+    latency_us: Vec<f32>,
+}
 
 /// One benchmark message.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -53,8 +99,198 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs this process's part if it is one of this module's children, and
+/// then returns `true` (the caller should exit).
+pub fn child_main() -> bool {
+    match std::env::var(CHILD_ENV) {
+        Ok(mode) => {
+            if let Err(e) = child(Plan::new(mode == "quick")) {
+                eprintln!("pub/sub bench child failed: {e}");
+                std::process::exit(1);
+            }
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// Adds the pub/sub lines to `report`.
 pub fn run(report: &mut Report, quick: bool) {
+    local(report, quick);
+    across_processes(report, quick);
+}
+
+fn across_processes(report: &mut Report, quick: bool) {
+    let plan = Plan::new(quick);
+    let ours = match yuki_children(plan, quick) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pub/sub across processes failed: {e}");
+            return;
+        }
+    };
+    let redis = RedisServer::start();
+    let (peer_tput, peer_lat) = match &redis {
+        Ok(server) => (
+            redis_fanout(server, plan.burst),
+            redis_latency(server, plan.paced, plan.rate),
+        ),
+        Err(why) => (Err(why.clone()), Err(why.clone())),
+    };
+    drop(redis);
+    let mut figure = "pub/sub 1 publisher (main) -> 4 child processes".to_string();
+    if ours.lost > 0 {
+        figure += &format!(" ({} lost as lag)", ours.lost);
+    }
+    report.add(
+        Line::new(figure, "M msgs/s", ours.mops, Better::Higher)
+            .peer("Redis PUBLISH, pipelined 64", peer_tput)
+            .target(">= 1 M/s and >= 3x Redis"),
+    );
+    let mut peer_lat = peer_lat;
+    for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+        let mut ours_lat = ours.latency_us.clone();
+        let peer = match &mut peer_lat {
+            Ok(samples) => Ok(quantile(samples, q)),
+            Err(why) => Err(why.clone()),
+        };
+        report.add(
+            Line::new(
+                format!(
+                    "pub/sub latency {name}, main -> 4 children at {} msgs/s",
+                    plan.rate
+                ),
+                "us",
+                quantile(&mut ours_lat, q),
+                Better::Lower,
+            )
+            .peer("Redis", peer),
+        );
+    }
+}
+
+/// yuki's cross-process figures.
+#[derive(Debug)]
+struct Figures {
+    mops: f64,
+    lost: u64,
+    latency_us: Vec<f64>,
+}
+
+/// Main's side: spawns 4 subscriber children, publishes a burst and then a
+/// paced stream, and collects what the children measured.
+fn yuki_children(plan: Plan, quick: bool) -> Result<Figures, String> {
+    let text = |e: &dyn std::fmt::Display| e.to_string();
+    let node = Node::init().map_err(|e| text(&e))?;
+    let pubsub = PubSub::attach(node.transport()).map_err(|e| text(&e))?;
+    let ready = pubsub
+        .subscribe::<u64>("bench.ready")
+        .map_err(|e| text(&e))?;
+    let results = pubsub
+        .subscribe::<ChildResult>("bench.result")
+        .map_err(|e| text(&e))?;
+    let exe = std::env::current_exe().map_err(|e| text(&e))?;
+    let mut children = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.env(CHILD_ENV, if quick { "quick" } else { "full" });
+        children.push(
+            node.spawn(&format!("subscriber{i}"), cmd)
+                .map_err(|e| text(&e))?,
+        );
+    }
+    let wait = Duration::from_secs(60);
+    for _ in 0..SUBSCRIBERS {
+        ready.recv_timeout(wait).map_err(|e| text(&e))?;
+    }
+    let start_ns = now_ns();
+    for seq in 0..plan.burst {
+        pubsub
+            .publish("bench.fanout", &Tick::now(seq))
+            .map_err(|e| text(&e))?;
+    }
+    // Let the burst drain before the latency run starts.
+    paced(plan.paced, plan.rate, |seq| {
+        pubsub
+            .publish("bench.latency", &Tick::now(seq))
+            .map(|_| ())
+            .map_err(|e| text(&e))
+    })?;
+    let mut got = 0;
+    let mut lost = 0;
+    let mut last_ns = start_ns;
+    let mut latency_us = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let r = results
+            .recv_timeout(wait)
+            .map_err(|e| text(&e))?
+            .into_value();
+        got += r.got;
+        lost += r.lost;
+        last_ns = last_ns.max(r.last_ns);
+        latency_us.extend(r.latency_us.iter().map(|&v| v as f64));
+    }
+    for child in &children {
+        let _ = child.wait_timeout(wait);
+    }
+    let elapsed = Duration::from_nanos(last_ns.saturating_sub(start_ns).max(1));
+    Ok(Figures {
+        mops: mops(got, elapsed),
+        lost,
+        latency_us,
+    })
+}
+
+/// A child's side: subscribes, says it is ready, receives the burst and the
+/// paced stream, and publishes what it measured.
+fn child(plan: Plan) -> Result<(), String> {
+    let text = |e: &dyn std::fmt::Display| e.to_string();
+    let node = Node::init().map_err(|e| text(&e))?;
+    let pubsub = PubSub::attach(node.transport()).map_err(|e| text(&e))?;
+    let burst = pubsub
+        .with_capacity(plan.burst as usize + 1)
+        .subscribe::<Tick>("bench.fanout")
+        .map_err(|e| text(&e))?;
+    let paced = pubsub
+        .with_capacity(plan.paced as usize + 1)
+        .subscribe::<Tick>("bench.latency")
+        .map_err(|e| text(&e))?;
+    pubsub
+        .publish("bench.ready", &node.peer_id().0)
+        .map_err(|e| text(&e))?;
+    let quiet = Duration::from_secs(5);
+    let mut result = ChildResult::default();
+    loop {
+        match burst.recv_timeout(quiet) {
+            Ok(m) => {
+                result.got += 1;
+                result.last_ns = now_ns();
+                if m.value().seq + 1 == plan.burst {
+                    break;
+                }
+            }
+            Err(Error::Lagged(n)) => result.lost += n,
+            Err(Error::Timeout(_)) => break,
+            Err(e) => return Err(text(&e)),
+        }
+    }
+    while (result.latency_us.len() as u64) < plan.paced {
+        match paced.recv_timeout(quiet) {
+            Ok(m) => result
+                .latency_us
+                .push(now_ns().saturating_sub(m.value().sent_ns) as f32 / 1e3),
+            Err(Error::Lagged(_)) => {}
+            Err(Error::Timeout(_)) => break,
+            Err(e) => return Err(text(&e)),
+        }
+    }
+    pubsub
+        .publish("bench.result", &result)
+        .map_err(|e| text(&e))?;
+    Ok(())
+}
+
+fn local(report: &mut Report, quick: bool) {
     let n: u64 = if quick { 20_000 } else { 300_000 };
     let ours = local_yuki(n);
     let floor = local_crossbeam(n);
