@@ -137,9 +137,16 @@ impl Inbox {
         self.wake(s);
     }
 
-    /// Ends the inbox; receivers drain what is queued, then get the end.
+    /// Ends the inbox. After `Disconnected` receivers drain what is
+    /// queued, then get the end; after `Closed` nobody reads, so the queue
+    /// is dropped at once.
     pub(crate) fn end(&self, end: End) {
         let mut s = self.lock();
+        if matches!(end, End::Closed) {
+            s.queue.clear();
+            s.messages = 0;
+            s.lagged = 0;
+        }
         if s.end.is_none() {
             s.end = Some(end);
         }
@@ -291,11 +298,22 @@ mod tests {
         let t = Duration::from_millis(20);
         assert_eq!(inbox.next_until(Some(start + t)).unwrap_err(), Error::Empty);
         assert!(start.elapsed() >= t);
-        inbox.deliver(&env(9));
-        inbox.end(End::Closed);
+        inbox.deliver(&env(8));
+        inbox.end(End::Disconnected("gone".into()));
         inbox.deliver(&env(10));
-        assert_eq!(inbox.next_until(None).unwrap().payload[0], 9);
-        assert_eq!(inbox.next_until(None).unwrap_err(), Error::Closed);
+        assert_eq!(inbox.next_until(None).unwrap().payload[0], 8);
+        assert_eq!(
+            inbox.next_until(None).unwrap_err(),
+            Error::Disconnected("gone".into())
+        );
+        // The first end stays.
+        inbox.end(End::Closed);
+        assert!(matches!(inbox.try_next(), Err(Error::Disconnected(_))));
+        let closed = Inbox::new(Pattern::new("t").unwrap(), 2);
+        closed.deliver(&env(1));
+        closed.end(End::Closed);
+        assert_eq!(closed.len(), 0);
+        assert_eq!(closed.try_next().unwrap_err(), Error::Closed);
         assert_eq!(inbox.capacity(), 2);
         assert_eq!(inbox.len(), 0);
     }

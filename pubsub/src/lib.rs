@@ -37,6 +37,7 @@
 mod error;
 mod inbox;
 pub mod listener;
+mod memo;
 mod pattern;
 mod pubsub;
 mod registry;

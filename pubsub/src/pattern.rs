@@ -31,6 +31,21 @@ pub(crate) fn check_topic(topic: &str) -> Result<()> {
 }
 
 fn check_segment(segment: &str) -> Result<(), &'static str> {
+    // Most topics are ASCII words: one pass over the bytes decides.
+    if segment.is_ascii() {
+        if segment.is_empty() {
+            return Err("it has an empty segment (a leading, trailing or doubled `.`)");
+        }
+        for b in segment.bytes() {
+            if b == b'*' || b == b'>' {
+                return Err("a wildcard `*` or `>` is not allowed in a topic or inside a segment");
+            }
+            if b.is_ascii_whitespace() || b.is_ascii_control() || b == b' ' {
+                return Err("it contains whitespace or a control character");
+            }
+        }
+        return Ok(());
+    }
     if segment.is_empty() {
         return Err("it has an empty segment (a leading, trailing or doubled `.`)");
     }

@@ -1,5 +1,6 @@
 //! `PubSub`: the one handle to topics in every process.
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
@@ -69,29 +70,29 @@ impl Shared {
     /// process's subscriptions, and once to each child that wants it.
     fn route(&self, transport: Option<&dyn Transport>, topic: &str, payload: &[u8]) -> usize {
         let mut reached = self.local.deliver(topic, || Envelope {
-            topic: topic.into(),
+            topic: shared_topic(topic),
             payload: payload.into(),
         });
-        if let (Some(router), Some(transport)) = (&self.router, transport) {
-            TARGETS.with(|targets| {
-                let mut targets = targets.take();
-                router.targets(topic, &mut targets);
-                if !targets.is_empty() {
-                    match codec::encode(&Push::Message { topic, payload }) {
-                        Ok(frame) => {
-                            for &(peer, n) in &targets {
-                                if router.push(transport, peer, topic, &frame) {
-                                    reached += n as usize;
-                                }
-                            }
+        let (Some(router), Some(transport)) = (&self.router, transport) else {
+            return reached;
+        };
+        let mut targets = TARGETS.take();
+        router.targets(topic, &mut targets);
+        if !targets.is_empty() {
+            let mut frame = scratch();
+            match codec::encode_into(&Push::Message { topic, payload }, &mut frame) {
+                Ok(()) => {
+                    for &(peer, n) in &targets {
+                        if router.push(transport, peer, topic, &frame) {
+                            reached += n as usize;
                         }
-                        Err(e) => tracing::error!(topic, error = %e, "cannot encode a push frame"),
                     }
                 }
-                targets.clear();
-                targets_put_back(targets);
-            });
+                Err(e) => tracing::error!(topic, error = %e, "cannot encode a push frame"),
+            }
+            keep_scratch(frame);
         }
+        TARGETS.set(targets);
         reached
     }
 
@@ -100,7 +101,7 @@ impl Shared {
         match codec::decode_borrowed::<Push<'_>>(frame) {
             Ok(Push::Message { topic, payload }) => {
                 self.local.deliver(topic, || Envelope {
-                    topic: topic.into(),
+                    topic: shared_topic(topic),
                     payload: payload.into(),
                 });
             }
@@ -153,12 +154,51 @@ impl Shared {
 }
 
 thread_local! {
-    /// A reused buffer for the targets of one publish.
-    static TARGETS: std::cell::Cell<Vec<(PeerId, u64)>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The targets of the publish in progress on this thread, reused.
+    static TARGETS: Cell<Vec<(PeerId, u64)>> = const { Cell::new(Vec::new()) };
+    /// Encoding buffers, reused so that a publish allocates nothing for
+    /// them. Taken while in use, so a nested publish gets its own.
+    static SCRATCH: Cell<Vec<Vec<u8>>> = const { Cell::new(Vec::new()) };
+    /// The last topic a message was delivered on here, shared by the next
+    /// message on the same topic instead of a new allocation.
+    static LAST_TOPIC: Cell<Option<Arc<str>>> = const { Cell::new(None) };
 }
 
-fn targets_put_back(v: Vec<(PeerId, u64)>) {
-    TARGETS.with(|t| t.set(v));
+/// Buffers larger than this are not kept for reuse.
+const KEEP_SCRATCH: usize = 64 << 10;
+
+fn scratch() -> Vec<u8> {
+    SCRATCH.with(|s| {
+        let mut all = s.take();
+        let buf = all.pop().unwrap_or_default();
+        s.set(all);
+        buf
+    })
+}
+
+fn keep_scratch(mut buf: Vec<u8>) {
+    if buf.capacity() <= KEEP_SCRATCH {
+        buf.clear();
+        SCRATCH.with(|s| {
+            let mut all = s.take();
+            if all.len() < 4 {
+                all.push(buf);
+            }
+            s.set(all);
+        });
+    }
+}
+
+/// `topic` as a shared string, reusing the last one made on this thread.
+pub(crate) fn shared_topic(topic: &str) -> Arc<str> {
+    LAST_TOPIC.with(|last| {
+        let shared = match last.take() {
+            Some(t) if &*t == topic => t,
+            _ => Arc::from(topic),
+        };
+        last.set(Some(shared.clone()));
+        shared
+    })
 }
 
 /// The per-transport singleton behind [`PubSub::attach`].

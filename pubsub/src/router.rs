@@ -14,6 +14,7 @@ use std::sync::{Mutex, RwLock};
 
 use yuki_channel::{PeerId, Transport, codec};
 
+use crate::memo::{Memo, Stamp};
 use crate::pattern::Pattern;
 use crate::table::PatternTable;
 use crate::wire::{Push, SERVICE};
@@ -23,6 +24,15 @@ pub(crate) struct Router {
     routes: RwLock<Routes>,
     losses: Mutex<HashMap<PeerId, HashMap<Pattern, u64>>>,
     any_loss: AtomicBool,
+    stamp: Stamp,
+}
+
+/// Children reached by one topic, with how many subscriptions each.
+type Targets = Vec<(PeerId, u64)>;
+
+thread_local! {
+    /// The targets of the last topic routed on this thread.
+    static LAST: std::cell::Cell<Option<Memo<Targets>>> = const { std::cell::Cell::new(None) };
 }
 
 #[derive(Debug, Default)]
@@ -62,6 +72,7 @@ impl Router {
             .or_default()
             .entry(pattern.clone())
             .or_default() += 1;
+        self.stamp.bump();
     }
 
     /// `peer` holds one subscription less on `pattern`.
@@ -87,6 +98,7 @@ impl Router {
                 routes.by_peer.remove(&peer);
             }
         }
+        self.stamp.bump();
     }
 
     /// Forgets everything about `peer` (it left).
@@ -100,22 +112,31 @@ impl Router {
                 });
             }
         }
+        self.stamp.bump();
         drop(routes);
         self.lock_losses().remove(&peer);
     }
 
     /// The children `topic` goes to, each with how many of its
     /// subscriptions it reaches there.
-    pub(crate) fn targets(&self, topic: &str, out: &mut Vec<(PeerId, u64)>) {
+    pub(crate) fn targets(&self, topic: &str, out: &mut Targets) {
         out.clear();
-        self.read().table.for_each_match(topic, |route| {
-            for &(peer, n) in &route.peers {
-                match out.iter_mut().find(|(p, _)| *p == peer) {
-                    Some((_, total)) => *total += n,
-                    None => out.push((peer, n)),
+        let stamp = self.stamp.now();
+        let mut memo = LAST.take().unwrap_or_default();
+        if !memo.fits(stamp, topic) {
+            memo.reset(stamp, topic);
+            memo.value.clear();
+            self.read().table.for_each_match(topic, |route| {
+                for &(peer, n) in &route.peers {
+                    match memo.value.iter_mut().find(|(p, _)| *p == peer) {
+                        Some((_, total)) => *total += n,
+                        None => memo.value.push((peer, n)),
+                    }
                 }
-            }
-        });
+            });
+        }
+        out.extend_from_slice(&memo.value);
+        LAST.set(Some(memo));
     }
 
     fn lock_losses(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, HashMap<Pattern, u64>>> {

@@ -77,6 +77,7 @@ pub struct Tick {
     /// Nanoseconds since the Unix epoch when it was published.
     pub sent_ns: u64,
     /// Payload filler.
+    #[serde(with = "serde_bytes")]
     pub body: [u8; 32],
 }
 
@@ -186,6 +187,9 @@ fn yuki_children(plan: Plan, quick: bool) -> Result<Figures, String> {
     let ready = pubsub
         .subscribe::<u64>("bench.ready")
         .map_err(|e| text(&e))?;
+    let drained = pubsub
+        .subscribe::<u64>("bench.drained")
+        .map_err(|e| text(&e))?;
     let results = pubsub
         .subscribe::<ChildResult>("bench.result")
         .map_err(|e| text(&e))?;
@@ -209,7 +213,10 @@ fn yuki_children(plan: Plan, quick: bool) -> Result<Figures, String> {
             .publish("bench.fanout", &Tick::now(seq))
             .map_err(|e| text(&e))?;
     }
-    // Let the burst drain before the latency run starts.
+    // The latency run starts once every child has drained the burst.
+    for _ in 0..SUBSCRIBERS {
+        drained.recv_timeout(wait).map_err(|e| text(&e))?;
+    }
     paced(plan.paced, plan.rate, |seq| {
         pubsub
             .publish("bench.latency", &Tick::now(seq))
@@ -274,6 +281,9 @@ fn child(plan: Plan) -> Result<(), String> {
             Err(e) => return Err(text(&e)),
         }
     }
+    pubsub
+        .publish("bench.drained", &result.got)
+        .map_err(|e| text(&e))?;
     while (result.latency_us.len() as u64) < plan.paced {
         match paced.recv_timeout(quiet) {
             Ok(m) => result
