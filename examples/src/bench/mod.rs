@@ -7,4 +7,5 @@
 pub mod channel;
 pub mod ipc;
 pub mod store;
+pub mod pubsub;
 pub mod timing;
