@@ -81,6 +81,78 @@ pub enum Error {
     /// A wait ran out of time.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
+
+    /// The channel was closed: nothing more can be sent to it, and every
+    /// item sent before the close has been received.
+    #[error("channel {channel:?} is closed; open a new channel to go on")]
+    Closed {
+        /// The channel's name.
+        channel: String,
+    },
+
+    /// The channel holds no item right now (from `try_recv`).
+    #[error("channel {channel:?} is empty; wait with recv or recv_timeout")]
+    Empty {
+        /// The channel's name.
+        channel: String,
+    },
+
+    /// A bounded channel is at its capacity (from `try_send`).
+    #[error(
+        "channel {channel:?} is full ({capacity} items); wait with send or receive some items first"
+    )]
+    Full {
+        /// The channel's name.
+        channel: String,
+        /// The channel's capacity.
+        capacity: usize,
+    },
+
+    /// An active receive was tried on a channel whose passive receive loop
+    /// runs, or a second loop was started: a channel is read one way at a time.
+    #[error(
+        "channel {channel:?} is being read by its receive loop; stop the loop before receiving actively"
+    )]
+    ReceiveLoopRunning {
+        /// The channel's name.
+        channel: String,
+    },
+
+    /// A channel of this name is already registered.
+    #[error("a channel named {0:?} is already registered; register each name once")]
+    ChannelExists(String),
+
+    /// No channel of this name is registered.
+    #[error("no channel named {0:?} is registered; register it before looking it up")]
+    NoChannel(String),
+
+    /// A hosted channel was opened with a capacity other than the one it
+    /// was created with.
+    #[error(
+        "channel {channel:?} has capacity {actual:?}, not {requested:?}; open it with the same capacity everywhere, or with open"
+    )]
+    CapacityMismatch {
+        /// The channel's name.
+        channel: String,
+        /// The capacity asked for (`None`: unbounded).
+        requested: Option<usize>,
+        /// The channel's capacity (`None`: unbounded).
+        actual: Option<usize>,
+    },
+
+    /// A channel was looked up (or opened) with another item type than the
+    /// one it carries.
+    #[error(
+        "channel {channel:?} carries {actual}, not {expected}; use the same item type everywhere"
+    )]
+    WrongType {
+        /// The channel's name.
+        channel: String,
+        /// The type the caller asked for.
+        expected: &'static str,
+        /// The type the channel carries.
+        actual: &'static str,
+    },
 }
 
 impl Error {
@@ -92,3 +164,140 @@ impl Error {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A failed send, carrying the value back to the caller.
+///
+/// [`SendError::error`] says why: [`Error::Closed`] for a closed channel,
+/// [`Error::Disconnected`] when main is gone (hosted channels), an encoding
+/// or frame-size error for a value that cannot cross the seam.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SendError<T> {
+    value: T,
+    error: Error,
+}
+
+impl<T> SendError<T> {
+    /// Pairs the value that was not sent with the reason.
+    pub fn new(value: T, error: Error) -> SendError<T> {
+        SendError { value, error }
+    }
+
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+
+    /// Why the value was not sent.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The value and the reason.
+    pub fn into_parts(self) -> (T, Error) {
+        (self.value, self.error)
+    }
+
+    /// Whether the channel was closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.error, Error::Closed { .. })
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "send failed: {}", self.error)
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<T> From<SendError<T>> for Error {
+    fn from(e: SendError<T>) -> Error {
+        e.error
+    }
+}
+
+/// A failed `try_send`, carrying the value back to the caller.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TrySendError<T> {
+    /// The bounded channel is at its capacity; [`Error::Full`] says which.
+    Full(T, Error),
+    /// The value could not be sent at all (closed, disconnected, not encodable).
+    Failed(SendError<T>),
+}
+
+impl<T> TrySendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(v, _) => v,
+            TrySendError::Failed(e) => e.into_inner(),
+        }
+    }
+
+    /// Why the value was not sent.
+    pub fn error(&self) -> &Error {
+        match self {
+            TrySendError::Full(_, e) => e,
+            TrySendError::Failed(e) => e.error(),
+        }
+    }
+
+    /// Whether the channel was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, TrySendError::Full(..))
+    }
+
+    /// Whether the channel was closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, TrySendError::Failed(e) if e.is_closed())
+    }
+}
+
+impl<T> From<SendError<T>> for TrySendError<T> {
+    fn from(e: SendError<T>) -> TrySendError<T> {
+        TrySendError::Failed(e)
+    }
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_, e) => f.debug_tuple("Full").field(e).finish(),
+            TrySendError::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
+        }
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "send failed: {}", self.error())
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.error())
+    }
+}
+
+impl<T> From<TrySendError<T>> for Error {
+    fn from(e: TrySendError<T>) -> Error {
+        match e {
+            TrySendError::Full(_, e) => e,
+            TrySendError::Failed(e) => e.error,
+        }
+    }
+}

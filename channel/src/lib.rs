@@ -32,14 +32,22 @@
     unreachable_pub
 )]
 
+mod channel;
 pub mod codec;
 mod error;
+mod hosted;
 mod inthread;
+mod local;
+mod passive;
+mod registry;
 mod role;
 mod transport;
 
-pub use error::{Error, Result};
+pub use channel::Channel;
+pub use error::{Error, Result, SendError, TrySendError};
 pub use inthread::InThreadTransport;
+pub use passive::ReceiveLoop;
+pub use registry::{Registry, lookup, names, register};
 pub use role::{BOOTSTRAP_ENV, Role, is_main_process, role};
 pub use transport::{
     Extensions, PeerEvent, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Service, Transport,

@@ -5,8 +5,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use yuki_channel::codec::DEFAULT_MAX_FRAME;
-use yuki_channel::{BOOTSTRAP_ENV, PeerId, Role, Transport};
+use yuki_channel::{BOOTSTRAP_ENV, Channel, PeerId, Role, Transport};
 
 use crate::child_side::{ChildLink, WhenMainGone};
 use crate::error::{Error, Result};
@@ -208,6 +210,29 @@ impl Node {
     /// The transport, for yuki-storage, yuki-pubsub and hosted channels.
     pub fn transport(&self) -> Arc<dyn Transport> {
         self.transport.clone()
+    }
+
+    /// Opens the channel `name` hosted by main, from any process: every
+    /// process may send and receive, and each item is received once, in
+    /// the order main accepted it (see [`Channel::open`]).
+    pub fn channel<T>(&self, name: &str) -> yuki_channel::Result<Channel<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Channel::open(&self.transport(), name)
+    }
+
+    /// Like [`Node::channel`], creating it bounded to `capacity` items
+    /// (see [`Channel::open_bounded`]).
+    pub fn channel_bounded<T>(
+        &self,
+        name: &str,
+        capacity: usize,
+    ) -> yuki_channel::Result<Channel<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Channel::open_bounded(&self.transport(), name, capacity)
     }
 
     fn supervisor(&self) -> Result<&Arc<Supervisor>> {

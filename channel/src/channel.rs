@@ -1,0 +1,336 @@
+//! [`Channel<T>`]: a named FIFO queue, in-process or hosted by main.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result, SendError, TrySendError};
+use crate::hosted::Hosted;
+use crate::local::{Fail, Local};
+use crate::passive::{Passive, ReceiveLoop};
+
+/// A named FIFO queue of `T`; clones are handles to the same queue.
+///
+/// Every handle may send and receive; each item is received once, by one
+/// receiver, in the order the queue accepted it. A channel is made one of
+/// two ways:
+///
+/// - [`Channel::new`] and [`Channel::bounded`] make an **in-process** queue:
+///   items move as they are (no encoding), through crossbeam-channel.
+/// - [`Channel::open`] opens a channel **hosted by main** over a
+///   [`Transport`](crate::Transport), usable from every process of the
+///   application with the same methods.
+///
+/// It can be read actively ([`recv`](Channel::recv) and its kin) or passively
+/// by handlers ([`on_receive`](Channel::on_receive) with a
+/// [`ReceiveLoop`]), one way at a time.
+///
+/// ```
+/// use std::time::Duration;
+/// use yuki_channel::{Channel, Error};
+///
+/// let jobs = Channel::<u32>::bounded("jobs", 2);
+/// let worker = jobs.clone();
+/// let t = std::thread::spawn(move || {
+///     let mut sum = 0;
+///     while let Ok(n) = worker.recv() {
+///         sum += n;
+///     }
+///     sum // recv fails once the channel is closed and drained
+/// });
+/// for n in 1..=10 {
+///     jobs.send(n).unwrap();
+/// }
+/// jobs.close();
+/// assert_eq!(t.join().unwrap(), 55);
+/// assert!(jobs.send(11).unwrap_err().is_closed());
+/// assert!(matches!(jobs.recv_timeout(Duration::from_millis(1)), Err(Error::Closed { .. })));
+/// ```
+pub struct Channel<T> {
+    shared: Arc<Shared<T>>,
+}
+
+pub(crate) struct Shared<T> {
+    pub(crate) name: String,
+    pub(crate) queue: Queue<T>,
+    pub(crate) passive: Passive<T>,
+}
+
+pub(crate) enum Queue<T> {
+    Local(Local<T>),
+    Hosted(Hosted<T>),
+}
+
+impl<T> Clone for Channel<T> {
+    fn clone(&self) -> Self {
+        Channel {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Channel<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let flavor = match &self.shared.queue {
+            Queue::Local(_) => "local",
+            Queue::Hosted(_) => "hosted",
+        };
+        f.debug_struct("Channel")
+            .field("name", &self.shared.name)
+            .field("flavor", &flavor)
+            .field("item", &std::any::type_name::<T>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> Channel<T> {
+    /// A new unbounded in-process channel.
+    pub fn new(name: impl Into<String>) -> Channel<T> {
+        Channel::from_queue(name.into(), Queue::Local(Local::new(None)))
+    }
+
+    /// A new in-process channel holding at most `capacity` items: `send`
+    /// waits while it is full, `try_send` fails with [`Error::Full`]. A
+    /// capacity of 0 is taken as 1 (there are no rendezvous channels).
+    pub fn bounded(name: impl Into<String>, capacity: usize) -> Channel<T> {
+        Channel::from_queue(name.into(), Queue::Local(Local::new(Some(capacity))))
+    }
+
+    pub(crate) fn from_queue(name: String, queue: Queue<T>) -> Channel<T> {
+        Channel {
+            shared: Arc::new(Shared {
+                name,
+                queue,
+                passive: Passive::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared<T>>) -> Channel<T> {
+        Channel { shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared<T>> {
+        &self.shared
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Sends `value`, waiting while a bounded channel is full.
+    ///
+    /// Fails, handing `value` back, with [`Error::Closed`] once the channel
+    /// is closed (a sender waiting on a full channel wakes with it), and for
+    /// hosted channels with [`Error::Disconnected`] when main is gone or an
+    /// encoding error.
+    pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        match &self.shared.queue {
+            Queue::Local(q) => q.send(value).map_err(|(v, f)| self.send_error(v, f)),
+            Queue::Hosted(h) => h.send(&self.shared.name, value),
+        }
+    }
+
+    /// Sends `value` if that needs no wait: fails with
+    /// [`TrySendError::Full`] when a bounded channel is at its capacity, and
+    /// as [`send`](Channel::send) does otherwise.
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        match &self.shared.queue {
+            Queue::Local(q) => q.try_send(value).map_err(|(v, f)| match f {
+                Fail::Full => TrySendError::Full(v, self.fail(Fail::Full)),
+                f => TrySendError::Failed(self.send_error(v, f)),
+            }),
+            Queue::Hosted(h) => h.try_send(&self.shared.name, value),
+        }
+    }
+
+    /// Receives the next item, waiting for one.
+    ///
+    /// Fails with [`Error::Closed`] once the channel is closed and every item
+    /// sent before has been received, [`Error::ReceiveLoopRunning`] while a
+    /// [`ReceiveLoop`] reads the channel, and for hosted channels in a child
+    /// with [`Error::Disconnected`] when main is gone.
+    pub fn recv(&self) -> Result<T> {
+        self.check_active()?;
+        match &self.shared.queue {
+            Queue::Local(q) => q.recv().map_err(|f| self.fail(f)),
+            Queue::Hosted(h) => h.recv(&self.shared.name, None),
+        }
+    }
+
+    /// Like [`recv`](Channel::recv), giving up with [`Error::Timeout`] after
+    /// `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
+        self.check_active()?;
+        match &self.shared.queue {
+            Queue::Local(q) => q.recv_timeout(timeout).map_err(|f| self.fail(f)),
+            Queue::Hosted(h) => h.recv(&self.shared.name, Some(timeout)),
+        }
+    }
+
+    /// Receives an item if one is there now; fails with [`Error::Empty`]
+    /// otherwise, and as [`recv`](Channel::recv) does.
+    pub fn try_recv(&self) -> Result<T> {
+        self.check_active()?;
+        match &self.shared.queue {
+            Queue::Local(q) => q.try_recv().map_err(|f| self.fail(f)),
+            Queue::Hosted(h) => h.try_recv(&self.shared.name),
+        }
+    }
+
+    /// Receives the next item without blocking a thread (tokio or any other
+    /// executor): the task sleeps until a send or the close wakes it.
+    ///
+    /// Errors as [`recv`](Channel::recv). Cancel-safe: dropping the future
+    /// before it completes takes no item.
+    pub async fn recv_async(&self) -> Result<T> {
+        self.check_active()?;
+        self.recv_async_passive().await
+    }
+
+    /// The receive the dispatcher uses: no passive-mode check.
+    pub(crate) async fn recv_async_passive(&self) -> Result<T> {
+        match &self.shared.queue {
+            Queue::Local(q) => q.recv_async().await.map_err(|f| self.fail(f)),
+            Queue::Hosted(h) => h.recv_async(&self.shared.name).await,
+        }
+    }
+
+    /// Closes the channel: later sends fail with [`Error::Closed`], receivers
+    /// get what was sent before and then [`Error::Closed`], and every waiting
+    /// sender and receiver wakes. Returns `true` if this call closed it.
+    ///
+    /// A hosted channel closed from any process is closed for every process.
+    pub fn close(&self) -> bool {
+        match &self.shared.queue {
+            Queue::Local(q) => q.close(),
+            Queue::Hosted(h) => h.close(),
+        }
+    }
+
+    /// Whether the channel has been closed.
+    pub fn is_closed(&self) -> bool {
+        match &self.shared.queue {
+            Queue::Local(q) => q.is_closed(),
+            Queue::Hosted(h) => h.is_closed(),
+        }
+    }
+
+    /// How many items wait in the channel now.
+    ///
+    /// For a hosted channel in a child, this asks main (one call) and adds
+    /// the items already delivered to this process; if main is gone it
+    /// counts only the latter.
+    pub fn len(&self) -> usize {
+        match &self.shared.queue {
+            Queue::Local(q) => q.len(),
+            Queue::Hosted(h) => h.len(),
+        }
+    }
+
+    /// Whether no item waits in the channel now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The capacity of a bounded channel; `None` when unbounded.
+    pub fn capacity(&self) -> Option<usize> {
+        match &self.shared.queue {
+            Queue::Local(q) => q.capacity(),
+            Queue::Hosted(h) => h.capacity(),
+        }
+    }
+
+    /// Whether `self` and `other` are handles to the same queue.
+    pub fn same_channel(&self, other: &Channel<T>) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    fn check_active(&self) -> Result<()> {
+        if self.shared.passive.is_running() {
+            return Err(Error::ReceiveLoopRunning {
+                channel: self.shared.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn send_error(&self, value: T, fail: Fail) -> SendError<T> {
+        SendError::new(value, self.fail(fail))
+    }
+
+    fn fail(&self, fail: Fail) -> Error {
+        let channel = self.shared.name.clone();
+        match fail {
+            Fail::Empty => Error::Empty { channel },
+            Fail::Closed => Error::Closed { channel },
+            Fail::Timeout(d) => Error::Timeout(d),
+            Fail::Full => Error::Full {
+                channel,
+                capacity: self.capacity().unwrap_or(0),
+            },
+        }
+    }
+}
+
+/// Passive receive: handlers share each item, so `T` must be `Sync`.
+impl<T: Send + Sync + 'static> Channel<T> {
+    /// Adds a handler for passive receive: once a [`ReceiveLoop`] runs, every
+    /// item is handed to every handler whose `filter` accepts it, in the
+    /// order the handlers were added. Handlers may be added while the loop
+    /// runs.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use yuki_channel::Channel;
+    ///
+    /// let events = Channel::<u32>::new("events");
+    /// let (seen_tx, seen_rx) = mpsc::channel();
+    /// events.on_receive(|n| n % 2 == 0, move |n| seen_tx.send(*n).unwrap());
+    /// let dispatcher = events.start_receive_loop().unwrap();
+    /// for n in 1..=4 {
+    ///     events.send(n).unwrap();
+    /// }
+    /// let timeout = std::time::Duration::from_secs(10);
+    /// assert_eq!(seen_rx.recv_timeout(timeout).unwrap(), 2);
+    /// assert_eq!(seen_rx.recv_timeout(timeout).unwrap(), 4);
+    /// dispatcher.stop();
+    /// ```
+    pub fn on_receive(
+        &self,
+        filter: impl Fn(&T) -> bool + Send + Sync + 'static,
+        handler: impl Fn(&T) + Send + Sync + 'static,
+    ) {
+        self.shared.passive.add_sync(filter, handler);
+    }
+
+    /// Adds an async handler for passive receive; it gets the item shared as
+    /// an `Arc<T>`, since other handlers may get it too. The dispatcher
+    /// awaits each handler before the next, so items stay in order; spawn a
+    /// task in the handler for work that may run alongside.
+    pub fn on_receive_async<F, Fut>(
+        &self,
+        filter: impl Fn(&T) -> bool + Send + Sync + 'static,
+        handler: F,
+    ) where
+        F: Fn(Arc<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.shared.passive.add_async(filter, handler);
+    }
+
+    /// Starts the passive receive loop on a thread of its own (the seed's
+    /// `start_receive_loop`). Async handlers run on a small runtime on that
+    /// thread. Fails with [`Error::ReceiveLoopRunning`] if a loop already runs.
+    pub fn start_receive_loop(&self) -> Result<ReceiveLoop> {
+        ReceiveLoop::start_thread(self.clone())
+    }
+
+    /// Starts the passive receive loop as a task on the tokio runtime of
+    /// `handle`. Fails with [`Error::ReceiveLoopRunning`] if a loop already runs.
+    pub fn spawn_receive_loop(&self, handle: &tokio::runtime::Handle) -> Result<ReceiveLoop> {
+        ReceiveLoop::spawn_task(self.clone(), handle)
+    }
+}

@@ -1,0 +1,446 @@
+//! Main's side of hosted channels: the queues, the service children call,
+//! and the credit-window pump that pushes items to children.
+//!
+//! Each queue is one lock around the items, the children's credit and the
+//! counts of main's own waiting receivers. Everything that changes what can
+//! be delivered (a send, a pull, a receiver that stops waiting, a child that
+//! leaves) ends with [`HostQueue::pump`] under that lock, so pushes to one
+//! child leave in queue order. Pushing under the lock is allowed because a
+//! child's push handler only touches the child's own state.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use serde_bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::protocol::{Push, Reply, Request, STREAM};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::local::Fail;
+use crate::transport::{PeerId, Transport};
+
+/// All hosted queues of one main transport.
+pub(crate) struct Host {
+    transport: Weak<dyn Transport>,
+    queues: Mutex<HashMap<String, Arc<HostQueue>>>,
+}
+
+impl Host {
+    pub(crate) fn new(transport: Weak<dyn Transport>) -> Host {
+        Host {
+            transport,
+            queues: Mutex::default(),
+        }
+    }
+
+    /// The queue `name`, created with `capacity` if new.
+    pub(crate) fn queue(&self, name: &str, capacity: Option<usize>) -> Arc<HostQueue> {
+        lock(&self.queues)
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(HostQueue {
+                    name: name.to_owned(),
+                    capacity: capacity.map(|c| c.max(1)),
+                    transport: self.transport.clone(),
+                    state: Mutex::default(),
+                    readable: Condvar::new(),
+                    writable: Condvar::new(),
+                    notify: Notify::new(),
+                })
+            })
+            .clone()
+    }
+
+    fn existing(&self, name: &str) -> Option<Arc<HostQueue>> {
+        lock(&self.queues).get(name).cloned()
+    }
+
+    /// Serves one request of `from`. An `Err` is a protocol violation.
+    pub(crate) fn serve(&self, from: PeerId, request: &[u8], reply: &mut Vec<u8>) -> Result<()> {
+        let answer = match codec::decode_borrowed::<Request<'_>>(request)? {
+            Request::Open { name, capacity } => {
+                let wanted = capacity.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
+                let q = self.queue(name, wanted);
+                if capacity.is_some() && q.capacity != wanted.map(|c| c.max(1)) {
+                    Reply::CapacityMismatch {
+                        actual: q.capacity.map(|c| c as u64),
+                    }
+                } else {
+                    let mut st = q.lock();
+                    st.peers.entry(from).or_default();
+                    Reply::Opened {
+                        capacity: q.capacity.map(|c| c as u64),
+                        closed: st.closed,
+                    }
+                }
+            }
+            Request::Send { name, item } => match self.existing(name) {
+                None => Reply::NoChannel,
+                Some(q) => match q.send(item.to_vec(), false) {
+                    Ok(()) => Reply::Done,
+                    Err((_, Fail::Full)) => {
+                        q.lock().space_waiters.insert(from);
+                        Reply::Full {
+                            capacity: q.capacity.unwrap_or(0) as u64,
+                        }
+                    }
+                    Err(_) => Reply::Closed,
+                },
+            },
+            Request::Pull {
+                name,
+                consumed,
+                window,
+            } => match self.existing(name) {
+                None => Reply::NoChannel,
+                Some(q) => {
+                    q.pull(from, consumed, window);
+                    Reply::Done
+                }
+            },
+            Request::Close { name } => match self.existing(name) {
+                None => Reply::NoChannel,
+                Some(q) => Reply::Closing {
+                    closed_now: q.close(),
+                },
+            },
+            Request::Len { name } => match self.existing(name) {
+                None => Reply::NoChannel,
+                Some(q) => Reply::Len(q.len() as u64),
+            },
+        };
+        codec::encode_into(&answer, reply)
+    }
+
+    /// A child left: what was pushed to it and not acknowledged goes back
+    /// to the head of each queue, for the other receivers.
+    pub(crate) fn peer_left(&self, peer: PeerId) {
+        let queues: Vec<_> = lock(&self.queues).values().cloned().collect();
+        for q in queues {
+            q.peer_left(peer);
+        }
+    }
+}
+
+/// One child's credit on one queue.
+#[derive(Default)]
+struct PeerState {
+    /// How many items the child accepts beyond what it consumed.
+    window: u32,
+    /// Pushed to the child and not yet acknowledged as consumed, oldest first.
+    in_flight: VecDeque<Vec<u8>>,
+    /// Everything pushed to the child so far.
+    pushed: u64,
+    /// The last push failed because the child is backlogged: wait for its
+    /// next pull before pushing again.
+    stalled: bool,
+}
+
+#[derive(Default)]
+struct HostState {
+    items: VecDeque<Vec<u8>>,
+    closed: bool,
+    peers: BTreeMap<PeerId, PeerState>,
+    /// The child served last, so children take turns.
+    cursor: Option<PeerId>,
+    /// Main's receivers waiting now (blocking and async): that many items
+    /// stay in main rather than being pushed.
+    main_waiting: usize,
+    async_waiting: usize,
+    /// Children told the queue is full, to be told when it is not.
+    space_waiters: BTreeSet<PeerId>,
+}
+
+/// One hosted queue, held by main.
+pub(crate) struct HostQueue {
+    name: String,
+    capacity: Option<usize>,
+    transport: Weak<dyn Transport>,
+    state: Mutex<HostState>,
+    readable: Condvar,
+    writable: Condvar,
+    notify: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl HostQueue {
+    fn lock(&self) -> MutexGuard<'_, HostState> {
+        lock(&self.state)
+    }
+
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        self.capacity
+    }
+
+    /// Appends an item; waits for room when `block`.
+    pub(crate) fn send(&self, item: Vec<u8>, block: bool) -> Result<(), (Vec<u8>, Fail)> {
+        let mut st = self.lock();
+        loop {
+            if st.closed {
+                return Err((item, Fail::Closed));
+            }
+            match self.capacity {
+                Some(cap) if st.items.len() >= cap => {
+                    if !block {
+                        return Err((item, Fail::Full));
+                    }
+                    st = self.writable.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                _ => break,
+            }
+        }
+        st.items.push_back(item);
+        if st.main_waiting > 0 {
+            self.readable.notify_one();
+        }
+        if st.async_waiting > 0 {
+            self.notify.notify_one();
+        }
+        self.pump(&mut st);
+        Ok(())
+    }
+
+    /// Takes the next item for one of main's own receivers.
+    pub(crate) fn recv(&self, timeout: Option<Duration>) -> Result<Vec<u8>, Fail> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.lock();
+        loop {
+            if let Some(item) = st.items.pop_front() {
+                self.taken(&mut st);
+                return Ok(item);
+            }
+            if st.closed {
+                return Err(Fail::Closed);
+            }
+            st.main_waiting += 1;
+            st = match deadline {
+                None => self.readable.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    self.readable
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            st.main_waiting -= 1;
+            if let Some(deadline) = deadline {
+                if st.items.is_empty() && !st.closed && Instant::now() >= deadline {
+                    return Err(Fail::Timeout(timeout.unwrap_or_default()));
+                }
+            }
+            // Items kept back for this receiver may now go to children.
+            self.pump(&mut st);
+        }
+    }
+
+    pub(crate) fn try_recv(&self) -> Result<Vec<u8>, Fail> {
+        let mut st = self.lock();
+        match st.items.pop_front() {
+            Some(item) => {
+                self.taken(&mut st);
+                Ok(item)
+            }
+            None if st.closed => Err(Fail::Closed),
+            None => Err(Fail::Empty),
+        }
+    }
+
+    pub(crate) async fn recv_async(&self) -> Result<Vec<u8>, Fail> {
+        loop {
+            let notified = self.notify.notified();
+            let _waiting = {
+                let mut st = self.lock();
+                if let Some(item) = st.items.pop_front() {
+                    self.taken(&mut st);
+                    return Ok(item);
+                }
+                if st.closed {
+                    return Err(Fail::Closed);
+                }
+                st.async_waiting += 1;
+                AsyncWaiter(self)
+            };
+            notified.await;
+        }
+    }
+
+    /// Room freed up: wake senders waiting in main and in children.
+    fn taken(&self, st: &mut HostState) {
+        if self.capacity.is_none() {
+            return;
+        }
+        self.writable.notify_one();
+        if st.space_waiters.is_empty() {
+            return;
+        }
+        let waiters = std::mem::take(&mut st.space_waiters);
+        if let (Some(t), Ok(frame)) = (
+            self.transport.upgrade(),
+            codec::encode(&Push::Space { name: &self.name }),
+        ) {
+            for peer in waiters {
+                let _ = t.push(peer, STREAM, &frame);
+            }
+        }
+    }
+
+    pub(crate) fn close(&self) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        st.closed = true;
+        self.readable.notify_all();
+        self.writable.notify_all();
+        self.notify.notify_waiters();
+        if let (Some(t), Ok(frame)) = (
+            self.transport.upgrade(),
+            codec::encode(&Push::Closed { name: &self.name }),
+        ) {
+            for peer in st.peers.keys() {
+                let _ = t.push(*peer, STREAM, &frame);
+            }
+        }
+        true
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    fn pull(&self, peer: PeerId, consumed: u64, window: u32) {
+        let mut st = self.lock();
+        let p = st.peers.entry(peer).or_default();
+        p.window = window;
+        p.stalled = false;
+        let unacked = p.pushed.saturating_sub(consumed);
+        while p.in_flight.len() as u64 > unacked {
+            p.in_flight.pop_front();
+        }
+        self.pump(&mut st);
+    }
+
+    fn peer_left(&self, peer: PeerId) {
+        let mut st = self.lock();
+        st.space_waiters.remove(&peer);
+        let Some(p) = st.peers.remove(&peer) else {
+            return;
+        };
+        if !p.in_flight.is_empty() {
+            tracing::info!(
+                channel = %self.name,
+                %peer,
+                items = p.in_flight.len(),
+                "a receiver left; items it had not acknowledged go back to the head of the queue"
+            );
+            for item in p.in_flight.into_iter().rev() {
+                st.items.push_front(item);
+            }
+            self.readable.notify_all();
+            if st.async_waiting > 0 {
+                self.notify.notify_waiters();
+            }
+        }
+        self.pump(&mut st);
+    }
+
+    /// Pushes what can be pushed to children with credit, in turns, one
+    /// frame per child per turn.
+    fn pump(&self, st: &mut HostState) {
+        let reserved = st.main_waiting + st.async_waiting;
+        if st.items.len() <= reserved || st.peers.is_empty() {
+            return;
+        }
+        let Some(transport) = self.transport.upgrade() else {
+            return;
+        };
+        // Children after the cursor first, then the rest.
+        let order: Vec<PeerId> = {
+            let cursor = st.cursor;
+            let (after, before): (Vec<PeerId>, Vec<PeerId>) =
+                st.peers.keys().partition(|k| Some(**k) > cursor);
+            after.into_iter().chain(before).collect()
+        };
+        let mut frame = Vec::new();
+        let mut drained = false;
+        for peer in order {
+            let available = st.items.len().saturating_sub(reserved);
+            if available == 0 {
+                break;
+            }
+            let Some(p) = st.peers.get(&peer) else {
+                continue;
+            };
+            let credit = (p.window as usize).saturating_sub(p.in_flight.len());
+            if credit == 0 || p.stalled {
+                continue;
+            }
+            let n = credit.min(available);
+            let batch: Vec<Vec<u8>> = st.items.drain(..n).collect();
+            frame.clear();
+            let refs: Vec<&Bytes> = batch.iter().map(|b| Bytes::new(b)).collect();
+            let encoded = codec::encode_into(
+                &Push::Items {
+                    name: &self.name,
+                    items: refs,
+                },
+                &mut frame,
+            );
+            let pushed = encoded.and_then(|()| transport.push(peer, STREAM, &frame));
+            match pushed {
+                Ok(()) => {
+                    let p = st.peers.entry(peer).or_default();
+                    p.pushed += n as u64;
+                    p.in_flight.extend(batch);
+                    st.cursor = Some(peer);
+                    drained = true;
+                }
+                Err(e) => {
+                    for item in batch.into_iter().rev() {
+                        st.items.push_front(item);
+                    }
+                    match e {
+                        Error::NoPeer(_) | Error::Disconnected(_) => {
+                            // Its Left event hands back what it held.
+                            if let Some(p) = st.peers.get_mut(&peer) {
+                                p.stalled = true;
+                            }
+                        }
+                        e => {
+                            tracing::warn!(channel = %self.name, %peer, error = %e,
+                                "cannot push items to a receiver; they stay queued");
+                            if let Some(p) = st.peers.get_mut(&peer) {
+                                p.stalled = true;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if drained {
+            self.taken(st);
+        }
+    }
+}
+
+/// Counts an async receiver of main while it waits; when it stops waiting
+/// (item, close, or cancelled), what it kept back may go to children.
+struct AsyncWaiter<'a>(&'a HostQueue);
+
+impl Drop for AsyncWaiter<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.async_waiting -= 1;
+        self.0.pump(&mut st);
+    }
+}

@@ -1,0 +1,413 @@
+//! Channels hosted by main and used from every process over a
+//! [`Transport`].
+//!
+//! Main holds each queue (encoded items) in [`host`]; it serves the
+//! `yuki.channel` service that children call to open, send, grant credit,
+//! close and count. A child's receivers pull with a credit window
+//! ([`remote`]): main pushes up to that many items ahead, coalesced into one
+//! frame per child per turn, so a busy queue costs one frame per batch rather
+//! than a round trip per item.
+//!
+//! Delivery: every item is received once, in the order main accepted it
+//! (items pushed ahead to different children are received in each child in
+//! that order). When a child leaves, the items pushed to it that it had not
+//! acknowledged go back to the head of the queue for the other receivers;
+//! since a child acknowledges in batches (half a window at a time, or when
+//! its buffer runs dry), a child that *crashes* right after consuming items
+//! may have those items delivered again: across a crash delivery is at least
+//! once, never lost.
+
+mod host;
+mod protocol;
+mod remote;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::channel::{Channel, Queue, Shared};
+use crate::codec;
+use crate::error::{Error, Result, SendError, TrySendError};
+use crate::local::Fail;
+use crate::passive::Passive;
+use crate::transport::{PeerEvent, PeerId, Transport};
+
+use host::{Host, HostQueue};
+use protocol::{Push, Reply, Request, SERVICE, STREAM};
+use remote::{Remote, SendFail};
+
+/// The typed face of a hosted queue: encode and decode captured at `open`,
+/// where `T`'s serde bounds are known, so `Channel<T>` needs none.
+pub(crate) struct Hosted<T> {
+    encode: fn(&T) -> Result<Vec<u8>>,
+    decode: fn(&[u8]) -> Result<T>,
+    side: Side,
+}
+
+enum Side {
+    Main(Arc<HostQueue>),
+    Child(Arc<Remote>),
+}
+
+fn fail_error(name: &str, capacity: Option<usize>, fail: Fail) -> Error {
+    let channel = name.to_owned();
+    match fail {
+        Fail::Empty => Error::Empty { channel },
+        Fail::Closed => Error::Closed { channel },
+        Fail::Timeout(d) => Error::Timeout(d),
+        Fail::Full => Error::Full {
+            channel,
+            capacity: capacity.unwrap_or(0),
+        },
+    }
+}
+
+impl<T> Hosted<T> {
+    fn send_inner(&self, name: &str, value: T, block: bool) -> Result<(), TrySendError<T>> {
+        let bytes = match (self.encode)(&value) {
+            Ok(b) => b,
+            Err(e) => return Err(TrySendError::Failed(SendError::new(value, e))),
+        };
+        let fail = match &self.side {
+            Side::Main(q) => match q.send(bytes, block) {
+                Ok(()) => return Ok(()),
+                Err((_, f)) => SendFail::Fail(f),
+            },
+            Side::Child(r) => match r.send(&bytes, block) {
+                Ok(()) => return Ok(()),
+                Err(f) => f,
+            },
+        };
+        Err(match fail {
+            SendFail::Fail(Fail::Full) => {
+                TrySendError::Full(value, fail_error(name, self.capacity(), Fail::Full))
+            }
+            SendFail::Fail(f) => {
+                TrySendError::Failed(SendError::new(value, fail_error(name, self.capacity(), f)))
+            }
+            SendFail::Error(e) => TrySendError::Failed(SendError::new(value, e)),
+        })
+    }
+
+    pub(crate) fn send(&self, name: &str, value: T) -> Result<(), SendError<T>> {
+        self.send_inner(name, value, true).map_err(|e| match e {
+            TrySendError::Failed(e) => e,
+            // A blocking send does not report a full channel.
+            TrySendError::Full(v, e) => SendError::new(v, e),
+        })
+    }
+
+    pub(crate) fn try_send(&self, name: &str, value: T) -> Result<(), TrySendError<T>> {
+        self.send_inner(name, value, false)
+    }
+
+    fn decoded(&self, name: &str, bytes: Result<Vec<u8>, Fail>) -> Result<T> {
+        let bytes = bytes.map_err(|f| fail_error(name, self.capacity(), f))?;
+        (self.decode)(&bytes)
+    }
+
+    pub(crate) fn recv(&self, name: &str, timeout: Option<Duration>) -> Result<T> {
+        match &self.side {
+            Side::Main(q) => self.decoded(name, q.recv(timeout)),
+            Side::Child(r) => (self.decode)(&r.recv(timeout)?),
+        }
+    }
+
+    pub(crate) fn try_recv(&self, name: &str) -> Result<T> {
+        match &self.side {
+            Side::Main(q) => self.decoded(name, q.try_recv()),
+            Side::Child(r) => (self.decode)(&r.try_recv()?),
+        }
+    }
+
+    pub(crate) async fn recv_async(&self, name: &str) -> Result<T> {
+        match &self.side {
+            Side::Main(q) => self.decoded(name, q.recv_async().await),
+            Side::Child(r) => (self.decode)(&r.recv_async().await?),
+        }
+    }
+
+    pub(crate) fn close(&self) -> bool {
+        match &self.side {
+            Side::Main(q) => q.close(),
+            Side::Child(r) => r.close().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot close a hosted channel");
+                false
+            }),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        match &self.side {
+            Side::Main(q) => q.is_closed(),
+            Side::Child(r) => r.is_closed(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match &self.side {
+            Side::Main(q) => q.len(),
+            Side::Child(r) => r.len(),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        match &self.side {
+            Side::Main(q) => q.capacity(),
+            Side::Child(r) => r.capacity(),
+        }
+    }
+}
+
+/// One opened channel of this process: its typed core, for later opens.
+struct Opened {
+    shared: Arc<dyn Any + Send + Sync>,
+    type_name: &'static str,
+}
+
+/// The hosted channels of one transport endpoint (a transport extension:
+/// every open on one transport shares it, and its one service or push
+/// handler).
+struct Hosting {
+    opened: Mutex<HashMap<String, Opened>>,
+    host: Option<Arc<Host>>,
+    remotes: Arc<Mutex<HashMap<String, Arc<Remote>>>>,
+}
+
+impl Hosting {
+    fn attach(transport: &Arc<dyn Transport>) -> Result<Arc<Hosting>> {
+        transport.extensions().get_or_try_init(|| {
+            let weak = Arc::downgrade(transport);
+            if transport.role().is_main() {
+                let host = Arc::new(Host::new(weak));
+                let h = host.clone();
+                transport.serve(
+                    SERVICE,
+                    Arc::new(move |from: PeerId, req: &[u8], reply: &mut Vec<u8>| {
+                        h.serve(from, req, reply)
+                    }),
+                )?;
+                let h = Arc::downgrade(&host);
+                transport.on_peer_event(Arc::new(move |event| {
+                    if let (PeerEvent::Left { peer, .. }, Some(h)) = (event, h.upgrade()) {
+                        if *peer != PeerId::MAIN {
+                            h.peer_left(*peer);
+                        }
+                    }
+                }));
+                Ok(Hosting {
+                    opened: Mutex::default(),
+                    host: Some(host),
+                    remotes: Arc::default(),
+                })
+            } else {
+                let remotes: Arc<Mutex<HashMap<String, Arc<Remote>>>> = Arc::default();
+                let r = remotes.clone();
+                transport.on_push(STREAM, Arc::new(move |frame| on_push(&r, frame)))?;
+                let r = remotes.clone();
+                transport.on_peer_event(Arc::new(move |event| {
+                    if let PeerEvent::Left { peer, reason } = event {
+                        if *peer == PeerId::MAIN {
+                            for remote in lock(&r).values() {
+                                remote.disconnected(reason);
+                            }
+                        }
+                    }
+                }));
+                Ok(Hosting {
+                    opened: Mutex::default(),
+                    host: None,
+                    remotes,
+                })
+            }
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A frame pushed by main to this child.
+fn on_push(remotes: &Mutex<HashMap<String, Arc<Remote>>>, frame: &[u8]) {
+    let push = match codec::decode_borrowed::<Push<'_>>(frame) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring a malformed channel push from main");
+            return;
+        }
+    };
+    let name = match &push {
+        Push::Items { name, .. } | Push::Closed { name } | Push::Space { name } => *name,
+    };
+    let Some(remote) = lock(remotes).get(name).cloned() else {
+        tracing::debug!(
+            channel = name,
+            "push for a channel this process did not open"
+        );
+        return;
+    };
+    match push {
+        Push::Items { items, .. } => remote.deliver(items.into_iter().map(|b| &b[..])),
+        Push::Closed { .. } => remote.closed(),
+        Push::Space { .. } => remote.space(),
+    }
+}
+
+fn encode_fn<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    codec::encode(value)
+}
+
+fn decode_fn<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    codec::decode(bytes)
+}
+
+impl<T> Channel<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Opens the channel `name` hosted by main, from main or from a child:
+    /// the same `Channel<T>` either way, with every method working in every
+    /// process. The first open (in any process) creates it unbounded; later
+    /// opens join it whatever its capacity.
+    ///
+    /// Opening a name again on one transport returns a handle to the same
+    /// channel (same handlers, same receive loop); opening it with another
+    /// `T` fails with [`Error::WrongType`]. In a child, fails with
+    /// [`Error::Disconnected`] when main is gone.
+    ///
+    /// Items are encoded with [`codec`] when they cross the seam; in main
+    /// they are held encoded too, since any process may receive them.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use yuki_channel::{Channel, InThreadTransport, Transport};
+    ///
+    /// let network = InThreadTransport::main();
+    /// let child: Arc<dyn Transport> = network.connect("worker").unwrap();
+    /// let main: Arc<dyn Transport> = network;
+    /// let in_main = Channel::<String>::open(&main, "tasks").unwrap();
+    /// let in_child = Channel::<String>::open(&child, "tasks").unwrap();
+    /// in_child.send("from the child".to_string()).unwrap();
+    /// assert_eq!(in_main.recv().unwrap(), "from the child");
+    /// in_main.send("from main".to_string()).unwrap();
+    /// assert_eq!(in_child.recv().unwrap(), "from main");
+    /// ```
+    pub fn open(transport: &Arc<dyn Transport>, name: &str) -> Result<Channel<T>> {
+        Channel::open_with(transport, name, None)
+    }
+
+    /// Like [`open`](Channel::open), for a bounded channel: the first open
+    /// creates it with `capacity`; opening an existing channel whose
+    /// capacity differs fails with [`Error::CapacityMismatch`].
+    ///
+    /// The capacity counts the items queued in main. Items already pushed
+    /// to a child's receivers (at most a credit window per child) no longer
+    /// count. A child's `send` into a full channel waits until main reports
+    /// room (no polling); `try_send` fails with [`TrySendError::Full`].
+    pub fn open_bounded(
+        transport: &Arc<dyn Transport>,
+        name: &str,
+        capacity: usize,
+    ) -> Result<Channel<T>> {
+        Channel::open_with(transport, name, Some(capacity.max(1)))
+    }
+
+    fn open_with(
+        transport: &Arc<dyn Transport>,
+        name: &str,
+        capacity: Option<usize>,
+    ) -> Result<Channel<T>> {
+        let hosting = Hosting::attach(transport)?;
+        let mut opened = lock(&hosting.opened);
+        if let Some(existing) = opened.get(name) {
+            let shared = existing
+                .shared
+                .clone()
+                .downcast::<Shared<T>>()
+                .map_err(|_| Error::WrongType {
+                    channel: name.to_owned(),
+                    expected: std::any::type_name::<T>(),
+                    actual: existing.type_name,
+                })?;
+            let channel = Channel::from_shared(shared);
+            if capacity.is_some() && channel.capacity() != capacity {
+                return Err(Error::CapacityMismatch {
+                    channel: name.to_owned(),
+                    requested: capacity,
+                    actual: channel.capacity(),
+                });
+            }
+            return Ok(channel);
+        }
+        let side = match &hosting.host {
+            Some(host) => {
+                let q = host.queue(name, capacity);
+                if capacity.is_some() && q.capacity() != capacity {
+                    return Err(Error::CapacityMismatch {
+                        channel: name.to_owned(),
+                        requested: capacity,
+                        actual: q.capacity(),
+                    });
+                }
+                Side::Main(q)
+            }
+            None => Side::Child(open_remote(transport, &hosting, name, capacity)?),
+        };
+        let hosted = Hosted {
+            encode: encode_fn::<T>,
+            decode: decode_fn::<T>,
+            side,
+        };
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            queue: Queue::Hosted(hosted),
+            passive: Passive::default(),
+        });
+        opened.insert(
+            name.to_owned(),
+            Opened {
+                shared: shared.clone(),
+                type_name: std::any::type_name::<T>(),
+            },
+        );
+        Ok(Channel::from_shared(shared))
+    }
+}
+
+fn open_remote(
+    transport: &Arc<dyn Transport>,
+    hosting: &Hosting,
+    name: &str,
+    capacity: Option<usize>,
+) -> Result<Arc<Remote>> {
+    let request = Request::Open {
+        name,
+        capacity: capacity.map(|c| c as u64),
+    };
+    let reply = transport.call(SERVICE, &codec::encode(&request)?)?;
+    let (capacity, closed) = match codec::decode::<Reply>(&reply)? {
+        Reply::Opened { capacity, closed } => (capacity, closed),
+        Reply::CapacityMismatch { actual } => {
+            return Err(Error::CapacityMismatch {
+                channel: name.to_owned(),
+                requested: capacity,
+                actual: actual.map(|c| usize::try_from(c).unwrap_or(usize::MAX)),
+            });
+        }
+        other => {
+            return Err(Error::Remote(format!(
+                "unexpected reply {other:?} to opening channel {name:?}"
+            )));
+        }
+    };
+    let capacity = capacity.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
+    let weak: Weak<dyn Transport> = Arc::downgrade(transport);
+    let remote = Arc::new(Remote::new(name, capacity, closed, weak));
+    lock(&hosting.remotes).insert(name.to_owned(), remote.clone());
+    Ok(remote)
+}

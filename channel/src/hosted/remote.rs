@@ -1,0 +1,351 @@
+//! A child's side of a hosted channel: sends are calls to main; receives
+//! take from a local buffer that main fills by pushes, within the credit
+//! this side granted.
+//!
+//! The buffer lock is never held while calling main: with the in-thread
+//! transport the call runs main's service on this thread, and main pushes
+//! back into this buffer before the call returns.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use serde_bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::protocol::{Reply, Request, SERVICE, WINDOW};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::local::Fail;
+use crate::transport::Transport;
+
+#[derive(Default)]
+struct RemoteState {
+    buffer: VecDeque<Vec<u8>>,
+    /// Items taken from the buffer so far.
+    consumed: u64,
+    /// `consumed` as last reported to main.
+    reported: u64,
+    /// Whether this process receives (has granted credit).
+    receiving: bool,
+    closed: bool,
+    /// Why main is unreachable, once it is.
+    gone: Option<String>,
+    /// Bumped by each `Space` notice from main.
+    space_epoch: u64,
+    async_waiting: usize,
+}
+
+/// A hosted channel seen from a child.
+pub(crate) struct Remote {
+    name: String,
+    capacity: Option<usize>,
+    transport: Weak<dyn Transport>,
+    state: Mutex<RemoteState>,
+    readable: Condvar,
+    space: Condvar,
+    notify: Notify,
+}
+
+/// A send that could not be done.
+pub(crate) enum SendFail {
+    Fail(Fail),
+    Error(Error),
+}
+
+impl Remote {
+    pub(crate) fn new(
+        name: &str,
+        capacity: Option<usize>,
+        closed: bool,
+        transport: Weak<dyn Transport>,
+    ) -> Remote {
+        Remote {
+            name: name.to_owned(),
+            capacity,
+            transport,
+            state: Mutex::new(RemoteState {
+                closed,
+                ..RemoteState::default()
+            }),
+            readable: Condvar::new(),
+            space: Condvar::new(),
+            notify: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RemoteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn transport(&self) -> Result<Arc<dyn Transport>> {
+        self.transport
+            .upgrade()
+            .ok_or_else(|| Error::disconnected("the transport was dropped"))
+    }
+
+    fn call(&self, request: &Request<'_>) -> Result<Reply> {
+        let frame = codec::encode(request)?;
+        let reply = self.transport()?.call(SERVICE, &frame)?;
+        codec::decode(&reply)
+    }
+
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        self.capacity
+    }
+
+    /// Sends one encoded item; waits for room when `block`.
+    pub(crate) fn send(&self, item: &[u8], block: bool) -> Result<(), SendFail> {
+        loop {
+            let epoch = {
+                let st = self.lock();
+                if let Some(reason) = &st.gone {
+                    return Err(SendFail::Error(Error::disconnected(reason)));
+                }
+                st.space_epoch
+            };
+            let request = Request::Send {
+                name: &self.name,
+                item: Bytes::new(item),
+            };
+            match self.call(&request).map_err(SendFail::Error)? {
+                Reply::Done => return Ok(()),
+                Reply::Closed => {
+                    self.lock().closed = true;
+                    return Err(SendFail::Fail(Fail::Closed));
+                }
+                Reply::Full { .. } if !block => return Err(SendFail::Fail(Fail::Full)),
+                Reply::Full { .. } => {
+                    let mut st = self.lock();
+                    while st.space_epoch == epoch && !st.closed && st.gone.is_none() {
+                        st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                }
+                other => return Err(SendFail::Error(unexpected(&self.name, &other))),
+            }
+        }
+    }
+
+    /// The pull to send now, if any: on the first receive, and when half
+    /// the window has been consumed or the buffer ran dry.
+    fn pull_due(&self, st: &mut RemoteState) -> Option<u64> {
+        let unreported = st.consumed - st.reported;
+        let due = !st.receiving
+            || unreported >= u64::from(WINDOW / 2)
+            || (unreported > 0 && st.buffer.is_empty());
+        if !due || st.gone.is_some() {
+            return None;
+        }
+        st.receiving = true;
+        st.reported = st.consumed;
+        Some(st.consumed)
+    }
+
+    fn send_pull(self: &Arc<Self>, consumed: u64) {
+        let request = Request::Pull {
+            name: &self.name,
+            consumed,
+            window: WINDOW,
+        };
+        let Ok(transport) = self.transport() else {
+            return;
+        };
+        let Ok(frame) = codec::encode(&request) else {
+            return;
+        };
+        let me = Arc::downgrade(self);
+        transport.call_with(
+            SERVICE,
+            &frame,
+            Box::new(move |reply| {
+                let (Err(e), Some(me)) = (reply, me.upgrade()) else {
+                    return;
+                };
+                tracing::debug!(channel = %me.name, error = %e, "credit not granted");
+                if let Error::Disconnected(reason) = e {
+                    me.disconnected(&reason);
+                }
+            }),
+        );
+    }
+
+    /// Takes an item from the buffer, or says why not (`Ok(None)`: wait).
+    fn take(&self, st: &mut MutexGuard<'_, RemoteState>) -> Result<Option<Vec<u8>>, Error> {
+        if let Some(item) = st.buffer.pop_front() {
+            st.consumed += 1;
+            return Ok(Some(item));
+        }
+        if let Some(reason) = &st.gone {
+            return Err(Error::disconnected(reason));
+        }
+        if st.closed {
+            return Err(Error::Closed {
+                channel: self.name.clone(),
+            });
+        }
+        Ok(None)
+    }
+
+    /// Receives, waiting up to `timeout` (forever if `None`).
+    pub(crate) fn recv(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Vec<u8>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let mut st = self.lock();
+            let taken = self.take(&mut st)?;
+            if let Some(pull) = self.pull_due(&mut st) {
+                drop(st);
+                self.send_pull(pull);
+                match taken {
+                    Some(item) => return Ok(item),
+                    None => continue,
+                }
+            }
+            if let Some(item) = taken {
+                return Ok(item);
+            }
+            match deadline {
+                None => drop(self.readable.wait(st).unwrap_or_else(|p| p.into_inner())),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::Timeout(timeout.unwrap_or_default()));
+                    }
+                    drop(
+                        self.readable
+                            .wait_timeout(st, left)
+                            .unwrap_or_else(|p| p.into_inner()),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(crate) fn try_recv(self: &Arc<Self>) -> Result<Vec<u8>> {
+        let mut st = self.lock();
+        let taken = self.take(&mut st)?;
+        let pull = self.pull_due(&mut st);
+        drop(st);
+        if let Some(pull) = pull {
+            self.send_pull(pull);
+            if taken.is_none() {
+                // The in-thread transport delivers during the pull.
+                let mut st = self.lock();
+                if let Some(item) = self.take(&mut st)? {
+                    return Ok(item);
+                }
+            }
+        }
+        taken.ok_or_else(|| Error::Empty {
+            channel: self.name.clone(),
+        })
+    }
+
+    pub(crate) async fn recv_async(self: &Arc<Self>) -> Result<Vec<u8>> {
+        loop {
+            let notified = self.notify.notified();
+            let waiting = {
+                let mut st = self.lock();
+                let taken = self.take(&mut st)?;
+                let pull = self.pull_due(&mut st);
+                if let Some(item) = taken {
+                    drop(st);
+                    if let Some(pull) = pull {
+                        self.send_pull(pull);
+                    }
+                    return Ok(item);
+                }
+                if let Some(pull) = pull {
+                    drop(st);
+                    self.send_pull(pull);
+                    continue;
+                }
+                st.async_waiting += 1;
+                AsyncWaiter(self)
+            };
+            notified.await;
+            drop(waiting);
+        }
+    }
+
+    pub(crate) fn close(&self) -> Result<bool> {
+        match self.call(&Request::Close { name: &self.name })? {
+            Reply::Closing { closed_now } => {
+                self.closed();
+                Ok(closed_now)
+            }
+            other => Err(unexpected(&self.name, &other)),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        let local = self.lock().buffer.len();
+        match self.call(&Request::Len { name: &self.name }) {
+            Ok(Reply::Len(n)) => local + usize::try_from(n).unwrap_or(usize::MAX),
+            _ => local,
+        }
+    }
+
+    /// Items pushed by main.
+    pub(crate) fn deliver<'a>(&self, items: impl ExactSizeIterator<Item = &'a [u8]>) {
+        let n = items.len();
+        let mut st = self.lock();
+        // Copied to exact size: a transport's receive buffer may be far
+        // larger than the item.
+        st.buffer.extend(items.map(<[u8]>::to_vec));
+        for _ in 0..n {
+            self.readable.notify_one();
+        }
+        for _ in 0..n.min(st.async_waiting) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Main closed the channel.
+    pub(crate) fn closed(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        self.wake_all(&mut st);
+    }
+
+    /// Main has room again.
+    pub(crate) fn space(&self) {
+        let mut st = self.lock();
+        st.space_epoch += 1;
+        self.space.notify_all();
+    }
+
+    /// Main is gone.
+    pub(crate) fn disconnected(&self, reason: &str) {
+        let mut st = self.lock();
+        st.gone = Some(format!("main is gone ({reason})"));
+        self.wake_all(&mut st);
+    }
+
+    fn wake_all(&self, _st: &mut RemoteState) {
+        self.readable.notify_all();
+        self.space.notify_all();
+        self.notify.notify_waiters();
+    }
+}
+
+fn unexpected(channel: &str, reply: &Reply) -> Error {
+    match reply {
+        Reply::NoChannel => Error::NoChannel(channel.to_owned()),
+        other => Error::Remote(format!(
+            "unexpected reply {other:?} for channel {channel:?}"
+        )),
+    }
+}
+
+/// Counts an async receiver while it waits.
+struct AsyncWaiter<'a>(&'a Remote);
+
+impl Drop for AsyncWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.lock().async_waiting -= 1;
+    }
+}
