@@ -690,3 +690,35 @@ fn a_message_too_large_for_the_transport_is_an_error_in_main() {
     }
     assert_eq!(main.publish("big", &vec![0u8; 100]).unwrap(), 1);
 }
+
+/// A value that cannot be encoded.
+struct Unencodable;
+
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refuses to be encoded"))
+    }
+}
+
+#[test]
+fn a_message_that_cannot_be_encoded_is_an_error() {
+    let n = net(1);
+    let child = &n.children[0].1;
+    for ps in [&n.main, child] {
+        assert!(matches!(
+            ps.publish("e", &Unencodable),
+            Err(Error::Encode { .. })
+        ));
+        assert!(matches!(
+            ps.publish_batch("e", [&Unencodable]),
+            Err(Error::Encode { .. })
+        ));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(matches!(
+            rt.block_on(ps.publish_async("e", &Unencodable)),
+            Err(Error::Encode { .. })
+        ));
+    }
+}

@@ -235,3 +235,76 @@ fn a_stuck_child_subscriber_lags_and_a_killed_one_only_changes_the_count() {
     drop(m);
     h.assert_no_leftovers(WAIT);
 }
+
+#[test]
+fn handlers_and_batches_in_a_child_process() {
+    if run_child(|_| {
+        let (_node, pubsub) = child_side();
+        let echo = pubsub.clone();
+        let sync = pubsub
+            .on_message("h.sync", move |m: yuki_pubsub::Message<u64>| {
+                echo.publish("ctl.done", &(1u64, *m.value())).unwrap();
+            })
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let echo = pubsub.clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut stop_tx = Some(stop_tx);
+        rt.block_on(async move {
+            let _async = pubsub
+                .on_message_async("h.async", move |m: yuki_pubsub::Message<u64>| {
+                    let echo = echo.clone();
+                    let last = *m.value() == 99;
+                    let stop = if last { stop_tx.take() } else { None };
+                    async move {
+                        let reached = echo.publish_async("ctl.done", &(2u64, *m.value()));
+                        reached.await.unwrap();
+                        if let Some(stop) = stop {
+                            let _ = stop.send(());
+                        }
+                    }
+                })
+                .unwrap();
+            pubsub.publish("ctl.ready", &0u64).unwrap();
+            tokio::time::timeout(WAIT, stop_rx).await.unwrap().unwrap();
+            let batch: Vec<u64> = (0..100).collect();
+            assert_eq!(pubsub.publish_batch("ctl.batch", &batch).unwrap(), 100);
+        });
+        drop(sync);
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let m = main_side();
+    let batch = m.pubsub.subscribe::<u64>("ctl.batch").unwrap();
+    let child = m.node.spawn("handlers", h.command("handlers", 0)).unwrap();
+    expect(&m.ready);
+    for v in 0..100u64 {
+        assert_eq!(m.pubsub.publish("h.sync", &v).unwrap(), 1);
+    }
+    assert_eq!(
+        m.pubsub
+            .publish_batch("h.async", &(0..100u64).collect::<Vec<_>>())
+            .unwrap(),
+        100
+    );
+    let mut from_sync = Vec::new();
+    let mut from_async = Vec::new();
+    for _ in 0..200 {
+        match expect(&m.done) {
+            (1, v) => from_sync.push(v),
+            (_, v) => from_async.push(v),
+        }
+    }
+    assert_eq!(from_sync, (0..100).collect::<Vec<_>>());
+    assert_eq!(from_async, (0..100).collect::<Vec<_>>());
+    for want in 0..100 {
+        assert_eq!(expect(&batch), want);
+    }
+    assert!(child.wait_timeout(WAIT).unwrap().status.success());
+    drop(m);
+    h.assert_no_leftovers(WAIT);
+}
