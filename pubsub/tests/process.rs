@@ -308,3 +308,69 @@ fn handlers_and_batches_in_a_child_process() {
     drop(m);
     h.assert_no_leftovers(WAIT);
 }
+
+/// The middle process of the next test: a main with one subscriber child,
+/// killed by the test.
+fn run_doomed_main() {
+    let h = Harness::for_test("main_killed_wakes_a_blocked_subscriber_in_a_child");
+    let m = main_side();
+    // The grandchild writes its reports into the pipe the harness reads.
+    let mut cmd = h.command("watcher", 0);
+    cmd.stdout(std::process::Stdio::inherit());
+    let _watcher = m
+        .node
+        .child("watcher", cmd)
+        .parent_death_signal(None)
+        .spawn()
+        .unwrap();
+    expect(&m.ready);
+    yuki_testkit::report("ready", 1);
+    let (_tx, rx) = std::sync::mpsc::channel::<()>();
+    let _ = rx.recv();
+}
+
+/// A child that stays after main is gone, to see what its pub/sub does.
+fn run_watcher() {
+    let node = Node::builder()
+        .when_main_gone(yuki_ipc_transport::WhenMainGone::Stay)
+        .init()
+        .unwrap();
+    let pubsub = PubSub::attach(node.transport()).unwrap();
+    let sub = pubsub.subscribe::<u64>("never").unwrap();
+    pubsub.publish("ctl.ready", &0u64).unwrap();
+    let woke = sub.recv_timeout(WAIT);
+    assert!(matches!(woke, Err(Error::Disconnected(_))), "{woke:?}");
+    yuki_testkit::report("woke", "disconnected");
+    assert!(matches!(
+        pubsub.subscribe::<u64>("later"),
+        Err(Error::Disconnected(_))
+    ));
+    assert!(matches!(
+        pubsub.publish("x", &1u64),
+        Err(Error::Disconnected(_))
+    ));
+    yuki_testkit::report("after", "disconnected");
+}
+
+#[test]
+fn main_killed_wakes_a_blocked_subscriber_in_a_child() {
+    if run_child(|s| match s.name() {
+        "main" => run_doomed_main(),
+        "watcher" => run_watcher(),
+        other => panic!("unknown scenario {other}"),
+    }) {
+        return;
+    }
+    let mut h = Harness::new().timeout(WAIT);
+    let main = h.spawn("main").unwrap();
+    assert!(
+        h.wait_report(main, "ready").is_some(),
+        "main and its child start"
+    );
+    h.kill(main);
+    let outcome = h.wait(main);
+    assert!(!outcome.timed_out, "the child ended: {outcome:#?}");
+    assert_eq!(outcome.value("woke"), Some("disconnected"), "{outcome:#?}");
+    assert_eq!(outcome.value("after"), Some("disconnected"), "{outcome:#?}");
+    h.assert_no_leftovers(WAIT);
+}
