@@ -392,6 +392,13 @@ impl PubSub {
     /// Publishes `message` on `topic` and returns how many subscriptions,
     /// in every process, it reached (from a child, as counted by main).
     ///
+    /// It never waits for a subscriber: a full buffer drops its oldest
+    /// message, and a child that does not read what main sends it (its
+    /// transport reports it backlogged) loses the message; neither is
+    /// counted, and the subscriptions concerned learn it as
+    /// [`Error::Lagged`] before their next message. With no subscriber at
+    /// all the message goes nowhere and the count is 0.
+    ///
     /// Fails with [`Error::InvalidTopic`], [`Error::Encode`], and in a child
     /// with [`Error::Disconnected`] when main is gone or
     /// [`Error::NotAttached`] when main serves no pub/sub.
