@@ -374,3 +374,77 @@ fn main_killed_wakes_a_blocked_subscriber_in_a_child() {
     assert_eq!(outcome.value("after"), Some("disconnected"), "{outcome:#?}");
     h.assert_no_leftovers(WAIT);
 }
+
+#[test]
+fn a_stopped_child_costs_main_nothing_and_learns_what_it_lost() {
+    const FLOOD: u64 = 20_000;
+    if run_child(|_| {
+        let (_node, pubsub) = child_side();
+        let sub = pubsub
+            .with_capacity(2 * FLOOD as usize)
+            .subscribe::<(u64, [u64; 8])>("flood")
+            .unwrap();
+        pubsub.publish("ctl.ready", &0u64).unwrap();
+        let (mut received, mut lagged) = (0u64, 0u64);
+        loop {
+            match sub.recv_timeout(WAIT) {
+                Ok(m) => {
+                    received += 1;
+                    let seq = m.value().0;
+                    if seq >= FLOOD {
+                        pubsub
+                            .publish("ctl.result", &(received, lagged, seq))
+                            .unwrap();
+                        return;
+                    }
+                }
+                Err(Error::Lagged(n)) => lagged += n,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::builder().max_backlog(64 << 10).init().unwrap();
+    let pubsub = PubSub::attach(node.transport()).unwrap();
+    let ready = pubsub.subscribe::<u64>("ctl.ready").unwrap();
+    let result = pubsub.subscribe::<(u64, u64, u64)>("ctl.result").unwrap();
+    let child = node.spawn("sleeper", h.command("sleeper", 0)).unwrap();
+    expect(&ready);
+    let pid = child.pid() as libc::pid_t;
+    // SAFETY: signals a child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let mut reached = 0;
+    for seq in 0..FLOOD {
+        reached += pubsub.publish("flood", &(seq, [seq; 8])).unwrap();
+    }
+    assert!(
+        reached < FLOOD as usize,
+        "the stopped child took everything"
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    // Publish until a message gets through again (the child drains its link).
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut seq = FLOOD;
+    while pubsub.publish("flood", &(seq, [seq; 8])).unwrap() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never caught up"
+        );
+        std::thread::yield_now();
+        seq += 1;
+    }
+    let (received, lagged, last) = expect(&result);
+    assert_eq!(last, seq);
+    assert!(lagged > 0);
+    assert_eq!(
+        received + lagged,
+        last + 1,
+        "every message arrived or was reported lost"
+    );
+    assert!(child.wait_timeout(WAIT).unwrap().status.success());
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}
