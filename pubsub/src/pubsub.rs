@@ -1,22 +1,22 @@
 //! `PubSub`: the one handle to topics in every process.
 
-use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use yuki_channel::codec::{self, Frames};
+use yuki_channel::codec;
 use yuki_channel::{PeerEvent, PeerId, Role, Transport};
 
 use crate::error::{Error, Result};
-use crate::inbox::{DEFAULT_CAPACITY, End, Envelope, Inbox};
+use crate::inbox::{DEFAULT_CAPACITY, End, Inbox};
 use crate::pattern::{Pattern, check_topic};
-use crate::registry::Registry;
 use crate::router::Router;
+use crate::scratch::{keep_scratch, scratch};
+use crate::shared::{Payloads, Shared};
 use crate::subscription::Subscription;
-use crate::wire::{Push, Reply, Request, SERVICE};
+use crate::wire::{Reply, Request, SERVICE};
 
 /// Publish/subscribe topics, shared by every process of an application.
 ///
@@ -44,250 +44,8 @@ pub struct PubSub {
     capacity: usize,
 }
 
-/// The state every handle of one process shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    local: Registry,
-    /// Main's routing table (main only).
-    router: Option<Router>,
-    /// Why main is gone (child only).
-    gone: Mutex<Option<String>>,
-}
-
-impl Shared {
-    fn new(router: Option<Router>) -> Shared {
-        Shared {
-            local: Registry::default(),
-            router,
-            gone: Mutex::new(None),
-        }
-    }
-
-    fn gone(&self) -> Option<String> {
-        self.gone.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Delivers messages published in main or received by main: to this
-    /// process's subscriptions, and once to each child that wants them.
-    /// Returns how many deliveries were made (messages × subscriptions).
-    fn route(
-        &self,
-        transport: Option<&dyn Transport>,
-        topic: &str,
-        payloads: Payloads<'_>,
-    ) -> usize {
-        let mut reached = payloads
-            .iter()
-            .map(|payload| self.deliver_here(topic, payload))
-            .sum();
-        let (Some(router), Some(transport)) = (&self.router, transport) else {
-            return reached;
-        };
-        let mut targets = TARGETS.take();
-        router.targets(topic, &mut targets);
-        if !targets.is_empty() {
-            let mut frame = scratch();
-            let push = match payloads {
-                Payloads::One(payload) => Push::Message { topic, payload },
-                Payloads::Batch { frames, .. } => Push::Batch {
-                    topic,
-                    payloads: frames,
-                },
-            };
-            let count = payloads.count();
-            match codec::encode_into(&push, &mut frame) {
-                Ok(()) => {
-                    for &(peer, n) in &targets {
-                        if router.push(transport, peer, topic, &frame, count) {
-                            reached += (n * count) as usize;
-                        }
-                    }
-                }
-                Err(e) => tracing::error!(topic, error = %e, "cannot encode a push frame"),
-            }
-            keep_scratch(frame);
-        }
-        TARGETS.set(targets);
-        reached
-    }
-
-    /// Queues one message in this process's matching subscriptions.
-    fn deliver_here(&self, topic: &str, payload: &[u8]) -> usize {
-        self.local.deliver(topic, || Envelope {
-            topic: shared_topic(topic),
-            payload: payload.into(),
-        })
-    }
-
-    /// Handles a frame main pushed to this child.
-    fn on_push(&self, frame: &[u8]) {
-        match codec::decode_borrowed::<Push<'_>>(frame) {
-            Ok(Push::Message { topic, payload }) => {
-                self.deliver_here(topic, payload);
-            }
-            Ok(Push::Batch { topic, payloads }) => {
-                for payload in Frames::new(payloads) {
-                    match payload {
-                        Ok(payload) => {
-                            self.deliver_here(topic, payload);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "a truncated batch from main"),
-                    }
-                }
-            }
-            Ok(Push::Lost { pattern, count }) => match Pattern::new(pattern) {
-                Ok(pattern) => self.local.lose(&pattern, count),
-                Err(e) => tracing::warn!(error = %e, "main reported a loss for a bad pattern"),
-            },
-            Err(e) => tracing::warn!(error = %e, "ignoring a malformed pub/sub frame from main"),
-        }
-    }
-
-    /// Serves a child's request in main.
-    fn serve(
-        &self,
-        transport: &dyn Transport,
-        from: PeerId,
-        request: &[u8],
-        reply: &mut Vec<u8>,
-    ) -> yuki_channel::Result<()> {
-        let (Some(router), request) = (
-            &self.router,
-            codec::decode_borrowed::<Request<'_>>(request)?,
-        ) else {
-            return Err(yuki_channel::Error::disconnected(
-                "pub/sub is not served here",
-            ));
-        };
-        let answer = match request {
-            Request::Publish { topic, payload } => match check_topic(topic) {
-                Ok(()) => {
-                    Reply::Done(self.route(Some(transport), topic, Payloads::One(payload)) as u64)
-                }
-                Err(e) => Reply::Refused(e.to_string()),
-            },
-            Request::PublishBatch {
-                topic,
-                count,
-                payloads,
-            } => {
-                // A batch that does not split into `count` payloads is a
-                // broken peer, not a mistake of its user.
-                let mut frames = 0u64;
-                for frame in Frames::new(payloads) {
-                    frame?;
-                    frames += 1;
-                }
-                if frames != count {
-                    return Err(yuki_channel::Error::Decode {
-                        type_name: "pub/sub batch",
-                        reason: format!("{frames} payloads where {count} were announced"),
-                    });
-                }
-                match check_topic(topic) {
-                    Ok(()) => {
-                        let batch = Payloads::Batch {
-                            frames: payloads,
-                            count,
-                        };
-                        Reply::Done(self.route(Some(transport), topic, batch) as u64)
-                    }
-                    Err(e) => Reply::Refused(e.to_string()),
-                }
-            }
-            Request::Subscribe { pattern } => match Pattern::new(pattern) {
-                Ok(p) => {
-                    router.add(from, &p);
-                    Reply::Done(0)
-                }
-                Err(e) => Reply::Refused(e.to_string()),
-            },
-            Request::Unsubscribe { pattern } => match Pattern::new(pattern) {
-                Ok(p) => {
-                    router.remove(from, &p);
-                    Reply::Done(0)
-                }
-                Err(e) => Reply::Refused(e.to_string()),
-            },
-        };
-        codec::encode_into(&answer, reply)
-    }
-}
-
-/// What one route carries: a payload, or a batch written with `put_frame`.
-#[derive(Clone, Copy, Debug)]
-enum Payloads<'a> {
-    One(&'a [u8]),
-    Batch { frames: &'a [u8], count: u64 },
-}
-
-impl<'a> Payloads<'a> {
-    fn count(&self) -> u64 {
-        match self {
-            Payloads::One(_) => 1,
-            Payloads::Batch { count, .. } => *count,
-        }
-    }
-
-    fn iter(self) -> impl Iterator<Item = &'a [u8]> {
-        let (one, frames) = match self {
-            Payloads::One(payload) => (Some(payload), None),
-            Payloads::Batch { frames, .. } => (None, Some(Frames::new(frames).flatten())),
-        };
-        one.into_iter().chain(frames.into_iter().flatten())
-    }
-}
-
 /// A batch is sent in pieces of about this many bytes, each one frame.
 const BATCH_BYTES: usize = 64 << 10;
-
-thread_local! {
-    /// The targets of the publish in progress on this thread, reused.
-    static TARGETS: Cell<Vec<(PeerId, u64)>> = const { Cell::new(Vec::new()) };
-    /// Encoding buffers, reused so that a publish allocates nothing for
-    /// them. Taken while in use, so a nested publish gets its own.
-    static SCRATCH: Cell<Vec<Vec<u8>>> = const { Cell::new(Vec::new()) };
-    /// The last topic a message was delivered on here, shared by the next
-    /// message on the same topic instead of a new allocation.
-    static LAST_TOPIC: Cell<Option<Arc<str>>> = const { Cell::new(None) };
-}
-
-/// Buffers larger than this are not kept for reuse.
-const KEEP_SCRATCH: usize = 64 << 10;
-
-fn scratch() -> Vec<u8> {
-    SCRATCH.with(|s| {
-        let mut all = s.take();
-        let buf = all.pop().unwrap_or_default();
-        s.set(all);
-        buf
-    })
-}
-
-fn keep_scratch(mut buf: Vec<u8>) {
-    if buf.capacity() <= KEEP_SCRATCH {
-        buf.clear();
-        SCRATCH.with(|s| {
-            let mut all = s.take();
-            if all.len() < 4 {
-                all.push(buf);
-            }
-            s.set(all);
-        });
-    }
-}
-
-/// `topic` as a shared string, reusing the last one made on this thread.
-pub(crate) fn shared_topic(topic: &str) -> Arc<str> {
-    LAST_TOPIC.with(|last| {
-        let shared = match last.take() {
-            Some(t) if &*t == topic => t,
-            _ => Arc::from(topic),
-        };
-        last.set(Some(shared.clone()));
-        shared
-    })
-}
 
 /// The per-transport singleton behind [`PubSub::attach`].
 struct Attached(Arc<Shared>);
@@ -613,7 +371,7 @@ impl PubSub {
     }
 }
 
-fn read_reply(reply: yuki_channel::Result<Vec<u8>>) -> Result<usize> {
+pub(crate) fn read_reply(reply: yuki_channel::Result<Vec<u8>>) -> Result<usize> {
     match codec::decode::<Reply>(&reply?)? {
         Reply::Done(n) => Ok(n as usize),
         Reply::Refused(why) => Err(Error::Refused(why)),
@@ -637,6 +395,7 @@ impl fmt::Debug for PubSub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Push;
     use yuki_channel::InThreadTransport;
 
     #[test]

@@ -722,3 +722,13 @@ fn a_message_that_cannot_be_encoded_is_an_error() {
         ));
     }
 }
+
+#[test]
+fn handles_are_clone_send_and_sync() {
+    fn clone_send_sync<T: Clone + Send + Sync>() {}
+    fn send_sync<T: Send + Sync>() {}
+    clone_send_sync::<PubSub>();
+    // A subscription moves to another thread whatever its message type.
+    send_sync::<yuki_pubsub::Subscription<std::rc::Rc<u8>>>();
+    send_sync::<yuki_pubsub::Listener>();
+}
