@@ -75,6 +75,9 @@ struct State {
     lagged: u64,
     end: Option<End>,
     sleepers: usize,
+    /// Sleepers were notified and have not run yet: more notifications
+    /// before they run would each cost a futex call for nothing.
+    notified: bool,
     waker: Option<Waker>,
 }
 
@@ -156,9 +159,12 @@ impl Inbox {
     fn wake(&self, mut s: MutexGuard<'_, State>) {
         self.something.store(true, Ordering::Release);
         let waker = s.waker.take();
-        let sleepers = s.sleepers;
+        let notify = s.sleepers > 0 && !s.notified;
+        if notify {
+            s.notified = true;
+        }
         drop(s);
-        if sleepers > 0 {
+        if notify {
             self.ready.notify_all();
         }
         if let Some(w) = waker {
@@ -243,6 +249,7 @@ impl Inbox {
                 }
             };
             s.sleepers -= 1;
+            s.notified = false;
         }
     }
 
