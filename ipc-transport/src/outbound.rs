@@ -120,8 +120,11 @@ impl Outbound {
 
     /// Asks the writer thread to send what is buffered.
     pub(crate) fn kick(&self) {
-        let st = self.lock();
+        let mut st = self.lock();
         if st.writer_idle && !st.sending && !st.buf.is_empty() {
+            // One wake-up is enough: later kicks before the writer runs
+            // would each cost a futex call for nothing.
+            st.writer_idle = false;
             self.wake.notify_one();
         }
     }

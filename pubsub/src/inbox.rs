@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::pattern::Pattern;
@@ -32,10 +32,10 @@ fn backoff(round: u32) {
 
 /// One published message as it sits in buffers: shared by every local
 /// subscription it reached, decoded by each as its own type.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Envelope {
     pub(crate) topic: Arc<str>,
-    pub(crate) payload: Box<[u8]>,
+    pub(crate) payload: Arc<[u8]>,
 }
 
 /// Why an inbox receives no more.
@@ -62,7 +62,7 @@ pub(crate) struct Inbox {
 /// A place in the buffer: a message, or messages lost at that point.
 #[derive(Debug)]
 enum Slot {
-    Message(Arc<Envelope>),
+    Message(Envelope),
     Lost(u64),
 }
 
@@ -75,6 +75,9 @@ struct State {
     lagged: u64,
     end: Option<End>,
     sleepers: usize,
+    /// Sleepers were notified and have not run yet: more notifications
+    /// before they run would each cost a futex call for nothing.
+    notified: bool,
     waker: Option<Waker>,
 }
 
@@ -102,7 +105,7 @@ impl Inbox {
     }
 
     /// Queues `message`, dropping the oldest one if the buffer is full.
-    pub(crate) fn deliver(&self, message: &Arc<Envelope>) {
+    pub(crate) fn deliver(&self, message: &Envelope) {
         let mut s = self.lock();
         if s.end.is_some() {
             return;
@@ -156,9 +159,12 @@ impl Inbox {
     fn wake(&self, mut s: MutexGuard<'_, State>) {
         self.something.store(true, Ordering::Release);
         let waker = s.waker.take();
-        let sleepers = s.sleepers;
+        let notify = s.sleepers > 0 && !s.notified;
+        if notify {
+            s.notified = true;
+        }
         drop(s);
-        if sleepers > 0 {
+        if notify {
             self.ready.notify_all();
         }
         if let Some(w) = waker {
@@ -166,7 +172,7 @@ impl Inbox {
         }
     }
 
-    fn take(&self, s: &mut State) -> Option<Result<Arc<Envelope>>> {
+    fn take(&self, s: &mut State) -> Option<Result<Envelope>> {
         let item = Inbox::take_inner(s);
         if s.queue.is_empty() && s.lagged == 0 && s.end.is_none() {
             self.something.store(false, Ordering::Release);
@@ -174,7 +180,7 @@ impl Inbox {
         item
     }
 
-    fn take_inner(s: &mut State) -> Option<Result<Arc<Envelope>>> {
+    fn take_inner(s: &mut State) -> Option<Result<Envelope>> {
         while let Some(Slot::Lost(n)) = s.queue.front() {
             s.lagged += n;
             s.queue.pop_front();
@@ -199,14 +205,17 @@ impl Inbox {
     }
 
     /// The next item without waiting: `Err(Empty)` when there is none.
-    pub(crate) fn try_next(&self) -> Result<Arc<Envelope>> {
+    pub(crate) fn try_next(&self) -> Result<Envelope> {
         self.take(&mut self.lock()).unwrap_or(Err(Error::Empty))
     }
 
-    /// The next item, waiting until `deadline` (forever with `None`).
-    pub(crate) fn next_until(&self, deadline: Option<Instant>) -> Result<Arc<Envelope>> {
+    /// The next item, waiting at most `timeout` (forever with `None`):
+    /// `Err(Empty)` when none came in time.
+    pub(crate) fn next_within(&self, timeout: Option<Duration>) -> Result<Envelope> {
         let mut s = self.lock();
         let mut spins = 0;
+        // The clock is read only once a wait is needed.
+        let mut deadline: Option<Instant> = None;
         loop {
             if let Some(item) = self.take(&mut s) {
                 return item;
@@ -222,6 +231,9 @@ impl Inbox {
                 continue;
             }
             s.sleepers += 1;
+            if let Some(timeout) = timeout {
+                deadline.get_or_insert_with(|| Instant::now() + timeout);
+            }
             s = match deadline {
                 None => self.ready.wait(s).unwrap_or_else(|p| p.into_inner()),
                 Some(deadline) => {
@@ -237,11 +249,12 @@ impl Inbox {
                 }
             };
             s.sleepers -= 1;
+            s.notified = false;
         }
     }
 
     /// The next item for an async receiver.
-    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<Arc<Envelope>>> {
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<Envelope>> {
         let mut s = self.lock();
         match self.take(&mut s) {
             Some(item) => Poll::Ready(item),
@@ -263,13 +276,12 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
-    fn env(n: u8) -> Arc<Envelope> {
-        Arc::new(Envelope {
+    fn env(n: u8) -> Envelope {
+        Envelope {
             topic: "t".into(),
             payload: vec![n].into(),
-        })
+        }
     }
 
     #[test]
@@ -296,14 +308,14 @@ mod tests {
         assert_eq!(inbox.try_next().unwrap_err(), Error::Empty);
         let start = Instant::now();
         let t = Duration::from_millis(20);
-        assert_eq!(inbox.next_until(Some(start + t)).unwrap_err(), Error::Empty);
+        assert_eq!(inbox.next_within(Some(t)).unwrap_err(), Error::Empty);
         assert!(start.elapsed() >= t);
         inbox.deliver(&env(8));
         inbox.end(End::Disconnected("gone".into()));
         inbox.deliver(&env(10));
-        assert_eq!(inbox.next_until(None).unwrap().payload[0], 8);
+        assert_eq!(inbox.next_within(None).unwrap().payload[0], 8);
         assert_eq!(
-            inbox.next_until(None).unwrap_err(),
+            inbox.next_within(None).unwrap_err(),
             Error::Disconnected("gone".into())
         );
         // The first end stays.

@@ -27,6 +27,15 @@
 //! - [`Subscription`]: the receiving end, bounded, with [`Error::Lagged`]
 //!   when it falls behind;
 //! - [`listener`]: sync and async callbacks, [`Listener`] guards.
+//!
+//! How a message travels, file by file: [`PubSub::publish`] (`pubsub.rs`)
+//! encodes it; in main, `shared.rs` routes it to this process's
+//! subscriptions (`registry.rs`, a pattern trie in `table.rs`) and, through
+//! main's table of children (`router.rs`), pushes one frame (`wire.rs`) to
+//! each child that wants it; there `shared.rs` fans it out again into each
+//! subscription's bounded buffer (`inbox.rs`), where
+//! [`Subscription::recv`] (`subscription.rs`) decodes it. From a child,
+//! `publish` is one call to main, which then routes it the same way.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -42,6 +51,8 @@ mod pattern;
 mod pubsub;
 mod registry;
 mod router;
+mod scratch;
+mod shared;
 mod subscription;
 mod table;
 mod wire;

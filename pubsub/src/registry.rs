@@ -64,7 +64,7 @@ impl Registry {
         }
         let reached = memo.value.len();
         if reached > 0 {
-            let message = Arc::new(make());
+            let message = make();
             for inbox in &memo.value {
                 inbox.deliver(&message);
             }

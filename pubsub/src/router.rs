@@ -143,22 +143,24 @@ impl Router {
         self.losses.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Pushes `frame` (a message on `topic`) to `peer`; false if it was lost.
+    /// Pushes `frame` (`count` messages on `topic`) to `peer`; false if
+    /// they were lost.
     pub(crate) fn push(
         &self,
         transport: &dyn Transport,
         peer: PeerId,
         topic: &str,
         frame: &[u8],
+        count: u64,
     ) -> bool {
         if self.any_loss.load(Ordering::Acquire) && !self.report_losses(transport, peer) {
-            self.record_loss(peer, topic);
+            self.record_loss(peer, topic, count);
             return false;
         }
         match transport.push(peer, SERVICE, frame) {
             Ok(()) => true,
             Err(yuki_channel::Error::PeerBacklogged(_)) => {
-                self.record_loss(peer, topic);
+                self.record_loss(peer, topic, count);
                 false
             }
             Err(yuki_channel::Error::NoPeer(_)) => {
@@ -168,15 +170,15 @@ impl Router {
             }
             Err(e) => {
                 tracing::warn!(%peer, topic, error = %e, "cannot deliver a message to a child");
-                self.record_loss(peer, topic);
+                self.record_loss(peer, topic, count);
                 false
             }
         }
     }
 
-    /// Counts one message on `topic` lost for `peer`, under each of its
-    /// patterns that match.
-    fn record_loss(&self, peer: PeerId, topic: &str) {
+    /// Counts `count` messages on `topic` lost for `peer`, under each of
+    /// its patterns that match.
+    fn record_loss(&self, peer: PeerId, topic: &str, count: u64) {
         let mut matched = Vec::new();
         self.read().table.for_each_match(topic, |route| {
             if route.peers.iter().any(|(p, _)| *p == peer) {
@@ -189,7 +191,7 @@ impl Router {
         let mut losses = self.lock_losses();
         let mine = losses.entry(peer).or_default();
         for pattern in matched {
-            *mine.entry(pattern).or_default() += 1;
+            *mine.entry(pattern).or_default() += count;
         }
         self.any_loss.store(true, Ordering::Release);
     }

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_core::Stream;
 use serde::de::DeserializeOwned;
@@ -96,14 +96,13 @@ impl<M: DeserializeOwned> Subscription<M> {
 
     /// Waits for the next message.
     pub fn recv(&self) -> Result<Message<M>> {
-        self.inbox.next_until(None).and_then(|e| open_envelope(&e))
+        self.inbox.next_within(None).and_then(|e| open_envelope(&e))
     }
 
     /// Waits at most `timeout` for the next message; [`Error::Timeout`] if
     /// none came.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message<M>> {
-        let deadline = Instant::now().checked_add(timeout);
-        match self.inbox.next_until(deadline) {
+        match self.inbox.next_within(Some(timeout)) {
             Err(Error::Empty) => Err(Error::Timeout(timeout)),
             other => other.and_then(|e| open_envelope(&e)),
         }

@@ -22,6 +22,13 @@ pub(crate) enum Request<'a> {
     Subscribe { pattern: &'a str },
     /// The caller has one subscription less on `pattern`.
     Unsubscribe { pattern: &'a str },
+    /// Publish `count` payloads on `topic`, written with `codec::put_frame`.
+    PublishBatch {
+        topic: &'a str,
+        count: u64,
+        #[serde(with = "serde_bytes", borrow)]
+        payloads: &'a [u8],
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,4 +49,10 @@ pub(crate) enum Push<'a> {
     },
     /// Main could not deliver `count` messages for `pattern` to this process.
     Lost { pattern: &'a str, count: u64 },
+    /// Several messages on `topic`, written with `codec::put_frame`.
+    Batch {
+        topic: &'a str,
+        #[serde(with = "serde_bytes", borrow)]
+        payloads: &'a [u8],
+    },
 }

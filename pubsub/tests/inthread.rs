@@ -615,3 +615,120 @@ fn many_subscriptions_count_exactly() {
     assert_eq!(counter.load(Ordering::SeqCst), 2 * 5 + 1);
     assert_eq!(n.children[0].1.publish("c.a", &1u8).unwrap(), 2 * 3);
 }
+
+#[test]
+fn batches_keep_order_count_deliveries_and_split_into_frames() {
+    let n = net(3);
+    let subs: Vec<_> = n.children[..2]
+        .iter()
+        .map(|(_, p)| p.with_capacity(20_000).subscribe::<u64>("b.*").unwrap())
+        .collect();
+    let in_main = n
+        .main
+        .with_capacity(20_000)
+        .subscribe::<u64>("b.>")
+        .unwrap();
+    let pushes_before = n.tap.pushes(n.children[0].0.peer_id());
+    let values: Vec<u64> = (0..10_000).collect();
+    // About 20 bytes a message: several frames of 64 KiB per child.
+    assert_eq!(n.main.publish_batch("b.x", &values).unwrap(), 3 * 10_000);
+    let pushes = n.tap.pushes(n.children[0].0.peer_id()) - pushes_before;
+    assert!((2..=10).contains(&pushes), "{pushes} pushes for one batch");
+    let from_child: Vec<u64> = (10_000..10_100).collect();
+    assert_eq!(
+        n.children[2].1.publish_batch("b.y", &from_child).unwrap(),
+        300
+    );
+    assert_eq!(
+        n.children[2].1.publish_batch("b.y", &[] as &[u64]).unwrap(),
+        0
+    );
+    for sub in subs.iter().chain([&in_main]) {
+        for want in 0..10_100 {
+            assert_eq!(value(sub.try_recv()), want);
+        }
+        assert!(sub.is_empty());
+    }
+    assert!(matches!(
+        n.main.publish_batch("b..x", &values),
+        Err(Error::InvalidTopic { .. })
+    ));
+}
+
+#[test]
+fn a_lost_batch_is_lag_of_its_length() {
+    let n = net(1);
+    let (t, child) = &n.children[0];
+    let sub = child.subscribe::<u8>("lb").unwrap();
+    n.tap.stick(Some(t.peer_id()));
+    assert_eq!(n.main.publish_batch("lb", &[1u8, 2, 3]).unwrap(), 0);
+    n.tap.stick(None);
+    assert_eq!(n.main.publish_batch("lb", &[4u8]).unwrap(), 1);
+    assert_eq!(sub.try_recv().unwrap_err(), Error::Lagged(3));
+    assert_eq!(value(sub.try_recv()), 4);
+}
+
+#[test]
+fn a_message_too_large_for_the_transport_is_an_error_in_main() {
+    let main_t = InThreadTransport::with_max_frame(256);
+    let main = PubSub::attach(main_t.clone()).unwrap();
+    let child = PubSub::attach(main_t.connect("c").unwrap()).unwrap();
+    let _sub = child.subscribe::<Vec<u8>>("big").unwrap();
+    let big = vec![0u8; 300];
+    for result in [
+        main.publish("big", &big),
+        main.publish_batch("big", [&big]),
+        child.publish("big", &big),
+    ] {
+        assert!(
+            matches!(
+                result,
+                Err(Error::Transport(yuki_channel::Error::FrameTooLarge { .. }))
+            ),
+            "{result:?}"
+        );
+    }
+    assert_eq!(main.publish("big", &vec![0u8; 100]).unwrap(), 1);
+}
+
+/// A value that cannot be encoded.
+struct Unencodable;
+
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refuses to be encoded"))
+    }
+}
+
+#[test]
+fn a_message_that_cannot_be_encoded_is_an_error() {
+    let n = net(1);
+    let child = &n.children[0].1;
+    for ps in [&n.main, child] {
+        assert!(matches!(
+            ps.publish("e", &Unencodable),
+            Err(Error::Encode { .. })
+        ));
+        assert!(matches!(
+            ps.publish_batch("e", [&Unencodable]),
+            Err(Error::Encode { .. })
+        ));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(matches!(
+            rt.block_on(ps.publish_async("e", &Unencodable)),
+            Err(Error::Encode { .. })
+        ));
+    }
+}
+
+#[test]
+fn handles_are_clone_send_and_sync() {
+    fn clone_send_sync<T: Clone + Send + Sync>() {}
+    fn send_sync<T: Send + Sync>() {}
+    clone_send_sync::<PubSub>();
+    // A subscription moves to another thread whatever its message type.
+    send_sync::<yuki_pubsub::Subscription<std::rc::Rc<u8>>>();
+    send_sync::<yuki_pubsub::Listener>();
+}

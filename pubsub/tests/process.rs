@@ -235,3 +235,216 @@ fn a_stuck_child_subscriber_lags_and_a_killed_one_only_changes_the_count() {
     drop(m);
     h.assert_no_leftovers(WAIT);
 }
+
+#[test]
+fn handlers_and_batches_in_a_child_process() {
+    if run_child(|_| {
+        let (_node, pubsub) = child_side();
+        let echo = pubsub.clone();
+        let sync = pubsub
+            .on_message("h.sync", move |m: yuki_pubsub::Message<u64>| {
+                echo.publish("ctl.done", &(1u64, *m.value())).unwrap();
+            })
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let echo = pubsub.clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut stop_tx = Some(stop_tx);
+        rt.block_on(async move {
+            let _async = pubsub
+                .on_message_async("h.async", move |m: yuki_pubsub::Message<u64>| {
+                    let echo = echo.clone();
+                    let last = *m.value() == 99;
+                    let stop = if last { stop_tx.take() } else { None };
+                    async move {
+                        let reached = echo.publish_async("ctl.done", &(2u64, *m.value()));
+                        reached.await.unwrap();
+                        if let Some(stop) = stop {
+                            let _ = stop.send(());
+                        }
+                    }
+                })
+                .unwrap();
+            pubsub.publish("ctl.ready", &0u64).unwrap();
+            tokio::time::timeout(WAIT, stop_rx).await.unwrap().unwrap();
+            let batch: Vec<u64> = (0..100).collect();
+            assert_eq!(pubsub.publish_batch("ctl.batch", &batch).unwrap(), 100);
+        });
+        drop(sync);
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let m = main_side();
+    let batch = m.pubsub.subscribe::<u64>("ctl.batch").unwrap();
+    let child = m.node.spawn("handlers", h.command("handlers", 0)).unwrap();
+    expect(&m.ready);
+    for v in 0..100u64 {
+        assert_eq!(m.pubsub.publish("h.sync", &v).unwrap(), 1);
+    }
+    assert_eq!(
+        m.pubsub
+            .publish_batch("h.async", &(0..100u64).collect::<Vec<_>>())
+            .unwrap(),
+        100
+    );
+    let mut from_sync = Vec::new();
+    let mut from_async = Vec::new();
+    for _ in 0..200 {
+        match expect(&m.done) {
+            (1, v) => from_sync.push(v),
+            (_, v) => from_async.push(v),
+        }
+    }
+    assert_eq!(from_sync, (0..100).collect::<Vec<_>>());
+    assert_eq!(from_async, (0..100).collect::<Vec<_>>());
+    for want in 0..100 {
+        assert_eq!(expect(&batch), want);
+    }
+    assert!(child.wait_timeout(WAIT).unwrap().status.success());
+    drop(m);
+    h.assert_no_leftovers(WAIT);
+}
+
+/// The middle process of the next test: a main with one subscriber child,
+/// killed by the test.
+fn run_doomed_main() {
+    let h = Harness::for_test("main_killed_wakes_a_blocked_subscriber_in_a_child");
+    let m = main_side();
+    // The grandchild writes its reports into the pipe the harness reads.
+    let mut cmd = h.command("watcher", 0);
+    cmd.stdout(std::process::Stdio::inherit());
+    let _watcher = m
+        .node
+        .child("watcher", cmd)
+        .parent_death_signal(None)
+        .spawn()
+        .unwrap();
+    expect(&m.ready);
+    yuki_testkit::report("ready", 1);
+    let (_tx, rx) = std::sync::mpsc::channel::<()>();
+    let _ = rx.recv();
+}
+
+/// A child that stays after main is gone, to see what its pub/sub does.
+fn run_watcher() {
+    let node = Node::builder()
+        .when_main_gone(yuki_ipc_transport::WhenMainGone::Stay)
+        .init()
+        .unwrap();
+    let pubsub = PubSub::attach(node.transport()).unwrap();
+    let sub = pubsub.subscribe::<u64>("never").unwrap();
+    pubsub.publish("ctl.ready", &0u64).unwrap();
+    let woke = sub.recv_timeout(WAIT);
+    assert!(matches!(woke, Err(Error::Disconnected(_))), "{woke:?}");
+    yuki_testkit::report("woke", "disconnected");
+    assert!(matches!(
+        pubsub.subscribe::<u64>("later"),
+        Err(Error::Disconnected(_))
+    ));
+    assert!(matches!(
+        pubsub.publish("x", &1u64),
+        Err(Error::Disconnected(_))
+    ));
+    yuki_testkit::report("after", "disconnected");
+}
+
+#[test]
+fn main_killed_wakes_a_blocked_subscriber_in_a_child() {
+    if run_child(|s| match s.name() {
+        "main" => run_doomed_main(),
+        "watcher" => run_watcher(),
+        other => panic!("unknown scenario {other}"),
+    }) {
+        return;
+    }
+    let mut h = Harness::new().timeout(WAIT);
+    let main = h.spawn("main").unwrap();
+    assert!(
+        h.wait_report(main, "ready").is_some(),
+        "main and its child start"
+    );
+    h.kill(main);
+    let outcome = h.wait(main);
+    assert!(!outcome.timed_out, "the child ended: {outcome:#?}");
+    assert_eq!(outcome.value("woke"), Some("disconnected"), "{outcome:#?}");
+    assert_eq!(outcome.value("after"), Some("disconnected"), "{outcome:#?}");
+    h.assert_no_leftovers(WAIT);
+}
+
+#[test]
+fn a_stopped_child_costs_main_nothing_and_learns_what_it_lost() {
+    const FLOOD: u64 = 20_000;
+    if run_child(|_| {
+        let (_node, pubsub) = child_side();
+        let sub = pubsub
+            .with_capacity(2 * FLOOD as usize)
+            .subscribe::<(u64, [u64; 8])>("flood")
+            .unwrap();
+        pubsub.publish("ctl.ready", &0u64).unwrap();
+        let (mut received, mut lagged) = (0u64, 0u64);
+        loop {
+            match sub.recv_timeout(WAIT) {
+                Ok(m) => {
+                    received += 1;
+                    let seq = m.value().0;
+                    if seq >= FLOOD {
+                        pubsub
+                            .publish("ctl.result", &(received, lagged, seq))
+                            .unwrap();
+                        return;
+                    }
+                }
+                Err(Error::Lagged(n)) => lagged += n,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::builder().max_backlog(64 << 10).init().unwrap();
+    let pubsub = PubSub::attach(node.transport()).unwrap();
+    let ready = pubsub.subscribe::<u64>("ctl.ready").unwrap();
+    let result = pubsub.subscribe::<(u64, u64, u64)>("ctl.result").unwrap();
+    let child = node.spawn("sleeper", h.command("sleeper", 0)).unwrap();
+    expect(&ready);
+    let pid = child.pid() as libc::pid_t;
+    // SAFETY: signals a child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let mut reached = 0;
+    for seq in 0..FLOOD {
+        reached += pubsub.publish("flood", &(seq, [seq; 8])).unwrap();
+    }
+    assert!(
+        reached < FLOOD as usize,
+        "the stopped child took everything"
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    // Publish until a message gets through again (the child drains its link).
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut seq = FLOOD;
+    while pubsub.publish("flood", &(seq, [seq; 8])).unwrap() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never caught up"
+        );
+        std::thread::yield_now();
+        seq += 1;
+    }
+    let (received, lagged, last) = expect(&result);
+    assert_eq!(last, seq);
+    assert!(lagged > 0);
+    assert_eq!(
+        received + lagged,
+        last + 1,
+        "every message arrived or was reported lost"
+    );
+    assert!(child.wait_timeout(WAIT).unwrap().status.success());
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}
