@@ -309,7 +309,8 @@ impl Store {
     /// `expected` (absent for `None`); returns whether it did.
     ///
     /// Values are compared as encoded bytes, so `expected` must be of the
-    /// type the value was written with.
+    /// type the value was written with. Like [`Store::set`], a swap leaves
+    /// the key without a time-to-live.
     pub fn compare_and_swap<V: Serialize + ?Sized>(
         &self,
         key: &str,
