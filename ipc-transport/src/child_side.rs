@@ -2,9 +2,10 @@
 //! and one reader thread that completes them and delivers pushes.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use yuki_channel::codec::{self, Frames};
@@ -42,6 +43,10 @@ impl Slot {
         self.ready.notify_one();
     }
 
+    fn take_reply(&self) -> Option<Result<Vec<u8>>> {
+        self.lock().take()
+    }
+
     fn wait(&self) -> Result<Vec<u8>> {
         let mut g = self.lock();
         loop {
@@ -72,11 +77,58 @@ impl Waiter {
     }
 }
 
-#[derive(Default)]
+/// After a blocking call, the background reader leaves the link alone this
+/// long, so that the caller's next call reads its own reply (no thread hop).
+const LINGER: Duration = Duration::from_millis(2);
+
+/// Hashes call ids, which are sequential: a multiply spreads them well
+/// enough, at a fraction of SipHash's cost on the hot path.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type Calls = HashMap<u64, Waiter, std::hash::BuildHasherDefault<IdHasher>>;
+
 struct Pending {
-    calls: HashMap<u64, Waiter>,
+    calls: Calls,
     /// Set once main is gone: why.
     gone: Option<String>,
+    /// Someone (a caller or the background reader) is reading the link.
+    reading: bool,
+    /// Blocking callers waiting while another reads, oldest first.
+    followers: VecDeque<u64>,
+    /// When a blocking call was last made.
+    last_blocking: Instant,
+    /// Callers wait while nobody reads: the background reader reads now.
+    urgent: bool,
+}
+
+impl Default for Pending {
+    fn default() -> Pending {
+        Pending {
+            calls: Calls::default(),
+            gone: None,
+            reading: false,
+            followers: VecDeque::new(),
+            last_blocking: Instant::now(),
+            urgent: false,
+        }
+    }
 }
 
 /// A child's link to main.
@@ -85,7 +137,10 @@ pub(crate) struct ChildLink {
     pub(crate) name: String,
     pub(crate) max_frame: usize,
     out: Outbound,
+    down: Mutex<IpcBytesReceiver>,
     pending: Mutex<Pending>,
+    /// Wakes the background reader when the link is free to read.
+    free: Condvar,
     next_id: AtomicU64,
     pub(crate) push: RwLock<HashMap<String, Vec<PushHandler>>>,
     pub(crate) events: RwLock<Vec<PeerEventHandler>>,
@@ -106,7 +161,9 @@ impl ChildLink {
             name,
             max_frame,
             out: Outbound::new(up),
+            down: Mutex::new(down),
             pending: Mutex::default(),
+            free: Condvar::new(),
             next_id: AtomicU64::new(1),
             push: RwLock::default(),
             events: RwLock::default(),
@@ -119,7 +176,7 @@ impl ChildLink {
         let reader = link.clone();
         std::thread::Builder::new()
             .name("yuki-link".into())
-            .spawn(move || reader.read_loop(&down))?;
+            .spawn(move || reader.background_reader())?;
         Ok(link)
     }
 
@@ -134,6 +191,7 @@ impl ChildLink {
         service: &str,
         request: &[u8],
         waiter: Waiter,
+        kick: bool,
     ) -> Result<u64, (Waiter, Error)> {
         if let Err(e) = codec::check_frame(request.len(), self.max_frame) {
             return Err((waiter, e));
@@ -144,6 +202,9 @@ impl ChildLink {
             if let Some(why) = &p.gone {
                 return Err((waiter, Error::disconnected(why)));
             }
+            if matches!(waiter, Waiter::Blocking(_)) {
+                p.last_blocking = Instant::now();
+            }
             p.calls.insert(id, waiter);
         }
         let frame = Frame::Call {
@@ -151,7 +212,9 @@ impl ChildLink {
             service,
             body: request,
         };
-        let queued = self.out.append(usize::MAX, |buf| wire::put(buf, &frame));
+        let queued = self
+            .out
+            .append_then(usize::MAX, kick, |buf| wire::put(buf, &frame));
         let err = match queued {
             Ok(Ok(())) => return Ok(id),
             Ok(Err(e)) => e,
@@ -168,20 +231,122 @@ impl ChildLink {
 
     pub(crate) fn call(&self, service: &str, request: &[u8]) -> Result<Vec<u8>> {
         let slot = SLOT.with(|s| s.borrow_mut().get_or_insert_with(Arc::default).clone());
-        match self.enqueue(service, request, Waiter::Blocking(slot.clone())) {
-            Ok(_) => {}
+        let id = match self.enqueue(service, request, Waiter::Blocking(slot.clone()), false) {
+            Ok(id) => id,
             Err((_, e)) => return Err(e),
-        }
+        };
+        // Send at once: a thread sending already takes this frame along.
         if self.out.flush().is_err() {
             self.main_gone("the link to main closed".into(), false);
         }
-        slot.wait()
+        loop {
+            {
+                let mut p = self.pending();
+                if let Some(r) = slot.take_reply() {
+                    return r;
+                }
+                if !p.reading && p.gone.is_none() {
+                    // Nobody reads: read our own reply, with no thread hop.
+                    p.reading = true;
+                    drop(p);
+                    if let Some(r) = self.lead(&slot) {
+                        return r;
+                    }
+                    continue;
+                }
+                p.followers.push_back(id);
+            }
+            return slot.wait();
+        }
+    }
+
+    /// Reads the link (this thread holds the reading turn) until `mine`
+    /// has its reply, then passes the turn on. Returns `None` when the link
+    /// closed without a reply for `mine` (it will be failed; look again).
+    fn lead(&self, mine: &Slot) -> Option<Result<Vec<u8>>> {
+        loop {
+            let open = self.read_one();
+            let mut p = self.pending();
+            if !open {
+                p.reading = false;
+                drop(p);
+                return mine.take_reply();
+            }
+            if let Some(r) = mine.take_reply() {
+                self.pass_turn(&mut p);
+                return Some(r);
+            }
+        }
+    }
+
+    /// Whether blocking callers still wait for replies (dropping the
+    /// entries of those already answered).
+    fn has_followers(p: &mut Pending) -> bool {
+        while let Some(id) = p.followers.front() {
+            if p.calls.contains_key(id) {
+                return true;
+            }
+            p.followers.pop_front();
+        }
+        false
+    }
+
+    /// A caller that read its own reply steps down. Other callers waiting
+    /// means calls are concurrent: the background reader reads for them
+    /// all from now on, rather than the turn hopping from thread to thread.
+    fn pass_turn(&self, p: &mut Pending) {
+        p.reading = false;
+        if Self::has_followers(p) {
+            p.urgent = true;
+            self.free.notify_one();
+        }
+    }
+
+    /// Reads whenever no caller does: pushes and callbacks arrive even when
+    /// no thread is blocked in a call, and main's death is seen at once.
+    fn background_reader(&self) {
+        loop {
+            {
+                let mut p = self.pending();
+                loop {
+                    if p.gone.is_some() {
+                        return;
+                    }
+                    let since = p.last_blocking.elapsed();
+                    if !p.reading && (since >= LINGER || p.urgent) {
+                        break;
+                    }
+                    // A caller reads, or may soon: look again after the
+                    // linger, so no caller has to wake this thread.
+                    p = self
+                        .free
+                        .wait_timeout(p, LINGER.saturating_sub(since).max(LINGER / 2))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                p.reading = true;
+                p.urgent = false;
+            }
+            loop {
+                let open = self.read_one();
+                let mut p = self.pending();
+                if !open {
+                    p.reading = false;
+                    return;
+                }
+                // Keep reading while blocking callers wait; else step down
+                // so that the next lone call reads its own reply.
+                if !Self::has_followers(&mut p) {
+                    p.reading = false;
+                    break;
+                }
+            }
+        }
     }
 
     pub(crate) fn call_with(&self, service: &str, request: &[u8], done: ReplyHandler) {
-        match self.enqueue(service, request, Waiter::Callback(done)) {
-            Ok(_) => self.out.kick(),
-            Err((w, e)) => w.complete(Err(e)),
+        if let Err((w, e)) = self.enqueue(service, request, Waiter::Callback(done), true) {
+            w.complete(Err(e));
         }
     }
 
@@ -210,51 +375,78 @@ impl ChildLink {
             .map_err(|()| Error::disconnected("the link to main is closed"))
     }
 
-    fn read_loop(&self, down: &IpcBytesReceiver) {
-        loop {
-            let message = match down.recv() {
-                Ok(m) => m,
-                Err(e) => return self.main_gone(format!("main is gone ({e:?})"), false),
-            };
-            for frame in Frames::new(&message) {
-                let frame = match frame.and_then(|f| wire::parse(f, self.max_frame)) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::warn!(reason = %e, "malformed frame from main; closing the link");
-                        return self.main_gone(format!("main sent a malformed frame: {e}"), false);
-                    }
-                };
-                match frame {
-                    Frame::Reply { id, body } => {
-                        if let Some(w) = self.pending().calls.remove(&id) {
-                            w.complete(Ok(body.to_vec()));
-                        }
-                    }
-                    Frame::Failed { id, failure } => {
-                        let e = match failure {
-                            Failure::NoService(s) => Error::NoService(s.to_owned()),
-                            Failure::Other(why) => Error::Remote(why.to_owned()),
-                        };
-                        if let Some(w) = self.pending().calls.remove(&id) {
-                            w.complete(Err(e));
-                        }
-                    }
-                    Frame::Push { stream, body } => {
-                        let handlers = read(&self.push).get(stream).cloned().unwrap_or_default();
-                        for h in handlers {
-                            h(body);
-                        }
-                    }
-                    Frame::Control(Control::Shutdown) => {
-                        return self.main_gone("main asked this child to shut down".into(), true);
-                    }
-                    other => {
-                        tracing::warn!(frame = ?other, "main sent a frame only children send; closing the link");
-                        return self.main_gone("main broke the protocol".into(), false);
+    /// Receives one message and handles its frames; `false` once the link
+    /// is closed.
+    fn read_one(&self) -> bool {
+        let received = self.down.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let message = match received {
+            Ok(m) => m,
+            Err(e) => {
+                self.main_gone(format!("main is gone ({e:?})"), false);
+                return false;
+            }
+        };
+        // Replies are decoded first, then matched under one short lock,
+        // then completed after it (callbacks may start new calls).
+        let mut replies: Vec<(u64, Result<Vec<u8>>)> = Vec::new();
+        let finish = |replies: &mut Vec<(u64, Result<Vec<u8>>)>| {
+            if replies.is_empty() {
+                return;
+            }
+            let mut done = Vec::with_capacity(replies.len());
+            {
+                let mut p = self.pending();
+                for (id, r) in replies.drain(..) {
+                    if let Some(w) = p.calls.remove(&id) {
+                        done.push((w, r));
                     }
                 }
             }
+            for (w, r) in done {
+                w.complete(r);
+            }
+        };
+        for frame in Frames::new(&message) {
+            let frame = match frame.and_then(|f| wire::parse(f, self.max_frame)) {
+                Ok(f) => f,
+                Err(e) => {
+                    finish(&mut replies);
+                    tracing::warn!(reason = %e, "malformed frame from main; closing the link");
+                    self.main_gone(format!("main sent a malformed frame: {e}"), false);
+                    return false;
+                }
+            };
+            match frame {
+                Frame::Reply { id, body } => replies.push((id, Ok(body.to_vec()))),
+                Frame::Failed { id, failure } => {
+                    let e = match failure {
+                        Failure::NoService(s) => Error::NoService(s.to_owned()),
+                        Failure::Other(why) => Error::Remote(why.to_owned()),
+                    };
+                    replies.push((id, Err(e)));
+                }
+                Frame::Push { stream, body } => {
+                    finish(&mut replies);
+                    let handlers = read(&self.push).get(stream).cloned().unwrap_or_default();
+                    for h in handlers {
+                        h(body);
+                    }
+                }
+                Frame::Control(Control::Shutdown) => {
+                    finish(&mut replies);
+                    self.main_gone("main asked this child to shut down".into(), true);
+                    return false;
+                }
+                other => {
+                    finish(&mut replies);
+                    tracing::warn!(frame = ?other, "main sent a frame only children send; closing the link");
+                    self.main_gone("main broke the protocol".into(), false);
+                    return false;
+                }
+            }
         }
+        finish(&mut replies);
+        true
     }
 
     /// Fails every call, tells the handlers, and exits unless told to stay.
@@ -265,8 +457,10 @@ impl ChildLink {
                 return;
             }
             p.gone = Some(reason.clone());
+            p.followers.clear();
             std::mem::take(&mut p.calls)
         };
+        self.free.notify_all();
         self.out.close();
         for (_, w) in calls {
             w.complete(Err(Error::disconnected(&reason)));

@@ -31,8 +31,16 @@
 //! # Ok::<(), yuki_ipc_transport::Error>(())
 //! ```
 //!
-//! The handshake socket's directory is narrowed to its owner at once; see
-//! [`rendezvous`](crate#the-handshake-socket) below.
+//! # How frames travel
+//!
+//! Each child has one persistent link: an ipc-channel bytes channel each
+//! way. Calls carry request ids, so many threads of a child can have calls
+//! in flight; frames queued while a message is being sent leave together in
+//! the next one (requests, replies and pushes alike). Main reads each link
+//! on its own thread and runs the services inline. In a child, a lone
+//! caller reads its own reply from the link (no thread hop); when several
+//! callers wait, a background reader serves them all, and it also delivers
+//! pushes and notices at once when main is gone.
 //!
 //! # The handshake socket
 //!

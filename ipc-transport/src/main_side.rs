@@ -115,7 +115,7 @@ impl Hub {
             return Ok(());
         }
         let link = self.link(to).ok_or(Error::NoPeer(to))?;
-        match link.out.append(self.max_backlog, |buf| {
+        match link.out.append_then(self.max_backlog, true, |buf| {
             wire::put(
                 buf,
                 &Frame::Push {
@@ -128,7 +128,6 @@ impl Hub {
             Err(Refused::Full) => return Err(Error::PeerBacklogged(to)),
             Err(Refused::Closed) => return Err(Error::NoPeer(to)),
         }
-        link.out.kick();
         Ok(())
     }
 

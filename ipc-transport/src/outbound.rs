@@ -59,6 +59,17 @@ impl Outbound {
         limit: usize,
         write: impl FnOnce(&mut Vec<u8>) -> R,
     ) -> Result<R, Refused> {
+        self.append_then(limit, false, write)
+    }
+
+    /// Like [`Outbound::append`], and with `kick` also asks the writer
+    /// thread to send (under the same lock).
+    pub(crate) fn append_then<R>(
+        &self,
+        limit: usize,
+        kick: bool,
+        write: impl FnOnce(&mut Vec<u8>) -> R,
+    ) -> Result<R, Refused> {
         let mut st = self.lock();
         if st.closed {
             return Err(Refused::Closed);
@@ -66,7 +77,11 @@ impl Outbound {
         if st.buf.len() >= limit {
             return Err(Refused::Full);
         }
-        Ok(write(&mut st.buf))
+        let r = write(&mut st.buf);
+        if kick && st.writer_idle && !st.sending && !st.buf.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(r)
     }
 
     /// Sends what is buffered on this thread, unless another thread is

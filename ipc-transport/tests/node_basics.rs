@@ -168,3 +168,87 @@ fn main_pushes_reach_the_child_in_order() {
     drop(node);
     h.assert_no_leftovers(WAIT);
 }
+
+#[test]
+fn blocking_calls_pipelined_calls_and_pushes_mix_in_one_child() {
+    if run_child(|_| {
+        let node = child_node();
+        let t = node.transport();
+        let (push_tx, push_rx) = crossbeam_channel::unbounded();
+        t.on_push(
+            "ticks",
+            Arc::new(move |f: &[u8]| {
+                let _ = push_tx.send(f.to_vec());
+            }),
+        )
+        .unwrap();
+        let me = t.peer_id();
+        std::thread::scope(|s| {
+            // Blocking callers, some with pauses so the link changes readers.
+            for i in 0..3u32 {
+                let t = t.clone();
+                s.spawn(move || {
+                    for j in 0..300u32 {
+                        let req = (i << 16 | j).to_le_bytes();
+                        let reply = t.call("echo", &req).unwrap();
+                        assert_eq!(reply[8..], req);
+                        if j % 50 == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                });
+            }
+            // A pipelined caller.
+            let t2 = t.clone();
+            s.spawn(move || {
+                let (done_tx, done_rx) = crossbeam_channel::unbounded();
+                for j in 0..2000u32 {
+                    let done_tx = done_tx.clone();
+                    t2.call_with(
+                        "echo",
+                        &j.to_le_bytes(),
+                        Box::new(move |r| {
+                            let _ = done_tx.send((j, r));
+                        }),
+                    );
+                }
+                let mut seen = vec![false; 2000];
+                for _ in 0..2000 {
+                    let (j, r) = done_rx.recv_timeout(WAIT).expect("every callback runs");
+                    assert_eq!(r.unwrap()[8..], j.to_le_bytes());
+                    seen[j as usize] = true;
+                }
+                assert!(seen.iter().all(|s| *s));
+            });
+        });
+        // Ask for pushes and take them in order.
+        t.call("tick", b"").unwrap();
+        for i in 0..500u32 {
+            assert_eq!(push_rx.recv_timeout(WAIT).unwrap(), i.to_le_bytes());
+        }
+        assert_ne!(me, PeerId::MAIN);
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::init().unwrap();
+    let t = node.transport();
+    echo(&t);
+    let pusher = Arc::downgrade(&t);
+    t.serve(
+        "tick",
+        Arc::new(move |from: PeerId, _: &[u8], _: &mut Vec<u8>| {
+            let t = pusher.upgrade().expect("main runs");
+            for i in 0..500u32 {
+                t.push(from, "ticks", &i.to_le_bytes())?;
+            }
+            Ok(())
+        }),
+    )
+    .unwrap();
+    let child = node.spawn("mixer", h.command("mixer", 0)).unwrap();
+    let exit = child.wait_timeout(WAIT).expect("the child finishes");
+    assert!(exit.status.success(), "{exit:?}");
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}

@@ -17,6 +17,14 @@
 //!     assert_eq!(outcome.value("answer"), Some("40"));
 //! }
 //! ```
+//!
+//! For children that main spawns itself (`Node::spawn` of yuki-ipc-transport),
+//! pass [`Harness::command`] as the command: the child runs the same test
+//! under the named scenario, calls `Node::init()`, and the harness still
+//! finds it by its run id ([`Harness::assert_no_leftovers`]) if it outlives
+//! the test. Its stdout is discarded unless the command says otherwise; set
+//! `stdout(Stdio::inherit())` on it inside a harness child to have its
+//! [`report`]s reach the harness through the parent's pipe.
 #![warn(
     missing_docs,
     missing_debug_implementations,

@@ -1,11 +1,14 @@
 //! Cross-process calls: a child's call round trip and its pipelined calls,
-//! beside the floor, a raw ipc-channel bytes ping-pong between two processes.
+//! beside the floor, a raw ipc-channel bytes ping-pong between the same two
+//! processes.
 //!
 //! The benchmark binary re-executes itself as the child; [`child_main`] must
-//! run first in `main` so that the child does its part and exits.
+//! run first in `main` so that the child does its part and exits. The child
+//! times the floor and yuki's round trip in alternating batches, so both
+//! see the same placement and the same load from the rest of the machine.
 
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcSender};
@@ -15,53 +18,54 @@ use yuki_ipc_transport::Node;
 use crate::bench::timing::mops;
 use crate::report::{Better, Line, Report};
 
-/// Set in the floor's child: the name of the parent's one-shot server.
-const FLOOR_ENV: &str = "YUKI_BENCH_IPC_FLOOR";
-/// Set in the yuki child: "quick" or "full".
+/// Set in the child: "quick" or "full".
 const CHILD_ENV: &str = "YUKI_BENCH_IPC_CHILD";
+/// Set in the child: the one-shot server of main's raw echo thread.
+const FLOOR_ENV: &str = "YUKI_BENCH_IPC_FLOOR";
 
 const PAYLOAD: usize = 24;
-const WINDOW: usize = 256;
+const WINDOW: usize = 1024;
+const ROUNDS: usize = 7;
 
-/// Runs this process's part if it is one of this module's children, and
-/// then returns `true` (the caller should exit).
+/// The child's raw link to main's echo thread: (where main answers, where it listens).
+type FloorHello = (IpcBytesSender, IpcBytesReceiver);
+
+/// Runs this process's part if it is this module's child, and then returns
+/// `true` (the caller should exit).
 pub fn child_main() -> bool {
-    if let Ok(server) = std::env::var(FLOOR_ENV) {
-        floor_child(server);
-        return true;
+    match std::env::var(CHILD_ENV) {
+        Ok(mode) => {
+            yuki_child(mode == "quick");
+            true
+        }
+        Err(_) => false,
     }
-    if let Ok(mode) = std::env::var(CHILD_ENV) {
-        yuki_child(mode == "quick");
-        return true;
-    }
-    false
 }
 
 /// Measures and adds this area's lines.
 pub fn run(report: &mut Report, quick: bool) {
-    let n = if quick { 2_000 } else { 20_000 };
-    let floor = match floor_rtt(n) {
-        Ok(us) => us,
-        Err(e) => {
-            eprintln!("ipc floor failed: {e}");
-            return;
-        }
-    };
-    let results = match yuki_figures(quick) {
+    let results = match figures(quick) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("ipc child failed: {e}");
+            eprintln!("ipc benchmark failed: {e}");
             return;
         }
     };
     let get = |k: &str| results.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
-    if let Some(rtt) = get("rtt") {
-        report.add(
-            Line::new("child call round trip (24 B, echo)", "us", rtt, Better::Lower)
-                .floor("ipc-channel bytes ping-pong", floor)
-                .target("<= 1.5x floor"),
-        );
-    }
+    let (Some(floor), Some(rtt)) = (get("floor"), get("rtt")) else {
+        eprintln!("ipc benchmark: the child reported no round trips");
+        return;
+    };
+    report.add(
+        Line::new(
+            "child call round trip (24 B echo), unpinned",
+            "us",
+            rtt,
+            Better::Lower,
+        )
+        .floor("ipc-channel bytes ping-pong", floor)
+        .target("<= 1.5x floor"),
+    );
     if let Some(v) = get("pipelined") {
         report.add(
             Line::new(
@@ -76,71 +80,19 @@ pub fn run(report: &mut Report, quick: bool) {
     }
     if let Some(v) = get("threads") {
         report.add(
-            Line::new("child blocking calls, 8 threads", "M calls/s", v, Better::Higher)
-                .floor("1 / floor round trip", 1.0 / floor),
+            Line::new(
+                "child blocking calls, 8 threads",
+                "M calls/s",
+                v,
+                Better::Higher,
+            )
+            .floor("1 / floor round trip", 1.0 / floor),
         );
     }
 }
 
-/// The median of `batches` runs of `per_batch` round trips, in microseconds.
-fn median_rtt(batches: usize, per_batch: usize, mut one: impl FnMut()) -> f64 {
-    let mut means: Vec<f64> = (0..batches)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..per_batch {
-                one();
-            }
-            start.elapsed().as_secs_f64() * 1e6 / per_batch as f64
-        })
-        .collect();
-    means.sort_by(f64::total_cmp);
-    means[means.len() / 2]
-}
-
-type FloorHello = (IpcBytesSender, IpcBytesReceiver);
-
-fn floor_rtt(n: usize) -> Result<f64, String> {
-    let (server, name) = IpcOneShotServer::<FloorHello>::new().map_err(|e| e.to_string())?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
-        .env(FLOOR_ENV, name)
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let result = (|| {
-        let (_, (to_child, from_child)) = server.accept().map_err(|e| format!("{e:?}"))?;
-        let msg = [7u8; PAYLOAD];
-        let mut one = || {
-            to_child.send(&msg).expect("floor child alive");
-            let back = from_child.recv().expect("floor child answers");
-            debug_assert_eq!(back.len(), PAYLOAD);
-        };
-        for _ in 0..n / 10 {
-            one();
-        }
-        let rtt = median_rtt(5, n / 5, &mut one);
-        let _ = to_child.send(&[]);
-        Ok(rtt)
-    })();
-    let _ = child.kill();
-    let _ = child.wait();
-    result
-}
-
-fn floor_child(server: String) {
-    let (to_child, from_parent) = ipc::bytes_channel().expect("channel");
-    let (to_parent, from_child) = ipc::bytes_channel().expect("channel");
-    let hello: FloorHello = (to_child, from_child);
-    IpcSender::<FloorHello>::connect(server)
-        .and_then(|s| s.send(hello).map_err(std::io::Error::other))
-        .expect("floor parent listening");
-    while let Ok(msg) = from_parent.recv() {
-        if msg.is_empty() || to_parent.send(&msg).is_err() {
-            break;
-        }
-    }
-}
-
-fn yuki_figures(quick: bool) -> Result<Vec<(String, f64)>, String> {
+/// Main's side: an echo service, a raw echo thread, and the child.
+fn figures(quick: bool) -> Result<Vec<(String, f64)>, String> {
     let node = Node::init().map_err(|e| e.to_string())?;
     let t = node.transport();
     t.serve(
@@ -160,17 +112,46 @@ fn yuki_figures(quick: bool) -> Result<Vec<(String, f64)>, String> {
         }),
     )
     .map_err(|e| e.to_string())?;
+
+    let (server, name) = IpcOneShotServer::<FloorHello>::new().map_err(|e| e.to_string())?;
+    let echo = std::thread::spawn(move || {
+        let Ok((_, (to_child, from_child))) = server.accept() else {
+            return;
+        };
+        while let Ok(msg) = from_child.recv() {
+            if to_child.send(&msg).is_err() {
+                break;
+            }
+        }
+    });
+
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
-    cmd.env(CHILD_ENV, if quick { "quick" } else { "full" });
+    cmd.env(CHILD_ENV, if quick { "quick" } else { "full" })
+        .env(FLOOR_ENV, &name);
     let child = node.spawn("bench-child", cmd).map_err(|e| e.to_string())?;
     let exit = child
         .wait_timeout(Duration::from_secs(300))
         .ok_or("the child did not finish in time")?;
+    let _ = echo.join();
     if !exit.status.success() {
         return Err(format!("the child failed: {}", exit.status));
     }
     Ok(rx.try_iter().collect())
+}
+
+/// The mean of one batch of `n` round trips, in microseconds.
+fn batch_us(n: usize, mut one: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        one();
+    }
+    start.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn send_result(t: &Arc<dyn Transport>, name: &str, value: f64) {
@@ -181,22 +162,43 @@ fn send_result(t: &Arc<dyn Transport>, name: &str, value: f64) {
 fn yuki_child(quick: bool) {
     let node = Node::init().expect("the bench child joins main");
     let t = node.transport();
-    let n = if quick { 2_000 } else { 20_000 };
+
+    let server = std::env::var(FLOOR_ENV).expect("main names its echo thread");
+    let (to_child, from_main) = ipc::bytes_channel().expect("channel");
+    let (to_main, from_child) = ipc::bytes_channel().expect("channel");
+    IpcSender::<FloorHello>::connect(server)
+        .and_then(|s| {
+            s.send((to_child, from_child))
+                .map_err(std::io::Error::other)
+        })
+        .expect("main's echo thread listens");
+
     let msg = [7u8; PAYLOAD];
-    let mut one = || {
+    let mut floor_one = || {
+        to_main.send(&msg).expect("echo thread alive");
+        let back = from_main.recv().expect("echo thread answers");
+        debug_assert_eq!(back.len(), PAYLOAD);
+    };
+    let mut yuki_one = || {
         let back = t.call("echo", &msg).expect("echo");
         debug_assert_eq!(back.len(), PAYLOAD);
     };
-    for _ in 0..n / 10 {
-        one();
+    let n = if quick { 500 } else { 4_000 };
+    batch_us(n, &mut floor_one);
+    batch_us(n, &mut yuki_one);
+    let (mut floor, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        floor.push(batch_us(n, &mut floor_one));
+        ours.push(batch_us(n, &mut yuki_one));
     }
-    let rtt = median_rtt(5, n / 5, &mut one);
-    send_result(&t, "rtt", rtt);
+    drop((to_main, from_main));
+    send_result(&t, "floor", median(floor));
+    send_result(&t, "rtt", median(ours));
 
     let ops = if quick { 200_000 } else { 2_000_000 };
     send_result(&t, "pipelined", pipelined(&t, ops));
 
-    let per_thread = ops / 8 / 10;
+    let per_thread = ops / 8 / 20;
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..8 {
@@ -208,29 +210,54 @@ fn yuki_child(quick: bool) {
             });
         }
     });
-    send_result(&t, "threads", mops((per_thread * 8) as u64, start.elapsed()));
+    send_result(
+        &t,
+        "threads",
+        mops((per_thread * 8) as u64, start.elapsed()),
+    );
 }
 
-/// `ops` calls with `call_with`, at most [`WINDOW`] in flight.
+/// `ops` calls with `call_with`, at most [`WINDOW`] in flight: the caller
+/// refills the window by halves, as a pipelining client does, so it wakes
+/// once per half window rather than once per reply.
 fn pipelined(t: &Arc<dyn Transport>, ops: usize) -> f64 {
-    let (tokens, done) = crossbeam_channel::bounded::<()>(WINDOW);
+    let window = Arc::new((Mutex::new(0usize), Condvar::new()));
     let msg = [7u8; PAYLOAD];
     let start = Instant::now();
-    for _ in 0..ops {
-        tokens.send(()).expect("token");
-        let done = done.clone();
-        t.call_with(
-            "echo",
-            &msg,
-            Box::new(move |r| {
-                r.expect("echo");
-                let _ = done.try_recv();
-            }),
-        );
+    let mut issued = 0;
+    while issued < ops {
+        {
+            let (count, cv) = &*window;
+            let mut in_flight = count.lock().unwrap();
+            while *in_flight > WINDOW / 2 {
+                in_flight = cv.wait(in_flight).unwrap();
+            }
+            let n = (WINDOW - *in_flight).min(ops - issued);
+            *in_flight += n;
+            issued += n;
+            drop(in_flight);
+            for _ in 0..n {
+                let window = window.clone();
+                t.call_with(
+                    "echo",
+                    &msg,
+                    Box::new(move |r| {
+                        r.expect("echo");
+                        let (count, cv) = &*window;
+                        let mut in_flight = count.lock().unwrap();
+                        *in_flight -= 1;
+                        if *in_flight == WINDOW / 2 || *in_flight == 0 {
+                            cv.notify_one();
+                        }
+                    }),
+                );
+            }
+        }
     }
-    // Wait for the last calls: the window drains when every token is back.
-    while !tokens.is_empty() {
-        std::thread::yield_now();
+    let (count, cv) = &*window;
+    let mut in_flight = count.lock().unwrap();
+    while *in_flight > 0 {
+        in_flight = cv.wait(in_flight).unwrap();
     }
     mops(ops as u64, start.elapsed())
 }
