@@ -234,20 +234,93 @@ impl ServiceCache {
     }
 }
 
+/// The state one link thread keeps between messages.
+struct Serving<'a> {
+    hub: &'a Hub,
+    link: &'a Link,
+    cache: ServiceCache,
+    /// Replies (and failures) to send back together.
+    batch: Vec<u8>,
+    /// One service's reply, before it is framed.
+    reply: Vec<u8>,
+}
+
+impl Serving<'_> {
+    /// Runs the calls of one message, framing their replies into `batch`.
+    /// An `Err` is a protocol violation, with its reason.
+    /// Returns how many calls it held.
+    fn handle(&mut self, message: &[u8]) -> Result<usize, String> {
+        let (hub, link) = (self.hub, self.link);
+        let mut calls = 0;
+        for frame in Frames::new(message) {
+            let frame = frame
+                .and_then(|f| wire::parse(f, hub.max_frame))
+                .map_err(|e| format!("malformed frame: {e}"))?;
+            match frame {
+                Frame::Call { id, service, body } => {
+                    calls += 1;
+                    let Some(svc) = self.cache.get(hub, service) else {
+                        let f = Frame::Failed {
+                            id,
+                            failure: Failure::NoService(service),
+                        };
+                        wire::put(&mut self.batch, &f)
+                            .map_err(|e| format!("unencodable reply: {e}"))?;
+                        continue;
+                    };
+                    self.reply.clear();
+                    svc.call(link.peer, body, &mut self.reply)
+                        .map_err(|e| format!("service {service:?} refused its request: {e}"))?;
+                    let written = if self.reply.len() > hub.max_frame {
+                        let why = format!(
+                            "the reply of {} bytes exceeds the maximum frame of {} bytes",
+                            self.reply.len(),
+                            hub.max_frame
+                        );
+                        let failure = Failure::Other(&why);
+                        wire::put(&mut self.batch, &Frame::Failed { id, failure })
+                    } else {
+                        let body = &self.reply;
+                        wire::put(&mut self.batch, &Frame::Reply { id, body })
+                    };
+                    written.map_err(|e| format!("unencodable reply: {e}"))?;
+                }
+                Frame::Control(c @ (Control::Stop | Control::Restart)) => {
+                    let sink = read(&hub.control).clone();
+                    if let Some(sink) = sink {
+                        sink(link.peer, c);
+                    }
+                }
+                other => return Err(format!("sent a frame only main may send: {other:?}")),
+            }
+        }
+        Ok(calls)
+    }
+}
+
+/// Replies gathered from several queued messages go out in one message, up
+/// to about this many bytes.
+const REPLY_BATCH: usize = 64 << 10;
+
 /// Reads one child's link until it closes: runs each call inline and sends
-/// the replies of one incoming message together.
+/// the replies of the messages that were waiting together.
 fn serve_link(hub: &Hub, link: &Link, up: &IpcBytesReceiver) {
-    let mut cache = ServiceCache {
-        version: u64::MAX,
-        map: HashMap::new(),
+    let mut serving = Serving {
+        hub,
+        link,
+        cache: ServiceCache {
+            version: u64::MAX,
+            map: HashMap::new(),
+        },
+        batch: Vec::new(),
+        reply: Vec::new(),
     };
-    let mut batch = Vec::new();
-    let mut reply = Vec::new();
     // Replies may pile up while the writer is stuck on a child that does
     // not read; past this the child is cut off.
     let hard_limit = hub.max_backlog.saturating_mul(2);
+    let (mut busy, mut looked) = (false, false);
     loop {
-        let message = match up.recv() {
+        let mut message = match up.recv() {
             Ok(m) => m,
             Err(e) => {
                 hub.disconnect(link, &format!("the child closed its link ({e:?})"));
@@ -257,72 +330,39 @@ fn serve_link(hub: &Hub, link: &Link, up: &IpcBytesReceiver) {
         if link.is_dead() {
             return;
         }
-        batch.clear();
-        for frame in Frames::new(&message) {
-            let frame = match frame.and_then(|f| wire::parse(f, hub.max_frame)) {
-                Ok(f) => f,
-                Err(e) => return hub.violation(link, format!("malformed frame: {e}")),
+        serving.batch.clear();
+        loop {
+            let calls = match serving.handle(&message) {
+                Ok(calls) => calls,
+                Err(reason) => return hub.violation(link, reason),
             };
-            match frame {
-                Frame::Call { id, service, body } => {
-                    let Some(svc) = cache.get(hub, service) else {
-                        let f = Frame::Failed {
-                            id,
-                            failure: Failure::NoService(service),
-                        };
-                        if let Err(e) = wire::put(&mut batch, &f) {
-                            return hub.violation(link, format!("unencodable reply: {e}"));
-                        }
-                        continue;
-                    };
-                    reply.clear();
-                    if let Err(e) = svc.call(link.peer, body, &mut reply) {
-                        return hub.violation(
-                            link,
-                            format!("service {service:?} refused its request: {e}"),
-                        );
-                    }
-                    let written = if reply.len() > hub.max_frame {
-                        let why = format!(
-                            "the reply of {} bytes exceeds the maximum frame of {} bytes",
-                            reply.len(),
-                            hub.max_frame
-                        );
-                        wire::put(
-                            &mut batch,
-                            &Frame::Failed {
-                                id,
-                                failure: Failure::Other(&why),
-                            },
-                        )
-                    } else {
-                        wire::put(&mut batch, &Frame::Reply { id, body: &reply })
-                    };
-                    if let Err(e) = written {
-                        return hub.violation(link, format!("unencodable reply: {e}"));
-                    }
-                }
-                Frame::Control(c @ (Control::Stop | Control::Restart)) => {
-                    let sink = read(&hub.control).clone();
-                    if let Some(sink) = sink {
-                        sink(link.peer, c);
-                    }
-                }
-                other => {
-                    return hub
-                        .violation(link, format!("sent a frame only main may send: {other:?}"));
+            // A message of several calls means calls are concurrent: more
+            // may be waiting, to be answered in the same message. A lone
+            // call is answered at once (a look costs a system call).
+            busy = calls > 1 || (busy && calls > 0 && looked);
+            looked = false;
+            if !busy || serving.batch.len() >= REPLY_BATCH {
+                break;
+            }
+            looked = true;
+            match up.try_recv() {
+                Ok(m) => message = m,
+                Err(_) => {
+                    busy = false;
+                    break;
                 }
             }
         }
-        if reply.capacity() > 1 << 20 {
-            reply = Vec::new();
+        if serving.reply.capacity() > 1 << 20 {
+            serving.reply = Vec::new();
         }
-        if batch.is_empty() {
+        if serving.batch.is_empty() {
             continue;
         }
+        let batch = &serving.batch;
         match link
             .out
-            .append(hard_limit, |buf| buf.extend_from_slice(&batch))
+            .append(hard_limit, |buf| buf.extend_from_slice(batch))
         {
             Ok(()) => {}
             Err(Refused::Closed) => return,
@@ -336,8 +376,8 @@ fn serve_link(hub: &Hub, link: &Link, up: &IpcBytesReceiver) {
                 return;
             }
         }
-        if batch.capacity() > 1 << 20 {
-            batch = Vec::new();
+        if serving.batch.capacity() > 1 << 20 {
+            serving.batch = Vec::new();
         }
         if link.out.flush().is_err() {
             hub.disconnect(link, "the child closed its link");

@@ -24,8 +24,8 @@ const CHILD_ENV: &str = "YUKI_BENCH_IPC_CHILD";
 const FLOOR_ENV: &str = "YUKI_BENCH_IPC_FLOOR";
 
 const PAYLOAD: usize = 24;
-const WINDOW: usize = 1024;
-const ROUNDS: usize = 7;
+const WINDOW: usize = 4096;
+const ROUNDS: usize = 21;
 
 /// The child's raw link to main's echo thread: (where main answers, where it listens).
 type FloorHello = (IpcBytesSender, IpcBytesReceiver);
@@ -78,6 +78,17 @@ pub fn run(report: &mut Report, quick: bool) {
             .target(">= 1 M calls/s"),
         );
     }
+    if let Some(v) = get("pipelined_cpu_us") {
+        report.add(
+            Line::new(
+                "  CPU per pipelined call, both processes",
+                "us",
+                v,
+                Better::Lower,
+            )
+            .target("<= 2 us (1 M calls/s on 2 cores)"),
+        );
+    }
     if let Some(v) = get("threads") {
         report.add(
             Line::new(
@@ -113,6 +124,14 @@ fn figures(quick: bool) -> Result<Vec<(String, f64)>, String> {
     )
     .map_err(|e| e.to_string())?;
 
+    t.serve(
+        "cpu",
+        Arc::new(|_: PeerId, _: &[u8], reply: &mut Vec<u8>| {
+            codec::encode_into(&cpu_seconds().unwrap_or(f64::NAN), reply)
+        }),
+    )
+    .map_err(|e| e.to_string())?;
+
     let (server, name) = IpcOneShotServer::<FloorHello>::new().map_err(|e| e.to_string())?;
     let echo = std::thread::spawn(move || {
         let Ok((_, (to_child, from_child))) = server.accept() else {
@@ -138,6 +157,19 @@ fn figures(quick: bool) -> Result<Vec<(String, f64)>, String> {
         return Err(format!("the child failed: {}", exit.status));
     }
     Ok(rx.try_iter().collect())
+}
+
+/// CPU time (user + system) this process has used, from `/proc/self/stat`.
+///
+/// The figures there count clock ticks of 1/100 s on Linux; a run of a
+/// second or more makes that resolution good enough.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = stat.rsplit_once(") ")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// The mean of one batch of `n` round trips, in microseconds.
@@ -183,7 +215,7 @@ fn yuki_child(quick: bool) {
         let back = t.call("echo", &msg).expect("echo");
         debug_assert_eq!(back.len(), PAYLOAD);
     };
-    let n = if quick { 500 } else { 4_000 };
+    let n = if quick { 300 } else { 1_500 };
     batch_us(n, &mut floor_one);
     batch_us(n, &mut yuki_one);
     let (mut floor, mut ours) = (Vec::new(), Vec::new());
@@ -196,7 +228,16 @@ fn yuki_child(quick: bool) {
     send_result(&t, "rtt", median(ours));
 
     let ops = if quick { 200_000 } else { 2_000_000 };
+    let main_cpu = |t: &Arc<dyn Transport>| -> f64 {
+        codec::decode(&t.call("cpu", b"").expect("main answers")).expect("a number")
+    };
+    let (main0, own0) = (main_cpu(&t), cpu_seconds().unwrap_or(f64::NAN));
     send_result(&t, "pipelined", pipelined(&t, ops));
+    let (main1, own1) = (main_cpu(&t), cpu_seconds().unwrap_or(f64::NAN));
+    let cpu = (main1 - main0) + (own1 - own0);
+    if cpu.is_finite() {
+        send_result(&t, "pipelined_cpu_us", cpu * 1e6 / ops as f64);
+    }
 
     let per_thread = ops / 8 / 20;
     let start = Instant::now();
