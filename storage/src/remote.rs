@@ -81,7 +81,10 @@ impl Remote {
     }
 
     fn encode(request: &Request<'_>) -> Result<Vec<u8>> {
-        codec::encode(request).map_err(|e| Error::Protocol(e.to_string()))
+        // Most requests are a key and a small value: one allocation, no regrowth.
+        let mut frame = Vec::with_capacity(128);
+        codec::encode_into(request, &mut frame).map_err(|e| Error::Protocol(e.to_string()))?;
+        Ok(frame)
     }
 
     /// Sends `request` and hands main's reply to `parse`.

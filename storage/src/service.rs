@@ -71,6 +71,7 @@ impl StoreService {
                     // Encoded straight from the map: no copy of the value.
                     Op::Get(key) => data
                         .get_with(key, |v| {
+                            reply.reserve(v.len() + 16);
                             codec::encode_into(&Reply::Value(Some(Bytes::new(v))), reply)
                         })
                         .unwrap_or_else(|| codec::encode_into(&Reply::Value(None), reply)),

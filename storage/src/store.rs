@@ -257,10 +257,13 @@ impl Store {
             Backend::Local(data) => data
                 .get_with(key, |bytes| value::decode(key, bytes))
                 .transpose(),
-            Backend::Remote(_) => self
-                .get_raw(key)?
-                .map(|b| value::decode(key, &b))
-                .transpose(),
+            // Decoded straight from the reply frame: no copy of the bytes.
+            Backend::Remote(remote) => {
+                remote.request(&Request::Op(Op::Get(key)), |reply| match reply {
+                    Reply::Value(v) => v.map(|b| value::decode(key, b)).transpose(),
+                    other => Err(unexpected(&other)),
+                })
+            }
         }
     }
 
@@ -309,7 +312,8 @@ impl Store {
     /// `expected` (absent for `None`); returns whether it did.
     ///
     /// Values are compared as encoded bytes, so `expected` must be of the
-    /// type the value was written with.
+    /// type the value was written with. Like [`Store::set`], a swap leaves
+    /// the key without a time-to-live.
     pub fn compare_and_swap<V: Serialize + ?Sized>(
         &self,
         key: &str,

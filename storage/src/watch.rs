@@ -323,6 +323,11 @@ impl Watchers {
 
     fn add(&self, prefix: &str, target: Target) {
         let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        // Forget watchers in children that can no longer be reached (one
+        // registered by a child that left at that very moment, say).
+        list.retain(
+            |w| !matches!(&w.target, Target::Remote { gone, .. } if gone.load(Ordering::Acquire)),
+        );
         list.push(Watcher {
             prefix: prefix.into(),
             target,

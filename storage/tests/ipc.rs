@@ -323,3 +323,70 @@ fn a_watch_in_a_child_sees_every_change_of_main_in_order() {
     drop(main);
     h.assert_no_leftovers(WAIT);
 }
+
+/// The middle process of the next test: a main with one child, killed by the test.
+fn run_doomed_main() {
+    let h = Harness::for_test("a_child_gets_disconnected_when_main_is_killed");
+    let main = start_main();
+    let mut ready = main.store.watch("ready").unwrap();
+    // The grandchild reports into the pipe the harness reads.
+    let mut cmd = h.command("orphan", 0);
+    cmd.stdout(std::process::Stdio::inherit());
+    let _orphan = main
+        .node
+        .child("orphan", cmd)
+        .parent_death_signal(None)
+        .spawn()
+        .unwrap();
+    ready.recv_timeout(WAIT).unwrap();
+    yuki_testkit::report("ready", 1);
+    // Wait to be killed; the watch never sees another change.
+    let _ = ready.recv_timeout(WAIT);
+}
+
+fn run_orphan() {
+    let (_node, store) = child_store();
+    let mut watch = store.watch("never.").unwrap();
+    // Main tells the test as soon as it applied this, so main may be killed
+    // before its reply arrives: then the reply is Disconnected too.
+    let set = store.set("ready", &true);
+    assert!(
+        matches!(set, Ok(()) | Err(yuki_storage::Error::Disconnected(_))),
+        "{set:?}"
+    );
+    let ended = watch.recv_timeout(WAIT);
+    assert!(
+        matches!(ended, Err(yuki_storage::Error::Disconnected(_))),
+        "{ended:?}"
+    );
+    assert!(matches!(
+        store.get::<bool>("ready"),
+        Err(yuki_storage::Error::Disconnected(_))
+    ));
+    assert!(matches!(
+        store.set("k", &1),
+        Err(yuki_storage::Error::Disconnected(_))
+    ));
+    yuki_testkit::report("orphan", "disconnected");
+}
+
+#[test]
+fn a_child_gets_disconnected_when_main_is_killed() {
+    if run_child(|s| match s.name() {
+        "middle" => run_doomed_main(),
+        _ => run_orphan(),
+    }) {
+        return;
+    }
+    let mut h = Harness::new();
+    let middle = h.spawn("middle").unwrap();
+    assert_eq!(h.wait_report(middle, "ready").as_deref(), Some("1"));
+    h.kill(middle);
+    assert_eq!(
+        h.wait_report(middle, "orphan").as_deref(),
+        Some("disconnected"),
+        "the orphan did not see main go"
+    );
+    h.wait(middle);
+    h.assert_no_leftovers(WAIT);
+}

@@ -106,3 +106,13 @@ fn a_watch_ends_when_its_store_is_dropped() {
         Err(yuki_storage::Error::Disconnected(_))
     ));
 }
+
+#[test]
+fn stores_and_watches_cross_threads() {
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    fn sendable<T: Send + 'static>() {}
+    shareable::<Store>();
+    sendable::<yuki_storage::Watch>();
+    sendable::<yuki_storage::Batch>();
+    shareable::<yuki_storage::Error>();
+}

@@ -5,10 +5,10 @@
 use yuki_examples::report::Report;
 
 fn main() {
-    if yuki_examples::bench::ipc::child_main() || yuki_examples::bench::pubsub::child_main() {
-        return;
-    }
-    if yuki_examples::bench::store::child_main() {
+    if yuki_examples::bench::ipc::child_main()
+        || yuki_examples::bench::pubsub::child_main()
+        || yuki_examples::bench::store::child_main()
+    {
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
