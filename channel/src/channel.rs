@@ -26,6 +26,13 @@ use crate::passive::{Passive, ReceiveLoop};
 /// by handlers ([`on_receive`](Channel::on_receive) with a
 /// [`ReceiveLoop`]), one way at a time.
 ///
+/// The methods are crossbeam-channel's, and so are the errors where the
+/// meaning is the same: [`Error::Empty`], [`Error::Timeout`], a full channel
+/// on `try_send`. Where crossbeam says *disconnected* because every handle
+/// on one side was dropped, a yuki channel is [`Error::Closed`]: it is closed
+/// explicitly with [`close`](Channel::close), since every handle may both
+/// send and receive. [`Error::Disconnected`] means main is gone.
+///
 /// ```
 /// use std::time::Duration;
 /// use yuki_channel::{Channel, Error};
@@ -243,6 +250,19 @@ impl<T: Send + 'static> Channel<T> {
         }
     }
 
+    /// A blocking iterator over received items; it ends when
+    /// [`recv`](Channel::recv) fails (the channel is closed and drained, main
+    /// is gone, or a receive loop reads the channel).
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        std::iter::from_fn(move || self.recv().ok())
+    }
+
+    /// An iterator over the items there now; it ends when
+    /// [`try_recv`](Channel::try_recv) fails.
+    pub fn try_iter(&self) -> impl Iterator<Item = T> + '_ {
+        std::iter::from_fn(move || self.try_recv().ok())
+    }
+
     /// Whether `self` and `other` are handles to the same queue.
     pub fn same_channel(&self, other: &Channel<T>) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
@@ -267,6 +287,7 @@ impl<T: Send + 'static> Channel<T> {
             Fail::Empty => Error::Empty { channel },
             Fail::Closed => Error::Closed { channel },
             Fail::Timeout(d) => Error::Timeout(d),
+            Fail::TooLarge { size, max } => Error::FrameTooLarge { size, max },
             Fail::Full => Error::Full {
                 channel,
                 capacity: self.capacity().unwrap_or(0),

@@ -118,6 +118,10 @@ pub enum Error {
         channel: String,
     },
 
+    /// A receive loop could not start (no thread or runtime could be made).
+    #[error("cannot start the receive loop: {0}; the system is out of threads or memory")]
+    LoopStart(String),
+
     /// A channel of this name is already registered.
     #[error("a channel named {0:?} is already registered; register each name once")]
     ChannelExists(String),

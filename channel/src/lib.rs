@@ -4,11 +4,49 @@
 //! store and pub/sub topics as if they were one process. This crate is the
 //! bottom layer:
 //!
+//! - [`Channel<T>`]: a named FIFO queue that every handle may send to and
+//!   receive from, actively (`recv`, `recv_timeout`, `try_recv`,
+//!   `recv_async`) or passively (`on_receive` handlers run by a
+//!   [`ReceiveLoop`]). [`Channel::new`] and [`Channel::bounded`] make an
+//!   in-process queue (crossbeam-channel underneath, values moved as they
+//!   are); [`Channel::open`] opens one hosted by main and shared by every
+//!   process over a [`Transport`];
+//! - [`Registry`] with [`register`], [`lookup`] and [`names`]: channels found
+//!   by name;
 //! - [`Role`], [`role()`] and [`is_main_process()`]: which side this process is;
 //! - [`Transport`]: the seam over which frames travel between processes
 //!   (calls to services in main, pushes to a peer, peer events), and
 //!   [`InThreadTransport`], its in-process implementation;
-//! - [`codec`]: how typed values become frames (bincode 2).
+//! - [`codec`]: how typed values become frames (bincode 2);
+//! - [`Error`], the one error type, and [`SendError`] / [`TrySendError`],
+//!   which hand a value that was not sent back to its sender.
+//!
+//! ```
+//! use std::time::Duration;
+//! use yuki_channel::{Channel, Error};
+//!
+//! let orders = Channel::<String>::new("orders");
+//! let kitchen = orders.clone();
+//! let cook = std::thread::spawn(move || {
+//!     let mut cooked = Vec::new();
+//!     while let Ok(order) = kitchen.recv() {
+//!         cooked.push(order);
+//!     }
+//!     cooked
+//! });
+//! orders.send("soup".to_string()).unwrap();
+//! orders.send("bread".to_string()).unwrap();
+//! orders.close();
+//! assert_eq!(cook.join().unwrap(), ["soup", "bread"]);
+//!
+//! // Every failure says what happened, and a failed send returns the value.
+//! let late = orders.send("cake".to_string()).unwrap_err();
+//! assert!(late.is_closed());
+//! assert_eq!(late.into_inner(), "cake");
+//! assert!(matches!(orders.try_recv(), Err(Error::Closed { .. })));
+//! ```
+//!
+//! The transport seam carries frames between processes:
 //!
 //! ```
 //! use std::sync::Arc;
@@ -45,6 +83,7 @@ mod transport;
 
 pub use channel::Channel;
 pub use error::{Error, Result, SendError, TrySendError};
+pub use hosted::host_channels;
 pub use inthread::InThreadTransport;
 pub use passive::ReceiveLoop;
 pub use registry::{Registry, lookup, names, register};

@@ -42,6 +42,11 @@ pub(crate) enum Fail {
     Full,
     Closed,
     Timeout(Duration),
+    /// A hosted item too large to be pushed to a child.
+    TooLarge {
+        size: usize,
+        max: usize,
+    },
 }
 
 pub(crate) struct Local<T> {

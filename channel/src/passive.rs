@@ -187,14 +187,13 @@ impl ReceiveLoop {
                     .passive
                     .running
                     .store(false, Ordering::Release);
-                return Err(Error::Remote(format!(
-                    "cannot start the receive loop's runtime: {e}"
-                )));
+                return Err(Error::LoopStart(format!("no runtime: {e}")));
             }
         };
         let stop = Arc::new(Stop::default());
         let name = channel.name().to_owned();
         let s = stop.clone();
+        let keep = channel.clone();
         let thread = std::thread::Builder::new()
             .name(format!("yuki-recv-{name}"))
             .spawn(move || runtime.block_on(run(channel, s)));
@@ -204,9 +203,13 @@ impl ReceiveLoop {
                 stop,
                 thread: Some(thread),
             }),
-            Err(e) => Err(Error::Remote(format!(
-                "cannot start the receive loop's thread: {e}"
-            ))),
+            Err(e) => {
+                keep.shared()
+                    .passive
+                    .running
+                    .store(false, Ordering::Release);
+                Err(Error::LoopStart(format!("no thread: {e}")))
+            }
         }
     }
 

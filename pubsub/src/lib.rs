@@ -1,1 +1,54 @@
-//! placeholder
+//! Publish/subscribe topics across every process of a yuki application.
+//!
+//! Any process publishes on a topic (`chat.room1`) and any process
+//! subscribes to a pattern (`chat.*`, `chat.>`). Main keeps the table of
+//! which process subscribed to what and sends each message once to each
+//! process that wants it; the process fans it out to its subscriptions.
+//! [`PubSub`] is the same type in main, in a child and in one process alone.
+//!
+//! ```
+//! use yuki_pubsub::PubSub;
+//!
+//! # fn main() -> yuki_pubsub::Result<()> {
+//! let pubsub = PubSub::local(); // or PubSub::attach(transport)?
+//! let chat = pubsub.subscribe::<String>("chat.*")?;
+//! let reached = pubsub.publish("chat.room1", "hello")?;
+//! assert_eq!(reached, 1);
+//!
+//! let message = chat.recv()?;
+//! assert_eq!(message.topic(), "chat.room1");
+//! assert_eq!(message.value(), "hello");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - [`Pattern`]: topics and patterns (NATS-like: `*` is one segment, `>`
+//!   one or more trailing segments);
+//! - [`Subscription`]: the receiving end, bounded, with [`Error::Lagged`]
+//!   when it falls behind;
+//! - [`listener`]: sync and async callbacks, [`Listener`] guards.
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+
+mod error;
+mod inbox;
+pub mod listener;
+mod memo;
+mod pattern;
+mod pubsub;
+mod registry;
+mod router;
+mod subscription;
+mod table;
+mod wire;
+
+pub use error::{Error, Result};
+pub use inbox::DEFAULT_CAPACITY;
+pub use listener::Listener;
+pub use pattern::Pattern;
+pub use pubsub::PubSub;
+pub use subscription::{IntoIter, Iter, Message, Subscription};

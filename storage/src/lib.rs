@@ -1,1 +1,79 @@
-//! placeholder
+//! The key-value store of yuki: owned by the main process, reachable from
+//! every process with the same API.
+//!
+//! A [`Store`] maps non-empty string keys to values of any serde type, kept
+//! encoded. In main (or with [`Store::local`]) the data lives in a sharded
+//! concurrent map in this process; in a child, [`Store::attach`] turns every
+//! operation into one call to main over the transport, where it is applied
+//! atomically. A write returns only after main applied it.
+//!
+//! Beyond `set`/`get`/`delete` there are counters ([`Store::incr`]),
+//! compare-and-swap, time-to-live, atomic [`Batch`]es sent as one frame,
+//! change streams ([`Store::watch`]) and an async form of every operation.
+//!
+//! # Guarantees
+//!
+//! - Each operation is applied whole in main, under the lock of its key's
+//!   shard; a write returns after main applied it, so any process that reads
+//!   after it returned sees it. Operations on one key are linearizable; one
+//!   thread's operations apply in the order it made them.
+//! - A [`Batch`] is applied in order with the locks of every shard it
+//!   touches held together (taken in shard order, so batches cannot
+//!   deadlock); `get_all`, `keys`, `len` and `clear` hold every shard's lock
+//!   together. So a snapshot never shows a batch half applied, and is a real
+//!   instant of the store, not a walk over a changing map.
+//! - A [`Watch`] sees every change under its prefix made after `watch`
+//!   returned, in the order main applied them (changes to one key in their
+//!   exact order); expiry shows as a removal when main purges the key.
+//! - When main is gone, every call fails with [`Error::Disconnected`] and
+//!   every watch ends with it: nothing waits forever.
+//!
+//! # Limits
+//!
+//! Keys are UTF-8, at most [`MAX_KEY_LEN`] bytes, and never empty (an empty
+//! key is refused with [`Error::EmptyKey`] everywhere: it is almost always a
+//! name that was never filled in). Encoded values are at most
+//! [`MAX_VALUE_LEN`] bytes. Both are checked before anything is sent.
+//! Values are compared (compare-and-swap) and counted (`incr`, an `i64`) by
+//! their encoding, bincode 2 as in `yuki_channel::codec`.
+//!
+//! ```
+//! use yuki_channel::InThreadTransport;
+//! use yuki_storage::Store;
+//!
+//! let main = InThreadTransport::main();
+//! let store = Store::attach(main.clone()).unwrap();
+//! let child = Store::attach(main.connect("worker").unwrap()).unwrap();
+//!
+//! child.set("visits", &1i64).unwrap();
+//! assert_eq!(store.incr("visits", 2).unwrap(), 3);
+//! assert_eq!(child.get::<i64>("visits").unwrap(), Some(3));
+//! assert!(child.delete("visits").unwrap());
+//! assert_eq!(store.get_or("visits", 0i64).unwrap(), 0);
+//! ```
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+
+mod batch;
+mod clock;
+mod data;
+mod error;
+mod limits;
+mod protocol;
+mod remote;
+mod service;
+mod shards;
+mod store;
+mod value;
+mod watch;
+
+pub use batch::{Batch, Outcome};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, Result};
+pub use limits::{MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use store::{Config, Store};
+pub use watch::{Change, Watch};

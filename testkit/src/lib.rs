@@ -32,6 +32,7 @@
     unreachable_pub
 )]
 
+pub mod kv_model;
 mod procs;
 
 pub use procs::{

@@ -73,6 +73,7 @@ impl Host {
                     Reply::Opened {
                         capacity: q.capacity.map(|c| c as u64),
                         closed: st.closed,
+                        drained: st.closed && st.items.is_empty(),
                     }
                 }
             }
@@ -153,6 +154,14 @@ struct HostState {
     space_waiters: BTreeSet<PeerId>,
 }
 
+/// Bytes an item adds to a push frame beyond its own (its length prefix).
+const ITEM_OVERHEAD: usize = 10;
+
+/// Bytes a push frame of items needs beyond the items.
+pub(crate) fn push_overhead(name: &str) -> usize {
+    name.len() + 32
+}
+
 /// One hosted queue, held by main.
 pub(crate) struct HostQueue {
     name: String,
@@ -179,6 +188,13 @@ impl HostQueue {
 
     /// Appends an item; waits for room when `block`.
     pub(crate) fn send(&self, item: Vec<u8>, block: bool) -> Result<(), (Vec<u8>, Fail)> {
+        if let Some(t) = self.transport.upgrade() {
+            let max = t.max_frame();
+            if item.len() + ITEM_OVERHEAD + push_overhead(&self.name) > max {
+                let size = item.len() + ITEM_OVERHEAD + push_overhead(&self.name);
+                return Err((item, Fail::TooLarge { size, max }));
+            }
+        }
         let mut st = self.lock();
         loop {
             if st.closed {
@@ -270,8 +286,12 @@ impl HostQueue {
         }
     }
 
-    /// Room freed up: wake senders waiting in main and in children.
+    /// Items left the queue: tell children once a closed queue is empty,
+    /// and wake senders waiting for room in main and in children.
     fn taken(&self, st: &mut HostState) {
+        if st.closed && st.items.is_empty() {
+            self.broadcast(st, &Push::Drained { name: &self.name });
+        }
         if self.capacity.is_none() {
             return;
         }
@@ -299,15 +319,20 @@ impl HostQueue {
         self.readable.notify_all();
         self.writable.notify_all();
         self.notify.notify_waiters();
-        if let (Some(t), Ok(frame)) = (
-            self.transport.upgrade(),
-            codec::encode(&Push::Closed { name: &self.name }),
-        ) {
+        self.broadcast(&st, &Push::Closed { name: &self.name });
+        if st.items.is_empty() {
+            self.broadcast(&st, &Push::Drained { name: &self.name });
+        }
+        true
+    }
+
+    /// Pushes a notice to every child that opened the queue.
+    fn broadcast(&self, st: &HostState, push: &Push<'_>) {
+        if let (Some(t), Ok(frame)) = (self.transport.upgrade(), codec::encode(push)) {
             for peer in st.peers.keys() {
                 let _ = t.push(*peer, STREAM, &frame);
             }
         }
-        true
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -385,7 +410,20 @@ impl HostQueue {
             if credit == 0 || p.stalled {
                 continue;
             }
-            let n = credit.min(available);
+            // As many as fit in one frame (at least one: `send` refuses
+            // items that could never be pushed).
+            let budget = transport
+                .max_frame()
+                .saturating_sub(push_overhead(&self.name));
+            let mut n = 0;
+            let mut size = 0;
+            for item in st.items.iter().take(credit.min(available)) {
+                size += item.len() + ITEM_OVERHEAD;
+                if n > 0 && size > budget {
+                    break;
+                }
+                n += 1;
+            }
             let batch: Vec<Vec<u8>> = st.items.drain(..n).collect();
             frame.clear();
             let refs: Vec<&Bytes> = batch.iter().map(|b| Bytes::new(b)).collect();

@@ -46,6 +46,9 @@ pub(crate) struct Hosted<T> {
     encode: fn(&T) -> Result<Vec<u8>>,
     decode: fn(&[u8]) -> Result<T>,
     side: Side,
+    /// A handle keeps its transport alive (the queue parts hold it weakly,
+    /// since the transport holds them).
+    _transport: Arc<dyn Transport>,
 }
 
 enum Side {
@@ -59,6 +62,7 @@ fn fail_error(name: &str, capacity: Option<usize>, fail: Fail) -> Error {
         Fail::Empty => Error::Empty { channel },
         Fail::Closed => Error::Closed { channel },
         Fail::Timeout(d) => Error::Timeout(d),
+        Fail::TooLarge { size, max } => Error::FrameTooLarge { size, max },
         Fail::Full => Error::Full {
             channel,
             capacity: capacity.unwrap_or(0),
@@ -163,9 +167,10 @@ impl<T> Hosted<T> {
     }
 }
 
-/// One opened channel of this process: its typed core, for later opens.
+/// One opened channel of this process: its typed core (a `Weak<Shared<T>>`,
+/// so the transport does not keep its own handles alive), for later opens.
 struct Opened {
-    shared: Arc<dyn Any + Send + Sync>,
+    shared: Box<dyn Any + Send + Sync>,
     type_name: &'static str,
 }
 
@@ -242,7 +247,10 @@ fn on_push(remotes: &Mutex<HashMap<String, Arc<Remote>>>, frame: &[u8]) {
         }
     };
     let name = match &push {
-        Push::Items { name, .. } | Push::Closed { name } | Push::Space { name } => *name,
+        Push::Items { name, .. }
+        | Push::Closed { name }
+        | Push::Drained { name }
+        | Push::Space { name } => *name,
     };
     let Some(remote) = lock(remotes).get(name).cloned() else {
         tracing::debug!(
@@ -254,8 +262,30 @@ fn on_push(remotes: &Mutex<HashMap<String, Arc<Remote>>>, frame: &[u8]) {
     match push {
         Push::Items { items, .. } => remote.deliver(items.into_iter().map(|b| &b[..])),
         Push::Closed { .. } => remote.closed(),
+        Push::Drained { .. } => remote.drained(),
         Push::Space { .. } => remote.space(),
     }
+}
+
+/// Makes `transport` ready for hosted channels without opening one: in main
+/// it serves the service children call (so children may open channels before
+/// main opens any), in a child it installs the push handler. [`Channel::open`]
+/// does this on first use; calling it again does nothing.
+///
+/// ```
+/// use std::sync::Arc;
+/// use yuki_channel::{Channel, InThreadTransport, Transport};
+///
+/// let network = InThreadTransport::main();
+/// let main: Arc<dyn Transport> = network.clone();
+/// yuki_channel::host_channels(&main).unwrap();
+/// let child: Arc<dyn Transport> = network.connect("worker").unwrap();
+/// let ch = Channel::<u8>::open(&child, "early").unwrap();
+/// ch.send(1).unwrap();
+/// assert_eq!(Channel::<u8>::open(&main, "early").unwrap().recv().unwrap(), 1);
+/// ```
+pub fn host_channels(transport: &Arc<dyn Transport>) -> Result<()> {
+    Hosting::attach(transport).map(|_| ())
 }
 
 fn encode_fn<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -281,7 +311,20 @@ where
     /// [`Error::Disconnected`] when main is gone.
     ///
     /// Items are encoded with [`codec`] when they cross the seam; in main
-    /// they are held encoded too, since any process may receive them.
+    /// they are held encoded too, since any process may receive them. An
+    /// item too large to be pushed to a child is refused with
+    /// [`Error::FrameTooLarge`].
+    ///
+    /// Receiving in a child: from its first receive on, a child lets main
+    /// push up to 64 items ahead of its receivers (its credit window), so a
+    /// busy queue costs one frame per batch, not a round trip per item. Items
+    /// pushed ahead belong to that child: its receivers get them, even after
+    /// a `recv_timeout` gave up. When the child leaves, the items pushed to
+    /// it that it had not acknowledged (it acknowledges every 32 items and
+    /// whenever its buffer runs dry) go back to the head of main's queue for
+    /// the other receivers: across a child crash delivery is at least once,
+    /// never lost. When main leaves, receivers blocked in the child wake
+    /// with [`Error::Disconnected`].
     ///
     /// ```
     /// use std::sync::Arc;
@@ -325,24 +368,25 @@ where
         let hosting = Hosting::attach(transport)?;
         let mut opened = lock(&hosting.opened);
         if let Some(existing) = opened.get(name) {
-            let shared = existing
+            let weak = existing
                 .shared
-                .clone()
-                .downcast::<Shared<T>>()
-                .map_err(|_| Error::WrongType {
+                .downcast_ref::<Weak<Shared<T>>>()
+                .ok_or_else(|| Error::WrongType {
                     channel: name.to_owned(),
                     expected: std::any::type_name::<T>(),
                     actual: existing.type_name,
                 })?;
-            let channel = Channel::from_shared(shared);
-            if capacity.is_some() && channel.capacity() != capacity {
-                return Err(Error::CapacityMismatch {
-                    channel: name.to_owned(),
-                    requested: capacity,
-                    actual: channel.capacity(),
-                });
+            if let Some(shared) = weak.upgrade() {
+                let channel = Channel::from_shared(shared);
+                if capacity.is_some() && channel.capacity() != capacity {
+                    return Err(Error::CapacityMismatch {
+                        channel: name.to_owned(),
+                        requested: capacity,
+                        actual: channel.capacity(),
+                    });
+                }
+                return Ok(channel);
             }
-            return Ok(channel);
         }
         let side = match &hosting.host {
             Some(host) => {
@@ -362,6 +406,7 @@ where
             encode: encode_fn::<T>,
             decode: decode_fn::<T>,
             side,
+            _transport: transport.clone(),
         };
         let shared = Arc::new(Shared {
             name: name.to_owned(),
@@ -371,7 +416,7 @@ where
         opened.insert(
             name.to_owned(),
             Opened {
-                shared: shared.clone(),
+                shared: Box::new(Arc::downgrade(&shared)),
                 type_name: std::any::type_name::<T>(),
             },
         );
@@ -385,13 +430,29 @@ fn open_remote(
     name: &str,
     capacity: Option<usize>,
 ) -> Result<Arc<Remote>> {
+    // All handles were dropped: the remote part, with what main already
+    // pushed to it, lives on.
+    if let Some(remote) = lock(&hosting.remotes).get(name) {
+        if capacity.is_some() && remote.capacity() != capacity {
+            return Err(Error::CapacityMismatch {
+                channel: name.to_owned(),
+                requested: capacity,
+                actual: remote.capacity(),
+            });
+        }
+        return Ok(remote.clone());
+    }
     let request = Request::Open {
         name,
         capacity: capacity.map(|c| c as u64),
     };
     let reply = transport.call(SERVICE, &codec::encode(&request)?)?;
-    let (capacity, closed) = match codec::decode::<Reply>(&reply)? {
-        Reply::Opened { capacity, closed } => (capacity, closed),
+    let (capacity, state) = match codec::decode::<Reply>(&reply)? {
+        Reply::Opened {
+            capacity,
+            closed,
+            drained,
+        } => (capacity, (closed, drained)),
         Reply::CapacityMismatch { actual } => {
             return Err(Error::CapacityMismatch {
                 channel: name.to_owned(),
@@ -407,7 +468,7 @@ fn open_remote(
     };
     let capacity = capacity.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
     let weak: Weak<dyn Transport> = Arc::downgrade(transport);
-    let remote = Arc::new(Remote::new(name, capacity, closed, weak));
+    let remote = Arc::new(Remote::new(name, capacity, state, weak));
     lock(&hosting.remotes).insert(name.to_owned(), remote.clone());
     Ok(remote)
 }

@@ -42,12 +42,22 @@ pub(crate) enum Request<'a> {
 /// Main's answer to a [`Request`].
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) enum Reply {
-    Opened { capacity: Option<u64>, closed: bool },
-    CapacityMismatch { actual: Option<u64> },
+    Opened {
+        capacity: Option<u64>,
+        closed: bool,
+        drained: bool,
+    },
+    CapacityMismatch {
+        actual: Option<u64>,
+    },
     Done,
     Closed,
-    Full { capacity: u64 },
-    Closing { closed_now: bool },
+    Full {
+        capacity: u64,
+    },
+    Closing {
+        closed_now: bool,
+    },
     Len(u64),
     NoChannel,
 }
@@ -61,8 +71,11 @@ pub(crate) enum Push<'a> {
         #[serde(borrow)]
         items: Vec<&'a Bytes>,
     },
-    /// The channel was closed.
+    /// The channel was closed (sends fail from now on).
     Closed { name: &'a str },
+    /// The channel is closed and main holds no more items for it: once its
+    /// buffer is empty, a receiver fails with `Closed`.
+    Drained { name: &'a str },
     /// A full bounded channel has room again.
     Space { name: &'a str },
 }

@@ -29,6 +29,8 @@ struct RemoteState {
     /// Whether this process receives (has granted credit).
     receiving: bool,
     closed: bool,
+    /// Closed, and main holds no more items for this channel.
+    drained: bool,
     /// Why main is unreachable, once it is.
     gone: Option<String>,
     /// Bumped by each `Space` notice from main.
@@ -57,7 +59,7 @@ impl Remote {
     pub(crate) fn new(
         name: &str,
         capacity: Option<usize>,
-        closed: bool,
+        (closed, drained): (bool, bool),
         transport: Weak<dyn Transport>,
     ) -> Remote {
         Remote {
@@ -66,6 +68,7 @@ impl Remote {
             transport,
             state: Mutex::new(RemoteState {
                 closed,
+                drained,
                 ..RemoteState::default()
             }),
             readable: Condvar::new(),
@@ -178,7 +181,7 @@ impl Remote {
         if let Some(reason) = &st.gone {
             return Err(Error::disconnected(reason));
         }
-        if st.closed {
+        if st.drained {
             return Err(Error::Closed {
                 channel: self.name.clone(),
             });
@@ -308,6 +311,14 @@ impl Remote {
     pub(crate) fn closed(&self) {
         let mut st = self.lock();
         st.closed = true;
+        self.space.notify_all();
+    }
+
+    /// Main closed the channel and has no more items for it.
+    pub(crate) fn drained(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.drained = true;
         self.wake_all(&mut st);
     }
 

@@ -4,5 +4,8 @@
 //! shrinks the work so the whole run stays under a minute (CI runs it so the
 //! benchmark cannot rot).
 
+pub mod channel;
 pub mod ipc;
+pub mod store;
+pub mod pubsub;
 pub mod timing;

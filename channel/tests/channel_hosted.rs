@@ -1,0 +1,523 @@
+//! Channels hosted by main, used from main and from children over the
+//! in-thread transport: delivery, credit, close, disconnects.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use yuki_channel::{
+    Channel, Error, Extensions, InThreadTransport, PeerEventHandler, PeerId, PushHandler,
+    ReplyHandler, Role, Service, Transport,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+const SHORT: Duration = Duration::from_millis(30);
+
+struct Net {
+    main: Arc<InThreadTransport>,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            main: InThreadTransport::main(),
+        }
+    }
+    fn main(&self) -> Arc<dyn Transport> {
+        self.main.clone()
+    }
+    fn child(&self, name: &str) -> (Arc<InThreadTransport>, Arc<dyn Transport>) {
+        let c = self.main.connect(name).unwrap();
+        (c.clone(), c)
+    }
+}
+
+#[test]
+fn main_and_child_send_and_receive_both_ways() {
+    let net = Net::new();
+    let (_c, child) = net.child("c");
+    let m = Channel::<String>::open(&net.main(), "q").unwrap();
+    let c = Channel::<String>::open(&child, "q").unwrap();
+    assert_eq!(c.name(), "q");
+    assert!(format!("{c:?}").contains("hosted"));
+    c.send("up".into()).unwrap();
+    assert_eq!(m.recv_timeout(WAIT).unwrap(), "up");
+    m.send("down".into()).unwrap();
+    assert_eq!(c.recv_timeout(WAIT).unwrap(), "down");
+    c.send("self".into()).unwrap();
+    assert_eq!(c.recv_timeout(WAIT).unwrap(), "self");
+    assert_eq!(m.capacity(), None);
+    assert_eq!(c.capacity(), None);
+}
+
+#[test]
+fn child_try_recv_and_timeout() {
+    let net = Net::new();
+    let (_c, child) = net.child("c");
+    let m = Channel::<u32>::open(&net.main(), "q").unwrap();
+    let c = Channel::<u32>::open(&child, "q").unwrap();
+    assert!(matches!(c.try_recv(), Err(Error::Empty { .. })));
+    assert_eq!(c.recv_timeout(SHORT), Err(Error::Timeout(SHORT)));
+    assert!(matches!(m.try_recv(), Err(Error::Empty { .. })));
+    assert_eq!(m.recv_timeout(SHORT), Err(Error::Timeout(SHORT)));
+    m.send(1).unwrap();
+    // The child's earlier receives granted credit: the item is pushed ahead.
+    assert_eq!(c.try_recv(), Ok(1));
+    assert!(c.is_empty());
+}
+
+#[test]
+fn many_children_receive_each_item_once_in_order() {
+    let net = Net::new();
+    let m = Channel::<u64>::open(&net.main(), "work").unwrap();
+    let children: Vec<_> = (0..3).map(|i| net.child(&format!("c{i}"))).collect();
+    let receivers: Vec<_> = children
+        .iter()
+        .map(|(_, t)| {
+            let c = Channel::<u64>::open(t, "work").unwrap();
+            thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    match c.recv_timeout(WAIT) {
+                        Ok(v) => got.push(v),
+                        Err(Error::Closed { .. }) => return got,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let senders: Vec<_> = (0..2u64)
+        .map(|s| {
+            let (_, t) = net.child(&format!("s{s}"));
+            thread::spawn(move || {
+                let c = Channel::<u64>::open(&t, "work").unwrap();
+                for i in 0..2000 {
+                    c.send(s * 10_000 + i).unwrap();
+                }
+            })
+        })
+        .collect();
+    for i in 0..2000 {
+        m.send(20_000 + i).unwrap();
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    m.close();
+    let mut all = Vec::new();
+    for r in receivers {
+        let got = r.join().unwrap();
+        // Each sender's items arrive in the order sent.
+        for base in [0, 10_000, 20_000] {
+            let mine: Vec<_> = got
+                .iter()
+                .filter(|v| (base..base + 10_000).contains(*v))
+                .collect();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]));
+        }
+        all.extend(got);
+    }
+    all.sort_unstable();
+    let mut want: Vec<u64> = (0..2000)
+        .chain(10_000..12_000)
+        .chain(20_000..22_000)
+        .collect();
+    want.sort_unstable();
+    assert_eq!(all, want);
+}
+
+/// A transport that counts the pushes of the one it wraps.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn Transport>,
+    pushes: AtomicUsize,
+}
+
+impl Transport for Counting {
+    fn role(&self) -> Role {
+        self.inner.role()
+    }
+    fn peer_id(&self) -> PeerId {
+        self.inner.peer_id()
+    }
+    fn max_frame(&self) -> usize {
+        self.inner.max_frame()
+    }
+    fn call(&self, service: &str, request: &[u8]) -> yuki_channel::Result<Vec<u8>> {
+        self.inner.call(service, request)
+    }
+    fn call_with(&self, service: &str, request: &[u8], done: ReplyHandler) {
+        self.inner.call_with(service, request, done)
+    }
+    fn serve(&self, name: &str, service: Arc<dyn Service>) -> yuki_channel::Result<()> {
+        self.inner.serve(name, service)
+    }
+    fn push(&self, to: PeerId, stream: &str, frame: &[u8]) -> yuki_channel::Result<()> {
+        self.pushes.fetch_add(1, Ordering::SeqCst);
+        self.inner.push(to, stream, frame)
+    }
+    fn on_push(&self, stream: &str, handler: PushHandler) -> yuki_channel::Result<()> {
+        self.inner.on_push(stream, handler)
+    }
+    fn on_peer_event(&self, handler: PeerEventHandler) {
+        self.inner.on_peer_event(handler)
+    }
+    fn peers(&self) -> Vec<PeerId> {
+        self.inner.peers()
+    }
+    fn extensions(&self) -> &Extensions {
+        self.inner.extensions()
+    }
+}
+
+#[test]
+fn a_busy_queue_costs_one_frame_per_batch() {
+    let net = Net::new();
+    let counting = Arc::new(Counting {
+        inner: net.main(),
+        pushes: AtomicUsize::new(0),
+    });
+    let main: Arc<dyn Transport> = counting.clone();
+    let m = Channel::<u32>::open(&main, "batch").unwrap();
+    let (_c, child) = net.child("c");
+    let c = Channel::<u32>::open(&child, "batch").unwrap();
+    for i in 0..1000 {
+        m.send(i).unwrap();
+    }
+    assert_eq!(counting.pushes.load(Ordering::SeqCst), 0, "no credit yet");
+    for i in 0..1000 {
+        assert_eq!(c.recv_timeout(WAIT), Ok(i));
+    }
+    let frames = counting.pushes.load(Ordering::SeqCst);
+    // A window of 64, refilled every half window: about 32 items a frame.
+    assert!(frames <= 1000 / 16, "{frames} frames for 1000 items");
+}
+
+#[test]
+fn close_from_a_child_or_main_wakes_every_receiver() {
+    for closer in ["main", "child"] {
+        let net = Net::new();
+        let (_c, child) = net.child("c");
+        let m = Channel::<u32>::open(&net.main(), "close").unwrap();
+        let c = Channel::<u32>::open(&child, "close").unwrap();
+        let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+        let waiters: Vec<_> = [m.clone(), c.clone(), c.clone()]
+            .into_iter()
+            .map(|ch| {
+                let ready = ready_tx.clone();
+                thread::spawn(move || {
+                    ready.send(()).unwrap();
+                    ch.recv_timeout(WAIT)
+                })
+            })
+            .collect();
+        for _ in 0..3 {
+            ready_rx.recv_timeout(WAIT).unwrap();
+        }
+        let closed_now = if closer == "main" {
+            m.close()
+        } else {
+            c.close()
+        };
+        assert!(closed_now);
+        assert!(!m.close() && !c.close());
+        for w in waiters {
+            assert!(
+                matches!(w.join().unwrap(), Err(Error::Closed { .. })),
+                "{closer}"
+            );
+        }
+        assert!(m.is_closed() && c.is_closed());
+        let err = c.send(1).unwrap_err();
+        assert!(err.is_closed());
+        assert_eq!(err.into_inner(), 1);
+        assert!(m.send(2).unwrap_err().is_closed());
+    }
+}
+
+#[test]
+fn items_sent_before_close_are_still_received() {
+    let net = Net::new();
+    let (_c, child) = net.child("c");
+    let m = Channel::<u32>::open(&net.main(), "drain").unwrap();
+    let c = Channel::<u32>::open(&child, "drain").unwrap();
+    c.send(1).unwrap();
+    c.send(2).unwrap();
+    c.close();
+    assert_eq!(m.recv_timeout(WAIT), Ok(1));
+    assert_eq!(c.recv_timeout(WAIT), Ok(2));
+    assert!(matches!(c.recv_timeout(WAIT), Err(Error::Closed { .. })));
+    assert!(matches!(m.try_recv(), Err(Error::Closed { .. })));
+    // A child opening it later learns it is closed.
+    let (_d, late) = net.child("late");
+    let l = Channel::<u32>::open(&late, "drain").unwrap();
+    assert!(l.is_closed());
+    assert!(matches!(l.recv_timeout(WAIT), Err(Error::Closed { .. })));
+}
+
+#[test]
+fn main_leaving_wakes_child_receivers_with_disconnected() {
+    let net = Net::new();
+    let (_c, child) = net.child("c");
+    assert_eq!(
+        Channel::<u32>::open(&child, "gone").unwrap_err(),
+        Error::NoService("yuki.channel".into()),
+        "main serves nothing yet"
+    );
+    yuki_channel::host_channels(&net.main()).unwrap();
+    yuki_channel::host_channels(&net.main()).unwrap();
+    let c = Channel::<u32>::open(&child, "gone").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+    let sync_waiter = {
+        let c = c.clone();
+        let ready = ready_tx.clone();
+        thread::spawn(move || {
+            ready.send(()).unwrap();
+            c.recv()
+        })
+    };
+    let async_waiter = {
+        let c = c.clone();
+        rt.spawn(async move {
+            ready_tx.send(()).unwrap();
+            c.recv_async().await
+        })
+    };
+    ready_rx.recv_timeout(WAIT).unwrap();
+    ready_rx.recv_timeout(WAIT).unwrap();
+    net.main.disconnect("main exits");
+    assert!(matches!(
+        sync_waiter.join().unwrap(),
+        Err(Error::Disconnected(_))
+    ));
+    let r = rt
+        .block_on(async { tokio::time::timeout(WAIT, async_waiter).await })
+        .unwrap()
+        .unwrap();
+    assert!(matches!(r, Err(Error::Disconnected(_))));
+    let err = c.send(5).unwrap_err();
+    assert!(matches!(err.error(), Error::Disconnected(_)));
+    assert_eq!(err.into_inner(), 5);
+    assert!(matches!(c.try_recv(), Err(Error::Disconnected(_))));
+    assert!(matches!(c.recv_timeout(SHORT), Err(Error::Disconnected(_))));
+    assert_eq!(c.len(), 0, "only what this process holds");
+    assert!(c.is_empty());
+    assert!(!c.close(), "cannot reach main to close");
+    assert!(matches!(
+        Channel::<u32>::open(&child, "other"),
+        Err(Error::Disconnected(_))
+    ));
+}
+
+#[test]
+fn items_pushed_to_a_child_that_leaves_go_back_to_the_queue() {
+    let net = Net::new();
+    let m = Channel::<u32>::open(&net.main(), "requeue").unwrap();
+    let (leaver, lt) = net.child("leaver");
+    let l = Channel::<u32>::open(&lt, "requeue").unwrap();
+    for i in 0..10 {
+        m.send(i).unwrap();
+    }
+    // The child consumes everything it was pushed: all acknowledged.
+    for i in 0..10 {
+        assert_eq!(l.recv_timeout(WAIT), Ok(i));
+    }
+    // Pushed ahead (it has credit) but never consumed.
+    for i in 10..15 {
+        m.send(i).unwrap();
+    }
+    assert_eq!(m.len(), 0, "pushed to the child");
+    assert_eq!(l.len(), 5);
+    leaver.disconnect("crashed");
+    assert_eq!(m.len(), 5, "back in main");
+    let (_o, ot) = net.child("other");
+    let o = Channel::<u32>::open(&ot, "requeue").unwrap();
+    for i in 10..15 {
+        assert_eq!(o.recv_timeout(WAIT), Ok(i));
+    }
+}
+
+#[test]
+fn opening_again_shares_the_channel_and_checks_the_type() {
+    let net = Net::new();
+    let (_c, child) = net.child("c");
+    for t in [net.main(), child.clone()] {
+        let a = Channel::<u32>::open(&t, "one").unwrap();
+        let b = Channel::<u32>::open(&t, "one").unwrap();
+        assert!(a.same_channel(&b));
+        let err = Channel::<String>::open(&t, "one").unwrap_err();
+        assert!(matches!(err, Error::WrongType { .. }), "{err}");
+        assert!(err.to_string().contains("u32"));
+        // Another name on the same transport shares the one service.
+        Channel::<u8>::open(&t, "two").unwrap();
+    }
+}
+
+#[test]
+fn decoding_another_type_names_the_type() {
+    let net = Net::new();
+    let (_c, child) = net.child("c");
+    let m = Channel::<(u64, u64)>::open(&net.main(), "typed").unwrap();
+    let c = Channel::<String>::open(&child, "typed").unwrap();
+    c.send("not a pair".into()).unwrap();
+    let err = m.recv_timeout(WAIT).unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }));
+    assert!(err.to_string().contains("(u64, u64)"), "{err}");
+}
+
+#[test]
+fn hosted_bounded_channels() {
+    let net = Net::new();
+    let (_c, child) = net.child("c");
+    let m = Channel::<u32>::open_bounded(&net.main(), "b", 2).unwrap();
+    assert_eq!(m.capacity(), Some(2));
+    let c = Channel::<u32>::open_bounded(&child, "b", 2).unwrap();
+    assert_eq!(c.capacity(), Some(2));
+    let plain = Channel::<u32>::open(&child, "b").unwrap();
+    assert_eq!(plain.capacity(), Some(2));
+    assert!(matches!(
+        Channel::<u32>::open_bounded(&child, "b", 3),
+        Err(Error::CapacityMismatch { .. })
+    ));
+    let (_d, other) = net.child("d");
+    assert_eq!(
+        Channel::<u32>::open_bounded(&other, "b", 5).unwrap_err(),
+        Error::CapacityMismatch {
+            channel: "b".into(),
+            requested: Some(5),
+            actual: Some(2)
+        }
+    );
+    assert!(matches!(
+        Channel::<u32>::open_bounded(&net.main(), "b", 1),
+        Err(Error::CapacityMismatch { .. })
+    ));
+
+    c.send(1).unwrap();
+    m.try_send(2).unwrap();
+    let err = c.try_send(3).unwrap_err();
+    assert!(err.is_full());
+    assert_eq!(err.into_inner(), 3);
+    assert!(m.try_send(3).unwrap_err().is_full());
+    assert_eq!(c.len(), 2);
+
+    // A child's send into the full channel waits until main makes room.
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let sender = {
+        let c = c.clone();
+        thread::spawn(move || {
+            let r = c.send(3);
+            done_tx.send(()).unwrap();
+            r
+        })
+    };
+    assert!(done_rx.recv_timeout(SHORT).is_err(), "send must wait");
+    assert_eq!(m.recv_timeout(WAIT), Ok(1));
+    done_rx.recv_timeout(WAIT).unwrap();
+    sender.join().unwrap().unwrap();
+    assert_eq!(m.recv_timeout(WAIT), Ok(2));
+    assert_eq!(m.recv_timeout(WAIT), Ok(3));
+
+    // A blocked child sender wakes with its value when the channel closes.
+    m.send(4).unwrap();
+    m.send(5).unwrap();
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+    let sender = {
+        let c = c.clone();
+        thread::spawn(move || {
+            ready_tx.send(()).unwrap();
+            c.send(6)
+        })
+    };
+    ready_rx.recv_timeout(WAIT).unwrap();
+    assert!(done_rx.recv_timeout(SHORT).is_err());
+    m.close();
+    let err = sender.join().unwrap().unwrap_err();
+    assert!(err.is_closed());
+    assert_eq!(err.into_inner(), 6);
+}
+
+#[test]
+fn passive_and_async_receive_in_a_child() {
+    let net = Net::new();
+    let (_c, child) = net.child("c");
+    let m = Channel::<u32>::open(&net.main(), "p").unwrap();
+    let c = Channel::<u32>::open(&child, "p").unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    c.on_receive(|n| n % 2 == 1, move |n| tx.send(*n).unwrap());
+    let dispatcher = c.start_receive_loop().unwrap();
+    assert!(matches!(c.recv(), Err(Error::ReceiveLoopRunning { .. })));
+    for n in 0..10 {
+        m.send(n).unwrap();
+    }
+    let got: Vec<_> = (0..5).map(|_| rx.recv_timeout(WAIT).unwrap()).collect();
+    assert_eq!(got, vec![1, 3, 5, 7, 9]);
+    dispatcher.stop();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let c2 = c.clone();
+    let task = rt.spawn(async move { c2.recv_async().await });
+    m.send(42).unwrap();
+    let r = rt.block_on(async { tokio::time::timeout(WAIT, task).await });
+    assert_eq!(r.unwrap().unwrap(), Ok(42));
+}
+
+#[test]
+fn a_handle_keeps_its_transport_and_reopening_keeps_prefetched_items() {
+    let net = Net::new();
+    let m = Channel::<u32>::open(&net.main(), "keep").unwrap();
+    let c = {
+        let (_c, child) = net.child("c");
+        Channel::<u32>::open(&child, "keep").unwrap()
+    };
+    // Only the handle holds the child's transport now.
+    assert!(c.try_recv().is_err());
+    m.send(1).unwrap();
+    m.send(2).unwrap();
+    assert_eq!(c.recv_timeout(WAIT), Ok(1));
+    let (_d, other) = net.child("d");
+    let o = Channel::<u32>::open(&other, "keep").unwrap();
+    m.send(3).unwrap();
+    drop(o);
+    // Item 3 may have been pushed to the dropped handle's process: a new
+    // handle there still receives it.
+    let o = Channel::<u32>::open(&other, "keep").unwrap();
+    let mut rest = vec![c.recv_timeout(WAIT).unwrap()];
+    rest.extend(o.try_recv().ok());
+    rest.extend(c.try_recv().ok());
+    rest.sort_unstable();
+    assert_eq!(rest, vec![2, 3]);
+}
+
+#[test]
+fn large_items_travel_in_frames_that_fit() {
+    let network = InThreadTransport::with_max_frame(4096);
+    let main: Arc<dyn Transport> = network.clone();
+    let child: Arc<dyn Transport> = network.connect("c").unwrap();
+    let m = Channel::<Vec<u8>>::open(&main, "big").unwrap();
+    let c = Channel::<Vec<u8>>::open(&child, "big").unwrap();
+    // Too large to ever be pushed: refused with the value back.
+    let err = m.send(vec![0; 5000]).unwrap_err();
+    assert!(matches!(err.error(), Error::FrameTooLarge { .. }), "{err}");
+    assert_eq!(err.into_inner().len(), 5000);
+    let err = c.send(vec![0; 5000]).unwrap_err();
+    assert!(matches!(err.error(), Error::FrameTooLarge { .. }), "{err}");
+    // Many items that fit alone but not together.
+    for i in 0..20u8 {
+        m.send(vec![i; 1000]).unwrap();
+    }
+    for i in 0..20u8 {
+        assert_eq!(c.recv_timeout(WAIT).unwrap(), vec![i; 1000]);
+    }
+}

@@ -1,0 +1,288 @@
+//! In-process channels: every method and every error path.
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use yuki_channel::{Channel, Error, TrySendError};
+
+const WAIT: Duration = Duration::from_secs(10);
+const SHORT: Duration = Duration::from_millis(30);
+
+#[test]
+fn unbounded_is_fifo_and_counts() {
+    let ch = Channel::<u32>::new("fifo");
+    assert_eq!(ch.name(), "fifo");
+    assert_eq!(ch.capacity(), None);
+    assert!(ch.is_empty());
+    for i in 0..100 {
+        ch.send(i).unwrap();
+    }
+    assert_eq!(ch.len(), 100);
+    assert!(!ch.is_empty());
+    for i in 0..100 {
+        assert_eq!(ch.recv().unwrap(), i);
+    }
+    assert!(ch.is_empty());
+    assert!(!ch.is_closed());
+}
+
+#[test]
+fn clones_are_handles_to_one_queue() {
+    let a = Channel::<String>::new("shared");
+    let b = a.clone();
+    let other = Channel::<String>::new("shared");
+    assert!(a.same_channel(&b));
+    assert!(!a.same_channel(&other));
+    a.send("x".into()).unwrap();
+    assert_eq!(b.try_recv().unwrap(), "x");
+    assert!(format!("{a:?}").contains("shared"));
+}
+
+#[test]
+fn try_recv_on_empty_says_empty() {
+    let ch = Channel::<u8>::new("empty");
+    let err = ch.try_recv().unwrap_err();
+    assert_eq!(
+        err,
+        Error::Empty {
+            channel: "empty".into()
+        }
+    );
+    assert!(err.to_string().contains("\"empty\""));
+}
+
+#[test]
+fn recv_timeout_times_out_then_receives() {
+    let ch = Channel::<u8>::new("t");
+    assert_eq!(ch.recv_timeout(SHORT), Err(Error::Timeout(SHORT)));
+    ch.send(7).unwrap();
+    assert_eq!(ch.recv_timeout(SHORT), Ok(7));
+}
+
+#[test]
+fn bounded_try_send_on_full_hands_the_value_back() {
+    let ch = Channel::<String>::bounded("b", 2);
+    assert_eq!(ch.capacity(), Some(2));
+    ch.try_send("1".into()).unwrap();
+    ch.send("2".into()).unwrap();
+    let err = ch.try_send("3".into()).unwrap_err();
+    assert!(err.is_full());
+    assert!(!err.is_closed());
+    assert_eq!(
+        err.error(),
+        &Error::Full {
+            channel: "b".into(),
+            capacity: 2
+        }
+    );
+    assert!(err.to_string().contains("full"));
+    assert_eq!(err.into_inner(), "3");
+    assert_eq!(ch.len(), 2);
+    let e: Error = ch.try_send("4".into()).unwrap_err().into();
+    assert!(matches!(e, Error::Full { .. }));
+}
+
+#[test]
+fn capacity_zero_is_taken_as_one() {
+    let ch = Channel::<u8>::bounded("z", 0);
+    assert_eq!(ch.capacity(), Some(1));
+    ch.try_send(1).unwrap();
+    assert!(ch.try_send(2).unwrap_err().is_full());
+}
+
+#[test]
+fn bounded_send_waits_for_room() {
+    let ch = Channel::<u32>::bounded("wait", 1);
+    ch.send(1).unwrap();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let c = ch.clone();
+    let t = thread::spawn(move || {
+        c.send(2).unwrap();
+        done_tx.send(()).unwrap();
+    });
+    assert!(done_rx.recv_timeout(SHORT).is_err(), "send must wait");
+    assert_eq!(ch.recv_timeout(WAIT), Ok(1));
+    done_rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(ch.recv_timeout(WAIT), Ok(2));
+    t.join().unwrap();
+}
+
+#[test]
+fn close_refuses_sends_and_drains_then_fails() {
+    let ch = Channel::<String>::new("c");
+    ch.send("a".into()).unwrap();
+    ch.send("b".into()).unwrap();
+    assert!(ch.close());
+    assert!(!ch.close(), "second close does nothing");
+    assert!(ch.is_closed());
+
+    let err = ch.send("late".into()).unwrap_err();
+    assert!(err.is_closed());
+    assert_eq!(
+        err.error(),
+        &Error::Closed {
+            channel: "c".into()
+        }
+    );
+    assert!(err.to_string().contains("closed"));
+    assert!(format!("{err:?}").contains("Closed"));
+    assert_eq!(err.into_inner(), "late");
+    let err = ch.try_send("late".into()).unwrap_err();
+    assert!(err.is_closed() && !err.is_full());
+    let (v, e) = match err {
+        TrySendError::Failed(e) => e.into_parts(),
+        TrySendError::Full(..) => panic!("not full"),
+    };
+    assert_eq!(
+        (v.as_str(), e.clone()),
+        (
+            "late",
+            Error::Closed {
+                channel: "c".into()
+            }
+        )
+    );
+
+    assert_eq!(ch.len(), 2);
+    assert_eq!(ch.recv().unwrap(), "a");
+    assert_eq!(ch.try_recv().unwrap(), "b");
+    let closed = Error::Closed {
+        channel: "c".into(),
+    };
+    assert_eq!(ch.recv(), Err(closed.clone()));
+    assert_eq!(ch.try_recv(), Err(closed.clone()));
+    assert_eq!(ch.recv_timeout(SHORT), Err(closed));
+}
+
+#[test]
+fn close_wakes_blocked_receivers() {
+    let ch = Channel::<u8>::new("wake");
+    let barrier = Arc::new(Barrier::new(4));
+    let waiters: Vec<_> = (0..3)
+        .map(|i| {
+            let c = ch.clone();
+            let b = barrier.clone();
+            thread::spawn(move || {
+                b.wait();
+                if i == 0 {
+                    c.recv_timeout(WAIT)
+                } else {
+                    c.recv()
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    ch.close();
+    for w in waiters {
+        assert!(matches!(w.join().unwrap(), Err(Error::Closed { .. })));
+    }
+}
+
+#[test]
+fn close_wakes_a_sender_blocked_on_full_with_its_value() {
+    let ch = Channel::<String>::bounded("full", 1);
+    ch.send("first".into()).unwrap();
+    let (started_tx, started_rx) = crossbeam_channel::bounded(1);
+    let c = ch.clone();
+    let t = thread::spawn(move || {
+        started_tx.send(()).unwrap();
+        c.send("blocked".into())
+    });
+    started_rx.recv_timeout(WAIT).unwrap();
+    ch.close();
+    let err = t.join().unwrap().unwrap_err();
+    assert!(err.is_closed());
+    assert_eq!(err.into_inner(), "blocked");
+    assert_eq!(ch.recv().unwrap(), "first");
+    assert!(matches!(ch.recv(), Err(Error::Closed { .. })));
+}
+
+#[test]
+fn dropping_every_handle_frees_the_items() {
+    let token = Arc::new(());
+    let ch = Channel::<Arc<()>>::new("drop");
+    ch.send(token.clone()).unwrap();
+    let c2 = ch.clone();
+    drop(ch);
+    assert_eq!(Arc::strong_count(&token), 2);
+    drop(c2);
+    assert_eq!(Arc::strong_count(&token), 1);
+
+    let ch = Channel::<Arc<()>>::bounded("drop-closed", 4);
+    ch.send(token.clone()).unwrap();
+    ch.close();
+    drop(ch);
+    assert_eq!(Arc::strong_count(&token), 1);
+}
+
+#[test]
+fn many_senders_and_receivers_see_each_item_once() {
+    let ch = Channel::<u64>::bounded("mpmc", 8);
+    let senders: Vec<_> = (0..4u64)
+        .map(|s| {
+            let c = ch.clone();
+            thread::spawn(move || {
+                for i in 0..1000 {
+                    c.send(s * 1000 + i).unwrap();
+                }
+            })
+        })
+        .collect();
+    let receivers: Vec<_> = (0..3)
+        .map(|_| {
+            let c = ch.clone();
+            thread::spawn(move || {
+                let mut got = Vec::new();
+                while let Ok(v) = c.recv() {
+                    got.push(v);
+                }
+                got
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    ch.close();
+    let mut all: Vec<u64> = receivers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..4000).collect::<Vec<_>>());
+}
+
+#[test]
+fn iterators_stop_at_the_first_failure() {
+    let ch = Channel::<u32>::new("iter");
+    for i in 0..3 {
+        ch.send(i).unwrap();
+    }
+    assert_eq!(ch.try_iter().collect::<Vec<_>>(), vec![0, 1, 2]);
+    ch.send(3).unwrap();
+    ch.close();
+    assert_eq!(ch.iter().collect::<Vec<_>>(), vec![3]);
+}
+
+#[test]
+fn send_errors_convert() {
+    let ch = Channel::<u32>::bounded("conv", 1);
+    ch.close();
+    let err = ch.send(1).unwrap_err();
+    let try_err: TrySendError<u32> = err.clone().into();
+    assert!(try_err.is_closed());
+    assert_eq!(
+        try_err.error(),
+        &Error::Closed {
+            channel: "conv".into()
+        }
+    );
+    assert!(format!("{try_err:?}").contains("Failed"));
+    assert!(try_err.to_string().contains("closed"));
+    assert_eq!(try_err.into_inner(), 1);
+    assert!(std::error::Error::source(&err).is_some());
+    let e: Error = err.into();
+    assert!(matches!(e, Error::Closed { .. }));
+}

@@ -1,0 +1,118 @@
+//! The crate's error type.
+
+use std::time::Duration;
+
+/// Everything that can go wrong with topics, publishing and subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A topic given to `publish` is not a valid topic.
+    #[error(
+        "invalid topic {topic:?}: {reason}; a topic is dot-separated words such as \"chat.room1\", without `*`, `>` or spaces"
+    )]
+    InvalidTopic {
+        /// The topic as given.
+        topic: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A pattern given to `subscribe` or `on_message` is not a valid pattern.
+    #[error(
+        "invalid pattern {pattern:?}: {reason}; a pattern is a topic whose segments may be `*` (one segment) or, last, `>` (one or more segments)"
+    )]
+    InvalidPattern {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// The subscription fell behind: its buffer overflowed and this many of
+    /// the oldest messages were dropped (or main could not deliver them to
+    /// this process). The next receive returns the next message kept.
+    #[error(
+        "this subscription fell behind and lost {0} messages; receive faster or subscribe with a larger capacity"
+    )]
+    Lagged(u64),
+
+    /// A message could not be decoded as the subscription's type. The
+    /// subscription goes on with the next message.
+    #[error(
+        "a message on topic {topic:?} is not a {type_name}: {reason}; publish and subscribe with the same type"
+    )]
+    Decode {
+        /// The topic the message was published on.
+        topic: String,
+        /// The type the subscription expects.
+        type_name: &'static str,
+        /// What the decoder reported.
+        reason: String,
+    },
+
+    /// A message could not be encoded.
+    #[error("cannot encode a {type_name}: {reason}")]
+    Encode {
+        /// The type that was being encoded.
+        type_name: &'static str,
+        /// What the encoder reported.
+        reason: String,
+    },
+
+    /// `try_recv` found no message waiting.
+    #[error("no message is waiting; call recv to wait for one")]
+    Empty,
+
+    /// A wait for a message ran out of time.
+    #[error("no message arrived within {0:?}")]
+    Timeout(Duration),
+
+    /// Main is gone (seen in a child): nothing more will arrive, and nothing
+    /// can be published.
+    #[error("disconnected from main: {0}; restart this process or reconnect")]
+    Disconnected(String),
+
+    /// The subscription was closed by its [`Listener`](crate::Listener) guard.
+    #[error("this subscription was closed; subscribe again to receive more")]
+    Closed,
+
+    /// Main serves no pub/sub on this transport.
+    #[error(
+        "main serves no pub/sub; call PubSub::attach on main's transport before the children use it"
+    )]
+    NotAttached,
+
+    /// An async handler was registered outside a tokio runtime.
+    #[error(
+        "on_message_async needs a tokio runtime; call it from within one (for example inside #[tokio::main])"
+    )]
+    NoRuntime,
+
+    /// A handler thread could not be started.
+    #[error("cannot start a handler thread: {0}; the process is out of threads or memory")]
+    Spawn(String),
+
+    /// Main refused a request from this process.
+    #[error("main refused the request: {0}")]
+    Refused(String),
+
+    /// The transport failed.
+    #[error("transport failed: {0}")]
+    Transport(yuki_channel::Error),
+}
+
+impl From<yuki_channel::Error> for Error {
+    fn from(e: yuki_channel::Error) -> Error {
+        match e {
+            yuki_channel::Error::Disconnected(why) => Error::Disconnected(why),
+            yuki_channel::Error::NoService(_) => Error::NotAttached,
+            yuki_channel::Error::Encode { type_name, reason } => {
+                Error::Encode { type_name, reason }
+            }
+            other => Error::Transport(other),
+        }
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,225 @@
+//! Main's routing table: which child processes subscribed to which
+//! patterns, how many subscriptions each holds, and what main could not
+//! deliver to each.
+//!
+//! A message goes to each child at most once, however many of its
+//! subscriptions match; the child fans it out locally. A child that does not
+//! read its pushes (`PeerBacklogged`) loses the message: the loss is counted
+//! per pattern and sent ahead of the next message that reaches it, so its
+//! subscriptions learn it as `Lagged`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use yuki_channel::{PeerId, Transport, codec};
+
+use crate::memo::{Memo, Stamp};
+use crate::pattern::Pattern;
+use crate::table::PatternTable;
+use crate::wire::{Push, SERVICE};
+
+#[derive(Debug, Default)]
+pub(crate) struct Router {
+    routes: RwLock<Routes>,
+    losses: Mutex<HashMap<PeerId, HashMap<Pattern, u64>>>,
+    any_loss: AtomicBool,
+    stamp: Stamp,
+}
+
+/// Children reached by one topic, with how many subscriptions each.
+type Targets = Vec<(PeerId, u64)>;
+
+thread_local! {
+    /// The targets of the last topic routed on this thread.
+    static LAST: std::cell::Cell<Option<Memo<Targets>>> = const { std::cell::Cell::new(None) };
+}
+
+#[derive(Debug, Default)]
+struct Routes {
+    table: PatternTable<Route>,
+    by_peer: HashMap<PeerId, HashMap<Pattern, u64>>,
+}
+
+/// The children subscribed to one pattern, with their subscription counts.
+#[derive(Debug, Default)]
+struct Route {
+    pattern: Option<Pattern>,
+    peers: Vec<(PeerId, u64)>,
+}
+
+impl Router {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Routes> {
+        self.routes.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Routes> {
+        self.routes.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `peer` holds one more subscription on `pattern`.
+    pub(crate) fn add(&self, peer: PeerId, pattern: &Pattern) {
+        let mut routes = self.write();
+        let route = routes.table.entry(pattern);
+        route.pattern.get_or_insert_with(|| pattern.clone());
+        match route.peers.iter_mut().find(|(p, _)| *p == peer) {
+            Some((_, n)) => *n += 1,
+            None => route.peers.push((peer, 1)),
+        }
+        *routes
+            .by_peer
+            .entry(peer)
+            .or_default()
+            .entry(pattern.clone())
+            .or_default() += 1;
+        self.stamp.bump();
+    }
+
+    /// `peer` holds one subscription less on `pattern`.
+    pub(crate) fn remove(&self, peer: PeerId, pattern: &Pattern) {
+        let mut routes = self.write();
+        routes.table.update(pattern, |route| {
+            if let Some(at) = route.peers.iter().position(|(p, _)| *p == peer) {
+                route.peers[at].1 -= 1;
+                if route.peers[at].1 == 0 {
+                    route.peers.swap_remove(at);
+                }
+            }
+            route.peers.is_empty()
+        });
+        if let Some(patterns) = routes.by_peer.get_mut(&peer) {
+            if let Some(n) = patterns.get_mut(pattern) {
+                *n -= 1;
+                if *n == 0 {
+                    patterns.remove(pattern);
+                }
+            }
+            if patterns.is_empty() {
+                routes.by_peer.remove(&peer);
+            }
+        }
+        self.stamp.bump();
+    }
+
+    /// Forgets everything about `peer` (it left).
+    pub(crate) fn remove_peer(&self, peer: PeerId) {
+        let mut routes = self.write();
+        if let Some(patterns) = routes.by_peer.remove(&peer) {
+            for pattern in patterns.keys() {
+                routes.table.update(pattern, |route| {
+                    route.peers.retain(|(p, _)| *p != peer);
+                    route.peers.is_empty()
+                });
+            }
+        }
+        self.stamp.bump();
+        drop(routes);
+        self.lock_losses().remove(&peer);
+    }
+
+    /// The children `topic` goes to, each with how many of its
+    /// subscriptions it reaches there.
+    pub(crate) fn targets(&self, topic: &str, out: &mut Targets) {
+        out.clear();
+        let stamp = self.stamp.now();
+        let mut memo = LAST.take().unwrap_or_default();
+        if !memo.fits(stamp, topic) {
+            memo.reset(stamp, topic);
+            memo.value.clear();
+            self.read().table.for_each_match(topic, |route| {
+                for &(peer, n) in &route.peers {
+                    match memo.value.iter_mut().find(|(p, _)| *p == peer) {
+                        Some((_, total)) => *total += n,
+                        None => memo.value.push((peer, n)),
+                    }
+                }
+            });
+        }
+        out.extend_from_slice(&memo.value);
+        LAST.set(Some(memo));
+    }
+
+    fn lock_losses(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, HashMap<Pattern, u64>>> {
+        self.losses.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pushes `frame` (a message on `topic`) to `peer`; false if it was lost.
+    pub(crate) fn push(
+        &self,
+        transport: &dyn Transport,
+        peer: PeerId,
+        topic: &str,
+        frame: &[u8],
+    ) -> bool {
+        if self.any_loss.load(Ordering::Acquire) && !self.report_losses(transport, peer) {
+            self.record_loss(peer, topic);
+            return false;
+        }
+        match transport.push(peer, SERVICE, frame) {
+            Ok(()) => true,
+            Err(yuki_channel::Error::PeerBacklogged(_)) => {
+                self.record_loss(peer, topic);
+                false
+            }
+            Err(yuki_channel::Error::NoPeer(_)) => {
+                // It left; its leave event may still be on the way.
+                self.remove_peer(peer);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(%peer, topic, error = %e, "cannot deliver a message to a child");
+                self.record_loss(peer, topic);
+                false
+            }
+        }
+    }
+
+    /// Counts one message on `topic` lost for `peer`, under each of its
+    /// patterns that match.
+    fn record_loss(&self, peer: PeerId, topic: &str) {
+        let mut matched = Vec::new();
+        self.read().table.for_each_match(topic, |route| {
+            if route.peers.iter().any(|(p, _)| *p == peer) {
+                matched.extend(route.pattern.clone());
+            }
+        });
+        if matched.is_empty() {
+            return;
+        }
+        let mut losses = self.lock_losses();
+        let mine = losses.entry(peer).or_default();
+        for pattern in matched {
+            *mine.entry(pattern).or_default() += 1;
+        }
+        self.any_loss.store(true, Ordering::Release);
+    }
+
+    /// Sends `peer` what it lost so far; false if that could not be sent.
+    fn report_losses(&self, transport: &dyn Transport, peer: PeerId) -> bool {
+        let mut losses = self.lock_losses();
+        let Some(mine) = losses.remove(&peer) else {
+            return true;
+        };
+        if losses.is_empty() {
+            self.any_loss.store(false, Ordering::Release);
+        }
+        let mut unsent = HashMap::new();
+        for (pattern, count) in mine {
+            let sent = unsent.is_empty()
+                && codec::encode(&Push::Lost {
+                    pattern: pattern.as_str(),
+                    count,
+                })
+                .is_ok_and(|f| transport.push(peer, SERVICE, &f).is_ok());
+            if !sent {
+                unsent.insert(pattern, count);
+            }
+        }
+        if unsent.is_empty() {
+            return true;
+        }
+        losses.insert(peer, unsent);
+        self.any_loss.store(true, Ordering::Release);
+        false
+    }
+}

@@ -1,0 +1,269 @@
+//! Batches: many operations sent as one frame and applied atomically in main.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::limits::check_key;
+use crate::protocol::{Failure, Op, Reply};
+use crate::value;
+
+/// Operations to apply together, in order, with nothing else in between.
+///
+/// Build it, then run it with [`Store::batch`](crate::Store::batch): in a
+/// child the whole batch is one frame and one round trip. Main applies every
+/// operation in order while it holds the locks of every key the batch
+/// touches, so no other process ever sees it half applied. Each operation
+/// gets its own [`Outcome`]; an operation that fails (an `incr` of a text)
+/// fails alone, as in a Redis `MULTI`/`EXEC`. A key or value the batch
+/// refuses up front fails the whole batch before anything is sent.
+///
+/// ```
+/// use yuki_storage::{Batch, Outcome, Store};
+///
+/// let store = Store::local();
+/// let mut batch = Batch::new();
+/// batch.set("a", &1i64).incr("a", 2).get("a").delete("b");
+/// let out = store.batch(&batch).unwrap();
+/// assert_eq!(out[1], Outcome::Incremented(3));
+/// assert_eq!(out[2].value::<i64>().unwrap(), Some(3));
+/// assert_eq!(out[3], Outcome::Deleted(false));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    ops: Vec<OwnedOp>,
+    invalid: Option<(usize, Error)>,
+}
+
+#[derive(Debug, Clone)]
+enum OwnedOp {
+    Get(String),
+    Contains(String),
+    Set {
+        key: String,
+        value: Vec<u8>,
+        ttl_nanos: Option<u64>,
+    },
+    Delete(String),
+    Incr {
+        key: String,
+        by: i64,
+    },
+    Cas {
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    },
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// How many operations it holds.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    fn push(&mut self, key: &str, make: impl FnOnce() -> Result<OwnedOp>) -> &mut Batch {
+        if self.invalid.is_none() {
+            match check_key(key).and_then(|()| make()) {
+                Ok(op) => self.ops.push(op),
+                Err(e) => self.invalid = Some((self.ops.len(), e)),
+            }
+        } else {
+            // Keep positions meaningful in the error: count, do not store.
+            self.ops.push(OwnedOp::Get(String::new()));
+        }
+        self
+    }
+
+    /// Sets `key` to `value` (see [`Store::set`](crate::Store::set)).
+    pub fn set<V: Serialize + ?Sized>(&mut self, key: &str, value: &V) -> &mut Batch {
+        self.push(key, || {
+            Ok(OwnedOp::Set {
+                key: key.to_owned(),
+                value: value::encode(key, value)?,
+                ttl_nanos: None,
+            })
+        })
+    }
+
+    /// Sets `key` to `value` for `ttl` (see [`Store::set_with_ttl`](crate::Store::set_with_ttl)).
+    pub fn set_with_ttl<V: Serialize + ?Sized>(
+        &mut self,
+        key: &str,
+        value: &V,
+        ttl: Duration,
+    ) -> &mut Batch {
+        self.push(key, || {
+            Ok(OwnedOp::Set {
+                key: key.to_owned(),
+                value: value::encode(key, value)?,
+                ttl_nanos: Some(ttl_nanos(ttl)),
+            })
+        })
+    }
+
+    /// Reads `key`: [`Outcome::Got`].
+    pub fn get(&mut self, key: &str) -> &mut Batch {
+        self.push(key, || Ok(OwnedOp::Get(key.to_owned())))
+    }
+
+    /// Whether `key` exists: [`Outcome::Contains`].
+    pub fn contains(&mut self, key: &str) -> &mut Batch {
+        self.push(key, || Ok(OwnedOp::Contains(key.to_owned())))
+    }
+
+    /// Deletes `key`: [`Outcome::Deleted`].
+    pub fn delete(&mut self, key: &str) -> &mut Batch {
+        self.push(key, || Ok(OwnedOp::Delete(key.to_owned())))
+    }
+
+    /// Adds `by` to the counter `key`: [`Outcome::Incremented`].
+    pub fn incr(&mut self, key: &str, by: i64) -> &mut Batch {
+        self.push(key, || {
+            Ok(OwnedOp::Incr {
+                key: key.to_owned(),
+                by,
+            })
+        })
+    }
+
+    /// Compare-and-swap (see [`Store::compare_and_swap`](crate::Store::compare_and_swap)):
+    /// [`Outcome::Swapped`].
+    pub fn compare_and_swap<V: Serialize + ?Sized>(
+        &mut self,
+        key: &str,
+        expected: Option<&V>,
+        new: Option<&V>,
+    ) -> &mut Batch {
+        self.push(key, || {
+            Ok(OwnedOp::Cas {
+                key: key.to_owned(),
+                expected: expected.map(|v| value::encode(key, v)).transpose()?,
+                new: new.map(|v| value::encode(key, v)).transpose()?,
+            })
+        })
+    }
+
+    /// The operations as sent, or the first one refused.
+    pub(crate) fn ops(&self) -> Result<Vec<Op<'_>>> {
+        if let Some((index, e)) = &self.invalid {
+            return Err(Error::InvalidBatch {
+                index: *index,
+                source: Box::new(e.clone()),
+            });
+        }
+        Ok(self
+            .ops
+            .iter()
+            .map(|op| match op {
+                OwnedOp::Get(k) => Op::Get(k),
+                OwnedOp::Contains(k) => Op::Contains(k),
+                OwnedOp::Set {
+                    key,
+                    value,
+                    ttl_nanos,
+                } => Op::Set {
+                    key,
+                    value: Bytes::new(value),
+                    ttl_nanos: *ttl_nanos,
+                },
+                OwnedOp::Delete(k) => Op::Delete(k),
+                OwnedOp::Incr { key, by } => Op::Incr { key, by: *by },
+                OwnedOp::Cas { key, expected, new } => Op::Cas {
+                    key,
+                    expected: expected.as_deref().map(Bytes::new),
+                    new: new.as_deref().map(Bytes::new),
+                },
+            })
+            .collect())
+    }
+}
+
+pub(crate) fn ttl_nanos(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What one operation of a batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// A `set` was applied.
+    Set,
+    /// A `get`: the encoded value, `None` if the key did not exist.
+    Got {
+        /// The key read.
+        key: String,
+        /// Its encoded value.
+        value: Option<Vec<u8>>,
+    },
+    /// A `contains`: whether the key existed.
+    Contains(bool),
+    /// A `delete`: whether the key existed.
+    Deleted(bool),
+    /// An `incr`: the new value.
+    Incremented(i64),
+    /// A `compare_and_swap`: whether it swapped.
+    Swapped(bool),
+    /// The operation failed alone; the others were applied.
+    Failed(Error),
+}
+
+impl Outcome {
+    /// Decodes the value of a [`Outcome::Got`] as a `V`; a failed operation
+    /// gives its error and any other outcome `Ok(None)`.
+    pub fn value<V: DeserializeOwned>(&self) -> Result<Option<V>> {
+        match self {
+            Outcome::Got {
+                key,
+                value: Some(bytes),
+            } => value::decode(key, bytes).map(Some),
+            Outcome::Failed(e) => Err(e.clone()),
+            _ => Ok(None),
+        }
+    }
+
+    /// This outcome as main sends it.
+    pub(crate) fn to_reply(&self) -> Reply<'_> {
+        match self {
+            Outcome::Set => Reply::Done,
+            Outcome::Got { value, .. } => Reply::Value(value.as_deref().map(Bytes::new)),
+            Outcome::Contains(b) | Outcome::Deleted(b) | Outcome::Swapped(b) => Reply::Bool(*b),
+            Outcome::Incremented(n) => Reply::Int(*n),
+            Outcome::Failed(e) => Reply::Failed(Failure::from_error(e)),
+        }
+    }
+
+    /// Rebuilds the outcome of `op` from main's reply.
+    pub(crate) fn from_reply(op: &Op<'_>, reply: Reply<'_>) -> Result<Outcome> {
+        Ok(match (op, reply) {
+            (_, Reply::Failed(f)) => Outcome::Failed(f.into()),
+            (Op::Set { .. }, Reply::Done) => Outcome::Set,
+            (Op::Get(key), Reply::Value(v)) => Outcome::Got {
+                key: (*key).to_owned(),
+                value: v.map(|b| b.to_vec()),
+            },
+            (Op::Contains(_), Reply::Bool(b)) => Outcome::Contains(b),
+            (Op::Delete(_), Reply::Bool(b)) => Outcome::Deleted(b),
+            (Op::Cas { .. }, Reply::Bool(b)) => Outcome::Swapped(b),
+            (Op::Incr { .. }, Reply::Int(n)) => Outcome::Incremented(n),
+            (op, reply) => {
+                return Err(Error::Protocol(format!(
+                    "reply {reply:?} does not answer {op:?}"
+                )));
+            }
+        })
+    }
+}

@@ -1,0 +1,284 @@
+//! What main owns: the sharded map, the watchers and the expiry of keys.
+//!
+//! Every operation locks what it touches and applies itself whole before it
+//! unlocks: one key's shard for single-key operations, the touched shards in
+//! shard order for a batch, every shard (in order) for `get_all`, `keys`,
+//! `len` and `clear`. Taking locks in one global order means no two
+//! operations can wait on each other in a cycle.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+use yuki_channel::codec;
+
+use crate::batch::Outcome;
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::protocol::Op;
+use crate::shards::{Entry, NEVER, Now, Shard, Shards};
+use crate::watch::Watchers;
+
+pub(crate) struct Data {
+    shards: Shards,
+    clock: Arc<dyn Clock>,
+    pub(crate) watchers: Watchers,
+    purge_every: Duration,
+    purger_started: AtomicBool,
+    /// Dropping it stops the background purge.
+    purger_stop: Mutex<Option<Sender<()>>>,
+    me: Weak<Data>,
+}
+
+impl Data {
+    pub(crate) fn new(shards: usize, clock: Arc<dyn Clock>, purge_every: Duration) -> Arc<Data> {
+        Arc::new_cyclic(|me| Data {
+            shards: Shards::new(shards),
+            clock,
+            watchers: Watchers::default(),
+            purge_every,
+            purger_started: AtomicBool::new(false),
+            purger_stop: Mutex::new(None),
+            me: me.clone(),
+        })
+    }
+
+    fn now(&self) -> Now<'_> {
+        Now::new(&*self.clock)
+    }
+
+    /// Runs `f` on the live value of `key` under its shard's read lock.
+    #[inline]
+    pub(crate) fn get_with<R>(&self, key: &str, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let hash = self.shards.hash(key);
+        let shard = self.shards.read(self.shards.index(hash));
+        let mut now = self.now();
+        shard.find_live(hash, key, &mut now).map(|e| f(e.value()))
+    }
+
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.get_with(key, |_| ()).is_some()
+    }
+
+    /// Applies one operation under its shard's write lock.
+    #[inline]
+    pub(crate) fn apply_one(&self, op: &Op<'_>) -> Outcome {
+        let key = op.key();
+        let hash = self.shards.hash(key);
+        let mut shard = self.shards.write(self.shards.index(hash));
+        let mut now = self.now();
+        self.apply(&mut shard, hash, op, &mut now)
+    }
+
+    /// Applies `ops` in order with every shard they touch locked, so no
+    /// other operation sees the batch half applied.
+    pub(crate) fn apply_batch(&self, ops: &[Op<'_>]) -> Vec<Outcome> {
+        let placed: Vec<(u64, usize)> = ops
+            .iter()
+            .map(|op| {
+                let hash = self.shards.hash(op.key());
+                (hash, self.shards.index(hash))
+            })
+            .collect();
+        let mut wanted: Vec<usize> = placed.iter().map(|&(_, i)| i).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut guards: Vec<_> = wanted.iter().map(|&i| self.shards.write(i)).collect();
+        let mut now = self.now();
+        ops.iter()
+            .zip(&placed)
+            .map(|(op, &(hash, index))| {
+                let slot = wanted.binary_search(&index).unwrap_or_default();
+                self.apply(&mut guards[slot], hash, op, &mut now)
+            })
+            .collect()
+    }
+
+    fn apply(&self, shard: &mut Shard, hash: u64, op: &Op<'_>, now: &mut Now<'_>) -> Outcome {
+        match *op {
+            Op::Get(key) => Outcome::Got {
+                key: key.to_owned(),
+                value: shard.find_live(hash, key, now).map(|e| e.value().to_vec()),
+            },
+            Op::Contains(key) => Outcome::Contains(shard.find_live(hash, key, now).is_some()),
+            Op::Set {
+                key,
+                value,
+                ttl_nanos,
+            } => {
+                let expires = match ttl_nanos {
+                    None => NEVER,
+                    Some(ttl) => {
+                        self.start_purger();
+                        now.get().saturating_add(ttl).min(NEVER - 1)
+                    }
+                };
+                shard.put(hash, key, value, expires);
+                self.changed(key, Some(value));
+                Outcome::Set
+            }
+            Op::Delete(key) => match shard.remove(hash, key) {
+                Some(e) => {
+                    self.changed(key, None);
+                    Outcome::Deleted(e.live(now))
+                }
+                None => Outcome::Deleted(false),
+            },
+            Op::Incr { key, by } => {
+                let current = match shard.find_live(hash, key, now) {
+                    Some(e) => match codec::decode::<i64>(e.value()) {
+                        Ok(n) => Some(n),
+                        Err(_) => {
+                            return Outcome::Failed(Error::NotAnInteger {
+                                key: key.to_owned(),
+                            });
+                        }
+                    },
+                    None => None,
+                };
+                let Some(next) = current.unwrap_or(0).checked_add(by) else {
+                    return Outcome::Failed(Error::Overflow {
+                        key: key.to_owned(),
+                        by,
+                    });
+                };
+                let Ok(bytes) = codec::encode(&next) else {
+                    return Outcome::Failed(Error::NotAnInteger {
+                        key: key.to_owned(),
+                    });
+                };
+                if current.is_some() {
+                    // A counter keeps its time to live, as in Redis.
+                    shard.replace_value(hash, key, &bytes);
+                } else {
+                    shard.put(hash, key, &bytes, NEVER);
+                }
+                self.changed(key, Some(&bytes));
+                Outcome::Incremented(next)
+            }
+            Op::Cas { key, expected, new } => {
+                let current = shard.find_live(hash, key, now).map(Entry::value);
+                if current != expected.map(|b| &b[..]) {
+                    return Outcome::Swapped(false);
+                }
+                match new {
+                    Some(v) => {
+                        shard.put(hash, key, v, NEVER);
+                        self.changed(key, Some(v));
+                    }
+                    None => {
+                        if shard.remove(hash, key).is_some() {
+                            self.changed(key, None);
+                        }
+                    }
+                }
+                Outcome::Swapped(true)
+            }
+        }
+    }
+
+    #[inline]
+    fn changed(&self, key: &str, value: Option<&[u8]>) {
+        if self.watchers.any() {
+            self.watchers.notify(key, value);
+        }
+    }
+
+    /// Runs `f` on every live entry, all seen at one instant (every shard
+    /// read-locked together).
+    pub(crate) fn with_snapshot<R>(&self, f: impl FnOnce(Vec<(&str, &[u8])>) -> R) -> R {
+        let guards = self.shards.read_all();
+        let mut now = self.now();
+        let entries = guards
+            .iter()
+            .flat_map(|g| {
+                g.live(&mut now)
+                    .map(|e| (e.key(), e.value()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        f(entries)
+    }
+
+    /// Runs `f` on the live keys that start with `prefix`, seen at one instant.
+    pub(crate) fn with_keys<R>(&self, prefix: &str, f: impl FnOnce(Vec<&str>) -> R) -> R {
+        let guards = self.shards.read_all();
+        let mut now = self.now();
+        let keys = guards
+            .iter()
+            .flat_map(|g| {
+                g.live(&mut now)
+                    .map(Entry::key)
+                    .filter(|k| k.starts_with(prefix))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        f(keys)
+    }
+
+    /// How many live keys there are, at one instant.
+    pub(crate) fn len(&self) -> usize {
+        let guards = self.shards.read_all();
+        let mut now = self.now();
+        guards.iter().map(|g| g.live_len(&mut now)).sum()
+    }
+
+    /// Removes every key at one instant; returns how many were live.
+    pub(crate) fn clear(&self) -> usize {
+        let mut guards = self.shards.write_all();
+        let mut now = self.now();
+        guards
+            .iter_mut()
+            .map(|g| g.clear(&mut now, |k| self.changed(k, None)))
+            .sum()
+    }
+
+    /// Removes expired keys now, one shard at a time; returns how many.
+    pub(crate) fn purge_expired(&self) -> usize {
+        (0..self.shards.count())
+            .map(|i| {
+                let mut now = self.now();
+                self.shards
+                    .write(i)
+                    .purge(&mut now, |k| self.changed(k, None))
+            })
+            .sum()
+    }
+
+    /// Starts the background purge the first time a key gets a deadline.
+    fn start_purger(&self) {
+        if self.purger_started.load(Ordering::Relaxed)
+            || self.purger_started.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        *self.purger_stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
+        let me = self.me.clone();
+        let every = self.purge_every;
+        let spawned = std::thread::Builder::new()
+            .name("yuki-store-purge".into())
+            .spawn(move || {
+                loop {
+                    match stopped.recv_timeout(every) {
+                        Err(RecvTimeoutError::Timeout) => match me.upgrade() {
+                            Some(data) => {
+                                let n = data.purge_expired();
+                                if n > 0 {
+                                    tracing::trace!(n, "purged expired keys");
+                                }
+                            }
+                            None => return,
+                        },
+                        _ => return,
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // Reads still honour expiry; only the memory is reclaimed later.
+            tracing::warn!(error = %e, "cannot start the background purge of expired keys");
+            self.purger_started.store(false, Ordering::Release);
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The crate's error type.
+
+use std::time::Duration;
+
+/// Everything that can go wrong with a [`Store`](crate::Store).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Main is gone (or this endpoint was shut down): nothing was applied
+    /// after this point, and no call waits for an answer that cannot come.
+    #[error("disconnected from main: {0}; main is gone, so restart this process or reconnect")]
+    Disconnected(String),
+
+    /// The empty key is refused everywhere: it is almost always a missing name.
+    #[error("the key is empty; every key needs at least one byte")]
+    EmptyKey,
+
+    /// A key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN).
+    #[error("a key of {len} bytes exceeds the maximum of {max} bytes; use a shorter key")]
+    KeyTooLong {
+        /// The key's length in bytes.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+
+    /// An encoded value larger than [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN).
+    #[error(
+        "the value for key {key:?} is {len} bytes encoded, over the maximum of {max}; store smaller values or split them over several keys"
+    )]
+    ValueTooLarge {
+        /// The key it was meant for.
+        key: String,
+        /// Its encoded size.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+
+    /// A value could not be encoded.
+    #[error("cannot encode a {type_name} for key {key:?}: {reason}")]
+    Encode {
+        /// The key it was meant for.
+        key: String,
+        /// The Rust type that was being encoded.
+        type_name: &'static str,
+        /// What the encoder reported.
+        reason: String,
+    },
+
+    /// The stored value is not of the type asked for.
+    #[error(
+        "the value of key {key:?} cannot be read as a {type_name} ({reason}); read it with the type it was written with"
+    )]
+    WrongType {
+        /// The key whose value did not decode.
+        key: String,
+        /// The type that was expected.
+        type_name: &'static str,
+        /// What the decoder reported.
+        reason: String,
+    },
+
+    /// `incr` on a value that is not an `i64` counter.
+    #[error(
+        "the value of key {key:?} is not an i64 counter; incr works on values written as i64 or created by incr"
+    )]
+    NotAnInteger {
+        /// The key.
+        key: String,
+    },
+
+    /// `incr` would overflow an `i64`.
+    #[error("incrementing key {key:?} by {by} overflows an i64; the value is unchanged")]
+    Overflow {
+        /// The key.
+        key: String,
+        /// The increment.
+        by: i64,
+    },
+
+    /// A reply (usually a `get_all` or `keys`) would not fit in one frame.
+    #[error(
+        "the reply of {size} bytes exceeds the transport's maximum frame of {max} bytes; read fewer keys at once (list keys with a prefix, then get them)"
+    )]
+    ReplyTooLarge {
+        /// The reply's size.
+        size: usize,
+        /// The transport's maximum frame.
+        max: usize,
+    },
+
+    /// An operation of a batch was refused before the batch was sent.
+    #[error(
+        "operation {index} of the batch is invalid: {source}; nothing of the batch was applied"
+    )]
+    InvalidBatch {
+        /// The operation's position in the batch.
+        index: usize,
+        /// Why.
+        source: Box<Error>,
+    },
+
+    /// A watcher fell so far behind that its buffer filled; it was closed.
+    #[error(
+        "the watcher fell behind (its buffer of changes filled) and was closed; drain it faster or give it a larger buffer, then watch again and re-read the keys"
+    )]
+    WatchLagged,
+
+    /// A wait ran out of time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+
+    /// Main answered something this process cannot read.
+    #[error(
+        "main sent a reply this process cannot read ({0}); main and this process run different versions of yuki"
+    )]
+    Protocol(String),
+
+    /// The transport failed in another way.
+    #[error(transparent)]
+    Transport(yuki_channel::Error),
+}
+
+impl From<yuki_channel::Error> for Error {
+    fn from(e: yuki_channel::Error) -> Error {
+        match e {
+            yuki_channel::Error::Disconnected(why) => Error::Disconnected(why),
+            other => Error::Transport(other),
+        }
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,161 @@
+//! The frames a child and main exchange: requests, replies and pushed changes.
+//!
+//! Keys and values are borrowed on both sides (`&str`, `serde_bytes`), so
+//! main serves a request without copying it and a reply is decoded in place.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::Bytes;
+
+use crate::error::Error;
+
+/// The service main serves the store under.
+pub(crate) const SERVICE: &str = "yuki.store";
+
+/// The push stream that carries changes to watchers in children.
+pub(crate) const WATCH_STREAM: &str = "yuki.store.watch";
+
+/// One operation on one key: what a batch is made of.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Op<'a> {
+    Get(&'a str),
+    Contains(&'a str),
+    Set {
+        key: &'a str,
+        #[serde(borrow)]
+        value: &'a Bytes,
+        /// Time to live in nanoseconds; `None` keeps the key forever.
+        ttl_nanos: Option<u64>,
+    },
+    Delete(&'a str),
+    Incr {
+        key: &'a str,
+        by: i64,
+    },
+    Cas {
+        key: &'a str,
+        #[serde(borrow)]
+        expected: Option<&'a Bytes>,
+        #[serde(borrow)]
+        new: Option<&'a Bytes>,
+    },
+}
+
+impl<'a> Op<'a> {
+    pub(crate) fn key(&self) -> &'a str {
+        match self {
+            Op::Get(k) | Op::Contains(k) | Op::Delete(k) => k,
+            Op::Set { key, .. } | Op::Incr { key, .. } | Op::Cas { key, .. } => key,
+        }
+    }
+}
+
+/// A request to main's store service.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request<'a> {
+    #[serde(borrow)]
+    Op(Op<'a>),
+    #[serde(borrow)]
+    Batch(Vec<Op<'a>>),
+    GetAll,
+    Keys(&'a str),
+    Len,
+    Clear,
+    Purge,
+    Watch {
+        id: u64,
+        prefix: &'a str,
+    },
+    Unwatch {
+        id: u64,
+    },
+}
+
+/// Main's answer to one request (or to one operation of a batch).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply<'a> {
+    Done,
+    #[serde(borrow)]
+    Value(Option<&'a Bytes>),
+    Bool(bool),
+    Int(i64),
+    Count(u64),
+    #[serde(borrow)]
+    Entries(Vec<(&'a str, &'a Bytes)>),
+    Keys(Vec<&'a str>),
+    #[serde(borrow)]
+    Batch(Vec<Reply<'a>>),
+    Failed(Failure),
+}
+
+/// An error main reports inside a reply, rebuilt as an [`Error`] in the child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Failure {
+    NotAnInteger { key: String },
+    Overflow { key: String, by: i64 },
+    ReplyTooLarge { size: u64, max: u64 },
+    EmptyKey,
+    KeyTooLong { len: u64, max: u64 },
+    ValueTooLarge { key: String, len: u64, max: u64 },
+    Other(String),
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Error {
+        match f {
+            Failure::NotAnInteger { key } => Error::NotAnInteger { key },
+            Failure::Overflow { key, by } => Error::Overflow { key, by },
+            Failure::ReplyTooLarge { size, max } => Error::ReplyTooLarge {
+                size: size as usize,
+                max: max as usize,
+            },
+            Failure::EmptyKey => Error::EmptyKey,
+            Failure::KeyTooLong { len, max } => Error::KeyTooLong {
+                len: len as usize,
+                max: max as usize,
+            },
+            Failure::ValueTooLarge { key, len, max } => Error::ValueTooLarge {
+                key,
+                len: len as usize,
+                max: max as usize,
+            },
+            Failure::Other(why) => Error::Protocol(why),
+        }
+    }
+}
+
+impl Failure {
+    /// The failure to send for `e`, for the errors main itself detects.
+    pub(crate) fn from_error(e: &Error) -> Failure {
+        match e {
+            Error::NotAnInteger { key } => Failure::NotAnInteger { key: key.clone() },
+            Error::Overflow { key, by } => Failure::Overflow {
+                key: key.clone(),
+                by: *by,
+            },
+            Error::EmptyKey => Failure::EmptyKey,
+            Error::KeyTooLong { len, max } => Failure::KeyTooLong {
+                len: *len as u64,
+                max: *max as u64,
+            },
+            Error::ValueTooLarge { key, len, max } => Failure::ValueTooLarge {
+                key: key.clone(),
+                len: *len as u64,
+                max: *max as u64,
+            },
+            other => Failure::Other(other.to_string()),
+        }
+    }
+}
+
+/// A frame pushed to a child on [`WATCH_STREAM`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Pushed<'a> {
+    Change {
+        id: u64,
+        key: &'a str,
+        #[serde(borrow)]
+        value: Option<&'a Bytes>,
+    },
+    /// Main could not deliver a change to this watcher; it is closed.
+    Lagged { id: u64 },
+}

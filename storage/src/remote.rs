@@ -1,0 +1,180 @@
+//! A child's side of the wire: every operation is a call to main.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use yuki_channel::{PeerEvent, PeerId, Transport, codec};
+
+use crate::error::{Error, Result};
+use crate::protocol::{Pushed, Reply, Request, SERVICE, WATCH_STREAM};
+use crate::watch::{Change, Inbox, Watch};
+
+/// The child's end: the transport to main and the watches open here.
+pub(crate) struct Remote {
+    transport: Arc<dyn Transport>,
+    watches: Mutex<HashMap<u64, Arc<Inbox>>>,
+    next_watch: AtomicU64,
+    watch_capacity: usize,
+}
+
+impl Remote {
+    pub(crate) fn new(transport: Arc<dyn Transport>, watch_capacity: usize) -> Result<Arc<Remote>> {
+        let remote = Arc::new(Remote {
+            transport: transport.clone(),
+            watches: Mutex::default(),
+            next_watch: AtomicU64::new(1),
+            watch_capacity,
+        });
+        let weak = Arc::downgrade(&remote);
+        transport.on_push(
+            WATCH_STREAM,
+            Arc::new(move |frame: &[u8]| {
+                if let Some(remote) = weak.upgrade() {
+                    remote.pushed(frame);
+                }
+            }),
+        )?;
+        let weak: Weak<Remote> = Arc::downgrade(&remote);
+        transport.on_peer_event(Arc::new(move |event: &PeerEvent| {
+            if let PeerEvent::Left { peer, reason } = event {
+                if *peer == PeerId::MAIN {
+                    if let Some(remote) = weak.upgrade() {
+                        remote.main_left(reason);
+                    }
+                }
+            }
+        }));
+        Ok(remote)
+    }
+
+    fn watches(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Inbox>>> {
+        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A change (or the end of a watch) pushed by main.
+    fn pushed(&self, frame: &[u8]) {
+        match codec::decode_borrowed::<Pushed<'_>>(frame) {
+            Ok(Pushed::Change { id, key, value }) => {
+                let inbox = self.watches().get(&id).cloned();
+                if let Some(inbox) = inbox {
+                    inbox.deliver(Change {
+                        key: key.to_owned(),
+                        value: value.map(|v| v.to_vec()),
+                    });
+                }
+            }
+            Ok(Pushed::Lagged { id }) => {
+                if let Some(inbox) = self.watches().get(&id) {
+                    inbox.close(Error::WatchLagged);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "dropping a malformed change notification"),
+        }
+    }
+
+    fn main_left(&self, reason: &str) {
+        for (_, inbox) in self.watches().drain() {
+            inbox.close(Error::Disconnected(reason.to_owned()));
+        }
+    }
+
+    fn encode(request: &Request<'_>) -> Result<Vec<u8>> {
+        codec::encode(request).map_err(|e| Error::Protocol(e.to_string()))
+    }
+
+    /// Sends `request` and hands main's reply to `parse`.
+    pub(crate) fn request<R>(
+        &self,
+        request: &Request<'_>,
+        parse: impl FnOnce(Reply<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let frame = Remote::encode(request)?;
+        let reply = self.transport.call(SERVICE, &frame)?;
+        parse(decode_reply(&reply)?)
+    }
+
+    /// The async form of [`Remote::request`]: the request leaves at once.
+    pub(crate) fn request_async<R, P>(
+        &self,
+        request: &Request<'_>,
+        parse: P,
+    ) -> impl Future<Output = Result<R>> + Send + 'static + use<R, P>
+    where
+        R: 'static,
+        P: FnOnce(Reply<'_>) -> Result<R> + Send + 'static,
+    {
+        let sent = Remote::encode(request).map(|frame| self.transport.call_async(SERVICE, &frame));
+        async move {
+            let reply = sent?.await?;
+            parse(decode_reply(&reply)?)
+        }
+    }
+
+    /// Opens a watch: registered here first, so no pushed change is missed.
+    pub(crate) fn watch(self: &Arc<Self>, prefix: &str) -> Result<Watch> {
+        let (id, watch) = self.open_watch();
+        match self.request(&Request::Watch { id, prefix }, expect_done) {
+            Ok(()) => Ok(watch),
+            Err(e) => {
+                self.watches().remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// The async form of [`Remote::watch`].
+    pub(crate) async fn watch_async(self: &Arc<Self>, prefix: &str) -> Result<Watch> {
+        let (id, watch) = self.open_watch();
+        match self
+            .request_async(&Request::Watch { id, prefix }, expect_done)
+            .await
+        {
+            Ok(()) => Ok(watch),
+            Err(e) => {
+                self.watches().remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    fn open_watch(self: &Arc<Self>) -> (u64, Watch) {
+        let id = self.next_watch.fetch_add(1, Ordering::Relaxed);
+        let (inbox, rx) = Inbox::new(self.watch_capacity);
+        self.watches().insert(id, inbox.clone());
+        let weak = Arc::downgrade(self);
+        let cancel = Box::new(move || {
+            if let Some(remote) = weak.upgrade() {
+                remote.watches().remove(&id);
+                // Nobody waits for the answer; a gone main needs no unwatch.
+                if let Ok(frame) = Remote::encode(&Request::Unwatch { id }) {
+                    remote
+                        .transport
+                        .call_with(SERVICE, &frame, Box::new(|_| {}));
+                }
+            }
+        });
+        (id, Watch::new(inbox, rx, cancel))
+    }
+}
+
+/// Decodes main's reply; a failure main reports becomes its [`Error`].
+pub(crate) fn decode_reply(bytes: &[u8]) -> Result<Reply<'_>> {
+    match codec::decode_borrowed::<Reply<'_>>(bytes) {
+        Ok(Reply::Failed(f)) => Err(f.into()),
+        Ok(reply) => Ok(reply),
+        Err(e) => Err(Error::Protocol(e.to_string())),
+    }
+}
+
+pub(crate) fn expect_done(reply: Reply<'_>) -> Result<()> {
+    match reply {
+        Reply::Done => Ok(()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub(crate) fn unexpected(reply: &Reply<'_>) -> Error {
+    Error::Protocol(format!("unexpected reply {reply:?}"))
+}

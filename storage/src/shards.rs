@@ -1,0 +1,253 @@
+//! Main's data: a map split into shards, each behind its own lock.
+//!
+//! A key is hashed once; the hash picks the shard (from middle bits) and
+//! finds the entry in that shard's table (from the low bits and the top
+//! seven, which the table uses), so no lookup hashes twice.
+
+use std::hash::BuildHasher;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crossbeam_utils::CachePadded;
+use hashbrown::HashTable;
+
+use crate::clock::Clock;
+
+/// The deadline of an entry that never expires.
+pub(crate) const NEVER: u64 = u64::MAX;
+
+/// One key and its encoded value, in one allocation: a lookup that
+/// compares the key has the value's first bytes in cache already.
+pub(crate) struct Entry {
+    hash: u64,
+    key_len: usize,
+    /// The key's bytes, then the value's; exactly as long as both, never a
+    /// buffer kept from a transport.
+    bytes: Box<[u8]>,
+    /// Nanoseconds on main's clock, or [`NEVER`].
+    pub(crate) expires: u64,
+}
+
+impl Entry {
+    fn new(hash: u64, key: &str, value: &[u8], expires: u64) -> Entry {
+        let mut bytes = Vec::with_capacity(key.len() + value.len());
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.extend_from_slice(value);
+        Entry {
+            hash,
+            key_len: key.len(),
+            bytes: bytes.into_boxed_slice(),
+            expires,
+        }
+    }
+
+    #[inline]
+    fn is(&self, hash: u64, key: &str) -> bool {
+        self.hash == hash && &self.bytes[..self.key_len] == key.as_bytes()
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        // The bytes were a &str when stored; the fallback is unreachable.
+        std::str::from_utf8(&self.bytes[..self.key_len]).unwrap_or_default()
+    }
+
+    #[inline]
+    pub(crate) fn value(&self) -> &[u8] {
+        &self.bytes[self.key_len..]
+    }
+
+    /// Replaces the value, in place when the length is the same.
+    fn set_value(&mut self, key: &str, value: &[u8]) {
+        if self.bytes.len() - self.key_len == value.len() {
+            self.bytes[self.key_len..].copy_from_slice(value);
+        } else {
+            *self = Entry::new(self.hash, key, value, self.expires);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn live(&self, now: &mut Now<'_>) -> bool {
+        self.expires == NEVER || self.expires > now.get()
+    }
+}
+
+/// Reads main's clock at most once per operation, and only when an entry
+/// with a deadline is met.
+pub(crate) struct Now<'a> {
+    clock: &'a dyn Clock,
+    at: Option<u64>,
+}
+
+impl<'a> Now<'a> {
+    pub(crate) fn new(clock: &'a dyn Clock) -> Now<'a> {
+        Now { clock, at: None }
+    }
+
+    #[inline]
+    pub(crate) fn get(&mut self) -> u64 {
+        *self
+            .at
+            .get_or_insert_with(|| u64::try_from(self.clock.now().as_nanos()).unwrap_or(NEVER - 1))
+    }
+}
+
+/// One shard's table.
+#[derive(Default)]
+pub(crate) struct Shard {
+    table: HashTable<Entry>,
+    /// How many entries have a deadline: shards with none skip the clock.
+    with_ttl: usize,
+}
+
+impl Shard {
+    #[inline]
+    pub(crate) fn find(&self, hash: u64, key: &str) -> Option<&Entry> {
+        self.table.find(hash, |e| e.is(hash, key))
+    }
+
+    /// The entry if it exists and has not expired.
+    #[inline]
+    pub(crate) fn find_live(&self, hash: u64, key: &str, now: &mut Now<'_>) -> Option<&Entry> {
+        self.find(hash, key).filter(|e| e.live(now))
+    }
+
+    /// Sets `key` to a copy of `value`, reusing the old allocation when the
+    /// length is the same.
+    pub(crate) fn put(&mut self, hash: u64, key: &str, value: &[u8], expires: u64) {
+        match self.table.find_mut(hash, |e| e.is(hash, key)) {
+            Some(e) => {
+                e.set_value(key, value);
+                self.with_ttl =
+                    self.with_ttl + usize::from(expires != NEVER) - usize::from(e.expires != NEVER);
+                e.expires = expires;
+            }
+            None => {
+                self.with_ttl += usize::from(expires != NEVER);
+                self.table
+                    .insert_unique(hash, Entry::new(hash, key, value, expires), |e| e.hash);
+            }
+        }
+    }
+
+    /// Replaces the value of an existing entry, keeping its deadline.
+    pub(crate) fn replace_value(&mut self, hash: u64, key: &str, value: &[u8]) {
+        if let Some(e) = self.table.find_mut(hash, |e| e.is(hash, key)) {
+            e.set_value(key, value);
+        }
+    }
+
+    /// Removes `key`, returning its entry (live or expired).
+    pub(crate) fn remove(&mut self, hash: u64, key: &str) -> Option<Entry> {
+        let found = self.table.find_entry(hash, |e| e.is(hash, key)).ok()?;
+        let (e, _) = found.remove();
+        self.with_ttl -= usize::from(e.expires != NEVER);
+        Some(e)
+    }
+
+    /// The live entries.
+    pub(crate) fn live<'s>(&'s self, now: &mut Now<'_>) -> impl Iterator<Item = &'s Entry> + 's {
+        let now = if self.with_ttl == 0 { 0 } else { now.get() };
+        self.table
+            .iter()
+            .filter(move |e| e.expires == NEVER || e.expires > now)
+    }
+
+    /// How many live entries there are.
+    pub(crate) fn live_len(&self, now: &mut Now<'_>) -> usize {
+        if self.with_ttl == 0 {
+            self.table.len()
+        } else {
+            self.live(now).count()
+        }
+    }
+
+    /// Removes every expired entry, handing each key to `gone`.
+    pub(crate) fn purge(&mut self, now: &mut Now<'_>, mut gone: impl FnMut(&str)) -> usize {
+        if self.with_ttl == 0 {
+            return 0;
+        }
+        let now = now.get();
+        let mut removed = 0;
+        self.table.retain(|e| {
+            let keep = e.expires == NEVER || e.expires > now;
+            if !keep {
+                gone(e.key());
+                removed += 1;
+            }
+            keep
+        });
+        self.with_ttl -= removed;
+        removed
+    }
+
+    /// Removes everything, handing each live key to `gone`.
+    pub(crate) fn clear(&mut self, now: &mut Now<'_>, mut gone: impl FnMut(&str)) -> usize {
+        let mut removed = 0;
+        for e in self.live(now) {
+            gone(e.key());
+            removed += 1;
+        }
+        self.table.clear();
+        self.with_ttl = 0;
+        removed
+    }
+}
+
+/// The shards, and the hasher that places keys in them.
+pub(crate) struct Shards {
+    shards: Box<[CachePadded<RwLock<Shard>>]>,
+    hasher: foldhash::fast::RandomState,
+    mask: usize,
+}
+
+pub(crate) type ReadGuard<'a> = RwLockReadGuard<'a, Shard>;
+pub(crate) type WriteGuard<'a> = RwLockWriteGuard<'a, Shard>;
+
+impl Shards {
+    /// `count` is rounded up to a power of two.
+    pub(crate) fn new(count: usize) -> Shards {
+        let count = count.clamp(1, 1 << 12).next_power_of_two();
+        Shards {
+            shards: (0..count).map(|_| CachePadded::default()).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            mask: count - 1,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    #[inline]
+    pub(crate) fn index(&self, hash: u64) -> usize {
+        (hash >> 40) as usize & self.mask
+    }
+
+    #[inline]
+    pub(crate) fn read(&self, index: usize) -> ReadGuard<'_> {
+        // A panic while a lock was held cannot leave a table half changed
+        // (every change is one table call), so a poisoned lock is still good.
+        self.shards[index].read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[inline]
+    pub(crate) fn write(&self, index: usize) -> WriteGuard<'_> {
+        self.shards[index]
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every shard's read lock, taken in shard order.
+    pub(crate) fn read_all(&self) -> Vec<ReadGuard<'_>> {
+        (0..self.shards.len()).map(|i| self.read(i)).collect()
+    }
+
+    /// Every shard's write lock, taken in shard order.
+    pub(crate) fn write_all(&self) -> Vec<WriteGuard<'_>> {
+        (0..self.shards.len()).map(|i| self.write(i)).collect()
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.shards.len()
+    }
+}

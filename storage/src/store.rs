@@ -1,0 +1,741 @@
+//! [`Store`]: one API in main, in a child and in-thread.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_bytes::Bytes;
+use yuki_channel::{PeerEvent, Transport};
+
+use crate::batch::{Batch, Outcome, ttl_nanos};
+use crate::clock::{Clock, SystemClock};
+use crate::data::Data;
+use crate::error::{Error, Result};
+use crate::limits::{check_key, check_prefix};
+use crate::protocol::{Op, Reply, Request, SERVICE};
+use crate::remote::{Remote, unexpected};
+use crate::service::StoreService;
+use crate::value;
+use crate::watch::{Inbox, Watch};
+
+/// How a store is set up. Only main's settings matter for the data; a
+/// child uses only `watch_capacity`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    clock: Arc<dyn Clock>,
+    shards: usize,
+    purge_every: Duration,
+    watch_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            clock: Arc::new(SystemClock::default()),
+            shards: 64,
+            purge_every: Duration::from_secs(1),
+            watch_capacity: 65_536,
+        }
+    }
+}
+
+impl Config {
+    /// The clock that decides expiry (default: the system's monotonic clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Config {
+        self.clock = clock;
+        self
+    }
+
+    /// How many shards main's map has (rounded up to a power of two; default 64).
+    pub fn shards(mut self, shards: usize) -> Config {
+        self.shards = shards;
+        self
+    }
+
+    /// How often expired keys are purged in the background (default 1 s).
+    /// Reads never see an expired key, whatever this is.
+    pub fn purge_every(mut self, every: Duration) -> Config {
+        self.purge_every = every;
+        self
+    }
+
+    /// How many changes a [`Watch`] buffers before it is closed with
+    /// [`Error::WatchLagged`] (default 65 536).
+    pub fn watch_capacity(mut self, capacity: usize) -> Config {
+        self.watch_capacity = capacity.max(1);
+        self
+    }
+}
+
+/// A key-value store shared by main and every child.
+///
+/// Keys are non-empty UTF-8 strings of at most [`MAX_KEY_LEN`](crate::MAX_KEY_LEN)
+/// bytes; values are any serde type, kept encoded, at most
+/// [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN) bytes. Cloning is cheap: clones
+/// share the same data.
+///
+/// In main the data is a sharded map in this process and every operation
+/// works on it directly. In a child every operation is one call to main.
+/// Either way each operation is applied whole in main before it returns, so
+/// whatever any process reads after a write returned sees that write;
+/// operations on one key are linearizable, and one thread's operations
+/// apply in the order it made them.
+///
+/// `get_all`, `get_all_raw`, `keys`, `len` and `clear` see (or change) the
+/// whole store at one instant: main holds every shard's lock together for
+/// them, so none of them ever sees a batch half applied.
+///
+/// Every operation has an async form (`get_async`, ...): in a child it
+/// sends at once and awaits the reply without blocking a thread.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    watch_capacity: usize,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Local(Arc<Data>),
+    Remote(Arc<Remote>),
+}
+
+/// The store attached to a transport, kept in its extensions.
+struct Attached(Store);
+
+impl Store {
+    /// A store for this process alone (nothing is served).
+    pub fn local() -> Store {
+        Store::local_with(Config::default())
+    }
+
+    /// [`Store::local`] with settings.
+    pub fn local_with(config: Config) -> Store {
+        Store {
+            backend: Backend::Local(Data::new(config.shards, config.clock, config.purge_every)),
+            watch_capacity: config.watch_capacity,
+        }
+    }
+
+    /// The store of the application `transport` belongs to.
+    ///
+    /// In main it creates the data and serves it to every child; in a child
+    /// it connects to main's. Attaching again to the same transport returns
+    /// the same store.
+    pub fn attach(transport: Arc<dyn Transport>) -> Result<Store> {
+        Store::attach_with(transport, Config::default())
+    }
+
+    /// [`Store::attach`] with settings (ignored when already attached).
+    pub fn attach_with(transport: Arc<dyn Transport>, config: Config) -> Result<Store> {
+        let ext = transport.extensions();
+        let attached = ext.get_or_try_init::<Attached, Error>(|| {
+            if transport.role().is_main() {
+                let data = Data::new(config.shards, config.clock, config.purge_every);
+                data.watchers.set_pusher(Arc::downgrade(&transport));
+                let service = StoreService {
+                    data: data.clone(),
+                    max_frame: transport.max_frame(),
+                };
+                transport.serve(SERVICE, Arc::new(service))?;
+                let weak = Arc::downgrade(&data);
+                transport.on_peer_event(Arc::new(move |event: &PeerEvent| {
+                    if let (PeerEvent::Left { peer, .. }, Some(data)) = (event, weak.upgrade()) {
+                        data.watchers.remove_peer(*peer);
+                    }
+                }));
+                Ok(Attached(Store {
+                    backend: Backend::Local(data),
+                    watch_capacity: config.watch_capacity,
+                }))
+            } else {
+                let remote = Remote::new(transport.clone(), config.watch_capacity)?;
+                Ok(Attached(Store {
+                    backend: Backend::Remote(remote),
+                    watch_capacity: config.watch_capacity,
+                }))
+            }
+        })?;
+        Ok(attached.0.clone())
+    }
+
+    /// Whether this process holds the data (main, or a local store).
+    pub fn is_owner(&self) -> bool {
+        matches!(self.backend, Backend::Local(_))
+    }
+
+    fn run_op(&self, op: Op<'_>) -> Result<Outcome> {
+        match &self.backend {
+            Backend::Local(data) => Ok(data.apply_one(&op)),
+            Backend::Remote(remote) => remote.request(&Request::Op(op.clone()), |reply| {
+                Outcome::from_reply(&op, reply)
+            }),
+        }
+    }
+
+    async fn run_op_async(&self, op: Op<'_>) -> Result<Outcome> {
+        match &self.backend {
+            Backend::Local(data) => Ok(data.apply_one(&op)),
+            Backend::Remote(remote) => {
+                let owned = OwnedOpShape::of(&op);
+                remote
+                    .request_async(&Request::Op(op), move |reply| owned.outcome(reply))
+                    .await
+            }
+        }
+    }
+
+    fn run<R>(
+        &self,
+        request: Request<'_>,
+        local: impl FnOnce(&Data) -> Result<R>,
+        parse: impl FnOnce(Reply<'_>) -> Result<R>,
+    ) -> Result<R> {
+        match &self.backend {
+            Backend::Local(data) => local(data),
+            Backend::Remote(remote) => remote.request(&request, parse),
+        }
+    }
+
+    async fn run_async<R: 'static>(
+        &self,
+        request: Request<'_>,
+        local: impl FnOnce(&Data) -> Result<R>,
+        parse: impl FnOnce(Reply<'_>) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        match &self.backend {
+            Backend::Local(data) => local(data),
+            Backend::Remote(remote) => remote.request_async(&request, parse).await,
+        }
+    }
+
+    /// Sets `key` to `value` (and removes any time-to-live it had).
+    ///
+    /// ```
+    /// let store = yuki_storage::Store::local();
+    /// store.set("greeting", "hello").unwrap();
+    /// assert_eq!(store.get::<String>("greeting").unwrap().as_deref(), Some("hello"));
+    /// ```
+    pub fn set<V: Serialize + ?Sized>(&self, key: &str, value: &V) -> Result<()> {
+        check_key(key)?;
+        value::with_encoded(key, value, |bytes| {
+            expect_set(self.run_op(Op::Set {
+                key,
+                value: Bytes::new(bytes),
+                ttl_nanos: None,
+            })?)
+        })
+    }
+
+    /// Sets `key` to `value` for `ttl`; after that every read treats it as
+    /// absent, and main purges it in the background.
+    pub fn set_with_ttl<V: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &V,
+        ttl: Duration,
+    ) -> Result<()> {
+        check_key(key)?;
+        value::with_encoded(key, value, |bytes| {
+            expect_set(self.run_op(Op::Set {
+                key,
+                value: Bytes::new(bytes),
+                ttl_nanos: Some(ttl_nanos(ttl)),
+            })?)
+        })
+    }
+
+    /// The value of `key` as a `V`, `None` if it does not exist.
+    ///
+    /// A value of another type is [`Error::WrongType`], naming the key.
+    #[inline]
+    pub fn get<V: DeserializeOwned>(&self, key: &str) -> Result<Option<V>> {
+        check_key(key)?;
+        match &self.backend {
+            Backend::Local(data) => data
+                .get_with(key, |bytes| value::decode(key, bytes))
+                .transpose(),
+            Backend::Remote(_) => self
+                .get_raw(key)?
+                .map(|b| value::decode(key, &b))
+                .transpose(),
+        }
+    }
+
+    /// The value of `key`, or `default` if it does not exist.
+    pub fn get_or<V: DeserializeOwned>(&self, key: &str, default: V) -> Result<V> {
+        Ok(self.get(key)?.unwrap_or(default))
+    }
+
+    /// The encoded value of `key`, undecoded.
+    pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        self.run(
+            Request::Op(Op::Get(key)),
+            |data| Ok(data.get_with(key, <[u8]>::to_vec)),
+            parse_value,
+        )
+    }
+
+    /// Whether `key` exists.
+    pub fn contains(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        self.run(
+            Request::Op(Op::Contains(key)),
+            |data| Ok(data.contains(key)),
+            parse_bool,
+        )
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        expect_bool(self.run_op(Op::Delete(key))?)
+    }
+
+    /// Adds `by` to the `i64` counter `key` (a missing key counts as 0) and
+    /// returns the new value. The key keeps its time-to-live.
+    ///
+    /// A value that is not an `i64` is [`Error::NotAnInteger`]; overflow is
+    /// [`Error::Overflow`]; in both cases nothing changes.
+    pub fn incr(&self, key: &str, by: i64) -> Result<i64> {
+        check_key(key)?;
+        expect_int(self.run_op(Op::Incr { key, by })?)
+    }
+
+    /// Sets `key` to `new` (deletes it for `None`) if its value is now
+    /// `expected` (absent for `None`); returns whether it did.
+    ///
+    /// Values are compared as encoded bytes, so `expected` must be of the
+    /// type the value was written with.
+    pub fn compare_and_swap<V: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        expected: Option<&V>,
+        new: Option<&V>,
+    ) -> Result<bool> {
+        check_key(key)?;
+        let expected = expected.map(|v| value::encode(key, v)).transpose()?;
+        let new = new.map(|v| value::encode(key, v)).transpose()?;
+        expect_bool(self.run_op(Op::Cas {
+            key,
+            expected: expected.as_deref().map(Bytes::new),
+            new: new.as_deref().map(Bytes::new),
+        })?)
+    }
+
+    /// Runs `batch` atomically in main; one [`Outcome`] per operation, in order.
+    pub fn batch(&self, batch: &Batch) -> Result<Vec<Outcome>> {
+        let ops = batch.ops()?;
+        self.run(
+            Request::Batch(ops.clone()),
+            |data| Ok(data.apply_batch(&ops)),
+            |reply| parse_batch(&ops, reply),
+        )
+    }
+
+    /// A copy of every entry, decoded as `V`, seen at one instant.
+    ///
+    /// A value of another type is [`Error::WrongType`] naming the first such
+    /// key in key order; use [`Store::get_all_raw`] for mixed types.
+    pub fn get_all<V: DeserializeOwned>(&self) -> Result<BTreeMap<String, V>> {
+        decode_all(self.get_all_raw()?)
+    }
+
+    /// A copy of every entry, undecoded, seen at one instant.
+    pub fn get_all_raw(&self) -> Result<BTreeMap<String, Vec<u8>>> {
+        self.run(Request::GetAll, |data| Ok(snapshot(data)), parse_entries)
+    }
+
+    /// The keys that start with `prefix` (`""` for all), sorted, at one instant.
+    pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        check_prefix(prefix)?;
+        self.run(
+            Request::Keys(prefix),
+            |data| Ok(keys(data, prefix)),
+            parse_keys,
+        )
+    }
+
+    /// How many keys there are.
+    pub fn len(&self) -> Result<usize> {
+        self.run(Request::Len, |data| Ok(data.len()), parse_count)
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Removes every key at one instant; returns how many there were.
+    pub fn clear(&self) -> Result<usize> {
+        self.run(Request::Clear, |data| Ok(data.clear()), parse_count)
+    }
+
+    /// Purges expired keys now rather than at the next background pass;
+    /// returns how many. Reads never see expired keys either way.
+    pub fn purge_expired(&self) -> Result<usize> {
+        self.run(Request::Purge, |data| Ok(data.purge_expired()), parse_count)
+    }
+
+    /// Watches the keys that start with `prefix` (`""` for all): every change
+    /// main applies after this returns, in main's order, delivered in this
+    /// process.
+    ///
+    /// ```
+    /// let store = yuki_storage::Store::local();
+    /// let mut watch = store.watch("user.").unwrap();
+    /// store.set("user.1", "ann").unwrap();
+    /// store.delete("user.1").unwrap();
+    /// assert_eq!(watch.recv().unwrap().decode::<String>().unwrap().as_deref(), Some("ann"));
+    /// assert!(watch.recv().unwrap().is_removal());
+    /// ```
+    pub fn watch(&self, prefix: &str) -> Result<Watch> {
+        check_prefix(prefix)?;
+        match &self.backend {
+            Backend::Local(data) => Ok(watch_local(data, prefix, self.watch_capacity)),
+            Backend::Remote(remote) => remote.watch(prefix),
+        }
+    }
+
+    // ---- async forms ----
+
+    /// The async form of [`Store::set`].
+    pub async fn set_async<V: Serialize + ?Sized>(&self, key: &str, value: &V) -> Result<()> {
+        check_key(key)?;
+        let bytes = value::encode(key, value)?;
+        expect_set(
+            self.run_op_async(Op::Set {
+                key,
+                value: Bytes::new(&bytes),
+                ttl_nanos: None,
+            })
+            .await?,
+        )
+    }
+
+    /// The async form of [`Store::set_with_ttl`].
+    pub async fn set_with_ttl_async<V: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &V,
+        ttl: Duration,
+    ) -> Result<()> {
+        check_key(key)?;
+        let bytes = value::encode(key, value)?;
+        expect_set(
+            self.run_op_async(Op::Set {
+                key,
+                value: Bytes::new(&bytes),
+                ttl_nanos: Some(ttl_nanos(ttl)),
+            })
+            .await?,
+        )
+    }
+
+    /// The async form of [`Store::get`].
+    pub async fn get_async<V: DeserializeOwned>(&self, key: &str) -> Result<Option<V>> {
+        self.get_raw_async(key)
+            .await?
+            .map(|b| value::decode(key, &b))
+            .transpose()
+    }
+
+    /// The async form of [`Store::get_or`].
+    pub async fn get_or_async<V: DeserializeOwned>(&self, key: &str, default: V) -> Result<V> {
+        Ok(self.get_async(key).await?.unwrap_or(default))
+    }
+
+    /// The async form of [`Store::get_raw`].
+    pub async fn get_raw_async(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        check_key(key)?;
+        self.run_async(
+            Request::Op(Op::Get(key)),
+            |data| Ok(data.get_with(key, <[u8]>::to_vec)),
+            parse_value,
+        )
+        .await
+    }
+
+    /// The async form of [`Store::contains`].
+    pub async fn contains_async(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        self.run_async(
+            Request::Op(Op::Contains(key)),
+            |data| Ok(data.contains(key)),
+            parse_bool,
+        )
+        .await
+    }
+
+    /// The async form of [`Store::delete`].
+    pub async fn delete_async(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        expect_bool(self.run_op_async(Op::Delete(key)).await?)
+    }
+
+    /// The async form of [`Store::incr`].
+    pub async fn incr_async(&self, key: &str, by: i64) -> Result<i64> {
+        check_key(key)?;
+        expect_int(self.run_op_async(Op::Incr { key, by }).await?)
+    }
+
+    /// The async form of [`Store::compare_and_swap`].
+    pub async fn compare_and_swap_async<V: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        expected: Option<&V>,
+        new: Option<&V>,
+    ) -> Result<bool> {
+        check_key(key)?;
+        let expected = expected.map(|v| value::encode(key, v)).transpose()?;
+        let new = new.map(|v| value::encode(key, v)).transpose()?;
+        expect_bool(
+            self.run_op_async(Op::Cas {
+                key,
+                expected: expected.as_deref().map(Bytes::new),
+                new: new.as_deref().map(Bytes::new),
+            })
+            .await?,
+        )
+    }
+
+    /// The async form of [`Store::batch`].
+    pub async fn batch_async(&self, batch: &Batch) -> Result<Vec<Outcome>> {
+        let ops = batch.ops()?;
+        let shapes: Vec<OwnedOpShape> = ops.iter().map(OwnedOpShape::of).collect();
+        self.run_async(
+            Request::Batch(ops.clone()),
+            |data| Ok(data.apply_batch(&ops)),
+            move |reply| match reply {
+                Reply::Batch(replies) if replies.len() == shapes.len() => shapes
+                    .iter()
+                    .zip(replies)
+                    .map(|(s, r)| s.outcome(r))
+                    .collect(),
+                other => Err(unexpected(&other)),
+            },
+        )
+        .await
+    }
+
+    /// The async form of [`Store::get_all`].
+    pub async fn get_all_async<V: DeserializeOwned>(&self) -> Result<BTreeMap<String, V>> {
+        decode_all(self.get_all_raw_async().await?)
+    }
+
+    /// The async form of [`Store::get_all_raw`].
+    pub async fn get_all_raw_async(&self) -> Result<BTreeMap<String, Vec<u8>>> {
+        self.run_async(Request::GetAll, |data| Ok(snapshot(data)), parse_entries)
+            .await
+    }
+
+    /// The async form of [`Store::keys`].
+    pub async fn keys_async(&self, prefix: &str) -> Result<Vec<String>> {
+        check_prefix(prefix)?;
+        self.run_async(
+            Request::Keys(prefix),
+            |data| Ok(keys(data, prefix)),
+            parse_keys,
+        )
+        .await
+    }
+
+    /// The async form of [`Store::len`].
+    pub async fn len_async(&self) -> Result<usize> {
+        self.run_async(Request::Len, |data| Ok(data.len()), parse_count)
+            .await
+    }
+
+    /// The async form of [`Store::clear`].
+    pub async fn clear_async(&self) -> Result<usize> {
+        self.run_async(Request::Clear, |data| Ok(data.clear()), parse_count)
+            .await
+    }
+
+    /// The async form of [`Store::purge_expired`].
+    pub async fn purge_expired_async(&self) -> Result<usize> {
+        self.run_async(Request::Purge, |data| Ok(data.purge_expired()), parse_count)
+            .await
+    }
+
+    /// The async form of [`Store::watch`].
+    pub async fn watch_async(&self, prefix: &str) -> Result<Watch> {
+        check_prefix(prefix)?;
+        match &self.backend {
+            Backend::Local(data) => Ok(watch_local(data, prefix, self.watch_capacity)),
+            Backend::Remote(remote) => remote.watch_async(prefix).await,
+        }
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.backend {
+            Backend::Local(_) => "owner",
+            Backend::Remote(_) => "remote",
+        };
+        f.debug_struct("Store").field("kind", &kind).finish()
+    }
+}
+
+fn watch_local(data: &Arc<Data>, prefix: &str, capacity: usize) -> Watch {
+    let (inbox, rx) = Inbox::new(capacity);
+    let id = data.watchers.add_local(prefix, inbox.clone());
+    let weak = Arc::downgrade(data);
+    let cancel = Box::new(move || {
+        if let Some(data) = weak.upgrade() {
+            data.watchers.remove_local(id);
+        }
+    });
+    Watch::new(inbox, rx, cancel)
+}
+
+fn snapshot(data: &Data) -> BTreeMap<String, Vec<u8>> {
+    data.with_snapshot(|entries| {
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_vec()))
+            .collect()
+    })
+}
+
+fn keys(data: &Data, prefix: &str) -> Vec<String> {
+    let mut keys = data.with_keys(prefix, |keys| {
+        keys.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    });
+    keys.sort_unstable();
+    keys
+}
+
+fn decode_all<V: DeserializeOwned>(raw: BTreeMap<String, Vec<u8>>) -> Result<BTreeMap<String, V>> {
+    raw.into_iter()
+        .map(|(k, v)| {
+            let decoded = value::decode(&k, &v)?;
+            Ok((k, decoded))
+        })
+        .collect()
+}
+
+fn expect_set(outcome: Outcome) -> Result<()> {
+    match outcome {
+        Outcome::Set => Ok(()),
+        Outcome::Failed(e) => Err(e),
+        other => Err(Error::Protocol(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+fn expect_bool(outcome: Outcome) -> Result<bool> {
+    match outcome {
+        Outcome::Deleted(b) | Outcome::Swapped(b) | Outcome::Contains(b) => Ok(b),
+        Outcome::Failed(e) => Err(e),
+        other => Err(Error::Protocol(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+fn expect_int(outcome: Outcome) -> Result<i64> {
+    match outcome {
+        Outcome::Incremented(n) => Ok(n),
+        Outcome::Failed(e) => Err(e),
+        other => Err(Error::Protocol(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+fn parse_value(reply: Reply<'_>) -> Result<Option<Vec<u8>>> {
+    match reply {
+        Reply::Value(v) => Ok(v.map(|b| b.to_vec())),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn parse_bool(reply: Reply<'_>) -> Result<bool> {
+    match reply {
+        Reply::Bool(b) => Ok(b),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn parse_count(reply: Reply<'_>) -> Result<usize> {
+    match reply {
+        Reply::Count(n) => usize::try_from(n).map_err(|e| Error::Protocol(e.to_string())),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn parse_keys(reply: Reply<'_>) -> Result<Vec<String>> {
+    match reply {
+        Reply::Keys(keys) => {
+            let mut keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
+            keys.sort_unstable();
+            Ok(keys)
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn parse_entries(reply: Reply<'_>) -> Result<BTreeMap<String, Vec<u8>>> {
+    match reply {
+        Reply::Entries(entries) => Ok(entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_vec()))
+            .collect()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn parse_batch(ops: &[Op<'_>], reply: Reply<'_>) -> Result<Vec<Outcome>> {
+    match reply {
+        Reply::Batch(replies) if replies.len() == ops.len() => ops
+            .iter()
+            .zip(replies)
+            .map(|(op, r)| Outcome::from_reply(op, r))
+            .collect(),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// What an async caller needs of an operation to read its reply later,
+/// without borrowing the request.
+enum OwnedOpShape {
+    Get(String),
+    Contains,
+    Set,
+    Delete,
+    Incr,
+    Cas,
+}
+
+impl OwnedOpShape {
+    fn of(op: &Op<'_>) -> OwnedOpShape {
+        match op {
+            Op::Get(k) => OwnedOpShape::Get((*k).to_owned()),
+            Op::Contains(_) => OwnedOpShape::Contains,
+            Op::Set { .. } => OwnedOpShape::Set,
+            Op::Delete(_) => OwnedOpShape::Delete,
+            Op::Incr { .. } => OwnedOpShape::Incr,
+            Op::Cas { .. } => OwnedOpShape::Cas,
+        }
+    }
+
+    fn outcome(&self, reply: Reply<'_>) -> Result<Outcome> {
+        let op = match self {
+            OwnedOpShape::Get(k) => Op::Get(k),
+            OwnedOpShape::Contains => Op::Contains(""),
+            OwnedOpShape::Set => Op::Set {
+                key: "",
+                value: Bytes::new(&[]),
+                ttl_nanos: None,
+            },
+            OwnedOpShape::Delete => Op::Delete(""),
+            OwnedOpShape::Incr => Op::Incr { key: "", by: 0 },
+            OwnedOpShape::Cas => Op::Cas {
+                key: "",
+                expected: None,
+                new: None,
+            },
+        };
+        Outcome::from_reply(&op, reply)
+    }
+}

@@ -1,0 +1,82 @@
+//! Typed values to and from the bytes the store keeps.
+
+use std::cell::RefCell;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use yuki_channel::codec;
+
+use crate::error::{Error, Result};
+use crate::limits::check_value;
+
+thread_local! {
+    /// Reused for encoding, so a `set` allocates only what the map keeps.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Decodes the value of `key`; a wrong type names the key and the type.
+///
+/// The borrowing decoder is used even for owned types: it hands strings and
+/// byte strings over as slices, copied once, where the owning one zero-fills
+/// a buffer first (half the cost of a typical `get`).
+#[inline]
+pub(crate) fn decode<V: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<V> {
+    codec::decode_borrowed::<V>(bytes).map_err(|e| wrong_type::<V>(key, e))
+}
+
+pub(crate) fn wrong_type<V>(key: &str, e: yuki_channel::Error) -> Error {
+    let reason = match e {
+        yuki_channel::Error::Decode { reason, .. } => reason,
+        other => other.to_string(),
+    };
+    Error::WrongType {
+        key: key.to_owned(),
+        type_name: std::any::type_name::<V>(),
+        reason,
+    }
+}
+
+/// Encodes `value` (checked against the size limit) and hands the bytes to `f`.
+#[inline]
+pub(crate) fn with_encoded<V, R>(
+    key: &str,
+    value: &V,
+    f: impl FnOnce(&[u8]) -> Result<R>,
+) -> Result<R>
+where
+    V: Serialize + ?Sized,
+{
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let r = encode_checked(key, value, &mut buf).and_then(|()| f(&buf));
+            if buf.capacity() > 64 << 10 {
+                *buf = Vec::new();
+            }
+            r
+        }
+        // Only reached if a Serialize impl itself uses the store.
+        Err(_) => {
+            let mut buf = Vec::new();
+            encode_checked(key, value, &mut buf)?;
+            f(&buf)
+        }
+    })
+}
+
+/// Encodes `value` into a buffer of its exact size.
+pub(crate) fn encode<V: Serialize + ?Sized>(key: &str, value: &V) -> Result<Vec<u8>> {
+    with_encoded(key, value, |b| Ok(b.to_vec()))
+}
+
+fn encode_checked<V: Serialize + ?Sized>(key: &str, value: &V, buf: &mut Vec<u8>) -> Result<()> {
+    codec::encode_into(value, buf).map_err(|e| Error::Encode {
+        key: key.to_owned(),
+        type_name: std::any::type_name::<V>(),
+        reason: match e {
+            yuki_channel::Error::Encode { reason, .. } => reason,
+            other => other.to_string(),
+        },
+    })?;
+    check_value(key, buf)
+}

@@ -1,0 +1,453 @@
+//! Change notifications: what a watcher receives, and main's list of watchers.
+//!
+//! Main tells every watcher whose prefix matches about each change while it
+//! still holds the lock of the key's shard, so each watcher sees the changes
+//! in exactly the order main applied them. Watchers in main get them through
+//! a local queue; watchers in a child through the transport's push stream,
+//! then the same kind of queue in the child.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use yuki_channel::{PeerId, Transport, codec};
+
+use crate::error::{Error, Result};
+use crate::protocol::{Pushed, WATCH_STREAM};
+use crate::value;
+
+/// One change of one key, as main applied it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The key that changed.
+    pub key: String,
+    /// Its new encoded value, or `None` when it was deleted, cleared or expired.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Change {
+    /// Decodes the new value as a `V` (`None` for a deletion).
+    pub fn decode<V: DeserializeOwned>(&self) -> Result<Option<V>> {
+        self.value
+            .as_deref()
+            .map(|b| value::decode(&self.key, b))
+            .transpose()
+    }
+
+    /// Whether the key was removed (deleted, cleared or expired).
+    pub fn is_removal(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
+pub(crate) enum Event {
+    Change(Change),
+    /// Wakes a blocked receiver after [`Inbox::close`].
+    End,
+}
+
+/// The queue between whoever delivers changes and one [`Watch`].
+pub(crate) struct Inbox {
+    tx: Sender<Event>,
+    notify: Notify,
+    closed: AtomicBool,
+    end: Mutex<Option<Error>>,
+}
+
+impl Inbox {
+    pub(crate) fn new(capacity: usize) -> (Arc<Inbox>, Receiver<Event>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let inbox = Inbox {
+            tx,
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+            end: Mutex::new(None),
+        };
+        (Arc::new(inbox), rx)
+    }
+
+    /// Queues a change; `false` once the watcher is closed or gone.
+    pub(crate) fn deliver(&self, change: Change) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        match self.tx.try_send(Event::Change(change)) {
+            Ok(()) => {
+                self.notify.notify_one();
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                self.close(Error::WatchLagged);
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Ends the watch with `why`, after the changes already queued.
+    pub(crate) fn close(&self, why: Error) {
+        {
+            let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
+            if end.is_some() {
+                return;
+            }
+            *end = Some(why);
+        }
+        self.closed.store(true, Ordering::Release);
+        // When the queue is full the receiver is not blocked, so a lost End is fine.
+        let _ = self.tx.try_send(Event::End);
+        self.notify.notify_one();
+    }
+
+    fn end(&self) -> Option<Error> {
+        self.end.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A stream of the changes to the keys under one prefix, in the order main
+/// applied them, from [`Store::watch`](crate::Store::watch).
+///
+/// Read it blocking ([`Watch::recv`], the [`Iterator`]), with a time-out,
+/// without waiting ([`Watch::try_recv`]) or from async code
+/// ([`Watch::recv_async`], the `futures_core::Stream`). It ends with an
+/// error: [`Error::WatchLagged`] when the watcher fell more than its buffer
+/// behind, [`Error::Disconnected`] when main is gone. Dropping it stops the
+/// notifications.
+pub struct Watch {
+    inbox: Arc<Inbox>,
+    rx: Receiver<Event>,
+    finished: Option<Error>,
+    waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    cancel: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Watch {
+    pub(crate) fn new(
+        inbox: Arc<Inbox>,
+        rx: Receiver<Event>,
+        cancel: Box<dyn FnOnce() + Send>,
+    ) -> Watch {
+        Watch {
+            inbox,
+            rx,
+            finished: None,
+            waiting: None,
+            cancel: Some(cancel),
+        }
+    }
+
+    /// Waits for the next change.
+    pub fn recv(&mut self) -> Result<Change> {
+        loop {
+            if let Some(r) = self.try_next() {
+                return r;
+            }
+            match self.rx.recv() {
+                Ok(event) => {
+                    if let Some(r) = self.take(event) {
+                        return r;
+                    }
+                }
+                Err(_) => return self.finish(Error::Disconnected("the watch was closed".into())),
+            }
+        }
+    }
+
+    /// Waits at most `timeout` for the next change ([`Error::Timeout`] if none came).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Change> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.try_next() {
+                return r;
+            }
+            match self.rx.recv_deadline(deadline) {
+                Ok(event) => {
+                    if let Some(r) = self.take(event) {
+                        return r;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => return Err(Error::Timeout(timeout)),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return self.finish(Error::Disconnected("the watch was closed".into()));
+                }
+            }
+        }
+    }
+
+    /// The next change if one is queued, `Ok(None)` if none is.
+    pub fn try_recv(&mut self) -> Result<Option<Change>> {
+        self.try_next().transpose()
+    }
+
+    /// Waits for the next change without blocking a thread.
+    pub async fn recv_async(&mut self) -> Result<Change> {
+        loop {
+            if let Some(r) = self.try_next() {
+                return r;
+            }
+            self.inbox.notify.notified().await;
+        }
+    }
+
+    fn try_next(&mut self) -> Option<Result<Change>> {
+        if let Some(e) = &self.finished {
+            return Some(Err(e.clone()));
+        }
+        match self.rx.try_recv() {
+            Ok(event) => self.take(event),
+            Err(TryRecvError::Empty) => self.inbox.end().map(|e| self.finish(e)),
+            Err(TryRecvError::Disconnected) => {
+                Some(self.finish(Error::Disconnected("the watch was closed".into())))
+            }
+        }
+    }
+
+    fn take(&mut self, event: Event) -> Option<Result<Change>> {
+        match event {
+            Event::Change(c) => Some(Ok(c)),
+            // More changes may still be queued ahead of the end only if the
+            // End raced them; drain those first.
+            Event::End => match self.rx.try_recv() {
+                Ok(Event::Change(c)) => Some(Ok(c)),
+                _ => self.inbox.end().map(|e| self.finish(e)),
+            },
+        }
+    }
+
+    fn finish<T>(&mut self, e: Error) -> Result<T> {
+        self.finished = Some(e.clone());
+        Err(e)
+    }
+}
+
+impl Iterator for Watch {
+    type Item = Result<Change>;
+
+    /// Blocks for the next change; the end of the watch is one `Err`, then `None`.
+    fn next(&mut self) -> Option<Result<Change>> {
+        if self.finished.is_some() {
+            return None;
+        }
+        Some(self.recv())
+    }
+}
+
+impl futures_core::Stream for Watch {
+    type Item = Result<Change>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Change>>> {
+        let this = &mut *self;
+        loop {
+            if this.finished.is_some() {
+                return Poll::Ready(None);
+            }
+            if let Some(r) = this.try_next() {
+                this.waiting = None;
+                return Poll::Ready(Some(r));
+            }
+            let inbox = this.inbox.clone();
+            let wait = this
+                .waiting
+                .get_or_insert_with(|| Box::pin(async move { inbox.notify.notified().await }));
+            match wait.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => this.waiting = None,
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            cancel();
+        }
+    }
+}
+
+impl fmt::Debug for Watch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Watch")
+            .field("queued", &self.rx.len())
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Main's list of watchers, local and in children.
+#[derive(Default)]
+pub(crate) struct Watchers {
+    list: RwLock<Vec<Watcher>>,
+    active: AtomicUsize,
+    next_id: AtomicU64,
+    /// Where changes for children are pushed (set when attached to a transport).
+    pusher: OnceLock<Weak<dyn Transport>>,
+}
+
+struct Watcher {
+    prefix: Box<str>,
+    target: Target,
+}
+
+enum Target {
+    Local {
+        id: u64,
+        inbox: Arc<Inbox>,
+    },
+    Remote {
+        peer: PeerId,
+        id: u64,
+        /// A push failed: the child must be told, then nothing more is sent.
+        lost: AtomicBool,
+        gone: AtomicBool,
+    },
+}
+
+impl Watchers {
+    pub(crate) fn set_pusher(&self, transport: Weak<dyn Transport>) {
+        let _ = self.pusher.set(transport);
+    }
+
+    /// Whether anyone watches: the write path checks this before anything else.
+    #[inline]
+    pub(crate) fn any(&self) -> bool {
+        self.active.load(Ordering::Acquire) > 0
+    }
+
+    fn add(&self, prefix: &str, target: Target) {
+        let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        list.push(Watcher {
+            prefix: prefix.into(),
+            target,
+        });
+        self.active.store(list.len(), Ordering::Release);
+    }
+
+    fn remove(&self, mut matches: impl FnMut(&Target) -> bool) {
+        let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        list.retain(|w| !matches(&w.target));
+        self.active.store(list.len(), Ordering::Release);
+    }
+
+    pub(crate) fn add_local(&self, prefix: &str, inbox: Arc<Inbox>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.add(prefix, Target::Local { id, inbox });
+        id
+    }
+
+    pub(crate) fn remove_local(&self, id: u64) {
+        self.remove(|t| matches!(t, Target::Local { id: i, .. } if *i == id));
+    }
+
+    pub(crate) fn add_remote(&self, peer: PeerId, id: u64, prefix: &str) {
+        let target = Target::Remote {
+            peer,
+            id,
+            lost: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
+        };
+        self.add(prefix, target);
+    }
+
+    pub(crate) fn remove_remote(&self, peer: PeerId, id: u64) {
+        self.remove(
+            |t| matches!(t, Target::Remote { peer: p, id: i, .. } if *p == peer && *i == id),
+        );
+    }
+
+    /// Drops every watcher of a child that left.
+    pub(crate) fn remove_peer(&self, peer: PeerId) {
+        self.remove(|t| matches!(t, Target::Remote { peer: p, .. } if *p == peer));
+    }
+
+    /// Tells every matching watcher that `key` now holds `value` (`None`:
+    /// removed). Called with the key's shard locked, so the order is main's.
+    pub(crate) fn notify(&self, key: &str, value: Option<&[u8]>) {
+        let list = self.list.read().unwrap_or_else(|p| p.into_inner());
+        let mut pusher = None;
+        for w in list.iter().filter(|w| key.starts_with(&*w.prefix)) {
+            match &w.target {
+                Target::Local { inbox, .. } => {
+                    inbox.deliver(Change {
+                        key: key.to_owned(),
+                        value: value.map(<[u8]>::to_vec),
+                    });
+                }
+                Target::Remote {
+                    peer,
+                    id,
+                    lost,
+                    gone,
+                } => {
+                    if gone.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    let Some(transport) = pusher
+                        .get_or_insert_with(|| self.pusher.get().and_then(Weak::upgrade))
+                        .as_ref()
+                    else {
+                        continue;
+                    };
+                    push_change(&**transport, *peer, *id, key, value, lost, gone);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Watchers {
+    /// The store is gone: its local watches end instead of waiting forever.
+    fn drop(&mut self) {
+        let list = self.list.get_mut().unwrap_or_else(|p| p.into_inner());
+        for w in list.iter() {
+            if let Target::Local { inbox, .. } = &w.target {
+                inbox.close(Error::Disconnected("the store was dropped".into()));
+            }
+        }
+    }
+}
+
+fn push_change(
+    transport: &dyn Transport,
+    peer: PeerId,
+    id: u64,
+    key: &str,
+    value: Option<&[u8]>,
+    lost: &AtomicBool,
+    gone: &AtomicBool,
+) {
+    let frame = if lost.load(Ordering::Acquire) {
+        Pushed::Lagged { id }
+    } else {
+        Pushed::Change {
+            id,
+            key,
+            value: value.map(serde_bytes::Bytes::new),
+        }
+    };
+    let Ok(bytes) = codec::encode(&frame) else {
+        return;
+    };
+    match transport.push(peer, WATCH_STREAM, &bytes) {
+        Ok(()) => {
+            if matches!(frame, Pushed::Lagged { .. }) {
+                gone.store(true, Ordering::Release);
+            }
+        }
+        Err(yuki_channel::Error::PeerBacklogged(_)) => {
+            tracing::debug!(%peer, id, "watcher in a child fell behind; closing it");
+            lost.store(true, Ordering::Release);
+        }
+        Err(e) => {
+            tracing::debug!(%peer, id, error = %e, "watcher in a child is unreachable");
+            gone.store(true, Ordering::Release);
+        }
+    }
+}
