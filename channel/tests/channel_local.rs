@@ -286,3 +286,15 @@ fn send_errors_convert() {
     let e: Error = err.into();
     assert!(matches!(e, Error::Closed { .. }));
 }
+
+#[test]
+fn handles_and_receive_futures_cross_threads_for_any_send_item() {
+    fn send_sync<S: Send + Sync>(_: &S) {}
+    fn send<S: Send>(_: &S) {}
+    // `Cell` is `Send` but not `Sync`: handles are still shareable.
+    let ch = Channel::<std::cell::Cell<u8>>::new("cell");
+    send_sync(&ch);
+    send(&ch.recv_async());
+    let err = ch.send(std::cell::Cell::new(1));
+    assert!(err.is_ok());
+}
