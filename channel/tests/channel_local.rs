@@ -84,7 +84,11 @@ fn bounded_try_send_on_full_hands_the_value_back() {
 }
 
 #[test]
-fn capacity_zero_is_taken_as_one() {
+fn capacity_zero_is_taken_as_one_and_huge_is_capped() {
+    assert_eq!(
+        Channel::<u8>::bounded("huge", usize::MAX).capacity(),
+        Some(1 << 20)
+    );
     let ch = Channel::<u8>::bounded("z", 0);
     assert_eq!(ch.capacity(), Some(1));
     ch.try_send(1).unwrap();
