@@ -99,7 +99,9 @@ impl<T: Send + 'static> Channel<T> {
 
     /// A new in-process channel holding at most `capacity` items: `send`
     /// waits while it is full, `try_send` fails with [`Error::Full`]. A
-    /// capacity of 0 is taken as 1 (there are no rendezvous channels).
+    /// capacity of 0 is taken as 1 (there are no rendezvous channels), and
+    /// one above 2^20 as 2^20, since the slots are allocated up front;
+    /// [`capacity`](Channel::capacity) says what was made.
     pub fn bounded(name: impl Into<String>, capacity: usize) -> Channel<T> {
         Channel::from_queue(name.into(), Queue::Local(Local::new(Some(capacity))))
     }

@@ -35,6 +35,10 @@ const DROPPED: usize = 2;
 /// One send in progress.
 const USER: usize = 4;
 
+/// The largest capacity of an in-process bounded queue: its slots are
+/// allocated up front.
+pub(crate) const MAX_CAPACITY: usize = 1 << 20;
+
 /// Why a queue operation did not complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fail {
@@ -69,11 +73,13 @@ pub(crate) struct Local<T> {
 unsafe impl<T: Send> Sync for Local<T> {}
 
 impl<T> Local<T> {
-    /// A queue; `capacity` `None` is unbounded, `Some(0)` is taken as 1.
+    /// A queue; `capacity` `None` is unbounded, `Some(0)` is taken as 1 and
+    /// capacities above [`MAX_CAPACITY`] as that.
     pub(crate) fn new(capacity: Option<usize>) -> Local<T> {
+        let capacity = capacity.map(|n| n.clamp(1, MAX_CAPACITY));
         let (tx, rx) = match capacity {
             None => crossbeam_channel::unbounded(),
-            Some(n) => crossbeam_channel::bounded(n.max(1)),
+            Some(n) => crossbeam_channel::bounded(n),
         };
         let (close_tx, close_rx) = crossbeam_channel::bounded(0);
         Local {
@@ -84,7 +90,7 @@ impl<T> Local<T> {
             notify: Notify::new(),
             close_tx: Mutex::new(Some(close_tx)),
             close_rx,
-            capacity: capacity.map(|n| n.max(1)),
+            capacity,
         }
     }
 

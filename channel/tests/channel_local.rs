@@ -84,7 +84,11 @@ fn bounded_try_send_on_full_hands_the_value_back() {
 }
 
 #[test]
-fn capacity_zero_is_taken_as_one() {
+fn capacity_zero_is_taken_as_one_and_huge_is_capped() {
+    assert_eq!(
+        Channel::<u8>::bounded("huge", usize::MAX).capacity(),
+        Some(1 << 20)
+    );
     let ch = Channel::<u8>::bounded("z", 0);
     assert_eq!(ch.capacity(), Some(1));
     ch.try_send(1).unwrap();
@@ -285,4 +289,16 @@ fn send_errors_convert() {
     assert!(std::error::Error::source(&err).is_some());
     let e: Error = err.into();
     assert!(matches!(e, Error::Closed { .. }));
+}
+
+#[test]
+fn handles_and_receive_futures_cross_threads_for_any_send_item() {
+    fn send_sync<S: Send + Sync>(_: &S) {}
+    fn send<S: Send>(_: &S) {}
+    // `Cell` is `Send` but not `Sync`: handles are still shareable.
+    let ch = Channel::<std::cell::Cell<u8>>::new("cell");
+    send_sync(&ch);
+    send(&ch.recv_async());
+    let err = ch.send(std::cell::Cell::new(1));
+    assert!(err.is_ok());
 }

@@ -1,7 +1,7 @@
 //! A child's side of its link: calls in flight matched to replies by id,
 //! and one reader thread that completes them and delivers pushes.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -59,8 +59,13 @@ impl Slot {
 }
 
 thread_local! {
-    /// One slot per thread: a thread has at most one blocking call in flight.
+    /// One slot per thread: a thread has at most one blocking call in
+    /// flight, except nested calls from handlers, which use their own.
     static SLOT: RefCell<Option<Arc<Slot>>> = const { RefCell::new(None) };
+    /// This thread is handling received frames (it holds the reading turn).
+    static HANDLING: Cell<bool> = const { Cell::new(false) };
+    /// Pushes received by a nested read, run after the frames before them.
+    static DEFERRED: RefCell<Vec<(String, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
 }
 
 enum Waiter {
@@ -230,6 +235,9 @@ impl ChildLink {
     }
 
     pub(crate) fn call(&self, service: &str, request: &[u8]) -> Result<Vec<u8>> {
+        if HANDLING.with(Cell::get) {
+            return self.nested_call(service, request);
+        }
         let slot = SLOT.with(|s| s.borrow_mut().get_or_insert_with(Arc::default).clone());
         let id = match self.enqueue(service, request, Waiter::Blocking(slot.clone()), false) {
             Ok(id) => id,
@@ -257,6 +265,29 @@ impl ChildLink {
                 p.followers.push_back(id);
             }
             return slot.wait();
+        }
+    }
+
+    /// A blocking call from a push handler or a reply callback: this thread
+    /// holds the reading turn, so nobody else would read the reply; it
+    /// reads the link itself (pushes that arrive meanwhile wait their turn).
+    fn nested_call(&self, service: &str, request: &[u8]) -> Result<Vec<u8>> {
+        let slot = Arc::new(Slot::default());
+        if let Err((_, e)) = self.enqueue(service, request, Waiter::Blocking(slot.clone()), false) {
+            return Err(e);
+        }
+        if self.out.flush().is_err() {
+            self.main_gone("the link to main closed".into(), false);
+        }
+        loop {
+            if let Some(r) = slot.take_reply() {
+                return r;
+            }
+            if !self.read_one() {
+                return slot
+                    .take_reply()
+                    .unwrap_or_else(|| Err(Error::disconnected("the link to main closed")));
+            }
         }
     }
 
@@ -378,6 +409,31 @@ impl ChildLink {
     /// Receives one message and handles its frames; `false` once the link
     /// is closed.
     fn read_one(&self) -> bool {
+        let nested = HANDLING.with(|h| h.replace(true));
+        let open = self.read_message(nested);
+        if !nested {
+            // Pushes a nested read took in, in the order they came.
+            while let Some(batch) = DEFERRED.with(|d| {
+                let mut d = d.borrow_mut();
+                (!d.is_empty()).then(|| std::mem::take(&mut *d))
+            }) {
+                for (stream, body) in batch {
+                    self.run_push(&stream, &body);
+                }
+            }
+            HANDLING.with(|h| h.set(false));
+        }
+        open
+    }
+
+    fn run_push(&self, stream: &str, body: &[u8]) {
+        let handlers = read(&self.push).get(stream).cloned().unwrap_or_default();
+        for h in handlers {
+            h(body);
+        }
+    }
+
+    fn read_message(&self, nested: bool) -> bool {
         let received = self.down.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let message = match received {
             Ok(m) => m,
@@ -427,9 +483,11 @@ impl ChildLink {
                 }
                 Frame::Push { stream, body } => {
                     finish(&mut replies);
-                    let handlers = read(&self.push).get(stream).cloned().unwrap_or_default();
-                    for h in handlers {
-                        h(body);
+                    if nested {
+                        let item = (stream.to_owned(), body.to_vec());
+                        DEFERRED.with(|d| d.borrow_mut().push(item));
+                    } else {
+                        self.run_push(stream, body);
                     }
                 }
                 Frame::Control(Control::Shutdown) => {

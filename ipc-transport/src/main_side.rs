@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use yuki_channel::codec::{self, Frames};
@@ -39,6 +40,8 @@ pub(crate) struct Link {
     pub(crate) name: String,
     pub(crate) out: Outbound,
     dead: AtomicBool,
+    /// Set (under its lock) once `Left` is being told.
+    left: Mutex<bool>,
     kill: Mutex<Option<KillHook>>,
 }
 
@@ -145,6 +148,7 @@ impl Hub {
             name: name.to_owned(),
             out: Outbound::new(down),
             dead: AtomicBool::new(false),
+            left: Mutex::new(false),
             kill: Mutex::new(kill),
         });
         write(&self.links).insert(peer, link.clone());
@@ -170,10 +174,16 @@ impl Hub {
     }
 
     /// Cuts a link (once): the child sees main leave; main sees the child leave.
+    ///
+    /// A second caller returns only after the first has told the handlers,
+    /// so whoever sees the link cut also sees its `Left` event delivered.
     pub(crate) fn disconnect(&self, link: &Link, reason: &str) {
-        if link.dead.swap(true, Ordering::AcqRel) {
+        let mut left = link.left.lock().unwrap_or_else(|p| p.into_inner());
+        if *left {
             return;
         }
+        *left = true;
+        link.dead.store(true, Ordering::Release);
         write(&self.links).remove(&link.peer);
         link.out.close();
         self.emit(&PeerEvent::Left {
@@ -186,6 +196,22 @@ impl Hub {
     fn violation(&self, link: &Link, reason: String) {
         tracing::warn!(peer = %link.peer, child = %link.name, %reason, "disconnecting child");
         self.disconnect(link, &reason);
+    }
+
+    /// Cuts off (and kills) every child whose link has been blocked in a
+    /// send for over `limit`: it does not read, and main's memory and
+    /// threads must not wait on it for ever.
+    pub(crate) fn cut_stalled(&self, limit: Duration) {
+        let links: Vec<_> = read(&self.links).values().cloned().collect();
+        for link in links {
+            if link.out.stuck_for().is_some_and(|d| d > limit) {
+                self.violation(
+                    &link,
+                    format!("it has not read what main sent it for over {limit:?}"),
+                );
+                link.kill();
+            }
+        }
     }
 
     /// Shuts every link (main is going away).
@@ -204,6 +230,12 @@ impl Link {
             .append(usize::MAX, |buf| wire::put(buf, &Frame::Control(control)));
         if matches!(queued, Ok(Ok(()))) {
             self.out.kick();
+        }
+    }
+
+    fn kill(&self) {
+        if let Some(kill) = self.kill.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            kill();
         }
     }
 
@@ -370,9 +402,7 @@ fn serve_link(hub: &Hub, link: &Link, up: &IpcBytesReceiver) {
                 let reason =
                     format!("it does not read its replies (over {hard_limit} bytes queued)");
                 hub.violation(link, reason);
-                if let Some(kill) = link.kill.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                    kill();
-                }
+                link.kill();
                 return;
             }
         }

@@ -35,6 +35,7 @@ pub struct NodeBuilder {
     stop_timeout: Duration,
     max_frame: usize,
     max_backlog: usize,
+    stall_timeout: Duration,
     when_main_gone: WhenMainGone,
     bootstrap: Option<String>,
 }
@@ -46,6 +47,7 @@ impl Default for NodeBuilder {
             stop_timeout: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
             max_backlog: 64 << 20,
+            stall_timeout: Duration::from_secs(10),
             when_main_gone: WhenMainGone::Exit,
             bootstrap: None,
         }
@@ -80,6 +82,13 @@ impl NodeBuilder {
         self
     }
 
+    /// How long main waits on a child that does not read what main sends
+    /// it before it cuts the child off and kills it (default 10 s).
+    pub fn stall_timeout(mut self, timeout: Duration) -> NodeBuilder {
+        self.stall_timeout = timeout;
+        self
+    }
+
     /// What a child does when its link to main closes (default: exit).
     pub fn when_main_gone(mut self, action: WhenMainGone) -> NodeBuilder {
         self.when_main_gone = action;
@@ -108,7 +117,12 @@ impl NodeBuilder {
 
     fn init_main(self) -> Result<Node> {
         let hub = Arc::new(Hub::new(self.max_frame, self.max_backlog));
-        let supervisor = Supervisor::start(hub.clone(), self.handshake_timeout, self.stop_timeout)?;
+        let supervisor = Supervisor::start(
+            hub.clone(),
+            self.handshake_timeout,
+            self.stop_timeout,
+            self.stall_timeout,
+        )?;
         Ok(Node {
             transport: Arc::new(IpcTransport::new(Side::Main(hub))),
             supervisor: Some(supervisor),

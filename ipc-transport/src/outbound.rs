@@ -9,6 +9,7 @@
 //! link's writer thread ([`Outbound::kick`]).
 
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::IpcBytesSender;
 
@@ -27,6 +28,8 @@ struct State {
     buf: Vec<u8>,
     spare: Vec<u8>,
     sending: bool,
+    /// When the send in progress started.
+    send_started: Option<Instant>,
     writer_idle: bool,
     closed: bool,
 }
@@ -89,13 +92,16 @@ impl Outbound {
     pub(crate) fn flush(&self) -> Result<(), ()> {
         let mut st = self.lock();
         loop {
-            if st.closed {
-                return Err(());
-            }
+            // Nothing left to send is success, even if the link closed
+            // since: what was ours went out (close() drops what did not).
             if st.sending || st.buf.is_empty() {
                 return Ok(());
             }
+            if st.closed {
+                return Err(());
+            }
             st.sending = true;
+            st.send_started = Some(Instant::now());
             let spare = std::mem::take(&mut st.spare);
             let mut data = std::mem::replace(&mut st.buf, spare);
             drop(st);
@@ -106,6 +112,7 @@ impl Outbound {
             data.clear();
             st = self.lock();
             st.sending = false;
+            st.send_started = None;
             if data.capacity() <= KEEP_CAPACITY {
                 st.spare = data;
             }
@@ -116,6 +123,12 @@ impl Outbound {
                 return Err(());
             }
         }
+    }
+
+    /// How long the send in progress has been blocked, if one is: a
+    /// long time means the other side does not read.
+    pub(crate) fn stuck_for(&self) -> Option<Duration> {
+        self.lock().send_started.map(|t| t.elapsed())
     }
 
     /// Asks the writer thread to send what is buffered.

@@ -121,6 +121,7 @@ pub(crate) struct Supervisor {
     pub(crate) handshake_timeout: Duration,
     pub(crate) stop_timeout: Duration,
     forker: Mutex<Option<Sender<Job>>>,
+    watchdog: Mutex<Option<Sender<()>>>,
     children: Mutex<HashMap<String, Arc<ChildShared>>>,
     hooks: RwLock<Vec<LifecycleHook>>,
 }
@@ -130,6 +131,7 @@ impl Supervisor {
         hub: Arc<Hub>,
         handshake_timeout: Duration,
         stop_timeout: Duration,
+        stall_timeout: Duration,
     ) -> Result<Arc<Supervisor>> {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         std::thread::Builder::new()
@@ -140,11 +142,27 @@ impl Supervisor {
                 }
             })
             .map_err(|e| Error::os("starting the supervisor thread", e))?;
+        // The watchdog looks for children that stopped reading; it ends
+        // when the node shuts down and drops `watchdog`.
+        let (watchdog, stop) = crossbeam_channel::bounded::<()>(0);
+        let watched = hub.clone();
+        let period = (stall_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        std::thread::Builder::new()
+            .name("yuki-watchdog".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stop.recv_timeout(period)
+                {
+                    watched.cut_stalled(stall_timeout);
+                }
+            })
+            .map_err(|e| Error::os("starting the watchdog thread", e))?;
         let sup = Arc::new(Supervisor {
             hub,
             handshake_timeout,
             stop_timeout,
             forker: Mutex::new(Some(tx)),
+            watchdog: Mutex::new(Some(watchdog)),
             children: Mutex::default(),
             hooks: RwLock::default(),
         });
@@ -270,6 +288,7 @@ impl Supervisor {
         }
         self.hub.close_all("main is shutting down");
         lock(&self.forker).take();
+        lock(&self.watchdog).take();
     }
 }
 

@@ -252,3 +252,66 @@ fn blocking_calls_pipelined_calls_and_pushes_mix_in_one_child() {
     drop(node);
     h.assert_no_leftovers(WAIT);
 }
+
+#[test]
+fn handlers_and_callbacks_may_make_blocking_calls() {
+    if run_child(|_| {
+        let node = child_node();
+        let t = node.transport();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let caller = t.clone();
+        // Each push handler calls main and waits: the thread that reads the
+        // link must not wait for itself, and later pushes keep their order.
+        t.on_push(
+            "jobs",
+            Arc::new(move |f: &[u8]| {
+                let reply = caller.call("echo", f).expect("a call from a handler");
+                let _ = tx.send((f.to_vec(), reply[8..].to_vec()));
+            }),
+        )
+        .unwrap();
+        t.call("start", b"").unwrap();
+        for i in 0..200u32 {
+            let (pushed, echoed) = rx.recv_timeout(WAIT).expect("every push is handled");
+            assert_eq!(pushed, i.to_le_bytes(), "pushes stay in order");
+            assert_eq!(echoed, pushed);
+        }
+        // A reply callback may call too.
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let caller = t.clone();
+        t.call_with(
+            "echo",
+            b"outer",
+            Box::new(move |r| {
+                let inner = caller.call("echo", b"inner").map(|v| v[8..].to_vec());
+                let _ = done_tx.send((r.map(|v| v[8..].to_vec()), inner));
+            }),
+        );
+        let (outer, inner) = done_rx.recv_timeout(WAIT).unwrap();
+        assert_eq!(outer.unwrap(), b"outer");
+        assert_eq!(inner.unwrap(), b"inner");
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::init().unwrap();
+    let t = node.transport();
+    echo(&t);
+    let pusher = Arc::downgrade(&t);
+    t.serve(
+        "start",
+        Arc::new(move |from: PeerId, _: &[u8], _: &mut Vec<u8>| {
+            let t = pusher.upgrade().expect("main runs");
+            for i in 0..200u32 {
+                t.push(from, "jobs", &i.to_le_bytes())?;
+            }
+            Ok(())
+        }),
+    )
+    .unwrap();
+    let child = node.spawn("nester", h.command("nester", 0)).unwrap();
+    let exit = child.wait_timeout(WAIT).expect("the child finishes");
+    assert!(exit.status.success(), "{exit:?}");
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}

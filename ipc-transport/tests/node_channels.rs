@@ -97,3 +97,16 @@ fn items_flow_main_to_child_child_to_main_and_child_to_child() {
     drop(node);
     h.assert_no_leftovers(WAIT);
 }
+
+#[test]
+fn a_bounded_channel_opened_through_the_node_refuses_when_full() {
+    let node = Node::init().unwrap();
+    let small = node.channel_bounded::<u8>("small", 2).unwrap();
+    small.try_send(1).unwrap();
+    small.try_send(2).unwrap();
+    assert!(small.try_send(3).is_err());
+    assert_eq!(small.recv_timeout(WAIT).unwrap(), 1);
+    // Opening the name again joins the same channel.
+    let again = node.channel::<u8>("small").unwrap();
+    assert_eq!(again.recv_timeout(WAIT).unwrap(), 2);
+}

@@ -1,5 +1,6 @@
 //! A child that breaks the rules is cut off; main goes on serving the others.
 
+use std::os::unix::process::ExitStatusExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,14 +110,18 @@ fn malformed_frames_and_refused_requests_cut_off_only_their_child() {
 }
 
 #[test]
-fn a_child_that_does_not_read_its_pushes_is_backlogged_not_a_memory_leak() {
+fn a_child_that_does_not_read_its_pushes_is_backlogged_then_cut_off() {
     if run_child(|_| {
         let node = Node::init().unwrap();
         let t = node.transport();
-        // The handler never returns, so the link stops reading.
+        let caller = t.clone();
+        // The first push stops the reader for good; a helper thread tells
+        // main so (its reply is never read, and that is fine).
         t.on_push(
             "firehose",
-            Arc::new(|_: &[u8]| {
+            Arc::new(move |_: &[u8]| {
+                let caller = caller.clone();
+                std::thread::spawn(move || caller.call("blocked", b""));
                 let (_tx, rx) = std::sync::mpsc::channel::<()>();
                 let _ = rx.recv();
             }),
@@ -129,30 +134,118 @@ fn a_child_that_does_not_read_its_pushes_is_backlogged_not_a_memory_leak() {
         return;
     }
     let h = Harness::new();
-    let node = Node::builder().max_backlog(1 << 20).init().unwrap();
+    let node = Node::builder()
+        .max_backlog(16 << 20)
+        .stall_timeout(Duration::from_millis(300))
+        .init()
+        .unwrap();
     let t = node.transport();
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    t.serve(
-        "listening",
-        Arc::new(move |from: PeerId, _: &[u8], _: &mut Vec<u8>| {
-            let _ = tx.try_send(from);
-            Ok(())
-        }),
-    )
-    .unwrap();
+    let left = left_reasons(&t);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for name in ["listening", "blocked"] {
+        let tx = tx.clone();
+        t.serve(
+            name,
+            Arc::new(move |from: PeerId, _: &[u8], _: &mut Vec<u8>| {
+                let _ = tx.send(from);
+                Ok(())
+            }),
+        )
+        .unwrap();
+    }
     let child = node.spawn("sleeper", h.command("sleeper", 0)).unwrap();
     let peer = rx.recv_timeout(WAIT).unwrap();
     assert_eq!(peer, child.id());
-    let chunk = vec![0u8; 64 << 10];
+    t.push(peer, "firehose", b"stop reading").unwrap();
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap(),
+        peer,
+        "the child stopped reading"
+    );
+    // Frames larger than any socket buffer (4 MiB at most by default on
+    // Linux): the first send stays blocked, the next pushes queue until the
+    // backlog is full.
+    let chunk = vec![0u8; 12 << 20];
     let mut outcome = Ok(());
-    // The socket buffers and the backlog fill well within this many pushes.
-    for _ in 0..10_000 {
+    for _ in 0..10 {
         outcome = t.push(peer, "firehose", &chunk);
         if outcome.is_err() {
             break;
         }
     }
     assert_eq!(outcome, Err(ChannelError::PeerBacklogged(peer)));
+    // A child that reads nothing for the stall time-out is cut off and killed.
+    let exit = child.wait_timeout(WAIT).expect("the watchdog ends it");
+    assert_eq!(exit.status.signal(), Some(libc::SIGKILL));
+    let left = left.lock().unwrap().clone();
+    assert!(
+        left.iter()
+            .any(|(p, r)| *p == peer && r.contains("has not read")),
+        "{left:?}"
+    );
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}
+
+#[test]
+fn a_child_that_floods_requests_without_reading_replies_is_cut_off() {
+    if run_child(|_| {
+        let node = Node::init().unwrap();
+        let t = node.transport();
+        // Main answers "arm" with a push whose handler never returns: from
+        // then on nobody in this child reads the link.
+        t.on_push(
+            "stop",
+            Arc::new(|_: &[u8]| {
+                let (_tx, rx) = std::sync::mpsc::channel::<()>();
+                let _ = rx.recv();
+            }),
+        )
+        .unwrap();
+        let t2 = t.clone();
+        std::thread::spawn(move || {
+            let _ = t2.call("arm", b"");
+        });
+        let request = vec![0u8; 1024];
+        for _ in 0..20_000 {
+            t.call_with("echo", &request, Box::new(|_| {}));
+        }
+        let (_tx, rx) = std::sync::mpsc::channel::<()>();
+        let _ = rx.recv();
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::builder()
+        .stall_timeout(Duration::from_millis(300))
+        .init()
+        .unwrap();
+    let t = node.transport();
+    serve_echo(&t);
+    let pusher = Arc::downgrade(&t);
+    t.serve(
+        "arm",
+        Arc::new(move |from: PeerId, _: &[u8], _: &mut Vec<u8>| {
+            if let Some(t) = pusher.upgrade() {
+                t.push(from, "stop", b"")?;
+            }
+            Ok(())
+        }),
+    )
+    .unwrap();
+    let left = left_reasons(&t);
+    let child = node.spawn("flooder", h.command("flooder", 0)).unwrap();
+    let peer = child.id();
+    let exit = child.wait_timeout(WAIT).expect("the watchdog ends it");
+    assert_eq!(exit.status.signal(), Some(libc::SIGKILL));
+    let left = left.lock().unwrap().clone();
+    assert!(
+        left.iter()
+            .any(|(p, r)| *p == peer && r.contains("has not read")),
+        "{left:?}"
+    );
+    // Main still serves others.
+    assert!(t.peers().is_empty());
     drop(node);
     h.assert_no_leftovers(WAIT);
 }

@@ -309,3 +309,38 @@ fn killing_a_child_while_it_sends_leaves_main_and_the_others_serving() {
     drop(node);
     h.assert_no_leftovers(WAIT);
 }
+
+#[test]
+fn policies_decide_which_exits_restart() {
+    if run_child(|_| {
+        let _node = Node::init().unwrap();
+        // A clean exit.
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::init().unwrap();
+    let on_failure = node
+        .child("clean-on-failure", h.command("clean", 0))
+        .restart(RestartPolicy::OnFailure)
+        .spawn()
+        .unwrap();
+    let exit = on_failure.wait_timeout(WAIT).unwrap();
+    assert!(exit.status.success());
+    assert_eq!((exit.restarts, exit.gave_up), (0, false));
+
+    let always = node
+        .child("clean-always", h.command("clean", 1))
+        .restart(RestartPolicy::Always)
+        .backoff(Duration::from_millis(1), Duration::from_millis(1))
+        .restart_budget(2)
+        .spawn()
+        .unwrap();
+    let exit = always.wait_timeout(WAIT).unwrap();
+    assert!(exit.status.success());
+    assert_eq!((exit.restarts, exit.gave_up), (2, true));
+    // wait() returns at once for a child that has ended.
+    assert_eq!(always.wait(), exit);
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}

@@ -150,6 +150,8 @@ struct HostState {
     /// stay in main rather than being pushed.
     main_waiting: usize,
     async_waiting: usize,
+    /// Main's senders waiting for room (a notify is a syscall: only for them).
+    senders_waiting: usize,
     /// Children told the queue is full, to be told when it is not.
     space_waiters: BTreeSet<PeerId>,
 }
@@ -205,7 +207,9 @@ impl HostQueue {
                     if !block {
                         return Err((item, Fail::Full));
                     }
+                    st.senders_waiting += 1;
                     st = self.writable.wait(st).unwrap_or_else(|p| p.into_inner());
+                    st.senders_waiting -= 1;
                 }
                 _ => break,
             }
@@ -295,7 +299,9 @@ impl HostQueue {
         if self.capacity.is_none() {
             return;
         }
-        self.writable.notify_one();
+        if st.senders_waiting > 0 {
+            self.writable.notify_one();
+        }
         if st.space_waiters.is_empty() {
             return;
         }

@@ -36,6 +36,8 @@ struct RemoteState {
     /// Bumped by each `Space` notice from main.
     space_epoch: u64,
     async_waiting: usize,
+    /// Blocked in `recv`: only they need the condvar (a notify is a syscall).
+    sync_waiting: usize,
 }
 
 /// A hosted channel seen from a child.
@@ -206,20 +208,22 @@ impl Remote {
             if let Some(item) = taken {
                 return Ok(item);
             }
-            match deadline {
-                None => drop(self.readable.wait(st).unwrap_or_else(|p| p.into_inner())),
+            st.sync_waiting += 1;
+            let mut st = match deadline {
+                None => self.readable.wait(st).unwrap_or_else(|p| p.into_inner()),
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
+                        st.sync_waiting -= 1;
                         return Err(Error::Timeout(timeout.unwrap_or_default()));
                     }
-                    drop(
-                        self.readable
-                            .wait_timeout(st, left)
-                            .unwrap_or_else(|p| p.into_inner()),
-                    );
+                    self.readable
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
                 }
-            }
+            };
+            st.sync_waiting -= 1;
         }
     }
 
@@ -299,7 +303,7 @@ impl Remote {
         // Copied to exact size: a transport's receive buffer may be far
         // larger than the item.
         st.buffer.extend(items.map(<[u8]>::to_vec));
-        for _ in 0..n {
+        for _ in 0..n.min(st.sync_waiting) {
             self.readable.notify_one();
         }
         for _ in 0..n.min(st.async_waiting) {
