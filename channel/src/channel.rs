@@ -70,6 +70,9 @@ pub(crate) struct Shared<T> {
     pub(crate) passive: Passive<T>,
 }
 
+// One per channel; boxing the local queue would add a pointer chase to
+// every send and receive.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Queue<T> {
     Local(Local<T>),
     Hosted(Hosted<T>),
