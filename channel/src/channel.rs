@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result, SendError, TrySendError};
@@ -58,12 +59,20 @@ pub struct Channel<T> {
     shared: Arc<Shared<T>>,
 }
 
+/// In this order (`repr(C)`), so that what every send and receive reads
+/// (the loop flag and the queue's own handles) shares few cache lines.
+#[repr(C)]
 pub(crate) struct Shared<T> {
-    pub(crate) name: String,
+    /// Whether a [`ReceiveLoop`] reads the channel.
+    pub(crate) loop_running: AtomicBool,
     pub(crate) queue: Queue<T>,
+    pub(crate) name: String,
     pub(crate) passive: Passive<T>,
 }
 
+// One per channel; boxing the local queue would add a pointer chase to
+// every send and receive.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Queue<T> {
     Local(Local<T>),
     Hosted(Hosted<T>),
@@ -109,6 +118,7 @@ impl<T: Send + 'static> Channel<T> {
     pub(crate) fn from_queue(name: String, queue: Queue<T>) -> Channel<T> {
         Channel {
             shared: Arc::new(Shared {
+                loop_running: AtomicBool::new(false),
                 name,
                 queue,
                 passive: Passive::default(),
@@ -135,6 +145,7 @@ impl<T: Send + 'static> Channel<T> {
     /// is closed (a sender waiting on a full channel wakes with it), and for
     /// hosted channels with [`Error::Disconnected`] when main is gone or an
     /// encoding error.
+    #[inline]
     pub fn send(&self, value: T) -> Result<(), SendError<T>> {
         match &self.shared.queue {
             Queue::Local(q) => q.send(value).map_err(|(v, f)| self.send_error(v, f)),
@@ -161,6 +172,7 @@ impl<T: Send + 'static> Channel<T> {
     /// sent before has been received, [`Error::ReceiveLoopRunning`] while a
     /// [`ReceiveLoop`] reads the channel, and for hosted channels in a child
     /// with [`Error::Disconnected`] when main is gone.
+    #[inline]
     pub fn recv(&self) -> Result<T> {
         self.check_active()?;
         match &self.shared.queue {
@@ -270,8 +282,9 @@ impl<T: Send + 'static> Channel<T> {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
+    #[inline]
     fn check_active(&self) -> Result<()> {
-        if self.shared.passive.is_running() {
+        if self.shared.loop_running.load(Ordering::Acquire) {
             return Err(Error::ReceiveLoopRunning {
                 channel: self.shared.name.clone(),
             });

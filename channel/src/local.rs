@@ -26,6 +26,7 @@ use std::time::Duration;
 use crossbeam_channel::{
     Receiver, RecvTimeoutError, Select, Sender, TryRecvError, TrySendError as CbTrySendError,
 };
+use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
 
 /// The queue is closed: no new send may start.
@@ -54,17 +55,23 @@ pub(crate) enum Fail {
 }
 
 pub(crate) struct Local<T> {
-    /// The only sender; dropped exactly once, by whoever moves `state` from
-    /// `CLOSED` (no send in progress) to `CLOSED | DROPPED`.
-    tx: UnsafeCell<ManuallyDrop<Sender<T>>>,
+    /// What every send writes, on a cache line of its own: receivers never
+    /// touch it, so a send does not evict what a receiver reads.
+    send: CachePadded<SendSide<T>>,
     rx: Receiver<T>,
-    state: AtomicUsize,
     async_waiters: AtomicUsize,
     notify: Notify,
     /// Dropped on close: wakes senders blocked on a full bounded queue.
     close_tx: Mutex<Option<Sender<()>>>,
     close_rx: Receiver<()>,
     capacity: Option<usize>,
+}
+
+struct SendSide<T> {
+    /// The only sender; dropped exactly once, by whoever moves `state` from
+    /// `CLOSED` (no send in progress) to `CLOSED | DROPPED`.
+    tx: UnsafeCell<ManuallyDrop<Sender<T>>>,
+    state: AtomicUsize,
 }
 
 // SAFETY: `tx` is only read while a send is registered in `state` and only
@@ -83,9 +90,11 @@ impl<T> Local<T> {
         };
         let (close_tx, close_rx) = crossbeam_channel::bounded(0);
         Local {
-            tx: UnsafeCell::new(ManuallyDrop::new(tx)),
+            send: CachePadded::new(SendSide {
+                tx: UnsafeCell::new(ManuallyDrop::new(tx)),
+                state: AtomicUsize::new(0),
+            }),
             rx,
-            state: AtomicUsize::new(0),
             async_waiters: AtomicUsize::new(0),
             notify: Notify::new(),
             close_tx: Mutex::new(Some(close_tx)),
@@ -95,18 +104,20 @@ impl<T> Local<T> {
     }
 
     /// Registers a send in progress; `None` when the queue is closed.
+    #[inline]
     fn enter(&self) -> Option<&Sender<T>> {
-        let prev = self.state.fetch_add(USER, Ordering::Acquire);
+        let prev = self.send.state.fetch_add(USER, Ordering::Acquire);
         if prev & CLOSED != 0 {
             self.leave();
             return None;
         }
         // SAFETY: the sender is not dropped while a send is registered.
-        Some(unsafe { &*self.tx.get() })
+        Some(unsafe { &*self.send.tx.get() })
     }
 
+    #[inline]
     fn leave(&self) {
-        let prev = self.state.fetch_sub(USER, Ordering::AcqRel);
+        let prev = self.send.state.fetch_sub(USER, Ordering::AcqRel);
         if prev & (CLOSED | DROPPED) == CLOSED && prev / USER == 1 {
             self.try_drop_sender();
         }
@@ -114,6 +125,7 @@ impl<T> Local<T> {
 
     fn try_drop_sender(&self) {
         if self
+            .send
             .state
             .compare_exchange(
                 CLOSED,
@@ -125,11 +137,12 @@ impl<T> Local<T> {
         {
             // SAFETY: no send is registered and none can start (CLOSED), and
             // the DROPPED bit makes this the only drop.
-            unsafe { ManuallyDrop::drop(&mut *self.tx.get()) };
+            unsafe { ManuallyDrop::drop(&mut *self.send.tx.get()) };
             self.notify.notify_waiters();
         }
     }
 
+    #[inline]
     fn wake_async(&self) {
         if self.async_waiters.load(Ordering::SeqCst) != 0 {
             self.notify.notify_one();
@@ -137,6 +150,7 @@ impl<T> Local<T> {
     }
 
     /// Sends, blocking while a bounded queue is full.
+    #[inline]
     pub(crate) fn send(&self, value: T) -> Result<(), (T, Fail)> {
         let Some(tx) = self.enter() else {
             return Err((value, Fail::Closed));
@@ -188,6 +202,7 @@ impl<T> Local<T> {
         result
     }
 
+    #[inline]
     pub(crate) fn recv(&self) -> Result<T, Fail> {
         self.rx.recv().map_err(|_| Fail::Closed)
     }
@@ -229,7 +244,7 @@ impl<T> Local<T> {
 
     /// Closes the queue; `true` if this call closed it.
     pub(crate) fn close(&self) -> bool {
-        let prev = self.state.fetch_or(CLOSED, Ordering::AcqRel);
+        let prev = self.send.state.fetch_or(CLOSED, Ordering::AcqRel);
         if prev & CLOSED != 0 {
             return false;
         }
@@ -244,7 +259,7 @@ impl<T> Local<T> {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.state.load(Ordering::Acquire) & CLOSED != 0
+        self.send.state.load(Ordering::Acquire) & CLOSED != 0
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -258,10 +273,10 @@ impl<T> Local<T> {
 
 impl<T> Drop for Local<T> {
     fn drop(&mut self) {
-        if *self.state.get_mut() & DROPPED == 0 {
+        if *self.send.state.get_mut() & DROPPED == 0 {
             // SAFETY: `&mut self`: nobody else uses the sender, and it was
             // not dropped before.
-            unsafe { ManuallyDrop::drop(self.tx.get_mut()) };
+            unsafe { ManuallyDrop::drop(self.send.tx.get_mut()) };
         }
     }
 }

@@ -26,19 +26,18 @@ struct Handler<T> {
     run: Run<T>,
 }
 
-/// The handlers of one channel and whether a loop reads it.
+/// The handlers of one channel (whether a loop runs is kept beside the
+/// queue, since every receive checks it).
 pub(crate) struct Passive<T> {
     /// Replaced whole on each addition, so the loop takes a snapshot per
     /// item without holding a lock across an await.
     handlers: RwLock<Arc<Vec<Arc<Handler<T>>>>>,
-    running: AtomicBool,
 }
 
 impl<T> Default for Passive<T> {
     fn default() -> Self {
         Passive {
             handlers: RwLock::new(Arc::new(Vec::new())),
-            running: AtomicBool::new(false),
         }
     }
 }
@@ -74,10 +73,6 @@ impl<T: Send + 'static> Passive<T> {
             filter: Box::new(filter),
             run: Run::Async(Box::new(move |item| Box::pin(handler(item)))),
         });
-    }
-
-    pub(crate) fn is_running(&self) -> bool {
-        self.running.load(Ordering::Acquire)
     }
 
     fn snapshot(&self) -> Arc<Vec<Arc<Handler<T>>>> {
@@ -163,8 +158,7 @@ impl fmt::Debug for ReceiveLoop {
 
 impl ReceiveLoop {
     fn claim<T: Send + 'static>(channel: &Channel<T>) -> Result<()> {
-        let passive = &channel.shared().passive;
-        if passive.running.swap(true, Ordering::AcqRel) {
+        if channel.shared().loop_running.swap(true, Ordering::AcqRel) {
             return Err(Error::ReceiveLoopRunning {
                 channel: channel.name().to_owned(),
             });
@@ -184,8 +178,7 @@ impl ReceiveLoop {
             Err(e) => {
                 channel
                     .shared()
-                    .passive
-                    .running
+                    .loop_running
                     .store(false, Ordering::Release);
                 return Err(Error::LoopStart(format!("no runtime: {e}")));
             }
@@ -204,10 +197,7 @@ impl ReceiveLoop {
                 thread: Some(thread),
             }),
             Err(e) => {
-                keep.shared()
-                    .passive
-                    .running
-                    .store(false, Ordering::Release);
+                keep.shared().loop_running.store(false, Ordering::Release);
                 Err(Error::LoopStart(format!("no thread: {e}")))
             }
         }
@@ -285,7 +275,10 @@ async fn run<T: Send + Sync + 'static>(channel: Channel<T>, stop: Arc<Stop>) {
             }
         }
     }
-    passive.running.store(false, Ordering::Release);
+    channel
+        .shared()
+        .loop_running
+        .store(false, Ordering::Release);
     stop.done.store(true, Ordering::Release);
     stop.finished.notify_waiters();
 }

@@ -521,3 +521,59 @@ fn large_items_travel_in_frames_that_fit() {
         assert_eq!(c.recv_timeout(WAIT).unwrap(), vec![i; 1000]);
     }
 }
+
+#[test]
+fn main_async_receivers_and_children_share_the_items() {
+    let net = Net::new();
+    let (_c, child) = net.child("c");
+    let m = Channel::<u32>::open(&net.main(), "share").unwrap();
+    let c = Channel::<u32>::open(&child, "share").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // A main receive that gives up does not keep an item back from the child.
+    rt.block_on(async {
+        let r = tokio::time::timeout(Duration::from_millis(20), m.recv_async()).await;
+        assert!(r.is_err());
+    });
+    assert!(c.try_recv().is_err(), "grants credit");
+    m.send(1).unwrap();
+    assert_eq!(c.recv_timeout(WAIT), Ok(1));
+
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let m = m.clone();
+            rt.spawn(async move {
+                let mut got = Vec::new();
+                while let Ok(v) = m.recv_async().await {
+                    got.push(v);
+                }
+                got
+            })
+        })
+        .collect();
+    let child_rx = {
+        let c = c.clone();
+        thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Ok(v) = c.recv_timeout(WAIT) {
+                got.push(v);
+            }
+            got
+        })
+    };
+    for i in 2..1000 {
+        c.send(i).unwrap();
+    }
+    m.close();
+    let mut all = child_rx.join().unwrap();
+    rt.block_on(async {
+        for t in tasks {
+            all.extend(tokio::time::timeout(WAIT, t).await.unwrap().unwrap());
+        }
+    });
+    all.sort_unstable();
+    assert_eq!(all, (2..1000).collect::<Vec<_>>());
+}

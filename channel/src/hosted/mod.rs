@@ -409,6 +409,7 @@ where
             _transport: transport.clone(),
         };
         let shared = Arc::new(Shared {
+            loop_running: std::sync::atomic::AtomicBool::new(false),
             name: name.to_owned(),
             queue: Queue::Hosted(hosted),
             passive: Passive::default(),
