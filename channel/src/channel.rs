@@ -193,6 +193,11 @@ impl<T: Send + 'static> Channel<T> {
 
     /// Receives an item if one is there now; fails with [`Error::Empty`]
     /// otherwise, and as [`recv`](Channel::recv) does.
+    ///
+    /// For a hosted channel in a child, "there now" means delivered to this
+    /// process: the first receive of any kind asks main to start pushing
+    /// items, so a `try_recv` right after [`open`](Channel::open) may find
+    /// nothing that a moment later is there.
     pub fn try_recv(&self) -> Result<T> {
         self.check_active()?;
         match &self.shared.queue {

@@ -224,11 +224,17 @@ impl ReceiveLoop {
     }
 
     /// Stops the loop after the item it is handling. A loop on its own
-    /// thread is waited for; a loop running as a task is only told to stop
-    /// (use [`stop_async`](ReceiveLoop::stop_async) to wait for it).
+    /// thread is waited for (unless `stop` is called by one of its own
+    /// handlers); a loop running as a task is only told to stop (use
+    /// [`stop_async`](ReceiveLoop::stop_async) to wait for it).
     pub fn stop(mut self) {
         self.request_stop();
         if let Some(thread) = self.thread.take() {
+            // Called from a handler on the loop's own thread: it ends after
+            // this item, and cannot wait for itself.
+            if thread.thread().id() == std::thread::current().id() {
+                return;
+            }
             if thread.join().is_err() {
                 tracing::error!(channel = %self.channel, "the receive loop's thread panicked");
             }

@@ -176,3 +176,23 @@ fn stop_async_waits_for_the_task() {
     ch.send(3).unwrap();
     assert_eq!(ch.try_recv(), Ok(3));
 }
+
+#[test]
+fn a_handler_may_stop_its_own_loop() {
+    let ch = Channel::<u32>::new("self-stop");
+    let slot: Arc<std::sync::Mutex<Option<yuki_channel::ReceiveLoop>>> = Arc::default();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let s = slot.clone();
+    ch.on_receive(
+        |_| true,
+        move |n| {
+            if let Some(dispatcher) = s.lock().unwrap().take() {
+                dispatcher.stop();
+            }
+            tx.send(*n).unwrap();
+        },
+    );
+    *slot.lock().unwrap() = Some(ch.start_receive_loop().unwrap());
+    ch.send(1).unwrap();
+    assert_eq!(recv_n(&rx, 1), vec![1]);
+}
