@@ -123,8 +123,12 @@ impl NodeBuilder {
             self.stop_timeout,
             self.stall_timeout,
         )?;
+        let transport = Arc::new(IpcTransport::new(Side::Main(hub)));
+        // Children may open a named channel before main opens any.
+        let seam: Arc<dyn Transport> = transport.clone();
+        yuki_channel::host_channels(&seam)?;
         Ok(Node {
-            transport: Arc::new(IpcTransport::new(Side::Main(hub))),
+            transport,
             supervisor: Some(supervisor),
             name: "main".into(),
         })
