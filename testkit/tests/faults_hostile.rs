@@ -179,6 +179,14 @@ fn good(n: usize) {
     }
 }
 
+/// A child's command; it runs ignored tests too, so an ignored test's
+/// children run their part when the test is asked for.
+fn command(h: &Harness, scenario: &str, index: usize) -> std::process::Command {
+    let mut cmd = h.command(scenario, index);
+    cmd.arg("--include-ignored");
+    cmd
+}
+
 struct Main {
     h: Harness,
     node: Node,
@@ -220,7 +228,7 @@ fn start_main() -> Main {
     let mut goods = Kids::default();
     for i in 0..2 {
         goods.0.push(
-            node.spawn(&format!("good-{i}"), h.command("good", i))
+            node.spawn(&format!("good-{i}"), command(&h, "good", i))
                 .unwrap(),
         );
     }
@@ -282,7 +290,7 @@ fn hostile_children_are_cut_off_and_the_others_see_no_error() {
     // A wrong token is refused at the door.
     let err = main
         .node
-        .spawn("forger", main.h.command("forger", 0))
+        .spawn("forger", command(&main.h, "forger", 0))
         .unwrap_err();
     assert!(matches!(err, Error::Refused(_)), "{err}");
     assert!(err.to_string().contains("token"), "{err}");
@@ -290,7 +298,7 @@ fn hostile_children_are_cut_off_and_the_others_see_no_error() {
     let mut bad = Kids::default();
     for kind in ["garbage", "oversized"] {
         bad.0
-            .push(main.node.spawn(kind, main.h.command(kind, 0)).unwrap());
+            .push(main.node.spawn(kind, command(&main.h, kind, 0)).unwrap());
     }
     bad.wait_success(WAIT);
     for c in &bad.0 {
@@ -313,7 +321,7 @@ fn a_child_flooding_requests_without_reading_replies_is_cut_off() {
     let before = rss_kib();
     let flooder = Kids(vec![
         main.node
-            .spawn("flooder", main.h.command("flooder", 0))
+            .spawn("flooder", command(&main.h, "flooder", 0))
             .unwrap(),
     ]);
     let c = &flooder.0[0];
