@@ -14,13 +14,12 @@ use yuki_channel::{Channel, Error as ChannelError, InThreadTransport, Transport,
 use yuki_ipc_transport::Node;
 use yuki_pubsub::{Error as PubSubError, PubSub, Subscription};
 use yuki_storage::{Batch, Error as StoreError, Outcome, Store};
-use yuki_testkit::kv_model::KvValue;
 use yuki_testkit::program::{
     ACTORS, ActorLog, KvEvent, Program, Res, Step, Val, check, now_ns, program,
 };
 use yuki_testkit::{Harness, run_child};
 
-use common::{Kids, WAIT, hex, unhex, val_of};
+use common::{Kids, WAIT, apply, hex, kv_value, unhex, val_of};
 
 const PROGRAM_ENV: &str = "YUKI_TEST_PROGRAM";
 const CASE_ENV: &str = "YUKI_TEST_CASE";
@@ -62,37 +61,6 @@ struct Actor<'a> {
     work: &'a Channel<Item>,
     sub: Subscription<Item>,
     names: &'a Names,
-}
-
-fn kv_value(v: &Val) -> KvValue {
-    v.clone().into()
-}
-
-fn apply(store: &Store, step: &Step) -> Res {
-    match step {
-        Step::Set { key, value } => {
-            store.set(key, &kv_value(value)).unwrap();
-            Res::Done
-        }
-        Step::Get { key } => Res::Value(store.get_raw(key).unwrap().map(|b| val_of(&b))),
-        Step::Delete { key } => Res::Bool(store.delete(key).unwrap()),
-        Step::Contains { key } => Res::Bool(store.contains(key).unwrap()),
-        Step::Incr { key, by } => match store.incr(key, *by) {
-            Ok(n) => Res::Int(n),
-            Err(StoreError::NotAnInteger { .. } | StoreError::Overflow { .. }) => Res::Failed,
-            Err(e) => panic!("incr failed: {e}"),
-        },
-        Step::Cas { key, expected, new } => Res::Bool(
-            store
-                .compare_and_swap(
-                    key,
-                    expected.as_ref().map(kv_value).as_ref(),
-                    new.as_ref().map(kv_value).as_ref(),
-                )
-                .unwrap(),
-        ),
-        other => panic!("not a key step: {other:?}"),
-    }
 }
 
 fn batch_of(steps: &[Step]) -> Batch {

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use yuki_ipc_transport::ChildHandle;
-use yuki_testkit::program::Val;
+use yuki_storage::{Error as StoreError, Store};
+use yuki_testkit::kv_model::KvValue;
+use yuki_testkit::program::{Res, Step, Val};
 
 /// The bound of every wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -75,4 +77,37 @@ pub fn unhex(s: &str) -> Vec<u8> {
     (0..s.len() / 2)
         .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
         .collect()
+}
+
+/// The model's form of a value.
+pub fn kv_value(v: &Val) -> KvValue {
+    v.clone().into()
+}
+
+/// Runs one key step on `store`.
+pub fn apply(store: &Store, step: &Step) -> Res {
+    match step {
+        Step::Set { key, value } => {
+            store.set(key, &kv_value(value)).unwrap();
+            Res::Done
+        }
+        Step::Get { key } => Res::Value(store.get_raw(key).unwrap().map(|b| val_of(&b))),
+        Step::Delete { key } => Res::Bool(store.delete(key).unwrap()),
+        Step::Contains { key } => Res::Bool(store.contains(key).unwrap()),
+        Step::Incr { key, by } => match store.incr(key, *by) {
+            Ok(n) => Res::Int(n),
+            Err(StoreError::NotAnInteger { .. } | StoreError::Overflow { .. }) => Res::Failed,
+            Err(e) => panic!("incr failed: {e}"),
+        },
+        Step::Cas { key, expected, new } => Res::Bool(
+            store
+                .compare_and_swap(
+                    key,
+                    expected.as_ref().map(kv_value).as_ref(),
+                    new.as_ref().map(kv_value).as_ref(),
+                )
+                .unwrap(),
+        ),
+        other => panic!("not a key step: {other:?}"),
+    }
 }
