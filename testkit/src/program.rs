@@ -475,15 +475,15 @@ fn check_channel(logs: &[ActorLog], drained: &[(u8, u32)], once: bool) -> Result
             if !sent.contains(item) {
                 return Err(format!("channel item {item:?} was never sent ({who})"));
             }
-            if once && who.starts_with("actor") {
-                if let Some(prev) = last.insert(item.0, item.1)
-                    && prev > item.1
-                {
-                    return Err(format!(
-                        "{who} received {item:?} after ({}, {prev}): out of order",
-                        item.0
-                    ));
-                }
+            if once
+                && who.starts_with("actor")
+                && let Some(prev) = last.insert(item.0, item.1)
+                && prev > item.1
+            {
+                return Err(format!(
+                    "{who} received {item:?} after ({}, {prev}): out of order",
+                    item.0
+                ));
             }
         }
     }

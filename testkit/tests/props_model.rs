@@ -219,16 +219,27 @@ fn child_part(transport: Arc<dyn Transport>, index: usize, case: u64, program: &
 }
 
 /// Main's part of a case, with `start` starting the children.
+/// What main's part runs on.
+#[derive(Clone, Copy)]
+struct MainSide<'a> {
+    transport: &'a Arc<dyn Transport>,
+    store: &'a Store,
+    pubsub: &'a PubSub,
+}
+
 fn main_part(
-    transport: &Arc<dyn Transport>,
-    store: &Store,
-    pubsub: &PubSub,
+    side: &MainSide<'_>,
     case: u64,
     program: &Program,
     start: impl FnOnce(),
     finish: impl FnOnce(),
     channel_once: bool,
 ) -> Result<(), String> {
+    let MainSide {
+        transport,
+        store,
+        pubsub,
+    } = *side;
     let names = Names::new(case);
     store.clear().unwrap();
     let work = Channel::<Item>::open(transport, &names.work).unwrap();
@@ -330,9 +341,11 @@ fn programs_over_the_ipc_transport_match_the_model() {
         let encoded = hex(&codec::encode(program).unwrap());
         let kids = std::cell::RefCell::new(Kids::default());
         main_part(
-            &t,
-            &store,
-            &pubsub,
+            &MainSide {
+                transport: &t,
+                store: &store,
+                pubsub: &pubsub,
+            },
             case,
             program,
             || {
@@ -372,9 +385,11 @@ fn in_thread(cases: u32, channel_once: bool) {
         let program = Arc::new(program.clone());
         let threads = std::cell::RefCell::new(Vec::new());
         main_part(
-            &t,
-            &store,
-            &pubsub,
+            &MainSide {
+                transport: &t,
+                store: &store,
+                pubsub: &pubsub,
+            },
             case,
             &program,
             || {
