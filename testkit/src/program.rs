@@ -532,3 +532,75 @@ fn check_pubsub(program: &Program, logs: &[ActorLog], subscribers: usize) -> Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(step: Step, start: u64, end: u64, result: Res) -> KvEvent {
+        KvEvent {
+            step,
+            start,
+            end,
+            result,
+            batched: false,
+        }
+    }
+
+    fn run(reads: Res, store: &[(&str, Val)]) -> Result<(), String> {
+        let program = Program {
+            actors: vec![Vec::new(); ACTORS],
+        };
+        let mut logs: Vec<ActorLog> = (0..ACTORS)
+            .map(|actor| ActorLog {
+                actor,
+                ..ActorLog::default()
+            })
+            .collect();
+        let x = "s.x".to_string();
+        logs[0].kv = vec![
+            event(
+                Step::Set {
+                    key: x.clone(),
+                    value: Val::Int(1),
+                },
+                10,
+                20,
+                Res::Done,
+            ),
+            event(
+                Step::Set {
+                    key: x.clone(),
+                    value: Val::Int(2),
+                },
+                30,
+                40,
+                Res::Done,
+            ),
+        ];
+        logs[1].kv = vec![event(Step::Get { key: x }, 50, 60, reads)];
+        let mut p = program;
+        p.actors[0] = logs[0].kv.iter().map(|e| e.step.clone()).collect();
+        p.actors[1] = logs[1].kv.iter().map(|e| e.step.clone()).collect();
+        let store = store
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        check(&p, &logs, &store, &[], ACTORS, true)
+    }
+
+    #[test]
+    fn a_read_of_the_latest_write_passes() {
+        run(Res::Value(Some(Val::Int(2))), &[("s.x", Val::Int(2))]).unwrap();
+    }
+
+    #[test]
+    fn a_stale_read_or_a_stale_final_value_is_caught() {
+        let stale = run(Res::Value(Some(Val::Int(1))), &[("s.x", Val::Int(2))]);
+        assert!(stale.unwrap_err().contains("no write"));
+        let never = run(Res::Value(Some(Val::Int(7))), &[("s.x", Val::Int(2))]);
+        assert!(never.is_err());
+        let old_end = run(Res::Value(Some(Val::Int(2))), &[("s.x", Val::Int(1))]);
+        assert!(old_end.unwrap_err().contains("last write"));
+    }
+}

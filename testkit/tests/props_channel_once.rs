@@ -85,9 +85,32 @@ fn receivers_that_wait_long_get_every_item_once_in_order() {
 }
 
 #[test]
-#[ignore = "bug: a child's recv_timeout that gives up lets items be delivered twice and out of order"]
-fn receivers_that_give_up_often_get_every_item_once_in_order() {
-    for _ in 0..5 {
-        check(&receive_with_short_timeouts(Duration::from_micros(200))).unwrap();
+fn receivers_that_give_up_often_get_every_item_once() {
+    check(&receive_with_short_timeouts(Duration::from_micros(200))).unwrap();
+}
+
+#[test]
+#[ignore = "bug: items a child consumed but had not acknowledged are requeued when it leaves cleanly"]
+fn items_a_child_received_are_not_delivered_again_after_it_leaves() {
+    let network = InThreadTransport::main();
+    let main: Arc<dyn Transport> = network.clone();
+    let in_main = Channel::<u32>::open(&main, "work").unwrap();
+    let child = network.connect("worker").unwrap();
+    let child_t: Arc<dyn Transport> = child.clone();
+    let in_child = Channel::<u32>::open(&child_t, "work").unwrap();
+    for i in 0..10 {
+        in_main.send(i).unwrap();
     }
+    assert_eq!(in_child.recv_timeout(Duration::from_secs(5)).unwrap(), 0);
+    drop(in_child);
+    child.disconnect("the worker is done");
+    let mut rest = Vec::new();
+    while let Ok(i) = in_main.recv_timeout(Duration::from_millis(200)) {
+        rest.push(i);
+    }
+    assert_eq!(
+        rest,
+        (1..10).collect::<Vec<_>>(),
+        "item 0 was received by the child already"
+    );
 }

@@ -24,6 +24,9 @@ use common::{Kids, WAIT, apply, hex, kv_value, unhex, val_of};
 const PROGRAM_ENV: &str = "YUKI_TEST_PROGRAM";
 const CASE_ENV: &str = "YUKI_TEST_CASE";
 const CHILDREN: usize = 4;
+/// Each ipc case starts four processes; in-thread cases are cheap.
+const IPC_CASES: u32 = 12;
+const IN_THREAD_CASES: u32 = 96;
 /// Subscription buffers hold every message of a program: nothing lags.
 const CAPACITY: usize = 4096;
 
@@ -336,8 +339,7 @@ fn programs_over_the_ipc_transport_match_the_model() {
     let t = node.transport();
     let store = Store::attach(t.clone()).unwrap();
     let pubsub = PubSub::attach(t.clone()).unwrap().with_capacity(CAPACITY);
-    let cases = 6;
-    run_cases(cases, 40, |case, program| {
+    run_cases(IPC_CASES, 60, |case, program| {
         let encoded = hex(&codec::encode(program).unwrap());
         let kids = std::cell::RefCell::new(Kids::default());
         main_part(
@@ -367,13 +369,13 @@ fn programs_over_the_ipc_transport_match_the_model() {
 
 #[test]
 fn programs_in_thread_match_the_model() {
-    in_thread(48, false);
+    in_thread(IN_THREAD_CASES, false);
 }
 
 #[test]
-#[ignore = "bug: hosted channel items reach two children, or one child out of order"]
+#[ignore = "bug: items a child consumed but had not acknowledged are requeued when it leaves: received twice, out of order"]
 fn programs_in_thread_deliver_channel_items_exactly_once_in_order() {
-    in_thread(48, true);
+    in_thread(IN_THREAD_CASES, true);
 }
 
 fn in_thread(cases: u32, channel_once: bool) {
@@ -381,7 +383,7 @@ fn in_thread(cases: u32, channel_once: bool) {
     let t: Arc<dyn Transport> = network.clone();
     let store = Store::attach(t.clone()).unwrap();
     let pubsub = PubSub::attach(t.clone()).unwrap().with_capacity(CAPACITY);
-    run_cases(cases, 30, |case, program| {
+    run_cases(cases, 40, |case, program| {
         let program = Arc::new(program.clone());
         let threads = std::cell::RefCell::new(Vec::new());
         main_part(
