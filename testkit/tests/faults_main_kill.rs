@@ -175,7 +175,9 @@ fn main_killed_under_load_fails_every_child_call_fast() {
         for role in ROLES {
             let woke: u64 = h
                 .wait_report(main, &format!("woke.{i}.{role}"))
-                .unwrap_or_else(|| panic!("grandchild {i}'s {role} never woke"))
+                .unwrap_or_else(|| {
+                    panic!("grandchild {i}'s {role} never woke: {:#?}", h.wait(main))
+                })
                 .parse()
                 .unwrap();
             let after = Duration::from_nanos(woke.saturating_sub(killed));
@@ -186,7 +188,7 @@ fn main_killed_under_load_fails_every_child_call_fast() {
         }
         let later: u64 = h
             .wait_report(main, &format!("later.{i}"))
-            .expect("later calls fail")
+            .unwrap_or_else(|| panic!("grandchild {i}'s later calls: {:#?}", h.wait(main)))
             .parse()
             .unwrap();
         assert!(Duration::from_nanos(later) < Duration::from_millis(100));
