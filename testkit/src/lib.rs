@@ -34,6 +34,7 @@
 
 pub mod kv_model;
 mod procs;
+pub mod program;
 
 pub use procs::{
     Harness, INDEX_ENV, Outcome, ProcId, RUN_ENV, SCENARIO_ENV, Scenario, report, run_child,

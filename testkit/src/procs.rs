@@ -96,9 +96,13 @@ pub fn report(key: &str, value: impl fmt::Display) {
     emit(&format!("{REPORT_PREFIX}{key} {value}"));
 }
 
+/// Writes `line` in one write(2), starting on a fresh line: processes that
+/// share the harness's pipe (grandchildren, libtest's partial "test ... ok"
+/// lines) cannot split it, and it never continues someone else's line.
 fn emit(line: &str) {
     let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    let _ = out.write_all(format!("\n{line}\n").as_bytes());
     let _ = out.flush();
 }
 
@@ -373,12 +377,17 @@ impl Harness {
                     for line in BufReader::new(out).lines() {
                         let Ok(line) = line else { break };
                         let mut inner = reader.lock();
-                        if let Some(rest) = line.strip_prefix(REPORT_PREFIX) {
+                        // Another process may have left a partial line just
+                        // before ours: look for the marker anywhere.
+                        if let Some(rest) = line
+                            .find(REPORT_PREFIX)
+                            .map(|at| &line[at + REPORT_PREFIX.len()..])
+                        {
                             let (k, v) = rest.split_once(' ').unwrap_or((rest, ""));
                             inner.reports.push((k.to_owned(), v.to_owned()));
-                        } else if line == STARTED {
+                        } else if line.ends_with(STARTED) {
                             inner.started = true;
-                        } else if line == FINISHED {
+                        } else if line.ends_with(FINISHED) {
                             inner.finished = true;
                         } else {
                             inner.output.push(line);

@@ -1,0 +1,339 @@
+//! Hostile or broken children: a wrong token, garbage frames, oversized
+//! frames, a flood of requests whose replies are never read. Each is
+//! refused or cut off with a logged reason; main's memory stays bounded and
+//! well-behaved children see no error.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcSender};
+use serde::{Deserialize, Serialize};
+use yuki_channel::codec::{self, put_frame};
+use yuki_channel::{BOOTSTRAP_ENV, Channel, PeerEvent, PeerId};
+use yuki_ipc_transport::{Error, Node, WhenMainGone};
+use yuki_pubsub::PubSub;
+use yuki_storage::Store;
+use yuki_testkit::{Harness, run_child};
+
+use common::{Kids, WAIT, rss_kib};
+
+const MAX_FRAME: usize = 1 << 20;
+const MAX_BACKLOG: usize = 4 << 20;
+const REPLY: usize = 64 << 10;
+
+/// A child's hello, laid out as the transport's own (a test plays the
+/// child by hand to break rules the real one never breaks).
+#[derive(Serialize, Deserialize)]
+enum RawHello {
+    Join {
+        token: String,
+        pid: u32,
+        up: IpcBytesReceiver,
+        down: IpcBytesSender,
+        welcome: IpcSender<RawWelcome>,
+    },
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+enum RawWelcome {
+    Accepted {
+        peer: u64,
+        name: String,
+        max_frame: u64,
+    },
+    Refused(String),
+}
+
+/// A call frame, laid out as the transport's own.
+#[derive(Serialize)]
+enum RawFrame<'a> {
+    Call {
+        id: u64,
+        service: &'a str,
+        #[serde(with = "serde_bytes")]
+        body: &'a [u8],
+    },
+}
+
+/// Joins main by hand; returns the link's halves and main's answer. The
+/// reading half is returned so it stays open, and is never read.
+fn raw_join(
+    token_of: impl FnOnce(&str) -> String,
+) -> (IpcBytesSender, IpcBytesReceiver, RawWelcome) {
+    let value = std::env::var(BOOTSTRAP_ENV).unwrap();
+    let mut parts = value.splitn(3, ' ');
+    let (_version, token, server) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let (up_tx, up_rx) = ipc::bytes_channel().unwrap();
+    let (down_tx, down_rx) = ipc::bytes_channel().unwrap();
+    let (welcome_tx, welcome_rx) = ipc::channel::<RawWelcome>().unwrap();
+    let hello = IpcSender::<RawHello>::connect(server.to_owned()).unwrap();
+    hello
+        .send(RawHello::Join {
+            token: token_of(token),
+            pid: std::process::id(),
+            up: up_rx,
+            down: down_tx,
+            welcome: welcome_tx,
+        })
+        .unwrap();
+    let welcome = welcome_rx.try_recv_timeout(WAIT).unwrap();
+    (up_tx, down_rx, welcome)
+}
+
+fn hostile(kind: &str) {
+    match kind {
+        "forger" => {
+            let (_up, _down, welcome) = raw_join(|t| {
+                // The same length, one digit off.
+                let mut t = t.to_owned().into_bytes();
+                t[0] = if t[0] == b'0' { b'1' } else { b'0' };
+                String::from_utf8(t).unwrap()
+            });
+            assert!(matches!(welcome, RawWelcome::Refused(_)), "{welcome:?}");
+        }
+        "garbage" | "oversized" => {
+            let node = Node::builder()
+                .when_main_gone(WhenMainGone::Stay)
+                .init()
+                .unwrap();
+            let message = if kind == "garbage" {
+                let mut m = Vec::new();
+                put_frame(&mut m, &[0xfe, 0xff, 0x13, 0x37, 0, 0, 0, 9]);
+                m
+            } else {
+                let big = vec![7u8; 2 * MAX_FRAME];
+                let frame = codec::encode(&RawFrame::Call {
+                    id: 1,
+                    service: "yuki.store",
+                    body: &big,
+                })
+                .unwrap();
+                let mut m = Vec::new();
+                put_frame(&mut m, &frame);
+                m
+            };
+            node.send_raw_message(&message).unwrap();
+            // Main cuts the link: the next call fails.
+            let store = Store::attach(node.transport()).unwrap();
+            let deadline = std::time::Instant::now() + WAIT;
+            while store.get::<u8>("k").is_ok() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "main never cut the link"
+                );
+                std::thread::yield_now();
+            }
+        }
+        "flooder" => {
+            let (up, _down, welcome) = raw_join(|t| t.to_owned());
+            assert!(
+                matches!(welcome, RawWelcome::Accepted { .. }),
+                "{welcome:?}"
+            );
+            let mut message = Vec::new();
+            for id in 0..64 {
+                let frame = codec::encode(&RawFrame::Call {
+                    id,
+                    service: "big",
+                    body: b"",
+                })
+                .unwrap();
+                put_frame(&mut message, &frame);
+            }
+            // Until main cuts the link (and kills this process).
+            for _ in 0..100_000 {
+                if up.send(&message).is_err() {
+                    break;
+                }
+            }
+        }
+        other => panic!("unknown hostile kind {other}"),
+    }
+}
+
+/// A well-behaved child: checked work until main sets `stop`.
+fn good(n: usize) {
+    let node = Node::init().unwrap();
+    let t = node.transport();
+    let store = Store::attach(t.clone()).unwrap();
+    let pubsub = PubSub::attach(t.clone()).unwrap();
+    let echo = Channel::<u64>::open(&t, &format!("echo.{n}")).unwrap();
+    let sub = pubsub.subscribe::<u64>(&format!("good.{n}")).unwrap();
+    store.set(&format!("good.{n}.ready"), &1u8).unwrap();
+    for i in 0u64.. {
+        store.set(&format!("g{n}"), &i).unwrap();
+        assert_eq!(store.get::<u64>(&format!("g{n}")).unwrap(), Some(i));
+        echo.send(i).unwrap();
+        assert_eq!(echo.recv_timeout(WAIT).unwrap(), i);
+        assert_eq!(pubsub.publish(&format!("good.{n}"), &i).unwrap(), 1);
+        assert_eq!(sub.recv_timeout(WAIT).unwrap().into_value(), i);
+        if store.contains("stop").unwrap() {
+            break;
+        }
+    }
+}
+
+/// A child's command; it runs ignored tests too, so an ignored test's
+/// children run their part when the test is asked for.
+fn command(h: &Harness, scenario: &str, index: usize) -> std::process::Command {
+    let mut cmd = h.command(scenario, index);
+    cmd.arg("--include-ignored");
+    cmd
+}
+
+struct Main {
+    h: Harness,
+    node: Node,
+    store: Store,
+    left: Mutex<Vec<(PeerId, String)>>,
+    left_rx: crossbeam_channel::Receiver<(PeerId, String)>,
+    goods: Kids,
+    _pubsub: PubSub,
+}
+
+/// Main with a service of large replies and two good children at work.
+fn start_main() -> Main {
+    let h = Harness::new().timeout(Duration::from_secs(120));
+    let node = Node::builder()
+        .max_frame(MAX_FRAME)
+        .max_backlog(MAX_BACKLOG)
+        .init()
+        .unwrap();
+    let t = node.transport();
+    let store = Store::attach(t.clone()).unwrap();
+    let pubsub = PubSub::attach(t.clone()).unwrap();
+    yuki_channel::host_channels(&t).unwrap();
+    let big = vec![1u8; REPLY];
+    t.serve(
+        "big",
+        Arc::new(move |_: PeerId, _: &[u8], reply: &mut Vec<u8>| {
+            reply.extend_from_slice(&big);
+            Ok(())
+        }),
+    )
+    .unwrap();
+    let (left_tx, left_rx) = crossbeam_channel::unbounded();
+    t.on_peer_event(Arc::new(move |e| {
+        if let PeerEvent::Left { peer, reason } = e {
+            let _ = left_tx.send((*peer, reason.clone()));
+        }
+    }));
+    let mut ready = store.watch("good.").unwrap();
+    let mut goods = Kids::default();
+    for i in 0..2 {
+        goods.0.push(
+            node.spawn(&format!("good-{i}"), command(&h, "good", i))
+                .unwrap(),
+        );
+    }
+    for _ in 0..2 {
+        ready.recv_timeout(WAIT).expect("good children start");
+    }
+    Main {
+        h,
+        node,
+        store,
+        left: Mutex::new(Vec::new()),
+        left_rx,
+        goods,
+        _pubsub: pubsub,
+    }
+}
+
+impl Main {
+    /// Why `c` left, waiting (bounded) for main to say so.
+    fn reason(&self, c: &yuki_ipc_transport::ChildHandle) -> String {
+        let mut left = self.left.lock().unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some((_, r)) = left.iter().find(|(p, _)| *p == c.id()) {
+                return r.clone();
+            }
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.left_rx.recv_timeout(wait) {
+                Ok(e) => left.push(e),
+                Err(_) => return String::new(),
+            }
+        }
+    }
+
+    /// The good children finished without an error, nothing is left running.
+    fn finish(self) {
+        self.store.set("stop", &1u8).unwrap();
+        self.goods.wait_success(WAIT);
+        drop(self.goods);
+        drop(self.node);
+        self.h.assert_no_leftovers(WAIT);
+    }
+}
+
+fn children(s: &yuki_testkit::Scenario) {
+    match s.name() {
+        "good" => good(s.index()),
+        kind => hostile(kind),
+    }
+}
+
+#[test]
+fn hostile_children_are_cut_off_and_the_others_see_no_error() {
+    if run_child(children) {
+        return;
+    }
+    let main = start_main();
+    let before = rss_kib();
+    // A wrong token is refused at the door.
+    let err = main
+        .node
+        .spawn("forger", command(&main.h, "forger", 0))
+        .unwrap_err();
+    assert!(matches!(err, Error::Refused(_)), "{err}");
+    assert!(err.to_string().contains("token"), "{err}");
+
+    let mut bad = Kids::default();
+    for kind in ["garbage", "oversized"] {
+        bad.0
+            .push(main.node.spawn(kind, command(&main.h, kind, 0)).unwrap());
+    }
+    bad.wait_success(WAIT);
+    for c in &bad.0 {
+        let why = main.reason(c);
+        assert!(why.contains("malformed"), "{}: {why:?}", c.name());
+    }
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 64 << 10, "main grew by {grown} KiB");
+    drop(bad);
+    main.finish();
+}
+
+#[test]
+#[ignore = "bug: a child that never reads its replies wedges its link thread in a blocking send; it is never cut off"]
+fn a_child_flooding_requests_without_reading_replies_is_cut_off() {
+    if run_child(children) {
+        return;
+    }
+    let main = start_main();
+    let before = rss_kib();
+    let flooder = Kids(vec![
+        main.node
+            .spawn("flooder", command(&main.h, "flooder", 0))
+            .unwrap(),
+    ]);
+    let c = &flooder.0[0];
+    c.wait_timeout(WAIT)
+        .unwrap_or_else(|| panic!("the flooder was never cut off"));
+    let why = main.reason(c);
+    assert!(why.contains("does not read its replies"), "{why:?}");
+    let grown = rss_kib().saturating_sub(before);
+    assert!(
+        grown < 4 * (MAX_BACKLOG as u64 >> 10) + (32 << 10),
+        "main grew by {grown} KiB with a flooder bounded to {MAX_BACKLOG} bytes"
+    );
+    drop(flooder);
+    main.finish();
+}
