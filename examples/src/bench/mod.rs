@@ -6,6 +6,6 @@
 
 pub mod channel;
 pub mod ipc;
-pub mod store;
 pub mod pubsub;
+pub mod store;
 pub mod timing;
