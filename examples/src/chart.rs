@@ -51,12 +51,18 @@ pub fn svg(report: &Report) -> Result<String, String> {
         root.fill(&WHITE).map_err(text)?;
         let (upper, lower) = root.split_vertically(top);
         if !latency.is_empty() {
-            panel(&upper, "Latency (lower is better; log scale)", &latency)?;
+            panel(
+                &upper,
+                "Latency: lower is better",
+                "microseconds (log scale)",
+                &latency,
+            )?;
         }
         if !throughput.is_empty() {
             panel(
                 &lower,
-                "Throughput (higher is better; log scale)",
+                "Throughput: higher is better",
+                "millions per second (log scale)",
                 &throughput,
             )?;
         }
@@ -82,9 +88,12 @@ fn bars(line: &Line) -> Vec<(RGBColor, f64, String)> {
     bars
 }
 
+/// One panel: a row per line (its name, then a bar each for yuki, the floor
+/// and the peer); the unit of each line is in its name.
 fn panel(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
     title: &str,
+    axis: &str,
     lines: &[&Line],
 ) -> Result<(), String> {
     let values = lines.iter().flat_map(|l| bars(l)).map(|(_, v, _)| v);
@@ -96,9 +105,9 @@ fn panel(
     };
     let rows = lines.len() as f64;
     let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 18))
+        .caption(title, ("sans-serif", 24))
         .margin(12)
-        .x_label_area_size(28)
+        .x_label_area_size(40)
         .y_label_area_size(0)
         .build_cartesian_2d((lo..hi).log_scale(), 0.0..rows)
         .map_err(text)?;
@@ -107,6 +116,9 @@ fn panel(
         .disable_y_mesh()
         .disable_y_axis()
         .x_labels(8)
+        .x_desc(axis)
+        .axis_desc_style(("sans-serif", 15))
+        .x_label_style(("sans-serif", 14))
         .x_label_formatter(&|v| crate::report::num(*v))
         .draw()
         .map_err(text)?;
@@ -118,7 +130,7 @@ fn panel(
             .draw_series(std::iter::once(Text::new(
                 format!("{} ({})", line.figure, line.unit),
                 (lo, top - 0.05),
-                ("sans-serif", 13).into_font().color(&BLACK),
+                ("sans-serif", 17).into_font().color(&BLACK),
             )))
             .map_err(text)?;
         let mut y = top - 0.32;
@@ -127,7 +139,7 @@ fn panel(
             let label = Text::new(
                 format!("{} {name}", crate::report::num(value)),
                 (value, y - 0.02),
-                ("sans-serif", 11).into_font().color(&BLACK),
+                ("sans-serif", 14).into_font().color(&BLACK),
             );
             chart.draw_series([bar]).map_err(text)?;
             chart.draw_series([label]).map_err(text)?;
@@ -137,7 +149,7 @@ fn panel(
             let note = Text::new(
                 format!("{name}: {why}"),
                 (lo, y - 0.02),
-                ("sans-serif", 11).into_font().color(&PEER),
+                ("sans-serif", 14).into_font().color(&PEER),
             );
             chart.draw_series([note]).map_err(text)?;
         }
@@ -154,6 +166,7 @@ fn panel(
         .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
+        .label_font(("sans-serif", 15))
         .draw()
         .map_err(text)?;
     Ok(())

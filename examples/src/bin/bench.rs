@@ -19,8 +19,10 @@ fn main() -> ExitCode {
     if yuki_examples::bench::store::child_main() {
         return ExitCode::SUCCESS;
     }
-    let Some((quick, out)) = options() else {
-        eprintln!("usage: bench [--quick] [--out DIR]");
+    let Some(Options { quick, out, only }) = options() else {
+        eprintln!(
+            "usage: bench [--quick] [--out DIR] [--only AREA,AREA] (areas: ipc, channel, store, pubsub)"
+        );
         return ExitCode::from(2);
     };
     let started = Instant::now();
@@ -32,6 +34,9 @@ fn main() -> ExitCode {
         ("pubsub", yuki_examples::bench::pubsub::run),
     ];
     for (area, run) in areas {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|a| a == area)) {
+            continue;
+        }
         let start = Instant::now();
         run(&mut report, quick);
         println!("-- {area}: {:.1} s", start.elapsed().as_secs_f64());
@@ -67,19 +72,35 @@ fn main() -> ExitCode {
 /// One area's benchmark: adds its lines to the report (`true`: quick).
 type Area = fn(&mut Report, bool);
 
-/// `--quick` and `--out DIR`, or `None` for anything else.
-fn options() -> Option<(bool, PathBuf)> {
+/// The command line.
+struct Options {
+    /// A reduced run, for CI.
+    quick: bool,
+    /// Where the files go.
+    out: PathBuf,
+    /// The areas to run (all when `None`).
+    only: Option<Vec<String>>,
+}
+
+/// `--quick`, `--out DIR` and `--only AREA,AREA`, or `None` for anything else.
+fn options() -> Option<Options> {
     let mut quick = false;
     let mut out = None;
+    let mut only = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--out" => out = Some(PathBuf::from(args.next()?)),
+            "--only" => only = Some(args.next()?.split(',').map(str::to_owned).collect()),
             _ => return None,
         }
     }
-    Some((quick, out.unwrap_or_else(default_out)))
+    Some(Options {
+        quick,
+        out: out.unwrap_or_else(default_out),
+        only,
+    })
 }
 
 /// `target/bench` when the binary lives in `target/<profile>/`, else `bench`.
