@@ -160,7 +160,7 @@ fn summary(lines: &[String]) -> Vec<&str> {
 
 #[test]
 fn demo_restarts_its_hosts_and_ends_with_a_summary() {
-    let mut demo = Demo::start("4", &mark("full"));
+    let mut demo = Demo::start("6", &mark("full"));
     demo.expect_line("spawned plugin host chat", Duration::from_secs(10));
     demo.expect_line("spawned plugin host games", Duration::from_secs(10));
     demo.expect_line("chat asks for a restart", Duration::from_secs(10));
