@@ -106,7 +106,8 @@ impl Line {
     }
 }
 
-fn num(v: f64) -> String {
+/// A figure with three significant digits or so.
+pub fn num(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 10.0 {
