@@ -49,6 +49,8 @@ pub mod listener;
 mod memo;
 mod pattern;
 mod pubsub;
+#[cfg(feature = "redis")]
+mod redis;
 mod registry;
 mod router;
 mod scratch;
