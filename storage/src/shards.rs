@@ -251,3 +251,72 @@ impl Shards {
         self.shards.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::time::Duration;
+
+    fn put(shard: &mut Shard, shards: &Shards, key: &str, value: &[u8], expires: u64) {
+        shard.put(shards.hash(key), key, value, expires);
+    }
+
+    #[test]
+    fn deadlines_are_counted_through_every_change() {
+        let shards = Shards::new(1);
+        let clock = ManualClock::default();
+        let mut shard = Shard::default();
+        put(&mut shard, &shards, "a", b"1", 10);
+        put(&mut shard, &shards, "b", b"1", 10);
+        put(&mut shard, &shards, "c", b"1", NEVER);
+        assert_eq!(shard.with_ttl, 2);
+        put(&mut shard, &shards, "a", b"22", NEVER); // a plain set drops the deadline
+        assert_eq!(shard.with_ttl, 1);
+        put(&mut shard, &shards, "c", b"3", 10);
+        assert_eq!(shard.with_ttl, 2);
+        shard.replace_value(shards.hash("c"), "c", b"4"); // keeps the deadline
+        assert_eq!(shard.with_ttl, 2);
+        assert!(shard.remove(shards.hash("b"), "b").is_some());
+        assert_eq!(shard.with_ttl, 1);
+
+        clock.advance(Duration::from_nanos(10));
+        let mut now = Now::new(&clock);
+        assert_eq!(shard.live_len(&mut now), 1);
+        let mut gone = Vec::new();
+        assert_eq!(shard.purge(&mut now, |k| gone.push(k.to_owned())), 1);
+        assert_eq!(gone, ["c"]);
+        assert_eq!(shard.with_ttl, 0);
+        assert_eq!(shard.live_len(&mut now), 1);
+        assert_eq!(shard.clear(&mut now, |_| {}), 1);
+        assert_eq!(shard.live_len(&mut now), 0);
+    }
+
+    #[test]
+    fn values_are_kept_at_their_exact_size() {
+        let shards = Shards::new(1);
+        let mut shard = Shard::default();
+        let hash = shards.hash("k");
+        let mut big = Vec::with_capacity(4096);
+        big.extend_from_slice(b"abc");
+        shard.put(hash, "k", &big, NEVER);
+        let e = shard.find(hash, "k").unwrap();
+        assert_eq!((e.key(), e.value()), ("k", &b"abc"[..]));
+        assert_eq!(e.bytes.len(), 4);
+        shard.put(hash, "k", b"xyz", NEVER); // same length: in place
+        shard.put(hash, "k", b"longer", NEVER);
+        let e = shard.find(hash, "k").unwrap();
+        assert_eq!(e.value(), b"longer");
+        assert_eq!(e.bytes.len(), 7);
+        assert!(shard.find(shards.hash("x"), "x").is_none());
+    }
+
+    #[test]
+    fn shard_counts_are_powers_of_two() {
+        assert_eq!(Shards::new(0).count(), 1);
+        assert_eq!(Shards::new(3).count(), 4);
+        assert_eq!(Shards::new(64).count(), 64);
+        let s = Shards::new(8);
+        assert!((0..1000).all(|i| s.index(s.hash(&i.to_string())) < 8));
+    }
+}
