@@ -64,6 +64,8 @@ mod data;
 mod error;
 mod limits;
 mod protocol;
+#[cfg(feature = "redis")]
+mod redis;
 mod remote;
 mod service;
 mod shards;
@@ -75,5 +77,7 @@ pub use batch::{Batch, Outcome};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use limits::{MAX_KEY_LEN, MAX_VALUE_LEN};
+#[cfg(feature = "redis")]
+pub use redis::DEFAULT_NAMESPACE;
 pub use store::{Config, Store};
 pub use watch::{Change, Watch};
