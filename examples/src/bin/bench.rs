@@ -18,5 +18,6 @@ fn main() {
     yuki_examples::bench::channel::run(&mut report, quick);
     yuki_examples::bench::store::run(&mut report, quick);
     yuki_examples::bench::pubsub::run(&mut report, quick);
+    yuki_examples::bench::redis_backend::run(&mut report, quick);
     println!("\n{}", report.to_markdown());
 }
