@@ -314,6 +314,33 @@ mod tests {
     }
 
     #[test]
+    fn gaps_come_in_place_after_lag_and_survive_overflow() {
+        let inbox = Inbox::new(Pattern::new("t").unwrap(), 2);
+        inbox.gap();
+        inbox.gap();
+        inbox.deliver(&env(1));
+        inbox.gap();
+        inbox.lose(2);
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Reconnected);
+        assert_eq!(inbox.try_next().unwrap().payload[0], 1);
+        // Losses and gaps between two messages are told together, lag first.
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Lagged(2));
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Reconnected);
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Empty);
+        // A gap pushed out with the oldest messages is still reported.
+        inbox.deliver(&env(2));
+        inbox.gap();
+        inbox.deliver(&env(3));
+        inbox.deliver(&env(4));
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Lagged(1));
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Reconnected);
+        assert_eq!(inbox.try_next().unwrap().payload[0], 3);
+        inbox.end(End::Closed);
+        inbox.gap();
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Closed);
+    }
+
+    #[test]
     fn overflow_drops_oldest_and_reports_lag_first() {
         let inbox = Inbox::new(Pattern::new("t").unwrap(), 2);
         for n in 0..5 {
