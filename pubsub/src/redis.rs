@@ -101,6 +101,8 @@ struct Routes {
 enum Op {
     Subscribe(Key, oneshot::Sender<Result<()>>),
     Unsubscribe(Key),
+    /// Answers once every earlier operation was done.
+    Barrier(oneshot::Sender<Result<()>>),
 }
 
 /// A `PubSub`'s connection to Redis.
@@ -334,7 +336,8 @@ impl Link {
     /// on its channel or glob, and returns once Redis confirmed.
     pub(crate) fn subscribe(&self, pattern: &Pattern) -> Result<()> {
         let key = self.key(pattern);
-        let first = {
+        let (tx, rx) = oneshot::channel();
+        let sent = {
             let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
             let list = routes.by_key.entry(key.clone()).or_default();
             let first = list.is_empty();
@@ -342,27 +345,24 @@ impl Link {
                 Some((_, n)) => *n += 1,
                 None => list.push((pattern.clone(), 1)),
             }
-            first
+            // Sent under the lock, so that a later pattern on the same
+            // subscription waits (behind the barrier) until Redis confirmed.
+            self.ops.send(if first {
+                Op::Subscribe(key, tx)
+            } else {
+                Op::Barrier(tx)
+            })
         };
-        if !first {
-            return Ok(());
-        }
-        let (tx, rx) = oneshot::channel();
-        let sent = self.ops.send(Op::Subscribe(key, tx));
+        let stopped = |address: String| Error::Redis {
+            address,
+            reason: "the connection task stopped".into(),
+        };
         let address = self.address.clone();
         let done = match sent {
             Ok(()) => block(&self.address, async move {
-                rx.await.unwrap_or_else(|_| {
-                    Err(Error::Redis {
-                        address,
-                        reason: "the connection task stopped".into(),
-                    })
-                })
+                rx.await.unwrap_or_else(|_| Err(stopped(address)))
             }),
-            Err(_) => Err(Error::Redis {
-                address,
-                reason: "the connection task stopped".into(),
-            }),
+            Err(_) => Err(stopped(address)),
         };
         if done.is_err() {
             self.unsubscribe(pattern);
@@ -374,7 +374,7 @@ impl Link {
     /// unsubscribes in Redis (without waiting).
     pub(crate) fn unsubscribe(&self, pattern: &Pattern) {
         let key = self.key(pattern);
-        let last = {
+        {
             let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
             let Some(list) = routes.by_key.get_mut(&key) else {
                 return;
@@ -385,14 +385,10 @@ impl Link {
                     list.swap_remove(at);
                 }
             }
-            let last = list.is_empty();
-            if last {
+            if list.is_empty() {
                 routes.by_key.remove(&key);
+                let _ = self.ops.send(Op::Unsubscribe(key));
             }
-            last
-        };
-        if last {
-            let _ = self.ops.send(Op::Unsubscribe(key));
         }
     }
 }
@@ -432,6 +428,9 @@ async fn run_ops(
                     Key::Glob(g) => conn.psubscribe(g).await,
                 };
                 let _ = done.send(result.map_err(|e| Link::fail(&address, e)));
+            }
+            Op::Barrier(done) => {
+                let _ = done.send(Ok(()));
             }
             Op::Unsubscribe(key) => {
                 let result = match &key {

@@ -11,6 +11,10 @@
 //! compare-and-swap, time-to-live, atomic [`Batch`]es sent as one frame,
 //! change streams ([`Store::watch`]) and an async form of every operation.
 //!
+//! With the `redis` feature, `Store::redis(url)` gives the same `Store` kept
+//! in a Redis server, for processes on several machines (see `redis.rs` for
+//! how each operation maps onto Redis and what differs).
+//!
 //! # Guarantees
 //!
 //! - Each operation is applied whole in main, under the lock of its key's
