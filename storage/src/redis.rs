@@ -484,22 +484,55 @@ impl Redis {
     /// Opens a watch on the keys under `prefix`.
     pub(crate) fn watch(&self, prefix: &str) -> Result<Watch> {
         let (id, watch) = self.open_watch(prefix);
-        if !self.watches.subscribed.load(Ordering::Acquire) {
-            let mut conn = self.conn.clone();
-            let channel = self.channel.clone();
-            let address = self.address.clone();
-            let done = block(&self.address, async move {
-                conn.subscribe(&channel)
-                    .await
-                    .map_err(|e| fail(&address, e))
-            });
-            if let Err(e) = done {
-                self.watches.lock().remove(&id);
-                return Err(e);
-            }
-            self.watches.subscribed.store(true, Ordering::Release);
+        match self.subscribed() {
+            None => Ok(watch),
+            Some(subscribe) => match block(&self.address, subscribe) {
+                Ok(()) => Ok(watch),
+                Err(e) => Err(self.drop_watch(id, e)),
+            },
         }
-        Ok(watch)
+    }
+
+    /// The async form of [`Redis::watch`].
+    pub(crate) async fn watch_async(&self, prefix: &str) -> Result<Watch> {
+        let (id, watch) = self.open_watch(prefix);
+        let Some(subscribe) = self.subscribed() else {
+            return Ok(watch);
+        };
+        let done = match runtime()?.spawn(subscribe).await {
+            Ok(done) => done,
+            Err(e) => Err(Error::Redis {
+                address: self.address.clone(),
+                reason: format!("the request was cancelled: {e}"),
+            }),
+        };
+        match done {
+            Ok(()) => Ok(watch),
+            Err(e) => Err(self.drop_watch(id, e)),
+        }
+    }
+
+    /// What subscribes to the companion channel, unless that was done.
+    fn subscribed(&self) -> Option<impl Future<Output = Result<()>> + Send + 'static> {
+        if self.watches.subscribed.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut conn = self.conn.clone();
+        let channel = self.channel.clone();
+        let address = self.address.clone();
+        let watches = self.watches.clone();
+        Some(async move {
+            conn.subscribe(&channel)
+                .await
+                .map_err(|e| fail(&address, e))?;
+            watches.subscribed.store(true, Ordering::Release);
+            Ok(())
+        })
+    }
+
+    fn drop_watch(&self, id: u64, e: Error) -> Error {
+        self.watches.lock().remove(&id);
+        e
     }
 
     fn open_watch(&self, prefix: &str) -> (u64, Watch) {

@@ -631,7 +631,7 @@ impl Store {
             Backend::Local(data) => Ok(watch_local(data, prefix, self.watch_capacity)),
             Backend::Remote(remote) => remote.watch_async(prefix).await,
             #[cfg(feature = "redis")]
-            Backend::Redis(redis) => redis.watch(prefix),
+            Backend::Redis(redis) => redis.watch_async(prefix).await,
         }
     }
 }
