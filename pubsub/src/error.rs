@@ -36,6 +36,23 @@ pub enum Error {
     )]
     Lagged(u64),
 
+    /// The connection to the Redis server was lost and re-established:
+    /// messages published meanwhile may have been missed (Redis keeps no
+    /// history). The subscription goes on with the next message.
+    #[error(
+        "the connection to Redis was lost and re-established; messages published meanwhile may have been missed"
+    )]
+    Reconnected,
+
+    /// A Redis server could not be reached or failed a command.
+    #[error("Redis at {address} failed: {reason}; check that the server runs and is reachable")]
+    Redis {
+        /// The server's address (or the URL as given, when it is malformed).
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A message could not be decoded as the subscription's type. The
     /// subscription goes on with the next message.
     #[error(

@@ -64,6 +64,8 @@ pub(crate) struct Inbox {
 enum Slot {
     Message(Envelope),
     Lost(u64),
+    /// Messages may have been lost here, how many is unknown.
+    Gap,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +75,8 @@ struct State {
     messages: usize,
     /// Lost before everything in `queue`.
     lagged: u64,
+    /// An unknown number may have been lost before everything in `queue`.
+    gap: bool,
     end: Option<End>,
     sleepers: usize,
     /// Sleepers were notified and have not run yet: more notifications
@@ -117,6 +121,7 @@ impl Inbox {
                     s.lagged += 1;
                 }
                 Some(Slot::Lost(n)) => s.lagged += n,
+                Some(Slot::Gap) => s.gap = true,
                 None => break,
             }
         }
@@ -134,8 +139,23 @@ impl Inbox {
         }
         match s.queue.back_mut() {
             Some(Slot::Lost(m)) => *m += n,
-            Some(Slot::Message(_)) => s.queue.push_back(Slot::Lost(n)),
+            Some(Slot::Message(_) | Slot::Gap) => s.queue.push_back(Slot::Lost(n)),
             None => s.lagged += n,
+        }
+        self.wake(s);
+    }
+
+    /// Marks that an unknown number of messages may have been lost after
+    /// those queued (the carrier reconnected).
+    pub(crate) fn gap(&self) {
+        let mut s = self.lock();
+        if s.end.is_some() {
+            return;
+        }
+        match s.queue.back() {
+            Some(Slot::Gap) => {}
+            Some(_) => s.queue.push_back(Slot::Gap),
+            None => s.gap = true,
         }
         self.wake(s);
     }
@@ -149,6 +169,7 @@ impl Inbox {
             s.queue.clear();
             s.messages = 0;
             s.lagged = 0;
+            s.gap = false;
         }
         if s.end.is_none() {
             s.end = Some(end);
@@ -174,20 +195,27 @@ impl Inbox {
 
     fn take(&self, s: &mut State) -> Option<Result<Envelope>> {
         let item = Inbox::take_inner(s);
-        if s.queue.is_empty() && s.lagged == 0 && s.end.is_none() {
+        if s.queue.is_empty() && s.lagged == 0 && !s.gap && s.end.is_none() {
             self.something.store(false, Ordering::Release);
         }
         item
     }
 
     fn take_inner(s: &mut State) -> Option<Result<Envelope>> {
-        while let Some(Slot::Lost(n)) = s.queue.front() {
-            s.lagged += n;
+        loop {
+            match s.queue.front() {
+                Some(Slot::Lost(n)) => s.lagged += n,
+                Some(Slot::Gap) => s.gap = true,
+                _ => break,
+            }
             s.queue.pop_front();
         }
         if s.lagged > 0 {
             let n = std::mem::take(&mut s.lagged);
             return Some(Err(Error::Lagged(n)));
+        }
+        if std::mem::take(&mut s.gap) {
+            return Some(Err(Error::Reconnected));
         }
         match s.queue.pop_front() {
             Some(Slot::Message(m)) => {
@@ -195,6 +223,7 @@ impl Inbox {
                 return Some(Ok(m));
             }
             Some(Slot::Lost(n)) => return Some(Err(Error::Lagged(n))),
+            Some(Slot::Gap) => return Some(Err(Error::Reconnected)),
             None => {}
         }
         match &s.end {
@@ -282,6 +311,33 @@ mod tests {
             topic: "t".into(),
             payload: vec![n].into(),
         }
+    }
+
+    #[test]
+    fn gaps_come_in_place_after_lag_and_survive_overflow() {
+        let inbox = Inbox::new(Pattern::new("t").unwrap(), 2);
+        inbox.gap();
+        inbox.gap();
+        inbox.deliver(&env(1));
+        inbox.gap();
+        inbox.lose(2);
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Reconnected);
+        assert_eq!(inbox.try_next().unwrap().payload[0], 1);
+        // Losses and gaps between two messages are told together, lag first.
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Lagged(2));
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Reconnected);
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Empty);
+        // A gap pushed out with the oldest messages is still reported.
+        inbox.deliver(&env(2));
+        inbox.gap();
+        inbox.deliver(&env(3));
+        inbox.deliver(&env(4));
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Lagged(1));
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Reconnected);
+        assert_eq!(inbox.try_next().unwrap().payload[0], 3);
+        inbox.end(End::Closed);
+        inbox.gap();
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Closed);
     }
 
     #[test]

@@ -28,6 +28,10 @@
 //!   when it falls behind;
 //! - [`listener`]: sync and async callbacks, [`Listener`] guards.
 //!
+//! With the `redis` feature, `PubSub::redis(url)` gives the same `PubSub`
+//! carried by a Redis server, for processes on several machines (see
+//! `redis.rs` for how patterns map onto Redis channels and globs).
+//!
 //! How a message travels, file by file: [`PubSub::publish`] (`pubsub.rs`)
 //! encodes it; in main, `shared.rs` routes it to this process's
 //! subscriptions (`registry.rs`, a pattern trie in `table.rs`) and, through
@@ -49,6 +53,8 @@ pub mod listener;
 mod memo;
 mod pattern;
 mod pubsub;
+#[cfg(feature = "redis")]
+mod redis;
 mod registry;
 mod router;
 mod scratch;

@@ -42,6 +42,8 @@ pub struct PubSub {
     shared: Arc<Shared>,
     transport: Option<Arc<dyn Transport>>,
     capacity: usize,
+    #[cfg(feature = "redis")]
+    redis: Option<Arc<crate::redis::Link>>,
 }
 
 /// A batch is sent in pieces of about this many bytes, each one frame.
@@ -57,7 +59,46 @@ impl PubSub {
             shared: Arc::new(Shared::new(None)),
             transport: None,
             capacity: DEFAULT_CAPACITY,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
+    }
+
+    /// Topics carried by the Redis server at `url` (such as
+    /// `redis://127.0.0.1:6379`), shared with every process on every machine
+    /// that uses the same server: see [`PubSub::redis_with_namespace`].
+    #[cfg(feature = "redis")]
+    pub fn redis(url: &str) -> Result<PubSub> {
+        PubSub::redis_with_namespace(url, "")
+    }
+
+    /// Topics carried by the Redis server at `url`, each on the Redis
+    /// channel `namespace` + topic (so `namespace` keeps applications
+    /// sharing one server apart).
+    ///
+    /// Everything works as with the other backends, except:
+    /// - [`PubSub::publish`] returns what Redis reports: how many subscribed
+    ///   connections (one per `PubSub` and its clones) the message reached,
+    ///   not how many subscriptions;
+    /// - a message reaches this process's own subscriptions through the
+    ///   server, so it may arrive shortly after `publish` returned;
+    /// - when the connection drops, calls fail with [`Error::Redis`] until
+    ///   it is back (it reconnects by itself, with back-off), and every
+    ///   subscription gets [`Error::Reconnected`] once: what was published
+    ///   meanwhile is lost.
+    ///
+    /// Fails with [`Error::Redis`], naming the address, when the URL is
+    /// malformed or the server cannot be reached.
+    #[cfg(feature = "redis")]
+    pub fn redis_with_namespace(url: &str, namespace: &str) -> Result<PubSub> {
+        let shared = Arc::new(Shared::new(None));
+        let link = crate::redis::Link::connect(url, namespace, &shared)?;
+        Ok(PubSub {
+            shared,
+            transport: None,
+            capacity: DEFAULT_CAPACITY,
+            redis: Some(Arc::new(link)),
+        })
     }
 
     /// Topics shared with every process reached by `transport`.
@@ -79,6 +120,8 @@ impl PubSub {
             shared: attached.0.clone(),
             transport: Some(transport),
             capacity: DEFAULT_CAPACITY,
+            #[cfg(feature = "redis")]
+            redis: None,
         })
     }
 
@@ -162,6 +205,10 @@ impl PubSub {
     /// [`Error::NotAttached`] when main serves no pub/sub.
     pub fn publish<M: Serialize + ?Sized>(&self, topic: &str, message: &M) -> Result<usize> {
         check_topic(topic)?;
+        #[cfg(feature = "redis")]
+        if let Some(link) = &self.redis {
+            return link.publish_blocking(topic, vec![codec::encode(message)?]);
+        }
         let mut payload = scratch();
         let result = codec::encode_into(message, &mut payload)
             .map_err(Error::from)
@@ -198,10 +245,17 @@ impl PubSub {
         enum Pending<F> {
             Done(Result<usize>),
             Call(F),
+            #[cfg(feature = "redis")]
+            Redis(std::pin::Pin<Box<dyn Future<Output = Result<usize>> + Send>>),
         }
         let encoded = codec::encode(message).map_err(Error::from);
         let pending = match (check_topic(topic), encoded) {
             (Err(e), _) | (_, Err(e)) => Pending::Done(Err(e)),
+            #[cfg(feature = "redis")]
+            (Ok(()), Ok(payload)) if self.redis.is_some() => match &self.redis {
+                Some(link) => Pending::Redis(Box::pin(link.publish_spawned(topic, vec![payload]))),
+                None => Pending::Done(Err(Error::NotAttached)),
+            },
             (Ok(()), Ok(payload)) => match self.child_link() {
                 None => Pending::Done(self.check_size(topic, payload.len()).map(|()| {
                     self.shared
@@ -220,6 +274,8 @@ impl PubSub {
             match pending {
                 Pending::Done(result) => result,
                 Pending::Call(call) => read_reply(call.await),
+                #[cfg(feature = "redis")]
+                Pending::Redis(publish) => publish.await,
             }
         }
     }
@@ -238,6 +294,14 @@ impl PubSub {
         I: IntoIterator<Item = &'m M>,
     {
         check_topic(topic)?;
+        #[cfg(feature = "redis")]
+        if let Some(link) = &self.redis {
+            let payloads = messages
+                .into_iter()
+                .map(|m| codec::encode(m).map_err(Error::from))
+                .collect::<Result<Vec<_>>>()?;
+            return link.publish_blocking(topic, payloads);
+        }
         let (mut frames, mut one) = (scratch(), scratch());
         let mut count = 0;
         let mut total = 0;
@@ -325,6 +389,13 @@ impl PubSub {
         }
         let inbox = Arc::new(Inbox::new(pattern, self.capacity));
         self.shared.local.add(inbox.clone());
+        #[cfg(feature = "redis")]
+        if let Some(link) = &self.redis {
+            if let Err(e) = link.subscribe(inbox.pattern()) {
+                self.shared.local.remove(&inbox);
+                return Err(e);
+            }
+        }
         if let Some(link) = self.child_link() {
             let request = codec::encode(&Request::Subscribe {
                 pattern: inbox.pattern().as_str(),
@@ -345,6 +416,10 @@ impl PubSub {
         inbox.end(End::Closed);
         if !self.shared.local.remove(inbox) {
             return;
+        }
+        #[cfg(feature = "redis")]
+        if let Some(link) = &self.redis {
+            link.unsubscribe(inbox.pattern());
         }
         let Some(link) = self.child_link() else {
             return;
@@ -380,6 +455,15 @@ pub(crate) fn read_reply(reply: yuki_channel::Result<Vec<u8>>) -> Result<usize> 
 
 impl fmt::Debug for PubSub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        #[cfg(feature = "redis")]
+        if let Some(link) = &self.redis {
+            return f
+                .debug_struct("PubSub")
+                .field("mode", &"redis")
+                .field("address", &link.address())
+                .field("capacity", &self.capacity)
+                .finish_non_exhaustive();
+        }
         let mode = match (&self.transport, &self.shared.router) {
             (None, _) => "local",
             (Some(_), Some(_)) => "main",

@@ -82,6 +82,28 @@ impl Registry {
         }
     }
 
+    /// Queues the message made by `make` in every subscription on exactly
+    /// `pattern`; returns how many it reached.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn deliver_to(&self, pattern: &Pattern, make: impl FnOnce() -> Envelope) -> usize {
+        let table = self.read();
+        let Some(list) = table.get(pattern).filter(|l| !l.is_empty()) else {
+            return 0;
+        };
+        let message = make();
+        for inbox in list {
+            inbox.deliver(&message);
+        }
+        list.len()
+    }
+
+    /// Tells every subscription that messages may have been lost.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn gap_all(&self) {
+        self.read()
+            .for_each(|list| list.iter().for_each(|inbox| inbox.gap()));
+    }
+
     /// Ends every subscription.
     pub(crate) fn end_all(&self, end: &End) {
         self.read().for_each(|list| {

@@ -11,6 +11,15 @@ pub enum Error {
     #[error("disconnected from main: {0}; main is gone, so restart this process or reconnect")]
     Disconnected(String),
 
+    /// A Redis server could not be reached or failed a command.
+    #[error("Redis at {address} failed: {reason}; check that the server runs and is reachable")]
+    Redis {
+        /// The server's address (or the URL as given, when it is malformed).
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// The empty key is refused everywhere: it is almost always a missing name.
     #[error("the key is empty; every key needs at least one byte")]
     EmptyKey,

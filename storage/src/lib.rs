@@ -11,6 +11,10 @@
 //! compare-and-swap, time-to-live, atomic [`Batch`]es sent as one frame,
 //! change streams ([`Store::watch`]) and an async form of every operation.
 //!
+//! With the `redis` feature, `Store::redis(url)` gives the same `Store` kept
+//! in a Redis server, for processes on several machines (see `redis.rs` for
+//! how each operation maps onto Redis and what differs).
+//!
 //! # Guarantees
 //!
 //! - Each operation is applied whole in main, under the lock of its key's
@@ -64,6 +68,8 @@ mod data;
 mod error;
 mod limits;
 mod protocol;
+#[cfg(feature = "redis")]
+mod redis;
 mod remote;
 mod service;
 mod shards;
@@ -75,5 +81,7 @@ pub use batch::{Batch, Outcome};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use limits::{MAX_KEY_LEN, MAX_VALUE_LEN};
+#[cfg(feature = "redis")]
+pub use redis::DEFAULT_NAMESPACE;
 pub use store::{Config, Store};
 pub use watch::{Change, Watch};

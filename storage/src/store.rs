@@ -100,6 +100,8 @@ pub struct Store {
 enum Backend {
     Local(Arc<Data>),
     Remote(Arc<Remote>),
+    #[cfg(feature = "redis")]
+    Redis(Arc<crate::redis::Redis>),
 }
 
 /// The store attached to a transport, kept in its extensions.
@@ -117,6 +119,39 @@ impl Store {
             backend: Backend::Local(Data::new(config.shards, config.clock, config.purge_every)),
             watch_capacity: config.watch_capacity,
         }
+    }
+
+    /// A store kept in the Redis server at `url` (such as
+    /// `redis://127.0.0.1:6379`), under the key namespace
+    /// [`DEFAULT_NAMESPACE`](crate::DEFAULT_NAMESPACE): see
+    /// [`Store::redis_with_namespace`].
+    #[cfg(feature = "redis")]
+    pub fn redis(url: &str) -> Result<Store> {
+        Store::redis_with_namespace(url, crate::redis::DEFAULT_NAMESPACE)
+    }
+
+    /// A store kept in the Redis server at `url`, every key stored as
+    /// `namespace` + key; nothing outside the namespace is read or changed.
+    ///
+    /// Every operation works as with the other backends and values are
+    /// encoded the same way, except that `len`, `keys`, `get_all` and
+    /// `clear` walk the namespace with `SCAN` and so do not see one instant
+    /// when others write meanwhile, expired keys are removed by Redis
+    /// (`purge_expired` returns 0) and a watch ends with [`Error::Redis`] when
+    /// the connection drops. When the connection drops, calls fail with
+    /// [`Error::Redis`] until it is back; it reconnects by itself with
+    /// back-off.
+    ///
+    /// Fails with [`Error::Redis`], naming the address, when the URL is
+    /// malformed or the server cannot be reached.
+    #[cfg(feature = "redis")]
+    pub fn redis_with_namespace(url: &str, namespace: &str) -> Result<Store> {
+        let capacity = Config::default().watch_capacity;
+        let redis = crate::redis::Redis::connect(url, namespace, capacity)?;
+        Ok(Store {
+            backend: Backend::Redis(Arc::new(redis)),
+            watch_capacity: capacity,
+        })
     }
 
     /// The store of the application `transport` belongs to.
@@ -172,6 +207,10 @@ impl Store {
             Backend::Remote(remote) => remote.request(&Request::Op(op.clone()), |reply| {
                 Outcome::from_reply(&op, reply)
             }),
+            #[cfg(feature = "redis")]
+            Backend::Redis(redis) => redis.request(&Request::Op(op.clone()), |reply| {
+                Outcome::from_reply(&op, reply)
+            }),
         }
     }
 
@@ -181,6 +220,13 @@ impl Store {
             Backend::Remote(remote) => {
                 let owned = OwnedOpShape::of(&op);
                 remote
+                    .request_async(&Request::Op(op), move |reply| owned.outcome(reply))
+                    .await
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(redis) => {
+                let owned = OwnedOpShape::of(&op);
+                redis
                     .request_async(&Request::Op(op), move |reply| owned.outcome(reply))
                     .await
             }
@@ -196,6 +242,8 @@ impl Store {
         match &self.backend {
             Backend::Local(data) => local(data),
             Backend::Remote(remote) => remote.request(&request, parse),
+            #[cfg(feature = "redis")]
+            Backend::Redis(redis) => redis.request(&request, parse),
         }
     }
 
@@ -208,6 +256,8 @@ impl Store {
         match &self.backend {
             Backend::Local(data) => local(data),
             Backend::Remote(remote) => remote.request_async(&request, parse).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(redis) => redis.request_async(&request, parse).await,
         }
     }
 
@@ -260,6 +310,13 @@ impl Store {
             // Decoded straight from the reply frame: no copy of the bytes.
             Backend::Remote(remote) => {
                 remote.request(&Request::Op(Op::Get(key)), |reply| match reply {
+                    Reply::Value(v) => v.map(|b| value::decode(key, b)).transpose(),
+                    other => Err(unexpected(&other)),
+                })
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(redis) => {
+                redis.request(&Request::Op(Op::Get(key)), |reply| match reply {
                     Reply::Value(v) => v.map(|b| value::decode(key, b)).transpose(),
                     other => Err(unexpected(&other)),
                 })
@@ -401,6 +458,8 @@ impl Store {
         match &self.backend {
             Backend::Local(data) => Ok(watch_local(data, prefix, self.watch_capacity)),
             Backend::Remote(remote) => remote.watch(prefix),
+            #[cfg(feature = "redis")]
+            Backend::Redis(redis) => redis.watch(prefix),
         }
     }
 
@@ -571,6 +630,8 @@ impl Store {
         match &self.backend {
             Backend::Local(data) => Ok(watch_local(data, prefix, self.watch_capacity)),
             Backend::Remote(remote) => remote.watch_async(prefix).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(redis) => redis.watch_async(prefix).await,
         }
     }
 }
@@ -580,8 +641,16 @@ impl fmt::Debug for Store {
         let kind = match self.backend {
             Backend::Local(_) => "owner",
             Backend::Remote(_) => "remote",
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => "redis",
         };
-        f.debug_struct("Store").field("kind", &kind).finish()
+        let mut d = f.debug_struct("Store");
+        d.field("kind", &kind);
+        #[cfg(feature = "redis")]
+        if let Backend::Redis(redis) = &self.backend {
+            d.field("address", &redis.address());
+        }
+        d.finish()
     }
 }
 

@@ -7,5 +7,6 @@
 pub mod channel;
 pub mod ipc;
 pub mod pubsub;
+pub mod redis_backend;
 pub mod store;
 pub mod timing;

@@ -1,0 +1,461 @@
+//! Topics carried by a Redis server, for processes on several machines.
+//!
+//! One RESP3 connection per [`PubSub`](crate::PubSub) carries both the
+//! commands and the subscriptions (a `redis::aio::ConnectionManager`, which
+//! reconnects with exponential back-off and subscribes again by itself).
+//! A pattern without wildcards is a `SUBSCRIBE` on its channel; one with
+//! wildcards is a `PSUBSCRIBE` on a glob that selects at least what it
+//! selects (`*` and `>` both become `*`, which in Redis also crosses dots),
+//! and every message is checked again with [`Pattern::matches`] before it is
+//! queued, so the subscription sees exactly what the local backend would give
+//! it. Several patterns sharing a channel or glob share one Redis
+//! subscription. When the connection drops, every subscription is told
+//! [`Error::Reconnected`]: Redis keeps no history, so what was published while
+//! it was down is gone.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+use crate::inbox::Envelope;
+use crate::pattern::{Pattern, Segment};
+use crate::scratch::shared_topic;
+use crate::shared::Shared;
+
+/// The longest a blocking call waits for the runtime to answer; the
+/// connection's own time-outs normally end it much sooner.
+const CALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// The runtime that drives every Redis connection of this process.
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("yuki-pubsub-redis")
+                .enable_all()
+                .build()
+        })
+        .as_ref()
+        .map_err(|e| Error::Spawn(e.to_string()))
+}
+
+/// Runs `future` on the Redis runtime and waits for it (from any thread,
+/// inside a runtime or not).
+fn block<T: Send + 'static>(
+    address: &str,
+    future: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime()?.spawn(async move {
+        let _ = tx.send(future.await);
+    });
+    rx.recv_timeout(CALL_LIMIT).unwrap_or_else(|_| {
+        Err(Error::Redis {
+            address: address.to_owned(),
+            reason: format!("no answer within {CALL_LIMIT:?}"),
+        })
+    })
+}
+
+/// Runs `future` on the Redis runtime; the result can be awaited from any
+/// executor.
+pub(crate) fn spawn<T: Send + 'static>(
+    address: String,
+    future: impl Future<Output = Result<T>> + Send + 'static,
+) -> impl Future<Output = Result<T>> + Send + 'static {
+    let handle = runtime().map(|rt| rt.spawn(future));
+    async move {
+        match handle?.await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Redis {
+                address,
+                reason: format!("the request was cancelled: {e}"),
+            }),
+        }
+    }
+}
+
+/// How a yuki pattern is subscribed in Redis.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Channel(Vec<u8>),
+    Glob(Vec<u8>),
+}
+
+/// Which patterns listen on which Redis subscription.
+#[derive(Debug, Default)]
+struct Routes {
+    /// Per Redis subscription, the patterns on it (with their inbox counts).
+    by_key: HashMap<Key, Vec<(Pattern, usize)>>,
+}
+
+/// What the subscription task does, in order.
+enum Op {
+    Subscribe(Key, oneshot::Sender<Result<()>>),
+    Unsubscribe(Key),
+    /// Answers once every earlier operation was done.
+    Barrier(oneshot::Sender<Result<()>>),
+}
+
+/// A `PubSub`'s connection to Redis.
+pub(crate) struct Link {
+    address: String,
+    namespace: String,
+    conn: ConnectionManager,
+    routes: Arc<Mutex<Routes>>,
+    ops: mpsc::UnboundedSender<Op>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("address", &self.address)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Receives what the connection pushes: messages and disconnections.
+struct Pusher {
+    shared: Weak<Shared>,
+    routes: Arc<Mutex<Routes>>,
+    namespace: Vec<u8>,
+    lost: Arc<tokio::sync::Notify>,
+}
+
+impl redis::aio::AsyncPushSender for Pusher {
+    fn send(&self, info: PushInfo) -> std::result::Result<(), redis::aio::SendError> {
+        let Some(shared) = self.shared.upgrade() else {
+            return Err(redis::aio::SendError);
+        };
+        match info.kind {
+            PushKind::Disconnection => {
+                tracing::warn!("lost the connection to Redis; reconnecting");
+                shared.local.gap_all();
+                self.lost.notify_one();
+            }
+            PushKind::Message => {
+                if let [Value::BulkString(channel), Value::BulkString(payload)] = &info.data[..] {
+                    self.deliver(&shared, Key::Channel(channel.clone()), channel, payload);
+                }
+            }
+            PushKind::PMessage => {
+                if let [
+                    Value::BulkString(glob),
+                    Value::BulkString(channel),
+                    Value::BulkString(payload),
+                ] = &info.data[..]
+                {
+                    self.deliver(&shared, Key::Glob(glob.clone()), channel, payload);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Pusher {
+    fn deliver(&self, shared: &Shared, key: Key, channel: &[u8], payload: &[u8]) {
+        let Some(topic) = channel
+            .strip_prefix(&self.namespace[..])
+            .and_then(|t| std::str::from_utf8(t).ok())
+        else {
+            return;
+        };
+        let patterns: Vec<Pattern> = {
+            let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            match routes.by_key.get(&key) {
+                Some(list) => list.iter().map(|(p, _)| p.clone()).collect(),
+                None => return,
+            }
+        };
+        let mut envelope = None;
+        for pattern in patterns.iter().filter(|p| p.matches(topic)) {
+            shared.local.deliver_to(pattern, || {
+                envelope
+                    .get_or_insert_with(|| Envelope {
+                        topic: shared_topic(topic),
+                        payload: payload.into(),
+                    })
+                    .clone()
+            });
+        }
+    }
+}
+
+/// Escapes the characters Redis globs treat specially.
+fn escape_glob(text: &str, out: &mut Vec<u8>) {
+    for b in text.bytes() {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\' | b'^') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+}
+
+impl Link {
+    /// Connects to the Redis server at `url`, keeping channel names under
+    /// `namespace`.
+    pub(crate) fn connect(url: &str, namespace: &str, shared: &Arc<Shared>) -> Result<Link> {
+        let bad = |reason: String| Error::Redis {
+            address: url.to_owned(),
+            reason,
+        };
+        let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|e| bad(format!("not a valid Redis URL: {e}")))?;
+        let address = info.addr().to_string();
+        // Subscriptions share the command connection, which RESP3 allows.
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        info = info.set_redis_settings(settings);
+        let client = redis::Client::open(info).map_err(|e| bad(e.to_string()))?;
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let lost = Arc::new(tokio::sync::Notify::new());
+        let pusher = Pusher {
+            shared: Arc::downgrade(shared),
+            routes: routes.clone(),
+            namespace: namespace.as_bytes().to_vec(),
+            lost: lost.clone(),
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(6)
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_push_sender(pusher)
+            .set_automatic_resubscription();
+        let at = address.clone();
+        let conn = block(&address, async move {
+            ConnectionManager::new_with_config(client, config)
+                .await
+                .map_err(|e| Error::Redis {
+                    address: at,
+                    reason: e.to_string(),
+                })
+        })?;
+        let (ops, rx) = mpsc::unbounded_channel();
+        runtime()?.spawn(run_ops(conn.clone(), address.clone(), rx, lost));
+        Ok(Link {
+            address,
+            namespace: namespace.to_owned(),
+            conn,
+            routes,
+            ops,
+        })
+    }
+
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn fail(address: &str, e: redis::RedisError) -> Error {
+        Error::Redis {
+            address: address.to_owned(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn channel(&self, topic: &str) -> Vec<u8> {
+        let mut channel = Vec::with_capacity(self.namespace.len() + topic.len());
+        channel.extend_from_slice(self.namespace.as_bytes());
+        channel.extend_from_slice(topic.as_bytes());
+        channel
+    }
+
+    fn key(&self, pattern: &Pattern) -> Key {
+        let mut out = Vec::new();
+        escape_glob(&self.namespace, &mut out);
+        let mut wild = false;
+        for (i, segment) in pattern.segments().enumerate() {
+            if i > 0 {
+                out.push(b'.');
+            }
+            match segment {
+                Segment::Literal(lit) => escape_glob(lit, &mut out),
+                Segment::One | Segment::Rest => {
+                    wild = true;
+                    out.push(b'*');
+                }
+            }
+        }
+        if wild {
+            Key::Glob(out)
+        } else {
+            Key::Channel(self.channel(pattern.as_str()))
+        }
+    }
+
+    /// Publishes the encoded messages on `topic`; returns the sum of what
+    /// Redis reports for each (the subscribed connections it reached).
+    pub(crate) fn publish(
+        &self,
+        topic: &str,
+        payloads: Vec<Vec<u8>>,
+    ) -> impl Future<Output = Result<usize>> + Send + 'static {
+        let channel = self.channel(topic);
+        let mut conn = self.conn.clone();
+        let address = self.address.clone();
+        async move {
+            let mut pipe = redis::pipe();
+            for payload in &payloads {
+                pipe.cmd("PUBLISH").arg(&channel).arg(payload);
+            }
+            let counts: Vec<usize> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| Link::fail(&address, e))?;
+            Ok(counts.into_iter().sum())
+        }
+    }
+
+    pub(crate) fn publish_blocking(&self, topic: &str, payloads: Vec<Vec<u8>>) -> Result<usize> {
+        block(&self.address, self.publish(topic, payloads))
+    }
+
+    pub(crate) fn publish_spawned(
+        &self,
+        topic: &str,
+        payloads: Vec<Vec<u8>>,
+    ) -> impl Future<Output = Result<usize>> + Send + 'static {
+        spawn(self.address.clone(), self.publish(topic, payloads))
+    }
+
+    /// Adds an inbox on `pattern`: subscribes in Redis if it is the first
+    /// on its channel or glob, and returns once Redis confirmed.
+    pub(crate) fn subscribe(&self, pattern: &Pattern) -> Result<()> {
+        let key = self.key(pattern);
+        let (tx, rx) = oneshot::channel();
+        let sent = {
+            let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            let list = routes.by_key.entry(key.clone()).or_default();
+            let first = list.is_empty();
+            match list.iter_mut().find(|(p, _)| p == pattern) {
+                Some((_, n)) => *n += 1,
+                None => list.push((pattern.clone(), 1)),
+            }
+            // Sent under the lock, so that a later pattern on the same
+            // subscription waits (behind the barrier) until Redis confirmed.
+            self.ops.send(if first {
+                Op::Subscribe(key, tx)
+            } else {
+                Op::Barrier(tx)
+            })
+        };
+        let stopped = |address: String| Error::Redis {
+            address,
+            reason: "the connection task stopped".into(),
+        };
+        let address = self.address.clone();
+        let done = match sent {
+            Ok(()) => block(&self.address, async move {
+                rx.await.unwrap_or_else(|_| Err(stopped(address)))
+            }),
+            Err(_) => Err(stopped(address)),
+        };
+        if done.is_err() {
+            self.unsubscribe(pattern);
+        }
+        done
+    }
+
+    /// Removes an inbox on `pattern`; the last one on its channel or glob
+    /// unsubscribes in Redis (without waiting).
+    pub(crate) fn unsubscribe(&self, pattern: &Pattern) {
+        let key = self.key(pattern);
+        {
+            let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(list) = routes.by_key.get_mut(&key) else {
+                return;
+            };
+            if let Some(at) = list.iter().position(|(p, _)| p == pattern) {
+                list[at].1 -= 1;
+                if list[at].1 == 0 {
+                    list.swap_remove(at);
+                }
+            }
+            if list.is_empty() {
+                routes.by_key.remove(&key);
+                let _ = self.ops.send(Op::Unsubscribe(key));
+            }
+        }
+    }
+}
+
+/// Applies subscription changes one after the other, so that Redis sees
+/// them in the order they were decided; after the connection dropped,
+/// pings the server with back-off until it is back, so that a connection
+/// that only listens reconnects (and subscribes again) too.
+async fn run_ops(
+    mut conn: ConnectionManager,
+    address: String,
+    mut ops: mpsc::UnboundedReceiver<Op>,
+    lost: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        let op = tokio::select! {
+            op = ops.recv() => op,
+            () = lost.notified() => {
+                let mut delay = Duration::from_millis(50);
+                while let Err(e) = redis::cmd("PING").query_async::<()>(&mut conn).await {
+                    tracing::debug!(address, error = %e, "Redis is still unreachable");
+                    if ops.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                tracing::info!(address, "reconnected to Redis");
+                continue;
+            }
+        };
+        let Some(op) = op else { break };
+        match op {
+            Op::Subscribe(key, done) => {
+                let result = match &key {
+                    Key::Channel(c) => conn.subscribe(c).await,
+                    Key::Glob(g) => conn.psubscribe(g).await,
+                };
+                let _ = done.send(result.map_err(|e| Link::fail(&address, e)));
+            }
+            Op::Barrier(done) => {
+                let _ = done.send(Ok(()));
+            }
+            Op::Unsubscribe(key) => {
+                let result = match &key {
+                    Key::Channel(c) => conn.unsubscribe(c).await,
+                    Key::Glob(g) => conn.punsubscribe(g).await,
+                };
+                if let Err(e) = result {
+                    tracing::debug!(address, error = %e, "an unsubscribe did not reach Redis");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_escape_and_widen() {
+        let shared = Arc::new(Shared::new(None));
+        let err = Link::connect("nonsense://x", "", &shared).unwrap_err();
+        assert!(err.to_string().contains("nonsense://x"), "{err}");
+        let mut out = Vec::new();
+        escape_glob("a*b?[c]\\^", &mut out);
+        assert_eq!(out, b"a\\*b\\?\\[c\\]\\\\\\^");
+    }
+}
