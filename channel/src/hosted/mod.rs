@@ -10,14 +10,14 @@
 //!
 //! Delivery: every item is received once, in the order main accepted it
 //! (items pushed ahead to different children are received in each child in
-//! that order). A child acknowledges an item as soon as it consumes one
-//! while no acknowledgement is in flight (under load the counts accumulate
-//! behind the one in flight and go together), and its last handle of a
-//! channel flushes what is left. When a child leaves, the items pushed to
+//! that order). A child with no acknowledgement in flight acknowledges as
+//! soon as a consumed item empties its buffer, or every 8 items while more
+//! wait there (counts accumulate behind the one in flight and go together),
+//! and its last handle of a channel flushes what is left. When a child leaves, the items pushed to
 //! it that it had not acknowledged go back to the head of the queue for the
 //! other receivers: exactly once for a child that leaves cleanly; after a
 //! crash, at most the items it consumed since its last acknowledgement was
-//! sent may be delivered again.
+//! sent may be delivered again (see [`Channel::open`]).
 
 mod host;
 mod protocol;
@@ -332,18 +332,22 @@ where
     /// push up to 64 items ahead of its receivers (its credit window), so a
     /// busy queue costs one frame per batch, not a round trip per item. Items
     /// pushed ahead belong to that child: its receivers get them, even after
-    /// a `recv_timeout` gave up. A child acknowledges each item it
-    /// consumes at once when no acknowledgement is in flight, else with the
-    /// next one (so under load acknowledgements batch too), and dropping its
-    /// last handle of the channel acknowledges whatever is left.
+    /// a `recv_timeout` gave up. With no acknowledgement in flight, a child
+    /// acknowledges at once when a consumed item empties its buffer, and
+    /// every 8 items while more wait there; what it consumes while one is
+    /// in flight goes with the next (so under load acknowledgements batch
+    /// too). Dropping its last handle of the channel acknowledges whatever
+    /// is left.
     ///
     /// When the child leaves, the items pushed to it that it had not
     /// acknowledged go back to the head of main's queue for the other
     /// receivers. So delivery is exactly once for a child that leaves
     /// cleanly (after dropping its handles); if a child crashes, at most
-    /// the items it consumed after its last acknowledgement was sent (those
-    /// consumed while one was in flight, and the one in flight if it did
-    /// not reach main) may be delivered again: never lost. Items pushed to
+    /// the items it consumed after its last acknowledgement was sent (fewer
+    /// than 8 with no acknowledgement in flight, else those consumed while
+    /// it was in flight, up to half the window of 64, plus what the one in
+    /// flight covered if it did not reach main) may be delivered again:
+    /// never lost. Items pushed to
     /// a child but not consumed before it left go back too, so a receiver
     /// that already got later items may get them after those. When main
     /// leaves, receivers blocked in the child wake with

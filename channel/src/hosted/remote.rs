@@ -19,6 +19,11 @@ use crate::error::{Error, Result};
 use crate::local::Fail;
 use crate::transport::Transport;
 
+/// While more items wait in the buffer, consumption is acknowledged every
+/// this many items: an acknowledgement per item would cost a call per item
+/// where calls are synchronous (in-thread), and a frame per item under load.
+const ACK_BATCH: u64 = 8;
+
 #[derive(Default)]
 struct RemoteState {
     buffer: VecDeque<Vec<u8>>,
@@ -133,15 +138,18 @@ impl Remote {
         }
     }
 
-    /// The pull to send now, if any: on the first receive; as soon as an
-    /// item was consumed while no pull is in flight (so main learns of
-    /// each consumption at once when idle, and under load the counts
+    /// The pull to send now, if any: on the first receive; when no pull is
+    /// in flight and an item was consumed that emptied the buffer, or
+    /// [`ACK_BATCH`] items were consumed while more wait here (so main
+    /// learns of consumption at once when idle, and under load the counts
     /// accumulate behind the pull in flight and go as one); and when half
     /// the window is unreported, so credit never starves.
     fn pull_due(&self, st: &mut RemoteState) -> Option<u64> {
         let unreported = st.consumed - st.reported;
         let due = !st.receiving
-            || (unreported > 0 && st.pulls_in_flight == 0)
+            || (unreported > 0
+                && st.pulls_in_flight == 0
+                && (st.buffer.is_empty() || unreported >= ACK_BATCH))
             || unreported >= u64::from(WINDOW / 2);
         if !due || st.gone.is_some() {
             return None;
