@@ -207,7 +207,9 @@ impl Hub {
             if link.out.stuck_for().is_some_and(|d| d > limit) {
                 self.violation(
                     &link,
-                    format!("it has not read what main sent it for over {limit:?}"),
+                    format!(
+                        "it does not read its replies or pushes: it has not read what main sent it for over {limit:?}"
+                    ),
                 );
                 link.kill();
             }
@@ -334,6 +336,11 @@ impl Serving<'_> {
 /// to about this many bytes.
 const REPLY_BATCH: usize = 64 << 10;
 
+/// Replies up to this many bytes are sent by the link's reader itself: a
+/// child's socket takes that much at once unless it has left far more
+/// unread (and a reader stuck there is cut loose by the stall watchdog).
+const INLINE_REPLY: usize = 16 << 10;
+
 /// Reads one child's link until it closes: runs each call inline and sends
 /// the replies of the messages that were waiting together.
 fn serve_link(hub: &Hub, link: &Link, up: &IpcBytesReceiver) {
@@ -347,9 +354,9 @@ fn serve_link(hub: &Hub, link: &Link, up: &IpcBytesReceiver) {
         batch: Vec::new(),
         reply: Vec::new(),
     };
-    // Replies may pile up while the writer is stuck on a child that does
-    // not read; past this the child is cut off.
-    let hard_limit = hub.max_backlog.saturating_mul(2);
+    // Replies pile up unsent while the writer is stuck on a child that
+    // does not read; past this the child is cut off.
+    let limit = hub.max_backlog;
     let (mut busy, mut looked) = (false, false);
     loop {
         let mut message = match up.recv() {
@@ -392,15 +399,11 @@ fn serve_link(hub: &Hub, link: &Link, up: &IpcBytesReceiver) {
             continue;
         }
         let batch = &serving.batch;
-        match link
-            .out
-            .append(hard_limit, |buf| buf.extend_from_slice(batch))
-        {
+        match link.out.append(limit, |buf| buf.extend_from_slice(batch)) {
             Ok(()) => {}
             Err(Refused::Closed) => return,
             Err(Refused::Full) => {
-                let reason =
-                    format!("it does not read its replies (over {hard_limit} bytes queued)");
+                let reason = format!("it does not read its replies (over {limit} bytes queued)");
                 hub.violation(link, reason);
                 link.kill();
                 return;
@@ -409,7 +412,11 @@ fn serve_link(hub: &Hub, link: &Link, up: &IpcBytesReceiver) {
         if serving.batch.capacity() > 1 << 20 {
             serving.batch = Vec::new();
         }
-        if link.out.flush().is_err() {
+        // A small reply goes out on this thread, with no hop to the
+        // writer; a large one, or one queued behind a send that is under
+        // way, is the writer's, so this thread goes back to reading and
+        // sees the backlog grow if the child does not read.
+        if link.out.send_or_kick(INLINE_REPLY).is_err() {
             hub.disconnect(link, "the child closed its link");
             return;
         }

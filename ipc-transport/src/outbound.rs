@@ -4,9 +4,10 @@
 //! At most one thread sends at a time. A thread that appends while another
 //! sends does not wait: the sender loops and takes what was appended, so
 //! frames queued during a send leave together in the next message. Callers
-//! that want the lowest latency send inline ([`Outbound::flush`]); callers
-//! that must never block (pushes, pipelined calls) leave the send to the
-//! link's writer thread ([`Outbound::kick`]).
+//! that want the lowest latency send inline ([`Outbound::flush`], or
+//! [`Outbound::send_or_kick`] for a thread that must not be held up by a
+//! large backlog); callers that must never block (pushes, pipelined calls)
+//! leave the send to the link's writer thread ([`Outbound::kick`]).
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -87,10 +88,38 @@ impl Outbound {
         Ok(r)
     }
 
+    /// Sends what is buffered on this thread when that is cheap and safe:
+    /// nothing else is being sent and the buffer holds at most `inline_max`
+    /// bytes (a reply or two, which a reading child's socket takes at
+    /// once). Anything larger, or queued behind a send in progress, is left
+    /// to the writer thread, so a child that does not read stalls the
+    /// writer, never the caller. Fails when the other side is gone.
+    pub(crate) fn send_or_kick(&self, inline_max: usize) -> Result<(), ()> {
+        let st = self.lock();
+        if st.sending || st.buf.is_empty() {
+            return Ok(());
+        }
+        if st.closed {
+            return Err(());
+        }
+        if st.buf.len() > inline_max {
+            drop(st);
+            self.kick();
+            return Ok(());
+        }
+        self.send_locked(st, false)
+    }
+
     /// Sends what is buffered on this thread, unless another thread is
     /// sending (it will take it). Fails when the other side is gone.
     pub(crate) fn flush(&self) -> Result<(), ()> {
-        let mut st = self.lock();
+        let st = self.lock();
+        self.send_locked(st, true)
+    }
+
+    /// Sends the buffer; with `repeat`, again while more was appended
+    /// meanwhile, else that is left to the writer thread.
+    fn send_locked<'a>(&'a self, mut st: MutexGuard<'a, State>, repeat: bool) -> Result<(), ()> {
         loop {
             // Nothing left to send is success, even if the link closed
             // since: what was ours went out (close() drops what did not).
@@ -121,6 +150,14 @@ impl Outbound {
                 drop(st);
                 self.close();
                 return Err(());
+            }
+            if !repeat {
+                let more = !st.buf.is_empty();
+                drop(st);
+                if more {
+                    self.kick();
+                }
+                return Ok(());
             }
         }
     }

@@ -672,6 +672,9 @@ pub struct ChildHandle {
     shared: Arc<ChildShared>,
 }
 
+/// How long [`ChildHandle::kill`] waits for a killed child's exit.
+const KILL_WAIT: Duration = Duration::from_secs(60);
+
 impl ChildHandle {
     /// The name it was spawned with.
     pub fn name(&self) -> &str {
@@ -737,7 +740,15 @@ impl ChildHandle {
         Err(Error::Transport(yuki_channel::Error::Timeout(timeout)))
     }
 
-    /// Kills it at once with SIGKILL, for good, and waits for it.
+    /// Kills it at once with SIGKILL, for good, and waits for its exit.
+    ///
+    /// SIGKILL cannot be caught or ignored, so the child always exits; how
+    /// soon depends only on the kernel scheduling it, which on a loaded
+    /// machine can take seconds. `kill` therefore waits until the exit has
+    /// been reaped, for up to a minute: a bound only against a process stuck
+    /// in an uninterruptible kernel wait (a hung disk or network file
+    /// system), after which it returns [`Error::Transport`] with a time-out and
+    /// the exit is still reaped later ([`ChildHandle::wait`] sees it).
     pub fn kill(&self) -> Result<Exit> {
         {
             let mut st = self.shared.lock();
@@ -748,10 +759,8 @@ impl ChildHandle {
         }
         self.shared.changed.notify_all();
         self.shared.signal(libc::SIGKILL);
-        self.wait_timeout(Duration::from_secs(5))
-            .ok_or(Error::Transport(yuki_channel::Error::Timeout(
-                Duration::from_secs(5),
-            )))
+        self.wait_timeout(KILL_WAIT)
+            .ok_or(Error::Transport(yuki_channel::Error::Timeout(KILL_WAIT)))
     }
 
     /// Stops it (as [`ChildHandle::stop`], with the node's stop time-out)

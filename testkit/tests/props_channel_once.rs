@@ -90,7 +90,6 @@ fn receivers_that_give_up_often_get_every_item_once() {
 }
 
 #[test]
-#[ignore = "bug: items a child consumed but had not acknowledged are requeued when it leaves cleanly"]
 fn items_a_child_received_are_not_delivered_again_after_it_leaves() {
     let network = InThreadTransport::main();
     let main: Arc<dyn Transport> = network.clone();

@@ -413,7 +413,11 @@ impl HostQueue {
                 continue;
             };
             let credit = (p.window as usize).saturating_sub(p.in_flight.len());
-            if credit == 0 || p.stalled {
+            // A child acknowledges each item as it consumes it when idle:
+            // refilling it item by item would cost a frame per item. It
+            // gets more once half its window is free, and still holds at
+            // least that much meanwhile.
+            if credit == 0 || credit < (p.window as usize) / 2 || p.stalled {
                 continue;
             }
             // As many as fit in one frame (at least one: `send` refuses

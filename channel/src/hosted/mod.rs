@@ -10,12 +10,14 @@
 //!
 //! Delivery: every item is received once, in the order main accepted it
 //! (items pushed ahead to different children are received in each child in
-//! that order). When a child leaves, the items pushed to it that it had not
-//! acknowledged go back to the head of the queue for the other receivers;
-//! since a child acknowledges in batches (half a window at a time, or when
-//! its buffer runs dry), a child that *crashes* right after consuming items
-//! may have those items delivered again: across a crash delivery is at least
-//! once, never lost.
+//! that order). A child with no acknowledgement in flight acknowledges as
+//! soon as a consumed item empties its buffer, or every 8 items while more
+//! wait there (counts accumulate behind the one in flight and go together),
+//! and its last handle of a channel flushes what is left. When a child leaves, the items pushed to
+//! it that it had not acknowledged go back to the head of the queue for the
+//! other receivers: exactly once for a child that leaves cleanly; after a
+//! crash, at most the items it consumed since its last acknowledgement was
+//! sent may be delivered again (see [`Channel::open`]).
 
 mod host;
 mod protocol;
@@ -54,6 +56,17 @@ pub(crate) struct Hosted<T> {
 enum Side {
     Main(Arc<HostQueue>),
     Child(Arc<Remote>),
+}
+
+impl<T> Drop for Hosted<T> {
+    /// The last handle of this process is gone: whatever its receivers
+    /// consumed is reported now, so it is not delivered again when this
+    /// child leaves.
+    fn drop(&mut self) {
+        if let Side::Child(remote) = &self.side {
+            remote.flush_acks();
+        }
+    }
 }
 
 fn fail_error(name: &str, capacity: Option<usize>, fail: Fail) -> Error {
@@ -319,12 +332,26 @@ where
     /// push up to 64 items ahead of its receivers (its credit window), so a
     /// busy queue costs one frame per batch, not a round trip per item. Items
     /// pushed ahead belong to that child: its receivers get them, even after
-    /// a `recv_timeout` gave up. When the child leaves, the items pushed to
-    /// it that it had not acknowledged (it acknowledges every 32 items and
-    /// whenever its buffer runs dry) go back to the head of main's queue for
-    /// the other receivers: across a child crash delivery is at least once,
-    /// never lost. When main leaves, receivers blocked in the child wake
-    /// with [`Error::Disconnected`].
+    /// a `recv_timeout` gave up. With no acknowledgement in flight, a child
+    /// acknowledges at once when a consumed item empties its buffer, and
+    /// every 8 items while more wait there; what it consumes while one is
+    /// in flight goes with the next (so under load acknowledgements batch
+    /// too). Dropping its last handle of the channel acknowledges whatever
+    /// is left.
+    ///
+    /// When the child leaves, the items pushed to it that it had not
+    /// acknowledged go back to the head of main's queue for the other
+    /// receivers. So delivery is exactly once for a child that leaves
+    /// cleanly (after dropping its handles); if a child crashes, at most
+    /// the items it consumed after its last acknowledgement was sent (fewer
+    /// than 8 with no acknowledgement in flight, else those consumed while
+    /// it was in flight, up to half the window of 64, plus what the one in
+    /// flight covered if it did not reach main) may be delivered again:
+    /// never lost. Items pushed to
+    /// a child but not consumed before it left go back too, so a receiver
+    /// that already got later items may get them after those. When main
+    /// leaves, receivers blocked in the child wake with
+    /// [`Error::Disconnected`].
     ///
     /// ```
     /// use std::sync::Arc;

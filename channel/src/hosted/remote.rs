@@ -19,6 +19,11 @@ use crate::error::{Error, Result};
 use crate::local::Fail;
 use crate::transport::Transport;
 
+/// While more items wait in the buffer, consumption is acknowledged every
+/// this many items: an acknowledgement per item would cost a call per item
+/// where calls are synchronous (in-thread), and a frame per item under load.
+const ACK_BATCH: u64 = 8;
+
 #[derive(Default)]
 struct RemoteState {
     buffer: VecDeque<Vec<u8>>,
@@ -26,6 +31,8 @@ struct RemoteState {
     consumed: u64,
     /// `consumed` as last reported to main.
     reported: u64,
+    /// Pulls sent whose reply has not come back yet.
+    pulls_in_flight: u32,
     /// Whether this process receives (has granted credit).
     receiving: bool,
     closed: bool,
@@ -131,18 +138,25 @@ impl Remote {
         }
     }
 
-    /// The pull to send now, if any: on the first receive, and when half
-    /// the window has been consumed or the buffer ran dry.
+    /// The pull to send now, if any: on the first receive; when no pull is
+    /// in flight and an item was consumed that emptied the buffer, or
+    /// [`ACK_BATCH`] items were consumed while more wait here (so main
+    /// learns of consumption at once when idle, and under load the counts
+    /// accumulate behind the pull in flight and go as one); and when half
+    /// the window is unreported, so credit never starves.
     fn pull_due(&self, st: &mut RemoteState) -> Option<u64> {
         let unreported = st.consumed - st.reported;
         let due = !st.receiving
-            || unreported >= u64::from(WINDOW / 2)
-            || (unreported > 0 && st.buffer.is_empty());
+            || (unreported > 0
+                && st.pulls_in_flight == 0
+                && (st.buffer.is_empty() || unreported >= ACK_BATCH))
+            || unreported >= u64::from(WINDOW / 2);
         if !due || st.gone.is_some() {
             return None;
         }
         st.receiving = true;
         st.reported = st.consumed;
+        st.pulls_in_flight += 1;
         Some(st.consumed)
     }
 
@@ -152,26 +166,59 @@ impl Remote {
             consumed,
             window: WINDOW,
         };
-        let Ok(transport) = self.transport() else {
-            return;
+        let frame = match (self.transport(), codec::encode(&request)) {
+            (Ok(transport), Ok(frame)) => (transport, frame),
+            _ => {
+                self.lock().pulls_in_flight -= 1;
+                return;
+            }
         };
-        let Ok(frame) = codec::encode(&request) else {
-            return;
-        };
+        let (transport, frame) = frame;
         let me = Arc::downgrade(self);
         transport.call_with(
             SERVICE,
             &frame,
             Box::new(move |reply| {
-                let (Err(e), Some(me)) = (reply, me.upgrade()) else {
+                let Some(me) = me.upgrade() else {
                     return;
                 };
-                tracing::debug!(channel = %me.name, error = %e, "credit not granted");
-                if let Error::Disconnected(reason) = e {
-                    me.disconnected(&reason);
+                let next = {
+                    let mut st = me.lock();
+                    st.pulls_in_flight = st.pulls_in_flight.saturating_sub(1);
+                    // What was consumed while this pull was in flight.
+                    if reply.is_ok() {
+                        me.pull_due(&mut st)
+                    } else {
+                        None
+                    }
+                };
+                if let Some(consumed) = next {
+                    me.send_pull(consumed);
+                }
+                if let Err(e) = reply {
+                    tracing::debug!(channel = %me.name, error = %e, "credit not granted");
+                    if let Error::Disconnected(reason) = e {
+                        me.disconnected(&reason);
+                    }
                 }
             }),
         );
+    }
+
+    /// Reports every consumed item to main now, whether or not a pull is in
+    /// flight: called when this process's last handle of the channel drops,
+    /// so a child that then leaves cleanly has nothing delivered again.
+    pub(crate) fn flush_acks(self: &Arc<Self>) {
+        let consumed = {
+            let mut st = self.lock();
+            if st.consumed == st.reported || st.gone.is_some() {
+                return;
+            }
+            st.reported = st.consumed;
+            st.pulls_in_flight += 1;
+            st.consumed
+        };
+        self.send_pull(consumed);
     }
 
     /// Takes an item from the buffer, or says why not (`Ok(None)`: wait).
