@@ -8,9 +8,11 @@
 //! frame per child per turn, so a busy queue costs one frame per batch rather
 //! than a round trip per item.
 //!
-//! Delivery: every item is received once, in the order main accepted it
-//! (items pushed ahead to different children are received in each child in
-//! that order). A child with no acknowledgement in flight acknowledges as
+//! Delivery: every item is received once, and each receiver gets items in
+//! the order main accepted them, with one exception: items pushed ahead to a
+//! child that leaves before consuming them go back to the head of the queue,
+//! so another receiver may get them after later ones (as in message brokers
+//! that requeue a departed consumer's unacknowledged messages). A child with no acknowledgement in flight acknowledges as
 //! soon as a consumed item empties its buffer, or every 8 items while more
 //! wait there (counts accumulate behind the one in flight and go together),
 //! and its last handle of a channel flushes what is left. When a child leaves, the items pushed to

@@ -205,9 +205,11 @@ impl Remote {
         );
     }
 
-    /// Reports every consumed item to main now, whether or not a pull is in
-    /// flight: called when this process's last handle of the channel drops,
-    /// so a child that then leaves cleanly has nothing delivered again.
+    /// Reports every consumed item to main and asks for no more, waiting
+    /// for main to take it: called when this process's last handle of the
+    /// channel drops, so a child that then exits cleanly has nothing
+    /// delivered again (an acknowledgement still queued when the process
+    /// exits would be lost).
     pub(crate) fn flush_acks(self: &Arc<Self>) {
         let consumed = {
             let mut st = self.lock();
@@ -215,10 +217,18 @@ impl Remote {
                 return;
             }
             st.reported = st.consumed;
-            st.pulls_in_flight += 1;
             st.consumed
         };
-        self.send_pull(consumed);
+        let request = Request::Pull {
+            name: &self.name,
+            consumed,
+            window: 0,
+        };
+        if let (Ok(transport), Ok(frame)) = (self.transport(), codec::encode(&request))
+            && let Err(e) = transport.call(SERVICE, &frame)
+        {
+            tracing::debug!(channel = %self.name, error = %e, "last acknowledgement not taken");
+        }
     }
 
     /// Takes an item from the buffer, or says why not (`Ok(None)`: wait).
