@@ -40,7 +40,10 @@ pub fn run_if_child() -> bool {
 pub fn command(area: &str, quick: bool) -> Result<Command, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the bench binary: {e}"))?;
     let mut cmd = Command::new(exe);
-    cmd.env(ENV, format!("{area}:{}", if quick { "quick" } else { "full" }));
+    cmd.env(
+        ENV,
+        format!("{area}:{}", if quick { "quick" } else { "full" }),
+    );
     Ok(cmd)
 }
 

@@ -35,9 +35,7 @@ pub fn server() -> Result<RedisServer, String> {
 
 /// A new connection to `server`.
 pub fn connection(server: &RedisServer) -> Result<redis::Connection, String> {
-    client(server)?
-        .get_connection()
-        .map_err(|e| e.to_string())
+    client(server)?.get_connection().map_err(|e| e.to_string())
 }
 
 /// Subscribes a new connection to `topic`, waits at `ready` with the

@@ -41,6 +41,9 @@ impl Workload {
 
 type Bare = RwLock<HashMap<String, Vec<u8>>>;
 
+/// One way of reading a key from the store.
+type Get = fn(&Store, &str);
+
 /// Runs `op` for `ops` steps on each of `threads` threads at once; M ops/s in total.
 fn throughput(threads: usize, ops: usize, op: impl Fn(usize, usize) + Sync) -> f64 {
     let start = Barrier::new(threads + 1);
@@ -110,47 +113,32 @@ fn main_process(report: &mut Report, quick: bool) {
                 black_box(map.get(w.key(t, i)).cloned());
             })
         };
-        // Typed: the value decoded as the String it was stored as.
-        let (ours, floor) = best_pair(
-            rounds,
-            || {
-                throughput(threads, ops, |t, i| {
-                    black_box(store.get::<String>(w.key(t, i)).ok().flatten());
-                })
-            },
-            bare_get,
-        );
-        report.add(
-            Line::new(
-                format!("main get::<String>, {threads} thread(s)"),
-                "M ops/s",
-                ours,
-                Better::Higher,
+        let mut add = |what: &str, (ours, floor): (f64, f64)| {
+            report.add(
+                Line::new(
+                    format!("main {what}, {threads} thread(s)"),
+                    "M ops/s",
+                    ours,
+                    Better::Higher,
+                )
+                .floor("RwLock<HashMap>", floor)
+                .target(target),
             )
-            .floor("RwLock<HashMap>", floor)
-            .target(target),
-        );
-        // Raw: the encoded bytes, what the bare map returns too.
-        let (ours, floor) = best_pair(
-            rounds,
-            || {
-                throughput(threads, ops, |t, i| {
-                    black_box(store.get_raw(w.key(t, i)).ok().flatten());
-                })
-            },
-            bare_get,
-        );
-        report.add(
-            Line::new(
-                format!("main get_raw, {threads} thread(s)"),
-                "M ops/s",
-                ours,
-                Better::Higher,
-            )
-            .floor("RwLock<HashMap>", floor)
-            .target(target),
-        );
-
+        };
+        // Typed: the value decoded as the String it was stored as; raw: the
+        // encoded bytes, what the bare map returns too.
+        let gets: [(&str, Get); 2] = [
+            ("get::<String>", |store, key| {
+                black_box(store.get::<String>(key).ok().flatten());
+            }),
+            ("get_raw", |store, key| {
+                black_box(store.get_raw(key).ok().flatten());
+            }),
+        ];
+        for (what, get) in gets {
+            let ours = || throughput(threads, ops, |t, i| get(&store, w.key(t, i)));
+            add(what, best_pair(rounds, ours, bare_get));
+        }
         let (ours, floor) = best_pair(
             rounds,
             || {
@@ -166,16 +154,7 @@ fn main_process(report: &mut Report, quick: bool) {
                 })
             },
         );
-        report.add(
-            Line::new(
-                format!("main set, {threads} thread(s)"),
-                "M ops/s",
-                ours,
-                Better::Higher,
-            )
-            .floor("RwLock<HashMap>", floor)
-            .target(target),
-        );
+        add("set", (ours, floor));
     }
 }
 
