@@ -6,6 +6,8 @@
 //! chart `bench.svg` into `DIR` (default: `target/bench` beside the binary's
 //! `target/release`).
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -36,7 +38,11 @@ fn main() -> ExitCode {
             continue;
         }
         let start = Instant::now();
-        if let Err(e) = run(&mut report, quick) {
+        // A panic (a library's assertion, an `expect` in a bench child's
+        // helper) fails its area, not the whole run.
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut report, quick)))
+            .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_message(&*panic))));
+        if let Err(e) = outcome {
             report.fail(area, e);
         }
         println!("-- {area}: {:.1} s", start.elapsed().as_secs_f64());
@@ -74,6 +80,15 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// The text a panic carries, if it is text.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// One area's benchmark: adds its lines to the report (`true`: quick), or
