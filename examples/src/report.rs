@@ -132,6 +132,8 @@ const HEADER: [&str; 7] = [
 pub struct Report {
     /// The lines in the order measured.
     pub lines: Vec<Line>,
+    /// The areas that failed: (area, what went wrong).
+    pub errors: Vec<(String, String)>,
 }
 
 impl Report {
@@ -145,14 +147,29 @@ impl Report {
         self.lines.push(line);
     }
 
-    /// The table as Markdown. "cost" is how many times worse yuki is than the
-    /// floor or peer: below 1.00x yuki is better.
+    /// Records that `area` failed, and prints it at once. The run goes on
+    /// with the other areas; the table lists the failure.
+    pub fn fail(&mut self, area: impl Into<String>, error: impl Into<String>) {
+        let (area, error) = (area.into(), error.into());
+        eprintln!("{area} FAILED: {error}");
+        self.errors.push((area, error));
+    }
+
+    /// The table as Markdown, then the failed areas if any. "cost" is how
+    /// many times worse yuki is than the floor or peer: below 1.00x yuki is
+    /// better.
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "| {} |", HEADER.join(" | "));
         let _ = writeln!(out, "|{}", "---|".repeat(HEADER.len()));
         for line in &self.lines {
             let _ = writeln!(out, "| {} |", line.cells().join(" | "));
+        }
+        if !self.errors.is_empty() {
+            let _ = writeln!(out, "\n**Failed areas** (their figures are missing):\n");
+            for (area, error) in &self.errors {
+                let _ = writeln!(out, "- {area}: {}", error.replace('\n', " "));
+            }
         }
         out
     }
@@ -219,5 +236,16 @@ mod tests {
         let csv = r.to_csv();
         assert!(csv.contains("\"a, b\""));
         assert!(csv.contains("not run: not installed"));
+    }
+
+    #[test]
+    fn failed_areas_are_listed_under_the_table() {
+        let mut r = Report::default();
+        assert!(!r.to_markdown().contains("Failed"));
+        r.fail("store", "the child failed: exit status 1");
+        let md = r.to_markdown();
+        assert!(md.contains("**Failed areas**"));
+        assert!(md.contains("- store: the child failed: exit status 1"));
+        assert_eq!(r.errors.len(), 1);
     }
 }

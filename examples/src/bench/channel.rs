@@ -3,10 +3,12 @@
 //!
 //! Ours and the floor run alternately, several rounds each, and the best
 //! round of each is reported: on a shared machine the best round is the one
-//! least disturbed by others.
+//! least disturbed by others. Every round is capped by time and the rounds
+//! stop when the figure's budget is spent, so a loaded machine makes the run
+//! noisier, not longer.
 
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
@@ -58,48 +60,75 @@ impl Pipe for Crossbeam {
     }
 }
 
-/// Millions of items per second from one thread to another.
-fn one_way<P: Pipe>(n: u64) -> f64 {
+/// The value that tells the other thread to stop: the runs below are cut
+/// by time, so the receiver cannot know the count beforehand.
+const STOP: u64 = u64::MAX;
+
+/// How often (in items) a run looks at the clock.
+const CLOCK_EVERY: u64 = 1024;
+
+/// Millions of items per second from one thread to another: at most `n`
+/// items, for at most `cap`.
+fn one_way<P: Pipe>(n: u64, cap: Duration) -> f64 {
     let (tx, rx) = P::make();
     let start = Instant::now();
     let consumer = thread::spawn(move || {
-        let mut sum = 0u64;
-        for _ in 0..n {
-            sum = sum.wrapping_add(rx.take());
+        let mut got = 0u64;
+        while rx.take() != STOP {
+            got += 1;
         }
-        sum
+        got
     });
-    for i in 0..n {
-        tx.put(i);
-    }
-    let sum = consumer.join().expect("consumer thread");
-    assert_eq!(sum, n * (n - 1) / 2);
-    mops(n, start.elapsed())
+    let sent = send_until(n, start + cap, |i| tx.put(i));
+    tx.put(STOP);
+    let got = consumer.join().expect("consumer thread");
+    assert_eq!(got, sent, "every item arrives once");
+    mops(sent, start.elapsed())
 }
 
-/// Mean round trip in microseconds: a value to the other thread and back.
-fn ping_pong<P: Pipe>(n: u64) -> f64 {
+/// Calls `send(i)` for `i` in `0..n` until `deadline`; returns how many.
+fn send_until(n: u64, deadline: Instant, mut send: impl FnMut(u64)) -> u64 {
+    let mut i = 0;
+    while i < n {
+        send(i);
+        i += 1;
+        if i % CLOCK_EVERY == 0 && Instant::now() >= deadline {
+            break;
+        }
+    }
+    i
+}
+
+/// Mean round trip in microseconds, a value to the other thread and back:
+/// at most `n` trips, for at most `cap`.
+fn ping_pong<P: Pipe>(n: u64, cap: Duration) -> f64 {
     let (ping_tx, ping_rx) = P::make();
     let (pong_tx, pong_rx) = P::make();
     let echo = thread::spawn(move || {
-        for _ in 0..n {
-            pong_tx.put(ping_rx.take());
+        loop {
+            let v = ping_rx.take();
+            if v == STOP {
+                break;
+            }
+            pong_tx.put(v);
         }
     });
     let start = Instant::now();
-    for i in 0..n {
+    let trips = send_until(n, start + cap, |i| {
         ping_tx.put(i);
         assert_eq!(pong_rx.take(), i);
-    }
+    });
     let elapsed = start.elapsed();
+    ping_tx.put(STOP);
     echo.join().expect("echo thread");
-    elapsed.as_secs_f64() * 1e6 / n as f64
+    elapsed.as_secs_f64() * 1e6 / trips as f64
 }
 
 /// Millions of items per second from main to a child's receiver through a
 /// hosted channel over the in-thread transport (credit window, coalesced
-/// pushes, encoding): what hosting costs beyond the transport.
-fn hosted_one_way(n: u64) -> f64 {
+/// pushes, encoding): what hosting costs beyond the transport. At most `n`
+/// items, for at most `cap`.
+fn hosted_one_way(n: u64, cap: Duration) -> f64 {
     let network = InThreadTransport::main();
     let main: Arc<dyn Transport> = network.clone();
     let child: Arc<dyn Transport> = network.connect("bench").expect("main is up");
@@ -107,32 +136,63 @@ fn hosted_one_way(n: u64) -> f64 {
     let rx = Channel::<u64>::open(&child, "bench").expect("open in the child");
     let start = Instant::now();
     let consumer = thread::spawn(move || {
-        let mut sum = 0u64;
-        for _ in 0..n {
-            sum = sum.wrapping_add(rx.recv().expect("open channel"));
+        let mut got = 0u64;
+        while rx.recv().expect("open channel") != STOP {
+            got += 1;
         }
-        sum
+        got
     });
-    for i in 0..n {
-        tx.send(i).expect("open channel");
+    let sent = send_until(n, start + cap, |i| tx.send(i).expect("open channel"));
+    tx.send(STOP).expect("open channel");
+    let got = consumer.join().expect("consumer thread");
+    assert_eq!(got, sent, "every item arrives once");
+    mops(sent, start.elapsed())
+}
+
+/// Runs `ours` and `floor` in alternating rounds, each capped so that the
+/// pair stays within `budget`, and stops early once the budget is spent
+/// (after one round at least): both sides always get the same number of
+/// rounds and the same cap, so their ratio stays fair on a loaded machine.
+/// Returns the best of each, by `better`.
+fn alternate(
+    rounds: u32,
+    budget: Duration,
+    better: Better,
+    mut ours: impl FnMut(Duration) -> f64,
+    mut floor: impl FnMut(Duration) -> f64,
+) -> (f64, f64) {
+    let cap = budget / (2 * rounds);
+    let pick = |a: f64, b: f64| match better {
+        Better::Higher => a.max(b),
+        Better::Lower => a.min(b),
+    };
+    let start = Instant::now();
+    let (mut a, mut b) = (ours(cap), floor(cap));
+    for _ in 1..rounds {
+        if start.elapsed() >= budget {
+            break;
+        }
+        a = pick(a, ours(cap));
+        b = pick(b, floor(cap));
     }
-    let sum = consumer.join().expect("consumer thread");
-    assert_eq!(sum, n * (n - 1) / 2);
-    mops(n, start.elapsed())
+    (a, b)
 }
 
 /// Adds the in-thread channel lines to `report`.
-pub fn run(report: &mut Report, quick: bool) {
-    let (rounds, items, trips) = if quick {
-        (3, 200_000, 20_000)
+pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
+    // Each of the three figures gets a third of the area's time budget.
+    let (rounds, items, trips, budget) = if quick {
+        (3, 200_000, 20_000, Duration::from_secs(3))
     } else {
-        (7, 2_000_000, 200_000)
+        (7, 2_000_000, 200_000, Duration::from_secs(12))
     };
-    let (mut ours, mut floor) = (0f64, 0f64);
-    for _ in 0..rounds {
-        ours = ours.max(one_way::<Ours>(items));
-        floor = floor.max(one_way::<Crossbeam>(items));
-    }
+    let (ours, floor) = alternate(
+        rounds,
+        budget,
+        Better::Higher,
+        |cap| one_way::<Ours>(items, cap),
+        |cap| one_way::<Crossbeam>(items, cap),
+    );
     report.add(
         Line::new(
             "in-thread Channel<u64> one-way",
@@ -143,11 +203,13 @@ pub fn run(report: &mut Report, quick: bool) {
         .floor("crossbeam", floor)
         .target("<= 1.2x floor"),
     );
-    let (mut ours, mut floor) = (f64::MAX, f64::MAX);
-    for _ in 0..rounds {
-        ours = ours.min(ping_pong::<Ours>(trips));
-        floor = floor.min(ping_pong::<Crossbeam>(trips));
-    }
+    let (ours, floor) = alternate(
+        rounds,
+        budget,
+        Better::Lower,
+        |cap| ping_pong::<Ours>(trips, cap),
+        |cap| ping_pong::<Crossbeam>(trips, cap),
+    );
     report.add(
         Line::new(
             "in-thread Channel<u64> ping-pong",
@@ -158,11 +220,13 @@ pub fn run(report: &mut Report, quick: bool) {
         .floor("crossbeam", floor)
         .target("<= 1.2x floor"),
     );
-    let (mut hosted, mut local) = (0f64, 0f64);
-    for _ in 0..rounds {
-        hosted = hosted.max(hosted_one_way(items / 4));
-        local = local.max(one_way::<Ours>(items / 4));
-    }
+    let (hosted, local) = alternate(
+        rounds,
+        budget,
+        Better::Higher,
+        |cap| hosted_one_way(items / 4, cap),
+        |cap| one_way::<Ours>(items / 4, cap),
+    );
     report.add(
         Line::new(
             "hosted Channel<u64> main->child, in-thread",
@@ -172,4 +236,5 @@ pub fn run(report: &mut Report, quick: bool) {
         )
         .floor("local Channel", local),
     );
+    Ok(())
 }

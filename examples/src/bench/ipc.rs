@@ -2,59 +2,29 @@
 //! beside the floor, a raw ipc-channel bytes ping-pong between the same two
 //! processes.
 //!
-//! The benchmark binary re-executes itself as the child; [`child_main`] must
-//! run first in `main` so that the child does its part and exits. The child
-//! times the floor and yuki's round trip in alternating batches, so both
-//! see the same placement and the same load from the rest of the machine.
+//! The child times the floor and yuki's round trip in alternating batches
+//! ([`floor::alternate`]), so both see the same placement and the same load
+//! from the rest of the machine.
 
-use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcSender};
 use yuki_channel::{PeerId, Transport, codec};
 use yuki_ipc_transport::Node;
 
 use crate::bench::timing::mops;
+use crate::bench::{child as bench_child, floor};
 use crate::report::{Better, Line, Report};
 
-/// Set in the child: "quick" or "full".
-const CHILD_ENV: &str = "YUKI_BENCH_IPC_CHILD";
-/// Set in the child: the one-shot server of main's raw echo thread.
-const FLOOR_ENV: &str = "YUKI_BENCH_IPC_FLOOR";
-
-const PAYLOAD: usize = 24;
 const WINDOW: usize = 4096;
 const ROUNDS: usize = 21;
 
-/// The child's raw link to main's echo thread: (where main answers, where it listens).
-type FloorHello = (IpcBytesSender, IpcBytesReceiver);
-
-/// Runs this process's part if it is this module's child, and then returns
-/// `true` (the caller should exit).
-pub fn child_main() -> bool {
-    match std::env::var(CHILD_ENV) {
-        Ok(mode) => {
-            yuki_child(mode == "quick");
-            true
-        }
-        Err(_) => false,
-    }
-}
-
 /// Measures and adds this area's lines.
-pub fn run(report: &mut Report, quick: bool) {
-    let results = match figures(quick) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ipc benchmark failed: {e}");
-            return;
-        }
-    };
+pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
+    let results = figures(quick)?;
     let get = |k: &str| results.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
     let (Some(floor), Some(rtt)) = (get("floor"), get("rtt")) else {
-        eprintln!("ipc benchmark: the child reported no round trips");
-        return;
+        return Err("the child reported no round trips".into());
     };
     report.add(
         Line::new(
@@ -63,7 +33,7 @@ pub fn run(report: &mut Report, quick: bool) {
             rtt,
             Better::Lower,
         )
-        .floor("ipc-channel bytes ping-pong", floor)
+        .floor(floor::NAME, floor)
         .target("<= 1.5x floor"),
     );
     if let Some(v) = get("pipelined") {
@@ -100,20 +70,14 @@ pub fn run(report: &mut Report, quick: bool) {
             .floor("1 / floor round trip", 1.0 / floor),
         );
     }
+    Ok(())
 }
 
 /// Main's side: an echo service, a raw echo thread, and the child.
 fn figures(quick: bool) -> Result<Vec<(String, f64)>, String> {
     let node = Node::init().map_err(|e| e.to_string())?;
     let t = node.transport();
-    t.serve(
-        "echo",
-        Arc::new(|_: PeerId, req: &[u8], reply: &mut Vec<u8>| {
-            reply.extend_from_slice(req);
-            Ok(())
-        }),
-    )
-    .map_err(|e| e.to_string())?;
+    bench_child::serve_echo(&t, "echo")?;
     let (tx, rx) = crossbeam_channel::unbounded();
     t.serve(
         "result",
@@ -132,30 +96,7 @@ fn figures(quick: bool) -> Result<Vec<(String, f64)>, String> {
     )
     .map_err(|e| e.to_string())?;
 
-    let (server, name) = IpcOneShotServer::<FloorHello>::new().map_err(|e| e.to_string())?;
-    let echo = std::thread::spawn(move || {
-        let Ok((_, (to_child, from_child))) = server.accept() else {
-            return;
-        };
-        while let Ok(msg) = from_child.recv() {
-            if to_child.send(&msg).is_err() {
-                break;
-            }
-        }
-    });
-
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(exe);
-    cmd.env(CHILD_ENV, if quick { "quick" } else { "full" })
-        .env(FLOOR_ENV, &name);
-    let child = node.spawn("bench-child", cmd).map_err(|e| e.to_string())?;
-    let exit = child
-        .wait_timeout(Duration::from_secs(300))
-        .ok_or("the child did not finish in time")?;
-    let _ = echo.join();
-    if !exit.status.success() {
-        return Err(format!("the child failed: {}", exit.status));
-    }
+    floor::run_child(&node, "ipc", quick)?;
     Ok(rx.try_iter().collect())
 }
 
@@ -172,71 +113,36 @@ fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// The mean of one batch of `n` round trips, in microseconds.
-fn batch_us(n: usize, mut one: impl FnMut()) -> f64 {
-    let start = Instant::now();
-    for _ in 0..n {
-        one();
-    }
-    start.elapsed().as_secs_f64() * 1e6 / n as f64
+fn send_result(t: &Arc<dyn Transport>, name: &str, value: f64) -> Result<(), String> {
+    let frame = codec::encode(&(name, value)).map_err(|e| e.to_string())?;
+    t.call("result", &frame).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn send_result(t: &Arc<dyn Transport>, name: &str, value: f64) {
-    let frame = codec::encode(&(name, value)).expect("encodable");
-    t.call("result", &frame).expect("main records the result");
-}
-
-fn yuki_child(quick: bool) {
-    let node = Node::init().expect("the bench child joins main");
+/// The child's side: the round trips beside the floor, then the
+/// throughput figures, each sent to main's `result` service.
+pub(crate) fn child(quick: bool) -> Result<(), String> {
+    let node = Node::init().map_err(|e| e.to_string())?;
     let t = node.transport();
-
-    let server = std::env::var(FLOOR_ENV).expect("main names its echo thread");
-    let (to_child, from_main) = ipc::bytes_channel().expect("channel");
-    let (to_main, from_child) = ipc::bytes_channel().expect("channel");
-    IpcSender::<FloorHello>::connect(server)
-        .and_then(|s| {
-            s.send((to_child, from_child))
-                .map_err(std::io::Error::other)
-        })
-        .expect("main's echo thread listens");
-
-    let msg = [7u8; PAYLOAD];
-    let mut floor_one = || {
-        to_main.send(&msg).expect("echo thread alive");
-        let back = from_main.recv().expect("echo thread answers");
-        debug_assert_eq!(back.len(), PAYLOAD);
-    };
-    let mut yuki_one = || {
-        let back = t.call("echo", &msg).expect("echo");
-        debug_assert_eq!(back.len(), PAYLOAD);
-    };
+    let mut link = floor::Link::connect()?;
+    let msg = [7u8; floor::PAYLOAD];
+    let mut yuki_one = || t.call("echo", &msg).map(drop).map_err(|e| e.to_string());
     let n = if quick { 300 } else { 1_500 };
-    batch_us(n, &mut floor_one);
-    batch_us(n, &mut yuki_one);
-    let (mut floor, mut ours) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        floor.push(batch_us(n, &mut floor_one));
-        ours.push(batch_us(n, &mut yuki_one));
-    }
-    drop((to_main, from_main));
-    send_result(&t, "floor", median(floor));
-    send_result(&t, "rtt", median(ours));
+    let medians = floor::alternate(ROUNDS, n, &mut [&mut || link.ping(), &mut yuki_one])?;
+    drop(link);
+    send_result(&t, "floor", medians[0])?;
+    send_result(&t, "rtt", medians[1])?;
 
     let ops = if quick { 200_000 } else { 2_000_000 };
     let main_cpu = |t: &Arc<dyn Transport>| -> f64 {
         codec::decode(&t.call("cpu", b"").expect("main answers")).expect("a number")
     };
     let (main0, own0) = (main_cpu(&t), cpu_seconds().unwrap_or(f64::NAN));
-    send_result(&t, "pipelined", pipelined(&t, ops));
+    send_result(&t, "pipelined", pipelined(&t, ops))?;
     let (main1, own1) = (main_cpu(&t), cpu_seconds().unwrap_or(f64::NAN));
     let cpu = (main1 - main0) + (own1 - own0);
     if cpu.is_finite() {
-        send_result(&t, "pipelined_cpu_us", cpu * 1e6 / ops as f64);
+        send_result(&t, "pipelined_cpu_us", cpu * 1e6 / ops as f64)?;
     }
 
     let per_thread = ops / 8 / 20;
@@ -255,7 +161,7 @@ fn yuki_child(quick: bool) {
         &t,
         "threads",
         mops((per_thread * 8) as u64, start.elapsed()),
-    );
+    )
 }
 
 /// `ops` calls with `call_with`, at most [`WINDOW`] in flight: the caller
@@ -263,7 +169,7 @@ fn yuki_child(quick: bool) {
 /// once per half window rather than once per reply.
 fn pipelined(t: &Arc<dyn Transport>, ops: usize) -> f64 {
     let window = Arc::new((Mutex::new(0usize), Condvar::new()));
-    let msg = [7u8; PAYLOAD];
+    let msg = [7u8; floor::PAYLOAD];
     let start = Instant::now();
     let mut issued = 0;
     while issued < ops {

@@ -3,14 +3,13 @@
 //! - in one process: yuki's `PubSub::local()` beside crossbeam channels (the
 //!   floor: one bare queue per subscriber) and tokio's broadcast channel;
 //! - across processes: main publishing to 4 child processes, beside Redis
-//!   PUBLISH/SUBSCRIBE with the same payloads (a private `redis-server` on a
-//!   free loopback port, started and stopped here), when installed.
+//!   PUBLISH/SUBSCRIBE with the same payloads ([`redis_peer`]), when installed.
 //!
 //! Each message is a [`Tick`]: a sequence number, the wall-clock time it was
 //! sent (so a receiver in another process can compute the latency) and 32
 //! bytes of body, about 50 bytes encoded.
 
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,13 +18,11 @@ use yuki_ipc_transport::Node;
 use yuki_pubsub::{Error, PubSub};
 
 use crate::bench::timing::mops;
+use crate::bench::{child as bench_child, redis_peer};
 use crate::report::{Better, Line, Report};
 
 /// Subscribers per fan-out.
-const SUBSCRIBERS: usize = 4;
-
-/// Set in this module's children: "quick" or "full".
-const CHILD_ENV: &str = "YUKI_BENCH_PUBSUB_CHILD";
+pub const SUBSCRIBERS: usize = 4;
 
 /// The cross-process workload, the same in main and in the children.
 #[derive(Clone, Copy, Debug)]
@@ -100,41 +97,20 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs this process's part if it is one of this module's children, and
-/// then returns `true` (the caller should exit).
-pub fn child_main() -> bool {
-    match std::env::var(CHILD_ENV) {
-        Ok(mode) => {
-            if let Err(e) = child(Plan::new(mode == "quick")) {
-                eprintln!("pub/sub bench child failed: {e}");
-                std::process::exit(1);
-            }
-            true
-        }
-        Err(_) => false,
-    }
-}
-
 /// Adds the pub/sub lines to `report`.
-pub fn run(report: &mut Report, quick: bool) {
+pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     local(report, quick);
-    across_processes(report, quick);
+    across_processes(report, quick)
 }
 
-fn across_processes(report: &mut Report, quick: bool) {
+fn across_processes(report: &mut Report, quick: bool) -> Result<(), String> {
     let plan = Plan::new(quick);
-    let ours = match yuki_children(plan, quick) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("pub/sub across processes failed: {e}");
-            return;
-        }
-    };
-    let redis = RedisServer::start();
+    let ours = yuki_children(plan, quick)?;
+    let redis = redis_peer::server();
     let (peer_tput, peer_lat) = match &redis {
         Ok(server) => (
-            redis_fanout(server, plan.burst),
-            redis_latency(server, plan.paced, plan.rate),
+            redis_peer::fanout(server, plan.burst),
+            redis_peer::latency(server, plan.paced, plan.rate),
         ),
         Err(why) => (Err(why.clone()), Err(why.clone())),
     };
@@ -170,6 +146,7 @@ fn across_processes(report: &mut Report, quick: bool) {
             .peer("Redis", peer),
         );
     }
+    Ok(())
 }
 
 /// yuki's cross-process figures: [one publish per message, batches of 64].
@@ -198,11 +175,9 @@ fn yuki_children(plan: Plan, quick: bool) -> Result<Figures, String> {
     let results = pubsub
         .subscribe::<ChildResult>("bench.result")
         .map_err(|e| text(&e))?;
-    let exe = std::env::current_exe().map_err(|e| text(&e))?;
     let mut children = Vec::new();
     for i in 0..SUBSCRIBERS {
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.env(CHILD_ENV, if quick { "quick" } else { "full" });
+        let cmd = bench_child::command("pubsub", quick)?;
         children.push(
             node.spawn(&format!("subscriber{i}"), cmd)
                 .map_err(|e| text(&e))?,
@@ -274,7 +249,8 @@ fn yuki_children(plan: Plan, quick: bool) -> Result<Figures, String> {
 
 /// A child's side: subscribes, says it is ready, receives the bursts and
 /// the paced stream, and publishes what it measured.
-fn child(plan: Plan) -> Result<(), String> {
+pub(crate) fn child(quick: bool) -> Result<(), String> {
+    let plan = Plan::new(quick);
     let text = |e: &dyn std::fmt::Display| e.to_string();
     let node = Node::init().map_err(|e| text(&e))?;
     let pubsub = PubSub::attach(node.transport()).map_err(|e| text(&e))?;
@@ -432,142 +408,6 @@ fn local_broadcast(n: u64) -> f64 {
         }
     });
     mops(n * SUBSCRIBERS as u64, start.elapsed())
-}
-
-/// A private `redis-server` on a free loopback port, stopped on drop.
-#[derive(Debug)]
-pub struct RedisServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl RedisServer {
-    /// Starts one, or says why it could not.
-    pub fn start() -> Result<RedisServer, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--client-output-buffer-limit", "pubsub 0 0 0"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => "not installed".to_string(),
-                _ => format!("cannot start: {e}"),
-            })?;
-        let server = RedisServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return Err("did not start within 5 s".into());
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        Ok(server)
-    }
-
-    /// A client of this server.
-    pub fn client(&self) -> Result<redis::Client, String> {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).map_err(|e| e.to_string())
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Redis: 4 subscriber connections, a publisher pipelining PUBLISH 64 at a
-/// time; messages delivered per second, in millions.
-pub fn redis_fanout(server: &RedisServer, n: u64) -> Result<f64, String> {
-    let client = server.client()?;
-    let ready = Arc::new(Barrier::new(SUBSCRIBERS + 1));
-    let start = thread::scope(|s| -> Result<Instant, String> {
-        let mut readers = Vec::new();
-        for _ in 0..SUBSCRIBERS {
-            let (client, ready) = (client.clone(), ready.clone());
-            readers.push(s.spawn(move || -> Result<(), String> {
-                let mut con = client.get_connection().map_err(|e| e.to_string())?;
-                let mut sub = con.as_pubsub();
-                sub.subscribe("bench.fanout").map_err(|e| e.to_string())?;
-                ready.wait();
-                let mut got = 0;
-                while got < n {
-                    let msg = sub.get_message().map_err(|e| e.to_string())?;
-                    let _ = yuki_channel::codec::decode::<Tick>(msg.get_payload_bytes());
-                    got += 1;
-                }
-                Ok(())
-            }));
-        }
-        let mut con = client.get_connection().map_err(|e| e.to_string())?;
-        ready.wait();
-        let start = Instant::now();
-        let mut seq = 0;
-        while seq < n {
-            let mut pipe = redis::pipe();
-            for _ in 0..64.min(n - seq) {
-                let bytes =
-                    yuki_channel::codec::encode(&Tick::now(seq)).map_err(|e| e.to_string())?;
-                pipe.cmd("PUBLISH").arg("bench.fanout").arg(bytes).ignore();
-                seq += 1;
-            }
-            pipe.exec(&mut con).map_err(|e| e.to_string())?;
-        }
-        for r in readers {
-            r.join().map_err(|_| "a reader panicked".to_string())??;
-        }
-        Ok(start)
-    })?;
-    Ok(mops(n * SUBSCRIBERS as u64, start.elapsed()))
-}
-
-/// Redis at `rate` messages/s for `n` messages: end-to-end latency samples
-/// of every subscriber, in microseconds.
-pub fn redis_latency(server: &RedisServer, n: u64, rate: u64) -> Result<Vec<f64>, String> {
-    let client = server.client()?;
-    let ready = Arc::new(Barrier::new(SUBSCRIBERS + 1));
-    thread::scope(|s| -> Result<Vec<f64>, String> {
-        let mut readers = Vec::new();
-        for _ in 0..SUBSCRIBERS {
-            let (client, ready) = (client.clone(), ready.clone());
-            readers.push(s.spawn(move || -> Result<Vec<f64>, String> {
-                let mut con = client.get_connection().map_err(|e| e.to_string())?;
-                let mut sub = con.as_pubsub();
-                sub.subscribe("bench.latency").map_err(|e| e.to_string())?;
-                ready.wait();
-                let mut samples = Vec::with_capacity(n as usize);
-                while (samples.len() as u64) < n {
-                    let msg = sub.get_message().map_err(|e| e.to_string())?;
-                    let tick: Tick = yuki_channel::codec::decode(msg.get_payload_bytes())
-                        .map_err(|e| e.to_string())?;
-                    samples.push(now_ns().saturating_sub(tick.sent_ns) as f64 / 1e3);
-                }
-                Ok(samples)
-            }));
-        }
-        let mut con = client.get_connection().map_err(|e| e.to_string())?;
-        ready.wait();
-        paced(n, rate, |seq| {
-            let bytes = yuki_channel::codec::encode(&Tick::now(seq)).map_err(|e| e.to_string())?;
-            redis::cmd("PUBLISH")
-                .arg("bench.latency")
-                .arg(bytes)
-                .exec(&mut con)
-                .map_err(|e| e.to_string())
-        })?;
-        let mut all = Vec::new();
-        for r in readers {
-            all.extend(r.join().map_err(|_| "a reader panicked".to_string())??);
-        }
-        Ok(all)
-    })
 }
 
 /// Calls `send(seq)` for `n` messages at `rate` per second.

@@ -9,6 +9,7 @@ use yuki_pubsub::PubSub;
 use yuki_storage::{Batch, Store};
 use yuki_testkit::RedisServer;
 
+use crate::bench::redis_peer;
 use crate::bench::timing::{mean_us, mops};
 use crate::report::{Better, Line, Report};
 
@@ -16,25 +17,24 @@ use crate::report::{Better, Line, Report};
 const BATCH: usize = 64;
 
 /// Adds the Redis backends' lines to `report`.
-pub fn run(report: &mut Report, quick: bool) {
-    let server = match RedisServer::start() {
+///
+/// A machine without `redis-server` skips them: that is not a failure.
+pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
+    let server = match redis_peer::server() {
         Ok(server) => server,
-        Err(e) => {
-            eprintln!("redis_backend: no redis-server, skipped: {e}");
-            return;
+        Err(why) => {
+            println!("redis: skipped, redis-server {why}");
+            return Ok(());
         }
     };
-    if let Err(e) = measure(report, &server, quick) {
-        eprintln!("redis_backend: {e}");
-    }
+    measure(report, &server, quick)
 }
 
 fn measure(report: &mut Report, server: &RedisServer, quick: bool) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let n: u64 = if quick { 1_000 } else { 10_000 };
     let store = Store::redis(&server.url()).map_err(|e| err(&e))?;
-    let client = redis::Client::open(server.url()).map_err(|e| err(&e))?;
-    let mut raw = client.get_connection().map_err(|e| err(&e))?;
+    let mut raw = redis_peer::connection(server)?;
     let value = 42u64;
     store.set("bench.k", &value).map_err(|e| err(&e))?;
     let encoded = store
@@ -118,7 +118,7 @@ fn measure(report: &mut Report, server: &RedisServer, quick: bool) -> Result<(),
         let _ = pubsub.publish("bench.topic", &value);
         let _ = sub.recv_timeout(Duration::from_secs(5));
     });
-    let mut listener = client.get_connection().map_err(|e| err(&e))?;
+    let mut listener = redis_peer::connection(server)?;
     let floor_pub = {
         let mut ps = listener.as_pubsub();
         ps.subscribe("bench.raw").map_err(|e| err(&e))?;

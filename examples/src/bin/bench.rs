@@ -6,6 +6,8 @@
 //! chart `bench.svg` into `DIR` (default: `target/bench` beside the binary's
 //! `target/release`).
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -13,10 +15,7 @@ use std::time::Instant;
 use yuki_examples::report::Report;
 
 fn main() -> ExitCode {
-    if yuki_examples::bench::ipc::child_main()
-        || yuki_examples::bench::pubsub::child_main()
-        || yuki_examples::bench::store::child_main()
-    {
+    if yuki_examples::bench::child::run_if_child() {
         return ExitCode::SUCCESS;
     }
     let Some(Options { quick, out, only }) = options() else {
@@ -39,7 +38,13 @@ fn main() -> ExitCode {
             continue;
         }
         let start = Instant::now();
-        run(&mut report, quick);
+        // A panic (a library's assertion, an `expect` in a bench child's
+        // helper) fails its area, not the whole run.
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&mut report, quick)))
+            .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_message(&*panic))));
+        if let Err(e) = outcome {
+            report.fail(area, e);
+        }
         println!("-- {area}: {:.1} s", start.elapsed().as_secs_f64());
     }
     println!("\n{}", report.to_markdown());
@@ -56,22 +61,39 @@ fn main() -> ExitCode {
         "wrote bench.md, bench.csv and bench.svg into {}",
         out.display()
     );
-    // Slow figures never fail the run; a benchmark that measured nothing does.
+    // Slow figures never fail the run; an area that failed, or a figure
+    // that measured nothing, does.
     let broken: Vec<&str> = report
         .lines
         .iter()
         .filter(|l| !(l.ours.is_finite() && l.ours > 0.0))
         .map(|l| l.figure.as_str())
         .collect();
-    if report.lines.is_empty() || !broken.is_empty() {
+    if !broken.is_empty() {
         eprintln!("the benchmark measured nothing for: {broken:?}");
+    }
+    if !report.errors.is_empty() {
+        let areas: Vec<&str> = report.errors.iter().map(|(a, _)| a.as_str()).collect();
+        eprintln!("failed areas: {}", areas.join(", "));
+    }
+    if report.lines.is_empty() || !broken.is_empty() || !report.errors.is_empty() {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
 
-/// One area's benchmark: adds its lines to the report (`true`: quick).
-type Area = fn(&mut Report, bool);
+/// The text a panic carries, if it is text.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// One area's benchmark: adds its lines to the report (`true`: quick), or
+/// says why it failed.
+type Area = fn(&mut Report, bool) -> Result<(), String>;
 
 /// The command line.
 struct Options {

@@ -1,0 +1,78 @@
+//! The benchmark's child processes: the bench binary re-executes itself with
+//! [`ENV`] naming the area and the mode, and [`run_if_child`] (first thing in
+//! `main`) sends such a process to its area's child code.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use yuki_channel::{PeerId, Transport};
+use yuki_ipc_transport::Node;
+
+/// Set in a bench child: `AREA:quick` or `AREA:full`.
+pub const ENV: &str = "YUKI_BENCH_CHILD";
+
+/// The longest a bench child may run before main gives up on it.
+pub const TIME_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs this process's part if it is a bench child and returns `true` (the
+/// caller should then exit); `false` in the main process.
+pub fn run_if_child() -> bool {
+    let Ok(value) = std::env::var(ENV) else {
+        return false;
+    };
+    let (area, mode) = value.split_once(':').unwrap_or((value.as_str(), "full"));
+    let quick = mode == "quick";
+    let result = match area {
+        "ipc" => super::ipc::child(quick),
+        "store" => super::store::child(quick),
+        "pubsub" => super::pubsub::child(quick),
+        other => Err(format!("no bench child is called {other:?}")),
+    };
+    if let Err(e) = result {
+        eprintln!("{area} bench child failed: {e}");
+        std::process::exit(1);
+    }
+    true
+}
+
+/// The command that re-executes the bench binary as `area`'s child.
+pub fn command(area: &str, quick: bool) -> Result<Command, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the bench binary: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.env(
+        ENV,
+        format!("{area}:{}", if quick { "quick" } else { "full" }),
+    );
+    Ok(cmd)
+}
+
+/// Spawns `area`'s child through `node` and waits until it exits
+/// successfully.
+pub fn spawn_and_wait(node: &Node, area: &str, cmd: Command) -> Result<(), String> {
+    let child = node
+        .spawn(&format!("{area}-bench"), cmd)
+        .map_err(|e| e.to_string())?;
+    let exit = child
+        .wait_timeout(TIME_LIMIT)
+        .ok_or_else(|| format!("the {area} child did not finish within {TIME_LIMIT:?}"))?;
+    if exit.status.success() {
+        Ok(())
+    } else {
+        Err(format!("the {area} child failed: {}", exit.status))
+    }
+}
+
+/// Serves `name` on `transport` as a bare echo: the cost of a call with no
+/// work behind it.
+pub fn serve_echo(transport: &Arc<dyn Transport>, name: &str) -> Result<(), String> {
+    transport
+        .serve(
+            name,
+            Arc::new(|_: PeerId, req: &[u8], reply: &mut Vec<u8>| {
+                reply.extend_from_slice(req);
+                Ok(())
+            }),
+        )
+        .map_err(|e| e.to_string())
+}
