@@ -35,7 +35,15 @@ pub(crate) enum Arrival {
 
 impl Rendezvous {
     pub(crate) fn open() -> Result<Rendezvous> {
-        let (server, name) = IpcOneShotServer::<Hello>::new()
+        // ipc-channel 0.23 panics instead of failing when the temporary
+        // directory is unusable (a bad TMPDIR): turn that into an error.
+        let (server, name) = std::panic::catch_unwind(IpcOneShotServer::<Hello>::new)
+            .map_err(|_| {
+                Error::os(
+                    "creating the handshake socket",
+                    "ipc-channel could not create it in the temporary directory; check that TMPDIR names a writable directory",
+                )
+            })?
             .map_err(|e| Error::os("creating the handshake socket", e))?;
         restrict(Path::new(&name))?;
         let bootstrap = Bootstrap::new(name)?;

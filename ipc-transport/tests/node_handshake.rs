@@ -173,3 +173,28 @@ fn only_main_spawns_and_only_a_child_requests() {
     assert_eq!(node.name(), "main");
     assert!(node.children().is_empty());
 }
+
+#[test]
+fn an_unusable_temporary_directory_is_an_error_not_a_panic() {
+    if run_child(|_| {
+        // Main's side: nothing is spawned yet, so only spawning needs TMPDIR.
+        let result = Node::init().and_then(|node| node.spawn("never", Command::new("true")));
+        match result {
+            Ok(_) => yuki_testkit::report("outcome", "spawned"),
+            Err(e) => yuki_testkit::report("outcome", e),
+        }
+    }) {
+        return;
+    }
+    let mut h = Harness::new();
+    let id = h
+        .spawn_with("bad-tmpdir", |cmd| {
+            cmd.env("TMPDIR", "/nonexistent-yuki-tmpdir");
+        })
+        .unwrap();
+    let outcome = h.wait(id);
+    outcome.assert_success();
+    let said = outcome.value("outcome").unwrap_or_default().to_owned();
+    assert!(said.contains("TMPDIR"), "{said}");
+    h.assert_no_leftovers(WAIT);
+}

@@ -327,11 +327,22 @@ impl Harness {
 
     /// Starts one child running `scenario`; indices count up per scenario.
     pub fn spawn(&mut self, scenario: &str) -> io::Result<ProcId> {
+        self.spawn_with(scenario, |_| {})
+    }
+
+    /// Like [`Harness::spawn`], letting `configure` change the command first
+    /// (an environment variable, a working directory).
+    pub fn spawn_with(
+        &mut self,
+        scenario: &str,
+        configure: impl FnOnce(&mut Command),
+    ) -> io::Result<ProcId> {
         let index = self.next_index.entry(scenario.to_owned()).or_insert(0);
         let i = *index;
         *index += 1;
         let mut cmd = self.command(scenario, i);
         cmd.stdout(Stdio::piped());
+        configure(&mut cmd);
         self.spawn_command(scenario, i, cmd)
     }
 
