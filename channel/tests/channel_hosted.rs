@@ -275,14 +275,15 @@ fn main_leaving_wakes_child_receivers_with_disconnected() {
         .build()
         .unwrap();
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
-    let sync_waiter = {
+    let (sync_tx, sync_rx) = crossbeam_channel::bounded(1);
+    {
         let c = c.clone();
         let ready = ready_tx.clone();
         thread::spawn(move || {
             ready.send(()).unwrap();
-            c.recv()
-        })
-    };
+            sync_tx.send(c.recv()).unwrap();
+        });
+    }
     let async_waiter = {
         let c = c.clone();
         rt.spawn(async move {
@@ -294,7 +295,9 @@ fn main_leaving_wakes_child_receivers_with_disconnected() {
     ready_rx.recv_timeout(WAIT).unwrap();
     net.main.disconnect("main exits");
     assert!(matches!(
-        sync_waiter.join().unwrap(),
+        sync_rx
+            .recv_timeout(WAIT)
+            .expect("the disconnection woke the receiver"),
         Err(Error::Disconnected(_))
     ));
     let r = rt
