@@ -432,17 +432,21 @@ fn hosted_bounded_channels() {
     m.send(4).unwrap();
     m.send(5).unwrap();
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-    let sender = {
+    let (sent_tx, sent_rx) = crossbeam_channel::bounded(1);
+    {
         let c = c.clone();
         thread::spawn(move || {
             ready_tx.send(()).unwrap();
-            c.send(6)
-        })
-    };
+            sent_tx.send(c.send(6)).unwrap();
+        });
+    }
     ready_rx.recv_timeout(WAIT).unwrap();
     assert!(done_rx.recv_timeout(SHORT).is_err());
     m.close();
-    let err = sender.join().unwrap().unwrap_err();
+    let sent = sent_rx
+        .recv_timeout(WAIT)
+        .expect("the close woke the sender");
+    let err = sent.unwrap_err();
     assert!(err.is_closed());
     assert_eq!(err.into_inner(), 6);
 }

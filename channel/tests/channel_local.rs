@@ -247,10 +247,13 @@ fn many_senders_and_receivers_see_each_item_once() {
             let c = ch.clone();
             thread::spawn(move || {
                 let mut got = Vec::new();
-                while let Ok(v) = c.recv() {
-                    got.push(v);
+                loop {
+                    match c.recv_timeout(WAIT) {
+                        Ok(v) => got.push(v),
+                        Err(Error::Closed { .. }) => return got,
+                        Err(e) => panic!("{e}"),
+                    }
                 }
-                got
             })
         })
         .collect();
