@@ -302,17 +302,7 @@ impl<T: Send + 'static> Channel<T> {
     }
 
     fn fail(&self, fail: Fail) -> Error {
-        let channel = self.shared.name.clone();
-        match fail {
-            Fail::Empty => Error::Empty { channel },
-            Fail::Closed => Error::Closed { channel },
-            Fail::Timeout(d) => Error::Timeout(d),
-            Fail::TooLarge { size, max } => Error::FrameTooLarge { size, max },
-            Fail::Full => Error::Full {
-                channel,
-                capacity: self.capacity().unwrap_or(0),
-            },
-        }
+        fail.into_error(&self.shared.name, self.capacity())
     }
 }
 

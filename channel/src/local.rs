@@ -29,6 +29,8 @@ use crossbeam_channel::{
 use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
 
+use crate::error::Error;
+
 /// The queue is closed: no new send may start.
 const CLOSED: usize = 1;
 /// The sender has been dropped (only ever set together with [`CLOSED`]).
@@ -52,6 +54,23 @@ pub(crate) enum Fail {
         size: usize,
         max: usize,
     },
+}
+
+impl Fail {
+    /// The error a caller sees for this failure on the channel `name`.
+    pub(crate) fn into_error(self, name: &str, capacity: Option<usize>) -> Error {
+        let channel = name.to_owned();
+        match self {
+            Fail::Empty => Error::Empty { channel },
+            Fail::Closed => Error::Closed { channel },
+            Fail::Timeout(d) => Error::Timeout(d),
+            Fail::TooLarge { size, max } => Error::FrameTooLarge { size, max },
+            Fail::Full => Error::Full {
+                channel,
+                capacity: capacity.unwrap_or(0),
+            },
+        }
+    }
 }
 
 pub(crate) struct Local<T> {

@@ -207,7 +207,7 @@ impl Extensions {
 
 impl fmt::Debug for Extensions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.slots.lock().map(|s| s.len()).unwrap_or(0);
+        let n = self.slots.lock().unwrap_or_else(|p| p.into_inner()).len();
         f.debug_struct("Extensions").field("len", &n).finish()
     }
 }

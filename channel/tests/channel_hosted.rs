@@ -275,14 +275,15 @@ fn main_leaving_wakes_child_receivers_with_disconnected() {
         .build()
         .unwrap();
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
-    let sync_waiter = {
+    let (sync_tx, sync_rx) = crossbeam_channel::bounded(1);
+    {
         let c = c.clone();
         let ready = ready_tx.clone();
         thread::spawn(move || {
             ready.send(()).unwrap();
-            c.recv()
-        })
-    };
+            sync_tx.send(c.recv()).unwrap();
+        });
+    }
     let async_waiter = {
         let c = c.clone();
         rt.spawn(async move {
@@ -294,7 +295,9 @@ fn main_leaving_wakes_child_receivers_with_disconnected() {
     ready_rx.recv_timeout(WAIT).unwrap();
     net.main.disconnect("main exits");
     assert!(matches!(
-        sync_waiter.join().unwrap(),
+        sync_rx
+            .recv_timeout(WAIT)
+            .expect("the disconnection woke the receiver"),
         Err(Error::Disconnected(_))
     ));
     let r = rt
@@ -429,17 +432,21 @@ fn hosted_bounded_channels() {
     m.send(4).unwrap();
     m.send(5).unwrap();
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-    let sender = {
+    let (sent_tx, sent_rx) = crossbeam_channel::bounded(1);
+    {
         let c = c.clone();
         thread::spawn(move || {
             ready_tx.send(()).unwrap();
-            c.send(6)
-        })
-    };
+            sent_tx.send(c.send(6)).unwrap();
+        });
+    }
     ready_rx.recv_timeout(WAIT).unwrap();
     assert!(done_rx.recv_timeout(SHORT).is_err());
     m.close();
-    let err = sender.join().unwrap().unwrap_err();
+    let sent = sent_rx
+        .recv_timeout(WAIT)
+        .expect("the close woke the sender");
+    let err = sent.unwrap_err();
     assert!(err.is_closed());
     assert_eq!(err.into_inner(), 6);
 }

@@ -163,24 +163,30 @@ fn close_refuses_sends_and_drains_then_fails() {
 fn close_wakes_blocked_receivers() {
     let ch = Channel::<u8>::new("wake");
     let barrier = Arc::new(Barrier::new(4));
-    let waiters: Vec<_> = (0..3)
-        .map(|i| {
-            let c = ch.clone();
-            let b = barrier.clone();
-            thread::spawn(move || {
-                b.wait();
-                if i == 0 {
-                    c.recv_timeout(WAIT)
-                } else {
-                    c.recv()
-                }
-            })
-        })
-        .collect();
+    // Results come back on a channel, so a receiver the close fails to wake
+    // fails the test within `WAIT` instead of hanging it.
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    for i in 0..3 {
+        let c = ch.clone();
+        let b = barrier.clone();
+        let done = done_tx.clone();
+        thread::spawn(move || {
+            b.wait();
+            let r = if i == 0 {
+                c.recv_timeout(WAIT)
+            } else {
+                c.recv()
+            };
+            done.send(r).unwrap();
+        });
+    }
     barrier.wait();
     ch.close();
-    for w in waiters {
-        assert!(matches!(w.join().unwrap(), Err(Error::Closed { .. })));
+    for _ in 0..3 {
+        let r = done_rx
+            .recv_timeout(WAIT)
+            .expect("close woke every receiver");
+        assert!(matches!(r, Err(Error::Closed { .. })));
     }
 }
 
@@ -189,14 +195,16 @@ fn close_wakes_a_sender_blocked_on_full_with_its_value() {
     let ch = Channel::<String>::bounded("full", 1);
     ch.send("first".into()).unwrap();
     let (started_tx, started_rx) = crossbeam_channel::bounded(1);
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     let c = ch.clone();
-    let t = thread::spawn(move || {
+    thread::spawn(move || {
         started_tx.send(()).unwrap();
-        c.send("blocked".into())
+        done_tx.send(c.send("blocked".into())).unwrap();
     });
     started_rx.recv_timeout(WAIT).unwrap();
     ch.close();
-    let err = t.join().unwrap().unwrap_err();
+    let sent = done_rx.recv_timeout(WAIT).expect("close woke the sender");
+    let err = sent.unwrap_err();
     assert!(err.is_closed());
     assert_eq!(err.into_inner(), "blocked");
     assert_eq!(ch.recv().unwrap(), "first");
@@ -239,10 +247,13 @@ fn many_senders_and_receivers_see_each_item_once() {
             let c = ch.clone();
             thread::spawn(move || {
                 let mut got = Vec::new();
-                while let Ok(v) = c.recv() {
-                    got.push(v);
+                loop {
+                    match c.recv_timeout(WAIT) {
+                        Ok(v) => got.push(v),
+                        Err(Error::Closed { .. }) => return got,
+                        Err(e) => panic!("{e}"),
+                    }
                 }
-                got
             })
         })
         .collect();
@@ -299,6 +310,6 @@ fn handles_and_receive_futures_cross_threads_for_any_send_item() {
     let ch = Channel::<std::cell::Cell<u8>>::new("cell");
     send_sync(&ch);
     send(&ch.recv_async());
-    let err = ch.send(std::cell::Cell::new(1));
-    assert!(err.is_ok());
+    ch.send(std::cell::Cell::new(1)).unwrap();
+    assert_eq!(ch.try_recv().unwrap().get(), 1);
 }

@@ -147,7 +147,8 @@ pub(crate) struct ChildLink {
     /// Wakes the background reader when the link is free to read.
     free: Condvar,
     next_id: AtomicU64,
-    pub(crate) push: RwLock<HashMap<String, Vec<PushHandler>>>,
+    /// Handlers per stream, shared so that a delivery clones a pointer, not a list.
+    pub(crate) push: RwLock<HashMap<String, Arc<[PushHandler]>>>,
     pub(crate) events: RwLock<Vec<PeerEventHandler>>,
     when_gone: WhenMainGone,
 }
@@ -427,8 +428,8 @@ impl ChildLink {
     }
 
     fn run_push(&self, stream: &str, body: &[u8]) {
-        let handlers = read(&self.push).get(stream).cloned().unwrap_or_default();
-        for h in handlers {
+        let handlers = read(&self.push).get(stream).cloned();
+        for h in handlers.iter().flat_map(|hs| hs.iter()) {
             h(body);
         }
     }

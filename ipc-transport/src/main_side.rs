@@ -28,7 +28,8 @@ pub(crate) struct Hub {
     /// Bumped on every new service, so link threads refresh their copies.
     services_version: AtomicU64,
     links: RwLock<HashMap<PeerId, Arc<Link>>>,
-    pub(crate) push: RwLock<HashMap<String, Vec<PushHandler>>>,
+    /// Handlers per stream, shared so that a delivery clones a pointer, not a list.
+    pub(crate) push: RwLock<HashMap<String, Arc<[PushHandler]>>>,
     pub(crate) events: RwLock<Vec<PeerEventHandler>>,
     next_peer: AtomicU64,
     pub(crate) control: RwLock<Option<ControlSink>>,
@@ -94,8 +95,8 @@ impl Hub {
     }
 
     pub(crate) fn deliver_push(&self, stream: &str, frame: &[u8]) {
-        let handlers = read(&self.push).get(stream).cloned().unwrap_or_default();
-        for h in handlers {
+        let handlers = read(&self.push).get(stream).cloned();
+        for h in handlers.iter().flat_map(|hs| hs.iter()) {
             h(frame);
         }
     }

@@ -216,8 +216,6 @@ impl Outbound {
             st = self.lock();
         }
         // Whoever ends last drops the sender.
-        if let Ok(mut tx) = self.tx.lock() {
-            tx.take();
-        }
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }

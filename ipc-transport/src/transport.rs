@@ -107,10 +107,11 @@ impl Transport for IpcTransport {
             Side::Main(hub) => &hub.push,
             Side::Child(link) => &link.push,
         };
-        write(push)
+        let mut push = write(push);
+        let entry = push
             .entry(stream.to_owned())
-            .or_default()
-            .push(handler);
+            .or_insert_with(|| Arc::new([]));
+        *entry = entry.iter().cloned().chain([handler]).collect();
         Ok(())
     }
 

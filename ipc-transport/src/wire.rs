@@ -98,7 +98,14 @@ pub(crate) fn put(out: &mut Vec<u8>, frame: &Frame<'_>) -> yuki_channel::Result<
         out.truncate(start);
         return Err(e);
     }
-    let len = (out.len() - start - 4) as u32;
+    let size = out.len() - start - 4;
+    let Ok(len) = u32::try_from(size) else {
+        out.truncate(start);
+        return Err(yuki_channel::Error::FrameTooLarge {
+            size,
+            max: u32::MAX as usize,
+        });
+    };
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     Ok(())
 }

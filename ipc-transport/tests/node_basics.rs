@@ -230,27 +230,7 @@ fn blocking_calls_pipelined_calls_and_pushes_mix_in_one_child() {
     }) {
         return;
     }
-    let h = Harness::new();
-    let node = Node::init().unwrap();
-    let t = node.transport();
-    echo(&t);
-    let pusher = Arc::downgrade(&t);
-    t.serve(
-        "tick",
-        Arc::new(move |from: PeerId, _: &[u8], _: &mut Vec<u8>| {
-            let t = pusher.upgrade().expect("main runs");
-            for i in 0..500u32 {
-                t.push(from, "ticks", &i.to_le_bytes())?;
-            }
-            Ok(())
-        }),
-    )
-    .unwrap();
-    let child = node.spawn("mixer", h.command("mixer", 0)).unwrap();
-    let exit = child.wait_timeout(WAIT).expect("the child finishes");
-    assert!(exit.status.success(), "{exit:?}");
-    drop(node);
-    h.assert_no_leftovers(WAIT);
+    main_pushes_when_called("tick", "ticks", 500, "mixer");
 }
 
 #[test]
@@ -293,23 +273,35 @@ fn handlers_and_callbacks_may_make_blocking_calls() {
     }) {
         return;
     }
+    main_pushes_when_called("start", "jobs", 200, "nester");
+}
+
+/// Main's side of a test whose child calls `service` to be pushed `count`
+/// frames (0, 1, … as `u32`) on `stream`: serves `echo` and `service`, runs
+/// the child `scenario` and checks that it succeeded.
+fn main_pushes_when_called(
+    service: &'static str,
+    stream: &'static str,
+    count: u32,
+    scenario: &str,
+) {
     let h = Harness::new();
     let node = Node::init().unwrap();
     let t = node.transport();
     echo(&t);
     let pusher = Arc::downgrade(&t);
     t.serve(
-        "start",
+        service,
         Arc::new(move |from: PeerId, _: &[u8], _: &mut Vec<u8>| {
             let t = pusher.upgrade().expect("main runs");
-            for i in 0..200u32 {
-                t.push(from, "jobs", &i.to_le_bytes())?;
+            for i in 0..count {
+                t.push(from, stream, &i.to_le_bytes())?;
             }
             Ok(())
         }),
     )
     .unwrap();
-    let child = node.spawn("nester", h.command("nester", 0)).unwrap();
+    let child = node.spawn(scenario, h.command(scenario, 0)).unwrap();
     let exit = child.wait_timeout(WAIT).expect("the child finishes");
     assert!(exit.status.success(), "{exit:?}");
     drop(node);

@@ -409,14 +409,17 @@ fn when_main_goes_away_blocked_receivers_wake_disconnected() {
     let sub = child.subscribe::<u8>("x").unwrap();
     let iter_sub = child.subscribe::<u8>("y").unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let waiter = thread::spawn(move || {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
         ready_tx.send(()).unwrap();
-        sub.recv()
+        done_tx.send(sub.recv()).unwrap();
     });
     ready_rx.recv_timeout(WAIT).unwrap();
     n.tap.inner.disconnect("main exits");
     assert!(matches!(
-        waiter.join().unwrap(),
+        done_rx
+            .recv_timeout(WAIT)
+            .expect("the disconnection woke the receiver"),
         Err(Error::Disconnected(_))
     ));
     assert!(iter_sub.iter().next().is_none());

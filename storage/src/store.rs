@@ -377,14 +377,8 @@ impl Store {
         expected: Option<&V>,
         new: Option<&V>,
     ) -> Result<bool> {
-        check_key(key)?;
-        let expected = expected.map(|v| value::encode(key, v)).transpose()?;
-        let new = new.map(|v| value::encode(key, v)).transpose()?;
-        expect_bool(self.run_op(Op::Cas {
-            key,
-            expected: expected.as_deref().map(Bytes::new),
-            new: new.as_deref().map(Bytes::new),
-        })?)
+        let cas = Cas::encode(key, expected, new)?;
+        expect_bool(self.run_op(cas.op(key))?)
     }
 
     /// Runs `batch` atomically in main; one [`Outcome`] per operation, in order.
@@ -552,17 +546,8 @@ impl Store {
         expected: Option<&V>,
         new: Option<&V>,
     ) -> Result<bool> {
-        check_key(key)?;
-        let expected = expected.map(|v| value::encode(key, v)).transpose()?;
-        let new = new.map(|v| value::encode(key, v)).transpose()?;
-        expect_bool(
-            self.run_op_async(Op::Cas {
-                key,
-                expected: expected.as_deref().map(Bytes::new),
-                new: new.as_deref().map(Bytes::new),
-            })
-            .await?,
-        )
+        let cas = Cas::encode(key, expected, new)?;
+        expect_bool(self.run_op_async(cas.op(key)).await?)
     }
 
     /// The async form of [`Store::batch`].
@@ -651,6 +636,34 @@ impl fmt::Debug for Store {
             d.field("address", &redis.address());
         }
         d.finish()
+    }
+}
+
+/// The encoded values of a compare-and-swap, checked before anything is sent.
+struct Cas {
+    expected: Option<Vec<u8>>,
+    new: Option<Vec<u8>>,
+}
+
+impl Cas {
+    fn encode<V: Serialize + ?Sized>(
+        key: &str,
+        expected: Option<&V>,
+        new: Option<&V>,
+    ) -> Result<Cas> {
+        check_key(key)?;
+        Ok(Cas {
+            expected: expected.map(|v| value::encode(key, v)).transpose()?,
+            new: new.map(|v| value::encode(key, v)).transpose()?,
+        })
+    }
+
+    fn op<'a>(&'a self, key: &'a str) -> Op<'a> {
+        Op::Cas {
+            key,
+            expected: self.expected.as_deref().map(Bytes::new),
+            new: self.new.as_deref().map(Bytes::new),
+        }
     }
 }
 

@@ -1,5 +1,7 @@
-//! Shared test helpers of yuki: a multi-process harness, and the strategies,
-//! reference model and fault injection the crates' test suites share.
+//! Shared test helpers of yuki: a multi-process harness whose children can be
+//! killed or signalled at any point (the fault injection of the suites), the
+//! proptest strategies and reference model the crates' test suites share, and
+//! a throw-away `redis-server` for the Redis back-ends.
 //!
 //! The harness re-executes the test binary as a child running a chosen
 //! scenario (see [`Harness`] and [`run_child`]):

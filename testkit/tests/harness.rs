@@ -104,8 +104,10 @@ fn kill_ends_a_child_and_commands_carry_the_run_id() {
     let mut outside = h.command("hang", 7).spawn().unwrap();
     // spawn() returns after the exec, so the environment is in place.
     let found = h.leftovers();
-    assert_eq!(found, vec![outside.id()]);
+    // Killed before the check: the harness does not own it, so a failed
+    // assertion would leave it running.
     outside.kill().unwrap();
     outside.wait().unwrap();
+    assert_eq!(found, vec![outside.id()]);
     h.assert_no_leftovers(Duration::from_secs(5));
 }

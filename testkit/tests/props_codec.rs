@@ -162,9 +162,19 @@ proptest! {
         let _ = codec::decode::<Vec<u8>>(&bytes);
         let _ = codec::decode::<BTreeMap<String, Vec<u64>>>(&bytes);
         let _ = codec::decode_borrowed::<&str>(&bytes);
-        for f in Frames::new(&bytes) {
-            let _ = f;
+        // Frames never claim more than the buffer holds, and an error ends them.
+        let mut frames = Frames::new(&bytes);
+        let mut used = 0;
+        for f in frames.by_ref() {
+            match f {
+                Ok(f) => used += 4 + f.len(),
+                Err(_) => {
+                    prop_assert!(frames.next().is_none(), "frames go on after an error");
+                    break;
+                }
+            }
         }
+        prop_assert!(used <= bytes.len());
     }
 }
 

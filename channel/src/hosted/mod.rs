@@ -71,20 +71,6 @@ impl<T> Drop for Hosted<T> {
     }
 }
 
-fn fail_error(name: &str, capacity: Option<usize>, fail: Fail) -> Error {
-    let channel = name.to_owned();
-    match fail {
-        Fail::Empty => Error::Empty { channel },
-        Fail::Closed => Error::Closed { channel },
-        Fail::Timeout(d) => Error::Timeout(d),
-        Fail::TooLarge { size, max } => Error::FrameTooLarge { size, max },
-        Fail::Full => Error::Full {
-            channel,
-            capacity: capacity.unwrap_or(0),
-        },
-    }
-}
-
 impl<T> Hosted<T> {
     fn send_inner(&self, name: &str, value: T, block: bool) -> Result<(), TrySendError<T>> {
         let bytes = match (self.encode)(&value) {
@@ -103,10 +89,10 @@ impl<T> Hosted<T> {
         };
         Err(match fail {
             SendFail::Fail(Fail::Full) => {
-                TrySendError::Full(value, fail_error(name, self.capacity(), Fail::Full))
+                TrySendError::Full(value, Fail::Full.into_error(name, self.capacity()))
             }
             SendFail::Fail(f) => {
-                TrySendError::Failed(SendError::new(value, fail_error(name, self.capacity(), f)))
+                TrySendError::Failed(SendError::new(value, f.into_error(name, self.capacity())))
             }
             SendFail::Error(e) => TrySendError::Failed(SendError::new(value, e)),
         })
@@ -125,7 +111,7 @@ impl<T> Hosted<T> {
     }
 
     fn decoded(&self, name: &str, bytes: Result<Vec<u8>, Fail>) -> Result<T> {
-        let bytes = bytes.map_err(|f| fail_error(name, self.capacity(), f))?;
+        let bytes = bytes.map_err(|f| f.into_error(name, self.capacity()))?;
         (self.decode)(&bytes)
     }
 
