@@ -14,7 +14,7 @@ use std::time::Instant;
 use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcSender};
 use yuki_ipc_transport::Node;
 
-use crate::bench::child as bench_child;
+use crate::bench::{child as bench_child, placement};
 
 /// Set in the child: the one-shot server name of main's echo thread.
 pub const ENV: &str = "YUKI_BENCH_FLOOR";
@@ -63,9 +63,11 @@ impl Echo {
     }
 }
 
-/// Spawns `area`'s bench child through `node` with main's echo thread
-/// beside it, and waits until the child exited successfully.
+/// Spawns `area`'s bench child through `node` with main's echo thread and
+/// [`placement::SERVICE`] beside it, and waits until the child exited
+/// successfully.
 pub fn run_child(node: &Node, area: &str, quick: bool) -> Result<(), String> {
+    placement::serve(&node.transport())?;
     let mut cmd = bench_child::command(area, quick)?;
     let echo = Echo::start(&mut cmd)?;
     let result = bench_child::spawn_and_wait(node, area, cmd);

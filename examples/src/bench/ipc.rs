@@ -3,8 +3,9 @@
 //! processes.
 //!
 //! The child times the floor and yuki's round trip in alternating batches
-//! ([`floor::alternate`]), so both see the same placement and the same load
-//! from the rest of the machine.
+//! ([`floor::alternate`]), so both see the same load from the rest of the
+//! machine, once with both processes on one core and once on two
+//! ([`placement`]); the throughput figures run unpinned.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
@@ -13,7 +14,7 @@ use yuki_channel::{PeerId, Transport, codec};
 use yuki_ipc_transport::Node;
 
 use crate::bench::timing::mops;
-use crate::bench::{child as bench_child, floor};
+use crate::bench::{child as bench_child, floor, placement};
 use crate::report::{Better, Line, Report};
 
 const WINDOW: usize = 4096;
@@ -23,19 +24,27 @@ const ROUNDS: usize = 21;
 pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     let results = figures(quick)?;
     let get = |k: &str| results.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
-    let (Some(floor), Some(rtt)) = (get("floor"), get("rtt")) else {
-        return Err("the child reported no round trips".into());
-    };
-    report.add(
-        Line::new(
-            "child call round trip (24 B echo), unpinned",
-            "us",
-            rtt,
-            Better::Lower,
-        )
-        .floor(floor::NAME, floor)
-        .target("<= 1.5x floor"),
-    );
+    let mut floors = Vec::new();
+    for label in placement::labels("rtt", results.iter().map(|(n, _)| n.as_str())) {
+        let (Some(floor), Some(rtt)) = (
+            get(&placement::key("floor", &label)),
+            get(&placement::key("rtt", &label)),
+        ) else {
+            continue;
+        };
+        report.add(
+            Line::new(
+                format!("child call round trip (24 B echo), {label}"),
+                "us",
+                rtt,
+                Better::Lower,
+            )
+            .floor(floor::NAME, floor)
+            .target("<= 1.5x floor"),
+        );
+        floors.push((label, floor));
+    }
+    let floor = placement::throughput_floor(&floors).ok_or("the child reported no round trips")?;
     if let Some(v) = get("pipelined") {
         report.add(
             Line::new(
@@ -128,10 +137,14 @@ pub(crate) fn child(quick: bool) -> Result<(), String> {
     let msg = [7u8; floor::PAYLOAD];
     let mut yuki_one = || t.call("echo", &msg).map(drop).map_err(|e| e.to_string());
     let n = if quick { 300 } else { 1_500 };
-    let medians = floor::alternate(ROUNDS, n, &mut [&mut || link.ping(), &mut yuki_one])?;
+    let placed = placement::each(&t, || {
+        floor::alternate(ROUNDS, n, &mut [&mut || link.ping(), &mut yuki_one])
+    })?;
     drop(link);
-    send_result(&t, "floor", medians[0])?;
-    send_result(&t, "rtt", medians[1])?;
+    for (label, medians) in placed {
+        send_result(&t, &placement::key("floor", &label), medians[0])?;
+        send_result(&t, &placement::key("rtt", &label), medians[1])?;
+    }
 
     let ops = if quick { 200_000 } else { 2_000_000 };
     let main_cpu = |t: &Arc<dyn Transport>| -> f64 {

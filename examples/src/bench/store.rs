@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use yuki_storage::Store;
 
 use crate::bench::timing::mops;
-use crate::bench::{child as bench_child, floor, redis_peer};
+use crate::bench::{child as bench_child, floor, placement, redis_peer};
 use crate::report::{Better, Line, Report};
 
 /// The keys and values every store figure uses (yuki's and Redis's).
@@ -166,36 +166,42 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     let child = child_figures(quick)?;
     let peer =
         |pick: Pick| -> Result<f64, String> { redis.as_ref().map(pick).map_err(Clone::clone) };
-    let floor = child
-        .get("floor_rtt")
-        .copied()
-        .ok_or("the child reported no floor")?;
-    let rtts: [(&str, &str, Pick); 2] = [
-        ("get_rtt", "child get round trip", |f| f.get_rtt),
-        ("set_rtt", "child set round trip", |f| f.set_rtt),
-    ];
-    for (key, what, pick) in rtts {
-        if let Some(v) = child.get(key) {
+    let labels = placement::labels("floor_rtt", child.keys().map(String::as_str));
+    if labels.is_empty() {
+        return Err("the child reported no floor".into());
+    }
+    for label in labels {
+        let at = |key: &str| child.get(&placement::key(key, &label)).copied();
+        let Some(floor) = at("floor_rtt") else {
+            continue;
+        };
+        let rtts: [(&str, &str, Pick); 2] = [
+            ("get_rtt", "child get round trip", |f| f.get_rtt),
+            ("set_rtt", "child set round trip", |f| f.set_rtt),
+        ];
+        for (key, what, pick) in rtts {
+            if let Some(v) = at(key) {
+                report.add(
+                    Line::new(format!("{what}, {label}"), "us", v, Better::Lower)
+                        .floor(floor::NAME, floor)
+                        .peer("Redis, 1 client, unpinned", peer(pick))
+                        .target("<= 1.5x floor; <= 0.5x Redis"),
+                );
+            }
+        }
+        // The same get beside a bare call over the same transport: what the
+        // store itself adds to a round trip.
+        if let (Some(get), Some(echo)) = (at("get_rtt"), at("echo_rtt")) {
             report.add(
-                Line::new(what, "us", *v, Better::Lower)
-                    .floor(floor::NAME, floor)
-                    .peer("Redis, 1 client", peer(pick))
-                    .target("<= 1.5x floor; <= 0.5x Redis"),
+                Line::new(
+                    format!("child get round trip vs a bare call, {label}"),
+                    "us",
+                    get,
+                    Better::Lower,
+                )
+                .floor("yuki transport call, 24 B echo", echo),
             );
         }
-    }
-    // The same get beside a bare call over the same transport: what the
-    // store itself adds to a round trip.
-    if let (Some(get), Some(echo)) = (child.get("get_rtt"), child.get("echo_rtt")) {
-        report.add(
-            Line::new(
-                "child get round trip vs a bare call",
-                "us",
-                *get,
-                Better::Lower,
-            )
-            .floor("yuki transport call, 24 B echo", *echo),
-        );
     }
     for (key, what) in [
         (
@@ -261,40 +267,45 @@ pub(crate) fn child(quick: bool) -> Result<(), String> {
             .map_err(|e| e.to_string())
     };
     // Get, set, a bare call and the raw floor in alternating batches, as
-    // the ipc figures are timed, so that all four see the same machine.
+    // the ipc figures are timed, so that all four see the same machine,
+    // under each placement of the two processes.
     let transport = node.transport();
     let msg = [7u8; floor::PAYLOAD];
     let (rounds, n) = if quick { (5, 200) } else { (10, 1_000) };
     let (mut i, mut j) = (0, 0);
-    let rtts = floor::alternate(
-        rounds,
-        n,
-        &mut [
-            &mut || link.ping(),
-            &mut || {
-                i += 1;
-                black_box(store.get::<String>(w.key(0, i)))
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            },
-            &mut || {
-                j += 1;
-                store.set(w.key(0, j), &w.value).map_err(|e| e.to_string())
-            },
-            &mut || {
-                transport
-                    .call(ECHO, &msg)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            },
-        ],
-    )?;
+    let placed = placement::each(&transport, || {
+        floor::alternate(
+            rounds,
+            n,
+            &mut [
+                &mut || link.ping(),
+                &mut || {
+                    i += 1;
+                    black_box(store.get::<String>(w.key(0, i)))
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                },
+                &mut || {
+                    j += 1;
+                    store.set(w.key(0, j), &w.value).map_err(|e| e.to_string())
+                },
+                &mut || {
+                    transport
+                        .call(ECHO, &msg)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                },
+            ],
+        )
+    })?;
     drop(link);
-    for (name, v) in ["floor_rtt", "get_rtt", "set_rtt", "echo_rtt"]
-        .into_iter()
-        .zip(rtts)
-    {
-        record(name, v)?;
+    for (label, rtts) in placed {
+        for (name, v) in ["floor_rtt", "get_rtt", "set_rtt", "echo_rtt"]
+            .into_iter()
+            .zip(rtts)
+        {
+            record(&placement::key(name, &label), v)?;
+        }
     }
 
     let batches = if quick { 100 } else { 1_000 };
