@@ -2,14 +2,11 @@
 //! in-thread transport: delivery, credit, close, disconnects.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use yuki_channel::{
-    Channel, Error, Extensions, InThreadTransport, PeerEventHandler, PeerId, PushHandler,
-    ReplyHandler, Role, Service, Transport,
-};
+use yuki_channel::{Channel, Error, InThreadTransport, Transport};
+use yuki_testkit::Tap;
 
 const WAIT: Duration = Duration::from_secs(10);
 const SHORT: Duration = Duration::from_millis(30);
@@ -128,69 +125,22 @@ fn many_children_receive_each_item_once_in_order() {
     assert_eq!(all, want);
 }
 
-/// A transport that counts the pushes of the one it wraps.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn Transport>,
-    pushes: AtomicUsize,
-}
-
-impl Transport for Counting {
-    fn role(&self) -> Role {
-        self.inner.role()
-    }
-    fn peer_id(&self) -> PeerId {
-        self.inner.peer_id()
-    }
-    fn max_frame(&self) -> usize {
-        self.inner.max_frame()
-    }
-    fn call(&self, service: &str, request: &[u8]) -> yuki_channel::Result<Vec<u8>> {
-        self.inner.call(service, request)
-    }
-    fn call_with(&self, service: &str, request: &[u8], done: ReplyHandler) {
-        self.inner.call_with(service, request, done)
-    }
-    fn serve(&self, name: &str, service: Arc<dyn Service>) -> yuki_channel::Result<()> {
-        self.inner.serve(name, service)
-    }
-    fn push(&self, to: PeerId, stream: &str, frame: &[u8]) -> yuki_channel::Result<()> {
-        self.pushes.fetch_add(1, Ordering::SeqCst);
-        self.inner.push(to, stream, frame)
-    }
-    fn on_push(&self, stream: &str, handler: PushHandler) -> yuki_channel::Result<()> {
-        self.inner.on_push(stream, handler)
-    }
-    fn on_peer_event(&self, handler: PeerEventHandler) {
-        self.inner.on_peer_event(handler)
-    }
-    fn peers(&self) -> Vec<PeerId> {
-        self.inner.peers()
-    }
-    fn extensions(&self) -> &Extensions {
-        self.inner.extensions()
-    }
-}
-
 #[test]
 fn a_busy_queue_costs_one_frame_per_batch() {
     let net = Net::new();
-    let counting = Arc::new(Counting {
-        inner: net.main(),
-        pushes: AtomicUsize::new(0),
-    });
-    let main: Arc<dyn Transport> = counting.clone();
+    let tap = Tap::new(net.main.clone());
+    let main: Arc<dyn Transport> = tap.clone();
     let m = Channel::<u32>::open(&main, "batch").unwrap();
     let (_c, child) = net.child("c");
     let c = Channel::<u32>::open(&child, "batch").unwrap();
     for i in 0..1000 {
         m.send(i).unwrap();
     }
-    assert_eq!(counting.pushes.load(Ordering::SeqCst), 0, "no credit yet");
+    assert_eq!(tap.total_pushes(), 0, "no credit yet");
     for i in 0..1000 {
         assert_eq!(c.recv_timeout(WAIT), Ok(i));
     }
-    let frames = counting.pushes.load(Ordering::SeqCst);
+    let frames = tap.total_pushes();
     // A window of 64, refilled every half window: about 32 items a frame.
     assert!(frames <= 1000 / 16, "{frames} frames for 1000 items");
 }

@@ -1,88 +1,16 @@
 //! Pub/sub across main and children over the in-thread transport.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use yuki_channel::{
-    Error as ChannelError, Extensions, InThreadTransport, PeerEventHandler, PeerId, PushHandler,
-    ReplyHandler, Role, Service, Transport,
-};
+use yuki_channel::{InThreadTransport, Transport};
 use yuki_pubsub::{Error, Message, PubSub};
+use yuki_testkit::Tap;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Wraps a transport to count pushes per peer and to make pushes to one
-/// peer fail as if that peer did not read.
-#[derive(Debug)]
-struct Tap {
-    inner: Arc<InThreadTransport>,
-    pushes: Mutex<HashMap<PeerId, u64>>,
-    stuck: Mutex<Option<PeerId>>,
-    extensions: Extensions,
-}
-
-impl Tap {
-    fn new(inner: Arc<InThreadTransport>) -> Arc<Tap> {
-        Arc::new(Tap {
-            inner,
-            pushes: Mutex::default(),
-            stuck: Mutex::default(),
-            extensions: Extensions::default(),
-        })
-    }
-
-    fn pushes(&self, peer: PeerId) -> u64 {
-        self.pushes.lock().unwrap().get(&peer).copied().unwrap_or(0)
-    }
-
-    fn stick(&self, peer: Option<PeerId>) {
-        *self.stuck.lock().unwrap() = peer;
-    }
-}
-
-impl Transport for Tap {
-    fn role(&self) -> Role {
-        self.inner.role()
-    }
-    fn peer_id(&self) -> PeerId {
-        self.inner.peer_id()
-    }
-    fn max_frame(&self) -> usize {
-        self.inner.max_frame()
-    }
-    fn call(&self, service: &str, request: &[u8]) -> yuki_channel::Result<Vec<u8>> {
-        self.inner.call(service, request)
-    }
-    fn call_with(&self, service: &str, request: &[u8], done: ReplyHandler) {
-        self.inner.call_with(service, request, done)
-    }
-    fn serve(&self, name: &str, service: Arc<dyn Service>) -> yuki_channel::Result<()> {
-        self.inner.serve(name, service)
-    }
-    fn push(&self, to: PeerId, stream: &str, frame: &[u8]) -> yuki_channel::Result<()> {
-        if *self.stuck.lock().unwrap() == Some(to) {
-            return Err(ChannelError::PeerBacklogged(to));
-        }
-        *self.pushes.lock().unwrap().entry(to).or_default() += 1;
-        self.inner.push(to, stream, frame)
-    }
-    fn on_push(&self, stream: &str, handler: PushHandler) -> yuki_channel::Result<()> {
-        self.inner.on_push(stream, handler)
-    }
-    fn on_peer_event(&self, handler: PeerEventHandler) {
-        self.inner.on_peer_event(handler)
-    }
-    fn peers(&self) -> Vec<PeerId> {
-        self.inner.peers()
-    }
-    fn extensions(&self) -> &Extensions {
-        &self.extensions
-    }
-}
 
 /// Main and `n` children, each with its pub/sub attached.
 struct Net {
@@ -415,7 +343,7 @@ fn when_main_goes_away_blocked_receivers_wake_disconnected() {
         done_tx.send(sub.recv()).unwrap();
     });
     ready_rx.recv_timeout(WAIT).unwrap();
-    n.tap.inner.disconnect("main exits");
+    n.tap.inner().disconnect("main exits");
     assert!(matches!(
         done_rx
             .recv_timeout(WAIT)
@@ -588,7 +516,7 @@ fn async_receive_stream_and_publish() {
             "c"
         );
         assert_eq!(sender.await.unwrap(), 1);
-        n.tap.inner.disconnect("main exits");
+        n.tap.inner().disconnect("main exits");
         assert!(
             tokio::time::timeout(WAIT, stream.next())
                 .await

@@ -38,9 +38,11 @@ pub mod kv_model;
 mod procs;
 pub mod program;
 mod redis_server;
+mod tap;
 
 pub use procs::{
     Harness, INDEX_ENV, Outcome, ProcId, RUN_ENV, SCENARIO_ENV, Scenario, report, run_child,
     scenario,
 };
 pub use redis_server::RedisServer;
+pub use tap::Tap;
