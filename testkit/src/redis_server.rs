@@ -20,12 +20,16 @@ impl RedisServer {
     /// Starts `redis-server` (from `PATH`) on a free loopback port and waits,
     /// at most 10 s, until it answers `PING`.
     pub fn start() -> std::io::Result<RedisServer> {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port();
+        let port = free_port()?;
         let mut server = RedisServer { port, child: None };
         server.restart()?;
         Ok(server)
+    }
+
+    /// A Redis URL on a loopback port where nothing listens, for testing
+    /// how a refused connection is reported.
+    pub fn refusing_url() -> std::io::Result<String> {
+        Ok(format!("redis://127.0.0.1:{}", free_port()?))
     }
 
     /// The server's port.
@@ -102,4 +106,11 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
 }
