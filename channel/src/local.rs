@@ -2,41 +2,32 @@
 //! close and wake-ups for async receivers.
 //!
 //! Items move through one crossbeam channel, so the hot paths (`send`,
-//! blocking `recv`) are crossbeam's own. What crossbeam lacks is added
-//! around it:
+//! blocking `recv`) are crossbeam's own, with nothing added but one load.
+//! What crossbeam lacks is added around it:
 //!
-//! - **close**: crossbeam disconnects when its last `Sender` is dropped. The
-//!   queue owns exactly one `Sender`; `close` marks the queue closed and the
-//!   sender is dropped once no send is in progress (a count of senders in
-//!   progress shares one atomic word with the closed flag). Receivers then
-//!   drain what is left and see the disconnection, exactly as in crossbeam.
-//! - **senders blocked on a full bounded queue** wait on the queue and on a
-//!   close signal at once, so a close wakes them with their value.
+//! - **close**: crossbeam disconnects when its last `Sender` is dropped,
+//!   atomically with respect to every send (a send either lands before the
+//!   disconnection or fails with its value), and wakes every blocked sender
+//!   and receiver. The queue owns exactly one `Sender`, never cloned, and
+//!   `close` releases it while sends may still be using it; see
+//!   [`Local::close`] for why that is sound. Receivers then drain what is
+//!   left and see the disconnection, exactly as in crossbeam.
 //! - **async receivers** register in a count and wait on a
 //!   [`tokio::sync::Notify`]; a send checks the count (one load) and wakes one
 //!   of them. No thread waits for an async receiver.
 
-use std::cell::UnsafeCell;
 use std::mem::ManuallyDrop;
 use std::pin::pin;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{
-    Receiver, RecvTimeoutError, Select, Sender, TryRecvError, TrySendError as CbTrySendError,
+    Receiver, RecvTimeoutError, SendError, Sender, TryRecvError, TrySendError as CbTrySendError,
 };
-use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
 
 use crate::error::Error;
-
-/// The queue is closed: no new send may start.
-const CLOSED: usize = 1;
-/// The sender has been dropped (only ever set together with [`CLOSED`]).
-const DROPPED: usize = 2;
-/// One send in progress.
-const USER: usize = 4;
 
 /// The largest capacity of an in-process bounded queue: its slots are
 /// allocated up front.
@@ -74,29 +65,16 @@ impl Fail {
 }
 
 pub(crate) struct Local<T> {
-    /// What every send writes, on a cache line of its own: receivers never
-    /// touch it, so a send does not evict what a receiver reads.
-    send: CachePadded<SendSide<T>>,
+    /// The only sender of the crossbeam channel. Never cloned; released
+    /// once, by the first [`close`](Local::close), or else on drop.
+    tx: ManuallyDrop<Sender<T>>,
     rx: Receiver<T>,
+    /// Set by the first `close`: it alone releases `tx`.
+    closed: AtomicBool,
     async_waiters: AtomicUsize,
     notify: Notify,
-    /// Dropped on close: wakes senders blocked on a full bounded queue.
-    close_tx: Mutex<Option<Sender<()>>>,
-    close_rx: Receiver<()>,
     capacity: Option<usize>,
 }
-
-struct SendSide<T> {
-    /// The only sender; dropped exactly once, by whoever moves `state` from
-    /// `CLOSED` (no send in progress) to `CLOSED | DROPPED`.
-    tx: UnsafeCell<ManuallyDrop<Sender<T>>>,
-    state: AtomicUsize,
-}
-
-// SAFETY: `tx` is only read while a send is registered in `state` and only
-// dropped once no send is registered (see `try_drop_sender`); `Sender<T>` is
-// `Sync` for `T: Send`.
-unsafe impl<T: Send> Sync for Local<T> {}
 
 impl<T> Local<T> {
     /// A queue; `capacity` `None` is unbounded, `Some(0)` is taken as 1 and
@@ -107,57 +85,13 @@ impl<T> Local<T> {
             None => crossbeam_channel::unbounded(),
             Some(n) => crossbeam_channel::bounded(n),
         };
-        let (close_tx, close_rx) = crossbeam_channel::bounded(0);
         Local {
-            send: CachePadded::new(SendSide {
-                tx: UnsafeCell::new(ManuallyDrop::new(tx)),
-                state: AtomicUsize::new(0),
-            }),
+            tx: ManuallyDrop::new(tx),
             rx,
+            closed: AtomicBool::new(false),
             async_waiters: AtomicUsize::new(0),
             notify: Notify::new(),
-            close_tx: Mutex::new(Some(close_tx)),
-            close_rx,
             capacity,
-        }
-    }
-
-    /// Registers a send in progress; `None` when the queue is closed.
-    #[inline]
-    fn enter(&self) -> Option<&Sender<T>> {
-        let prev = self.send.state.fetch_add(USER, Ordering::Acquire);
-        if prev & CLOSED != 0 {
-            self.leave();
-            return None;
-        }
-        // SAFETY: the sender is not dropped while a send is registered.
-        Some(unsafe { &*self.send.tx.get() })
-    }
-
-    #[inline]
-    fn leave(&self) {
-        let prev = self.send.state.fetch_sub(USER, Ordering::AcqRel);
-        if prev & (CLOSED | DROPPED) == CLOSED && prev / USER == 1 {
-            self.try_drop_sender();
-        }
-    }
-
-    fn try_drop_sender(&self) {
-        if self
-            .send
-            .state
-            .compare_exchange(
-                CLOSED,
-                CLOSED | DROPPED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
-        {
-            // SAFETY: no send is registered and none can start (CLOSED), and
-            // the DROPPED bit makes this the only drop.
-            unsafe { ManuallyDrop::drop(&mut *self.send.tx.get()) };
-            self.notify.notify_waiters();
         }
     }
 
@@ -168,57 +102,29 @@ impl<T> Local<T> {
         }
     }
 
-    /// Sends, blocking while a bounded queue is full.
+    /// Sends, blocking while a bounded queue is full; a close wakes a
+    /// blocked send with its value.
     #[inline]
     pub(crate) fn send(&self, value: T) -> Result<(), (T, Fail)> {
-        let Some(tx) = self.enter() else {
-            return Err((value, Fail::Closed));
-        };
-        let result = match tx.try_send(value) {
-            Ok(()) => Ok(()),
-            Err(CbTrySendError::Full(v)) => self.send_blocking(tx, v),
-            Err(CbTrySendError::Disconnected(v)) => Err((v, Fail::Closed)),
-        };
-        if result.is_ok() {
-            self.wake_async();
-        }
-        self.leave();
-        result
-    }
-
-    /// Waits for room or for the close, whichever comes first.
-    fn send_blocking(&self, tx: &Sender<T>, mut value: T) -> Result<(), (T, Fail)> {
-        loop {
-            let mut sel = Select::new();
-            sel.send(tx);
-            sel.recv(&self.close_rx);
-            sel.ready();
-            if self.is_closed() {
-                return Err((value, Fail::Closed));
+        match self.tx.send(value) {
+            Ok(()) => {
+                self.wake_async();
+                Ok(())
             }
-            match tx.try_send(value) {
-                Ok(()) => return Ok(()),
-                Err(CbTrySendError::Full(v)) => value = v,
-                Err(CbTrySendError::Disconnected(v)) => return Err((v, Fail::Closed)),
-            }
+            Err(SendError(v)) => Err((v, Fail::Closed)),
         }
     }
 
     /// Sends without blocking.
     pub(crate) fn try_send(&self, value: T) -> Result<(), (T, Fail)> {
-        let Some(tx) = self.enter() else {
-            return Err((value, Fail::Closed));
-        };
-        let result = match tx.try_send(value) {
-            Ok(()) => Ok(()),
+        match self.tx.try_send(value) {
+            Ok(()) => {
+                self.wake_async();
+                Ok(())
+            }
             Err(CbTrySendError::Full(v)) => Err((v, Fail::Full)),
             Err(CbTrySendError::Disconnected(v)) => Err((v, Fail::Closed)),
-        };
-        if result.is_ok() {
-            self.wake_async();
         }
-        self.leave();
-        result
     }
 
     #[inline]
@@ -262,23 +168,34 @@ impl<T> Local<T> {
     }
 
     /// Closes the queue; `true` if this call closed it.
+    ///
+    /// Releasing the sender disconnects the crossbeam channel, which fails
+    /// every later send and wakes every blocked sender and receiver.
     pub(crate) fn close(&self) -> bool {
-        let prev = self.send.state.fetch_or(CLOSED, Ordering::AcqRel);
-        if prev & CLOSED != 0 {
+        if self.closed.swap(true, Ordering::AcqRel) {
             return false;
         }
-        drop(
-            self.close_tx
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
-        self.try_drop_sender();
+        // SAFETY: this releases the sender's hold on the channel through a
+        // bitwise copy, while other threads may still be sending through
+        // `self.tx`; that stays sound because:
+        // - the copy is dropped in place of `self.tx`, exactly once: the
+        //   `closed` swap above admits one caller, and `drop` skips `tx`
+        //   once `closed` is set;
+        // - dropping a `Sender` touches only the channel it points to:
+        //   it lowers the sender count and, at zero, disconnects (marks the
+        //   tail, so sends through `self.tx` fail from then on, each with
+        //   its value). It frees the channel only if every `Receiver` was
+        //   released too, and `self.rx` lives as long as `self`; so the
+        //   channel `self.tx` points to outlives every send through it;
+        // - `self.tx` is never cloned: a clone would raise the count from
+        //   zero again and its drop would free the channel under `self.rx`.
+        drop(ManuallyDrop::into_inner(unsafe { ptr::read(&self.tx) }));
+        self.notify.notify_waiters();
         true
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.send.state.load(Ordering::Acquire) & CLOSED != 0
+        self.closed.load(Ordering::Acquire)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -292,10 +209,10 @@ impl<T> Local<T> {
 
 impl<T> Drop for Local<T> {
     fn drop(&mut self) {
-        if *self.send.state.get_mut() & DROPPED == 0 {
-            // SAFETY: `&mut self`: nobody else uses the sender, and it was
-            // not dropped before.
-            unsafe { ManuallyDrop::drop(self.send.tx.get_mut()) };
+        if !*self.closed.get_mut() {
+            // SAFETY: not closed, so the sender was never released; `&mut
+            // self` means no send uses it.
+            unsafe { ManuallyDrop::drop(&mut self.tx) };
         }
     }
 }
@@ -322,7 +239,7 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn close_waits_for_sends_in_progress_and_drops_once() {
+    fn close_releases_the_sender_once_and_frees_every_item() {
         let q = Arc::new(Local::<Arc<()>>::new(None));
         let token = Arc::new(());
         q.send(token.clone()).unwrap();

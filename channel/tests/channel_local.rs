@@ -313,3 +313,60 @@ fn handles_and_receive_futures_cross_threads_for_any_send_item() {
     ch.send(std::cell::Cell::new(1)).unwrap();
     assert_eq!(ch.try_recv().unwrap().get(), 1);
 }
+
+/// Senders race a close: each send either lands (and is received exactly
+/// once, in its sender's order) or fails with its own value; nothing is lost,
+/// doubled or leaked, on unbounded and bounded queues alike.
+#[test]
+fn a_close_racing_with_senders_loses_and_doubles_nothing() {
+    for capacity in [None, Some(4)] {
+        let token = Arc::new(());
+        let ch = match capacity {
+            None => Channel::<(usize, u64, Arc<()>)>::new("race"),
+            Some(n) => Channel::bounded("race", n),
+        };
+        let senders: Vec<_> = (0..3usize)
+            .map(|s| {
+                let (c, token) = (ch.clone(), token.clone());
+                thread::spawn(move || {
+                    for i in 0u64.. {
+                        if let Err(e) = c.send((s, i, token.clone())) {
+                            assert!(e.is_closed());
+                            let (back_s, back_i, _) = e.into_inner();
+                            assert_eq!((back_s, back_i), (s, i), "the failed send's own value");
+                            return i;
+                        }
+                    }
+                    unreachable!()
+                })
+            })
+            .collect();
+        // Miri runs this too, slowly: a shorter stream still races.
+        let close_at = if cfg!(miri) { 20 } else { 5_000 };
+        let mut next = [0u64; 3];
+        let mut received = 0u64;
+        loop {
+            match ch.recv_timeout(WAIT) {
+                Ok((s, i, _)) => {
+                    assert_eq!(i, next[s], "sender {s}'s order");
+                    next[s] += 1;
+                    received += 1;
+                    // Close mid-stream, with the senders still busy.
+                    if received == close_at {
+                        assert!(ch.close());
+                    }
+                }
+                Err(Error::Closed { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let sent: Vec<u64> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+        assert_eq!(sent, next, "every send that succeeded was received");
+        drop(ch);
+        assert_eq!(
+            Arc::strong_count(&token),
+            1,
+            "no item leaked or dropped twice"
+        );
+    }
+}
