@@ -164,8 +164,7 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     let redis = redis_peer::server()
         .and_then(|server| redis_peer::store(&server, &Workload::new(KEYS), quick));
     let child = child_figures(quick)?;
-    let peer =
-        |pick: Pick| -> Result<f64, String> { redis.as_ref().map(pick).map_err(Clone::clone) };
+    let pipelined = redis.as_ref().map(|f| f.pipelined).map_err(Clone::clone);
     let labels = placement::labels("floor_rtt", child.keys().map(String::as_str));
     if labels.is_empty() {
         return Err("the child reported no floor".into());
@@ -175,16 +174,26 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
         let Some(floor) = at("floor_rtt") else {
             continue;
         };
+        // Redis under the same placement as this row, else unpinned and
+        // named so.
+        let peer = redis
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|f| f.rtts_for(&label).ok_or_else(|| "not timed".to_owned()));
+        let peer_name = match &peer {
+            Ok((l, _)) => format!("Redis, 1 client, {l}"),
+            Err(_) => "Redis, 1 client".to_owned(),
+        };
         let rtts: [(&str, &str, Pick); 2] = [
-            ("get_rtt", "child get round trip", |f| f.get_rtt),
-            ("set_rtt", "child set round trip", |f| f.set_rtt),
+            ("get_rtt", "child get round trip", |r| r.get),
+            ("set_rtt", "child set round trip", |r| r.set),
         ];
         for (key, what, pick) in rtts {
             if let Some(v) = at(key) {
                 report.add(
                     Line::new(format!("{what}, {label}"), "us", v, Better::Lower)
                         .floor(floor::NAME, floor)
-                        .peer("Redis, 1 client, unpinned", peer(pick))
+                        .peer(peer_name.clone(), peer.clone().map(|(_, r)| pick(&r)))
                         .target("<= 1.5x floor; <= 0.5x Redis"),
                 );
             }
@@ -216,7 +225,7 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
         if let Some(v) = child.get(key) {
             report.add(
                 Line::new(what, "M ops/s", *v, Better::Higher)
-                    .peer(format!("Redis pipelined {BATCH}"), peer(|f| f.pipelined))
+                    .peer(format!("Redis pipelined {BATCH}"), pipelined.clone())
                     .target(">= 1 M ops/s; > Redis pipelined"),
             );
         }
@@ -224,8 +233,8 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Picks one of Redis's figures.
-type Pick = fn(&redis_peer::StoreFigures) -> f64;
+/// Picks one of Redis's round trips.
+type Pick = fn(&redis_peer::Rtts) -> f64;
 
 /// Operations per batch (and per Redis pipeline).
 pub const BATCH: usize = 64;
