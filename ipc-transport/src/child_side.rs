@@ -30,31 +30,44 @@ pub enum WhenMainGone {
 /// Where a blocking caller waits for its reply.
 #[derive(Default)]
 struct Slot {
-    reply: Mutex<Option<Result<Vec<u8>>>>,
+    state: Mutex<SlotState>,
     ready: Condvar,
 }
 
+#[derive(Default)]
+struct SlotState {
+    reply: Option<Result<Vec<u8>>>,
+    /// The caller sleeps on `ready`. A caller that reads its own reply
+    /// does not, and filling its slot then costs no wake-up call.
+    waiting: bool,
+}
+
 impl Slot {
-    fn lock(&self) -> MutexGuard<'_, Option<Result<Vec<u8>>>> {
-        self.reply.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn fill(&self, r: Result<Vec<u8>>) {
-        *self.lock() = Some(r);
-        self.ready.notify_one();
+        let mut st = self.lock();
+        st.reply = Some(r);
+        if st.waiting {
+            self.ready.notify_one();
+        }
     }
 
     fn take_reply(&self) -> Option<Result<Vec<u8>>> {
-        self.lock().take()
+        self.lock().reply.take()
     }
 
     fn wait(&self) -> Result<Vec<u8>> {
-        let mut g = self.lock();
+        let mut st = self.lock();
         loop {
-            if let Some(r) = g.take() {
+            if let Some(r) = st.reply.take() {
+                st.waiting = false;
                 return r;
             }
-            g = self.ready.wait(g).unwrap_or_else(|p| p.into_inner());
+            st.waiting = true;
+            st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
 }
