@@ -13,6 +13,7 @@ use yuki_channel::{Error, PeerEvent, PeerEventHandler, PeerId, PushHandler, Repl
 
 use crate::main_side::read;
 use crate::outbound::{Outbound, Refused};
+use crate::spin;
 use crate::wire::{self, Control, Failure, Frame};
 
 /// What a child does when its link to main closes.
@@ -29,31 +30,44 @@ pub enum WhenMainGone {
 /// Where a blocking caller waits for its reply.
 #[derive(Default)]
 struct Slot {
-    reply: Mutex<Option<Result<Vec<u8>>>>,
+    state: Mutex<SlotState>,
     ready: Condvar,
 }
 
+#[derive(Default)]
+struct SlotState {
+    reply: Option<Result<Vec<u8>>>,
+    /// The caller sleeps on `ready`. A caller that reads its own reply
+    /// does not, and filling its slot then costs no wake-up call.
+    waiting: bool,
+}
+
 impl Slot {
-    fn lock(&self) -> MutexGuard<'_, Option<Result<Vec<u8>>>> {
-        self.reply.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn fill(&self, r: Result<Vec<u8>>) {
-        *self.lock() = Some(r);
-        self.ready.notify_one();
+        let mut st = self.lock();
+        st.reply = Some(r);
+        if st.waiting {
+            self.ready.notify_one();
+        }
     }
 
     fn take_reply(&self) -> Option<Result<Vec<u8>>> {
-        self.lock().take()
+        self.lock().reply.take()
     }
 
     fn wait(&self) -> Result<Vec<u8>> {
-        let mut g = self.lock();
+        let mut st = self.lock();
         loop {
-            if let Some(r) = g.take() {
+            if let Some(r) = st.reply.take() {
+                st.waiting = false;
                 return r;
             }
-            g = self.ready.wait(g).unwrap_or_else(|p| p.into_inner());
+            st.waiting = true;
+            st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
 }
@@ -151,6 +165,8 @@ pub(crate) struct ChildLink {
     pub(crate) push: RwLock<HashMap<String, Arc<[PushHandler]>>>,
     pub(crate) events: RwLock<Vec<PeerEventHandler>>,
     when_gone: WhenMainGone,
+    /// How long a reader that expects a reply polls before blocking.
+    spin: Duration,
 }
 
 impl ChildLink {
@@ -161,6 +177,7 @@ impl ChildLink {
         up: IpcBytesSender,
         down: IpcBytesReceiver,
         when_gone: WhenMainGone,
+        spin: Duration,
     ) -> std::io::Result<Arc<ChildLink>> {
         let link = Arc::new(ChildLink {
             peer,
@@ -174,6 +191,7 @@ impl ChildLink {
             push: RwLock::default(),
             events: RwLock::default(),
             when_gone,
+            spin,
         });
         let writer = link.clone();
         std::thread::Builder::new()
@@ -284,7 +302,7 @@ impl ChildLink {
             if let Some(r) = slot.take_reply() {
                 return r;
             }
-            if !self.read_one() {
+            if !self.read_one(self.spin) {
                 return slot
                     .take_reply()
                     .unwrap_or_else(|| Err(Error::disconnected("the link to main closed")));
@@ -297,7 +315,8 @@ impl ChildLink {
     /// closed without a reply for `mine` (it will be failed; look again).
     fn lead(&self, mine: &Slot) -> Option<Result<Vec<u8>>> {
         loop {
-            let open = self.read_one();
+            // A reply is on its way: poll for it before sleeping.
+            let open = self.read_one(self.spin);
             let mut p = self.pending();
             if !open {
                 p.reading = false;
@@ -337,6 +356,7 @@ impl ChildLink {
     /// Reads whenever no caller does: pushes and callbacks arrive even when
     /// no thread is blocked in a call, and main's death is seen at once.
     fn background_reader(&self) {
+        let mut spin;
         loop {
             {
                 let mut p = self.pending();
@@ -357,10 +377,13 @@ impl ChildLink {
                         .0;
                 }
                 p.reading = true;
+                // Callers wait for replies: poll for them; else nothing
+                // is expected, and an idle link must not spin.
+                spin = if p.urgent { self.spin } else { Duration::ZERO };
                 p.urgent = false;
             }
             loop {
-                let open = self.read_one();
+                let open = self.read_one(spin);
                 let mut p = self.pending();
                 if !open {
                     p.reading = false;
@@ -372,6 +395,7 @@ impl ChildLink {
                     p.reading = false;
                     break;
                 }
+                spin = self.spin;
             }
         }
     }
@@ -407,11 +431,11 @@ impl ChildLink {
             .map_err(|()| Error::disconnected("the link to main is closed"))
     }
 
-    /// Receives one message and handles its frames; `false` once the link
-    /// is closed.
-    fn read_one(&self) -> bool {
+    /// Receives one message (polling for up to `spin` first) and handles
+    /// its frames; `false` once the link is closed.
+    fn read_one(&self, spin: Duration) -> bool {
         let nested = HANDLING.with(|h| h.replace(true));
-        let open = self.read_message(nested);
+        let open = self.read_message(nested, spin);
         if !nested {
             // Pushes a nested read took in, in the order they came.
             while let Some(batch) = DEFERRED.with(|d| {
@@ -434,8 +458,10 @@ impl ChildLink {
         }
     }
 
-    fn read_message(&self, nested: bool) -> bool {
-        let received = self.down.lock().unwrap_or_else(|p| p.into_inner()).recv();
+    fn read_message(&self, nested: bool, spin: Duration) -> bool {
+        let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        let received = spin::recv(&down, spin);
+        drop(down);
         let message = match received {
             Ok(m) => m,
             Err(e) => {

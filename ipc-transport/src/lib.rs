@@ -40,7 +40,10 @@
 //! on its own thread and runs the services inline. In a child, a lone
 //! caller reads its own reply from the link (no thread hop); when several
 //! callers wait, a background reader serves them all, and it also delivers
-//! pushes and notices at once when main is gone.
+//! pushes and notices at once when main is gone. Both ends of a link that
+//! was just busy poll it briefly before they block
+//! ([`NodeBuilder::reply_spin`]): waking a sleeping thread on another core
+//! costs more than the round trip itself.
 //!
 //! # The handshake socket
 //!
@@ -63,6 +66,7 @@ mod main_side;
 mod node;
 mod outbound;
 mod rendezvous;
+mod spin;
 mod supervise;
 mod transport;
 mod wire;

@@ -11,6 +11,7 @@ use yuki_channel::codec::{self, Frames};
 use yuki_channel::{Error, PeerEvent, PeerEventHandler, PeerId, PushHandler, Result, Service};
 
 use crate::outbound::{Outbound, Refused};
+use crate::spin;
 use crate::wire::{self, Control, Failure, Frame};
 
 /// Called when a child asks main to stop or restart it.
@@ -24,6 +25,8 @@ pub(crate) struct Hub {
     pub(crate) max_frame: usize,
     /// Bytes a child's outgoing buffer may hold before pushes are refused.
     pub(crate) max_backlog: usize,
+    /// How long a link's reader polls for the next request before blocking.
+    reply_spin: Duration,
     services: RwLock<HashMap<String, Arc<dyn Service>>>,
     /// Bumped on every new service, so link threads refresh their copies.
     services_version: AtomicU64,
@@ -55,10 +58,11 @@ pub(crate) fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Hub {
-    pub(crate) fn new(max_frame: usize, max_backlog: usize) -> Hub {
+    pub(crate) fn new(max_frame: usize, max_backlog: usize, reply_spin: Duration) -> Hub {
         Hub {
             max_frame,
             max_backlog,
+            reply_spin,
             services: RwLock::default(),
             services_version: AtomicU64::new(0),
             links: RwLock::default(),
@@ -360,7 +364,9 @@ fn serve_link(hub: &Hub, link: &Link, up: &IpcBytesReceiver) {
     let limit = hub.max_backlog;
     let (mut busy, mut looked) = (false, false);
     loop {
-        let mut message = match up.recv() {
+        // Every pass but the first follows a handled message: the child
+        // is busy, and its next request is likely close behind.
+        let mut message = match spin::recv(up, hub.reply_spin) {
             Ok(m) => m,
             Err(e) => {
                 hub.disconnect(link, &format!("the child closed its link ({e:?})"));

@@ -307,3 +307,49 @@ fn main_pushes_when_called(
     drop(node);
     h.assert_no_leftovers(WAIT);
 }
+
+#[test]
+fn calls_complete_with_the_reply_spin_off_or_on_at_either_end() {
+    // Child 0 blocks at once for every reply; child 1 polls for a long
+    // while. Main blocks at once: every combination of spinning and
+    // blocking ends answers every call.
+    if run_child(|s| {
+        let spin = [Duration::ZERO, Duration::from_millis(5)][s.index()];
+        let node = Node::builder()
+            .when_main_gone(WhenMainGone::Stay)
+            .reply_spin(spin)
+            .init()
+            .expect("the child joins main");
+        let t = node.transport();
+        // One thread calls alone (it reads its own replies); then three at
+        // once, so that the background reader reads for them.
+        for threads in [1u32, 3] {
+            std::thread::scope(|scope| {
+                for i in 0..threads {
+                    let t = t.clone();
+                    scope.spawn(move || {
+                        for j in 0..100u32 {
+                            let req = (i * 1000 + j).to_le_bytes();
+                            let reply = t.call("echo", &req).unwrap();
+                            assert_eq!(reply[8..], req);
+                        }
+                    });
+                }
+            });
+        }
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::builder().reply_spin(Duration::ZERO).init().unwrap();
+    echo(&node.transport());
+    for index in 0..2 {
+        let child = node
+            .spawn(&format!("spin-{index}"), h.command("spin", index))
+            .unwrap();
+        let exit = child.wait_timeout(WAIT).expect("the child finishes");
+        assert!(exit.status.success(), "child {index}: {exit:?}");
+    }
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}

@@ -15,58 +15,99 @@ use crate::clock::Clock;
 /// The deadline of an entry that never expires.
 pub(crate) const NEVER: u64 = u64::MAX;
 
-/// One key and its encoded value, in one allocation: a lookup that
-/// compares the key has the value's first bytes in cache already.
+/// One key and its encoded value, with the key's hash and deadline, in one
+/// allocation: the table holds only a pointer per entry (so more of it
+/// stays in cache), and a lookup that compares the hash and the key has
+/// the value's first bytes in cache already.
 pub(crate) struct Entry {
-    hash: u64,
-    key_len: usize,
-    /// The key's bytes, then the value's; exactly as long as both, never a
-    /// buffer kept from a transport.
+    /// The hash, the deadline (nanoseconds on main's clock, or [`NEVER`])
+    /// and the key's length, each 8 bytes little-endian; then the key's
+    /// bytes and the value's. Exactly as long as all that, never a buffer
+    /// kept from a transport.
     bytes: Box<[u8]>,
-    /// Nanoseconds on main's clock, or [`NEVER`].
-    pub(crate) expires: u64,
 }
+
+const HASH_AT: usize = 0;
+const EXPIRES_AT: usize = 8;
+const KEY_LEN_AT: usize = 16;
+const HEADER: usize = 24;
 
 impl Entry {
     fn new(hash: u64, key: &str, value: &[u8], expires: u64) -> Entry {
-        let mut bytes = Vec::with_capacity(key.len() + value.len());
+        let mut bytes = Vec::with_capacity(HEADER + key.len() + value.len());
+        bytes.extend_from_slice(&hash.to_le_bytes());
+        bytes.extend_from_slice(&expires.to_le_bytes());
+        bytes.extend_from_slice(&(key.len() as u64).to_le_bytes());
         bytes.extend_from_slice(key.as_bytes());
         bytes.extend_from_slice(value);
         Entry {
-            hash,
-            key_len: key.len(),
             bytes: bytes.into_boxed_slice(),
-            expires,
         }
     }
 
     #[inline]
+    fn word(&self, at: usize) -> u64 {
+        let mut word = [0; 8];
+        word.copy_from_slice(&self.bytes[at..at + 8]);
+        u64::from_le_bytes(word)
+    }
+
+    #[inline]
+    fn hash(&self) -> u64 {
+        self.word(HASH_AT)
+    }
+
+    /// The deadline, or [`NEVER`].
+    #[inline]
+    pub(crate) fn expires(&self) -> u64 {
+        self.word(EXPIRES_AT)
+    }
+
+    fn set_expires(&mut self, expires: u64) {
+        self.bytes[EXPIRES_AT..EXPIRES_AT + 8].copy_from_slice(&expires.to_le_bytes());
+    }
+
+    /// Where the value starts.
+    #[inline]
+    fn value_at(&self) -> usize {
+        // The length was a `usize` when stored; the fallback is unreachable.
+        HEADER + usize::try_from(self.word(KEY_LEN_AT)).unwrap_or(usize::MAX - HEADER)
+    }
+
+    #[inline]
+    fn key_bytes(&self) -> &[u8] {
+        self.bytes.get(HEADER..self.value_at()).unwrap_or_default()
+    }
+
+    #[inline]
     fn is(&self, hash: u64, key: &str) -> bool {
-        self.hash == hash && &self.bytes[..self.key_len] == key.as_bytes()
+        self.hash() == hash && self.key_bytes() == key.as_bytes()
     }
 
     pub(crate) fn key(&self) -> &str {
         // The bytes were a &str when stored; the fallback is unreachable.
-        std::str::from_utf8(&self.bytes[..self.key_len]).unwrap_or_default()
+        std::str::from_utf8(self.key_bytes()).unwrap_or_default()
     }
 
     #[inline]
     pub(crate) fn value(&self) -> &[u8] {
-        &self.bytes[self.key_len..]
+        self.bytes.get(self.value_at()..).unwrap_or_default()
     }
 
     /// Replaces the value, in place when the length is the same.
     fn set_value(&mut self, key: &str, value: &[u8]) {
-        if self.bytes.len() - self.key_len == value.len() {
-            self.bytes[self.key_len..].copy_from_slice(value);
+        let at = self.value_at();
+        if self.bytes.len() - at == value.len() {
+            self.bytes[at..].copy_from_slice(value);
         } else {
-            *self = Entry::new(self.hash, key, value, self.expires);
+            *self = Entry::new(self.hash(), key, value, self.expires());
         }
     }
 
     #[inline]
     pub(crate) fn live(&self, now: &mut Now<'_>) -> bool {
-        self.expires == NEVER || self.expires > now.get()
+        let expires = self.expires();
+        expires == NEVER || expires > now.get()
     }
 }
 
@@ -116,14 +157,14 @@ impl Shard {
         match self.table.find_mut(hash, |e| e.is(hash, key)) {
             Some(e) => {
                 e.set_value(key, value);
-                self.with_ttl =
-                    self.with_ttl + usize::from(expires != NEVER) - usize::from(e.expires != NEVER);
-                e.expires = expires;
+                self.with_ttl = self.with_ttl + usize::from(expires != NEVER)
+                    - usize::from(e.expires() != NEVER);
+                e.set_expires(expires);
             }
             None => {
                 self.with_ttl += usize::from(expires != NEVER);
                 self.table
-                    .insert_unique(hash, Entry::new(hash, key, value, expires), |e| e.hash);
+                    .insert_unique(hash, Entry::new(hash, key, value, expires), Entry::hash);
             }
         }
     }
@@ -139,7 +180,7 @@ impl Shard {
     pub(crate) fn remove(&mut self, hash: u64, key: &str) -> Option<Entry> {
         let found = self.table.find_entry(hash, |e| e.is(hash, key)).ok()?;
         let (e, _) = found.remove();
-        self.with_ttl -= usize::from(e.expires != NEVER);
+        self.with_ttl -= usize::from(e.expires() != NEVER);
         Some(e)
     }
 
@@ -148,7 +189,7 @@ impl Shard {
         let now = if self.with_ttl == 0 { 0 } else { now.get() };
         self.table
             .iter()
-            .filter(move |e| e.expires == NEVER || e.expires > now)
+            .filter(move |e| e.expires() == NEVER || e.expires() > now)
     }
 
     /// How many live entries there are.
@@ -168,7 +209,7 @@ impl Shard {
         let now = now.get();
         let mut removed = 0;
         self.table.retain(|e| {
-            let keep = e.expires == NEVER || e.expires > now;
+            let keep = e.expires() == NEVER || e.expires() > now;
             if !keep {
                 gone(e.key());
                 removed += 1;
@@ -302,13 +343,35 @@ mod tests {
         shard.put(hash, "k", &big, NEVER);
         let e = shard.find(hash, "k").unwrap();
         assert_eq!((e.key(), e.value()), ("k", &b"abc"[..]));
-        assert_eq!(e.bytes.len(), 4);
+        assert_eq!(e.bytes.len(), HEADER + 4);
         shard.put(hash, "k", b"xyz", NEVER); // same length: in place
         shard.put(hash, "k", b"longer", NEVER);
         let e = shard.find(hash, "k").unwrap();
         assert_eq!(e.value(), b"longer");
-        assert_eq!(e.bytes.len(), 7);
+        assert_eq!(e.bytes.len(), HEADER + 7);
         assert!(shard.find(shards.hash("x"), "x").is_none());
+    }
+
+    #[test]
+    fn an_entry_keeps_its_hash_deadline_key_and_value_through_changes() {
+        let mut e = Entry::new(0xdead_beef, "key", b"value", 42);
+        assert_eq!(
+            (e.hash(), e.expires(), e.key(), e.value()),
+            (0xdead_beef, 42, "key", &b"value"[..])
+        );
+        assert!(e.is(0xdead_beef, "key"));
+        assert!(!e.is(0xdead_beef, "kex"));
+        assert!(!e.is(1, "key"));
+        e.set_expires(NEVER);
+        e.set_value("key", b"VALUE");
+        assert_eq!((e.expires(), e.value()), (NEVER, &b"VALUE"[..]));
+        e.set_value("key", b"");
+        assert_eq!(
+            (e.hash(), e.expires(), e.key(), e.value()),
+            (0xdead_beef, NEVER, "key", &b""[..])
+        );
+        let empty = Entry::new(7, "", b"v", 1);
+        assert_eq!((empty.key(), empty.value()), ("", &b"v"[..]));
     }
 
     #[test]

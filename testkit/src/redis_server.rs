@@ -37,6 +37,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The server's process id, while it runs (for pinning it to a CPU).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The URL to connect to it (`redis://127.0.0.1:PORT`).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)

@@ -74,8 +74,13 @@ fn one_cpu(cpu: usize) -> libc::cpu_set_t {
 /// Applies `set` to every thread of this process (threads started later
 /// inherit it from the thread that starts them).
 fn apply(set: &libc::cpu_set_t) -> Result<(), String> {
-    let tasks = std::fs::read_dir("/proc/self/task")
-        .map_err(|e| format!("cannot list this process's threads: {e}"))?;
+    apply_to("self", set)
+}
+
+/// Applies `set` to every thread of process `pid` (`"self"` for this one).
+fn apply_to(pid: &str, set: &libc::cpu_set_t) -> Result<(), String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| format!("cannot list the threads of process {pid}: {e}"))?;
     for task in tasks.flatten() {
         let Some(tid) = task.file_name().to_str().and_then(|s| s.parse().ok()) else {
             continue;
@@ -104,6 +109,74 @@ pub fn pin_process(cpu: Option<usize>) -> Result<(), String> {
         None => apply(&before),
     }
 }
+
+/// Pins every thread of another process (`pid`, a server the bench
+/// started) to `cpu`, or restores the CPUs this process had before its
+/// first pin (the ones the server inherited) when `cpu` is `None`.
+pub fn pin_other(pid: u32, cpu: Option<usize>) -> Result<(), String> {
+    let before = original().ok_or("sched_getaffinity failed")?;
+    let pid = pid.to_string();
+    match cpu {
+        Some(cpu) if cpu < libc::CPU_SETSIZE as usize => apply_to(&pid, &one_cpu(cpu)),
+        Some(cpu) => Err(format!("no CPU {cpu}")),
+        None => apply_to(&pid, &before),
+    }
+}
+
+/// Pins the calling thread alone to `cpu`, or restores this process's
+/// CPUs from before its first pin when `cpu` is `None`.
+pub fn pin_thread(cpu: Option<usize>) -> Result<(), String> {
+    let before = original().ok_or("sched_getaffinity failed")?;
+    let set = match cpu {
+        Some(cpu) if cpu < libc::CPU_SETSIZE as usize => one_cpu(cpu),
+        Some(cpu) => return Err(format!("no CPU {cpu}")),
+        None => before,
+    };
+    // SAFETY: the pointer and size describe `set`, which outlives the call;
+    // tid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "sched_setaffinity failed: {}",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+/// Like [`each`] for a server this process started (`server`, its pid)
+/// and a client on the calling thread: the server takes main's core and
+/// the calling thread the child's, so that a peer's round trip is timed
+/// under the same placements as yuki's. If pinning fails, one unpinned
+/// run is made instead, named as in [`each`]. Both are unpinned afterwards.
+pub fn each_server<T>(
+    server: u32,
+    mut measure: impl FnMut() -> Result<T, String>,
+) -> Result<Vec<(String, T)>, String> {
+    let leave = || {
+        let _ = pin_other(server, None);
+        let _ = pin_thread(None);
+    };
+    let mut out = Vec::new();
+    for placement in Placement::ALL {
+        let pinned = pin_other(server, Some(MAIN_CORE))
+            .and_then(|()| pin_thread(Some(placement.child_core())));
+        if let Err(e) = pinned {
+            leave();
+            tracing::warn!("cannot pin the peer server or its client ({e}); timing unpinned");
+            out.push((UNPINNED.to_owned(), measure()?));
+            return Ok(out);
+        }
+        let result = measure();
+        leave();
+        out.push((placement.label().to_owned(), result?));
+    }
+    Ok(out)
+}
+
+/// The name of a figure timed unpinned because pinning failed.
+pub const UNPINNED: &str = "unpinned (pinning failed)";
 
 /// Serves [`SERVICE`] on main's `transport`.
 pub fn serve(transport: &Arc<dyn Transport>) -> Result<(), String> {
@@ -158,7 +231,7 @@ pub fn each<T>(
     for placement in Placement::ALL {
         if let Err(e) = enter(t, placement) {
             tracing::warn!("cannot pin the bench processes ({e}); timing unpinned");
-            out.push(("unpinned (pinning failed)".to_owned(), measure()?));
+            out.push((UNPINNED.to_owned(), measure()?));
             return Ok(out);
         }
         let result = measure();

@@ -10,10 +10,10 @@ use std::time::Instant;
 
 use yuki_testkit::RedisServer;
 
-use crate::bench::floor;
 use crate::bench::pubsub::{SUBSCRIBERS, Tick, now_ns, paced};
 use crate::bench::store::{BATCH, Workload};
 use crate::bench::timing::mops;
+use crate::bench::{floor, placement};
 
 /// Starts a private server, or says why there is none.
 pub fn server() -> Result<RedisServer, String> {
@@ -66,18 +66,40 @@ fn client(server: &RedisServer) -> Result<redis::Client, String> {
 }
 
 /// Redis's store figures.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StoreFigures {
-    /// GET round trip, microseconds.
-    pub get_rtt: f64,
-    /// SET round trip, microseconds.
-    pub set_rtt: f64,
+    /// GET and SET round trips in microseconds, under each placement of
+    /// the server and this client ([`placement::each_server`]), named by
+    /// placement.
+    pub rtts: Vec<(String, Rtts)>,
     /// GET and SET pipelined [`BATCH`] at a time, M ops/s.
     pub pipelined: f64,
 }
 
+/// One placement's round trips, microseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Rtts {
+    /// GET round trip.
+    pub get: f64,
+    /// SET round trip.
+    pub set: f64,
+}
+
+impl StoreFigures {
+    /// The round trips timed under placement `label`, or else those of an
+    /// unpinned fallback, with the name of the placement they ran under.
+    pub fn rtts_for(&self, label: &str) -> Option<(&str, Rtts)> {
+        self.rtts
+            .iter()
+            .find(|(l, _)| l == label)
+            .or_else(|| self.rtts.iter().find(|(l, _)| l == placement::UNPINNED))
+            .map(|(l, r)| (l.as_str(), *r))
+    }
+}
+
 /// The store workload on Redis, one connection: round trips timed like the
-/// child's ([`floor::alternate`]), then pipelined batches.
+/// child's ([`floor::alternate`]) under each placement, then pipelined
+/// batches (unpinned, like the child's batches).
 pub fn store(server: &RedisServer, w: &Workload, quick: bool) -> Result<StoreFigures, String> {
     let mut con = connection(server)?;
     let io = |e: redis::RedisError| e.to_string();
@@ -92,28 +114,38 @@ pub fn store(server: &RedisServer, w: &Workload, quick: bool) -> Result<StoreFig
     let (rounds, n) = if quick { (5, 200) } else { (10, 1_000) };
     let con = std::cell::RefCell::new(con);
     let (mut i, mut j) = (0, 0);
-    let rtts = floor::alternate(
-        rounds,
-        n,
-        &mut [
-            &mut || {
-                i += 1;
-                let _: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg(w.key(0, i))
-                    .query(&mut *con.borrow_mut())
-                    .map_err(io)?;
-                Ok(())
-            },
-            &mut || {
-                j += 1;
-                redis::cmd("SET")
-                    .arg(w.key(0, j))
-                    .arg(value)
-                    .exec(&mut *con.borrow_mut())
-                    .map_err(io)
-            },
-        ],
-    )?;
+    let mut timed = || {
+        floor::alternate(
+            rounds,
+            n,
+            &mut [
+                &mut || {
+                    i += 1;
+                    let _: Option<Vec<u8>> = redis::cmd("GET")
+                        .arg(w.key(0, i))
+                        .query(&mut *con.borrow_mut())
+                        .map_err(io)?;
+                    Ok(())
+                },
+                &mut || {
+                    j += 1;
+                    redis::cmd("SET")
+                        .arg(w.key(0, j))
+                        .arg(value)
+                        .exec(&mut *con.borrow_mut())
+                        .map_err(io)
+                },
+            ],
+        )
+        .map(|v| Rtts {
+            get: v[0],
+            set: v[1],
+        })
+    };
+    let rtts = match server.pid() {
+        Some(pid) => placement::each_server(pid, timed)?,
+        None => vec![(placement::UNPINNED.to_owned(), timed()?)],
+    };
     let mut con = con.into_inner();
     let batches = if quick { 100 } else { 1_000 };
     let mut pipelined = 0f64;
@@ -133,11 +165,7 @@ pub fn store(server: &RedisServer, w: &Workload, quick: bool) -> Result<StoreFig
         }
         pipelined = pipelined.max(mops((batches * BATCH) as u64, start.elapsed()));
     }
-    Ok(StoreFigures {
-        get_rtt: rtts[0],
-        set_rtt: rtts[1],
-        pipelined,
-    })
+    Ok(StoreFigures { rtts, pipelined })
 }
 
 /// Redis: [`SUBSCRIBERS`] subscriber connections, a publisher pipelining

@@ -6,6 +6,7 @@ use std::hint::black_box;
 use std::sync::{Barrier, RwLock};
 use std::time::{Duration, Instant};
 
+use yuki_channel::codec;
 use yuki_storage::Store;
 
 use crate::bench::timing::mops;
@@ -43,6 +44,8 @@ type Bare = RwLock<HashMap<String, Vec<u8>>>;
 
 /// One way of reading a key from the store.
 type Get = fn(&Store, &str);
+/// The same read from the bare map.
+type BareGet = fn(&Bare, &str);
 
 /// Runs `op` for `ops` steps on each of `threads` threads at once; M ops/s in total.
 fn throughput(threads: usize, ops: usize, op: impl Fn(usize, usize) + Sync) -> f64 {
@@ -92,26 +95,24 @@ fn main_process(report: &mut Report, quick: bool) {
     let ops = 30_000;
     let rounds = if quick { 2 } else { 40 };
     let store = Store::local();
+    // The bare map holds what the store holds: each value encoded with the
+    // codec yuki uses, so both sides do the same work per operation (a
+    // typed get decodes the same bytes into the same String; a set encodes
+    // it) and the figures compare the maps.
+    let encoded = codec::encode(&w.value).expect("encode");
     let bare: Bare = RwLock::new(HashMap::new());
     for k in &w.keys {
         store.set(k, &w.value).expect("set");
         bare.write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(k.clone(), w.value.as_bytes().to_vec());
+            .insert(k.clone(), encoded.clone());
     }
-    let value_bytes = w.value.as_bytes();
 
     for threads in [1, 2] {
         let target = if threads == 1 {
             "<= 1.5x floor"
         } else {
             "< 1.00x floor"
-        };
-        let bare_get = || {
-            throughput(threads, ops, |t, i| {
-                let map = bare.read().unwrap_or_else(|p| p.into_inner());
-                black_box(map.get(w.key(t, i)).cloned());
-            })
         };
         let mut add = |what: &str, (ours, floor): (f64, f64)| {
             report.add(
@@ -125,19 +126,38 @@ fn main_process(report: &mut Report, quick: bool) {
                 .target(target),
             )
         };
-        // Typed: the value decoded as the String it was stored as; raw: the
-        // encoded bytes, what the bare map returns too.
-        let gets: [(&str, Get); 2] = [
-            ("get::<String>", |store, key| {
-                black_box(store.get::<String>(key).ok().flatten());
-            }),
-            ("get_raw", |store, key| {
-                black_box(store.get_raw(key).ok().flatten());
-            }),
+        // Typed: the value decoded as the String it was stored as (the bare
+        // map's bytes through the same decoder the store uses); raw: the
+        // encoded bytes copied out.
+        let gets: [(&str, Get, BareGet); 2] = [
+            (
+                "get::<String>",
+                |store, key| {
+                    black_box(store.get::<String>(key).ok().flatten());
+                },
+                |map, key| {
+                    let map = map.read().unwrap_or_else(|p| p.into_inner());
+                    black_box(
+                        map.get(key)
+                            .and_then(|b| codec::decode_borrowed::<String>(b).ok()),
+                    );
+                },
+            ),
+            (
+                "get_raw",
+                |store, key| {
+                    black_box(store.get_raw(key).ok().flatten());
+                },
+                |map, key| {
+                    let map = map.read().unwrap_or_else(|p| p.into_inner());
+                    black_box(map.get(key).cloned());
+                },
+            ),
         ];
-        for (what, get) in gets {
+        for (what, get, bare_get) in gets {
             let ours = || throughput(threads, ops, |t, i| get(&store, w.key(t, i)));
-            add(what, best_pair(rounds, ours, bare_get));
+            let floor = || throughput(threads, ops, |t, i| bare_get(&bare, w.key(t, i)));
+            add(what, best_pair(rounds, ours, floor));
         }
         let (ours, floor) = best_pair(
             rounds,
@@ -149,8 +169,9 @@ fn main_process(report: &mut Report, quick: bool) {
             || {
                 throughput(threads, ops, |t, i| {
                     let key = w.key(t, i);
+                    let value = codec::encode(&w.value).unwrap_or_default();
                     let mut map = bare.write().unwrap_or_else(|p| p.into_inner());
-                    black_box(map.insert(key.to_owned(), value_bytes.to_vec()));
+                    black_box(map.insert(key.to_owned(), value));
                 })
             },
         );
@@ -164,8 +185,7 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     let redis = redis_peer::server()
         .and_then(|server| redis_peer::store(&server, &Workload::new(KEYS), quick));
     let child = child_figures(quick)?;
-    let peer =
-        |pick: Pick| -> Result<f64, String> { redis.as_ref().map(pick).map_err(Clone::clone) };
+    let pipelined = redis.as_ref().map(|f| f.pipelined).map_err(Clone::clone);
     let labels = placement::labels("floor_rtt", child.keys().map(String::as_str));
     if labels.is_empty() {
         return Err("the child reported no floor".into());
@@ -175,16 +195,26 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
         let Some(floor) = at("floor_rtt") else {
             continue;
         };
+        // Redis under the same placement as this row, else unpinned and
+        // named so.
+        let peer = redis
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|f| f.rtts_for(&label).ok_or_else(|| "not timed".to_owned()));
+        let peer_name = match &peer {
+            Ok((l, _)) => format!("Redis, 1 client, {l}"),
+            Err(_) => "Redis, 1 client".to_owned(),
+        };
         let rtts: [(&str, &str, Pick); 2] = [
-            ("get_rtt", "child get round trip", |f| f.get_rtt),
-            ("set_rtt", "child set round trip", |f| f.set_rtt),
+            ("get_rtt", "child get round trip", |r| r.get),
+            ("set_rtt", "child set round trip", |r| r.set),
         ];
         for (key, what, pick) in rtts {
             if let Some(v) = at(key) {
                 report.add(
                     Line::new(format!("{what}, {label}"), "us", v, Better::Lower)
                         .floor(floor::NAME, floor)
-                        .peer("Redis, 1 client, unpinned", peer(pick))
+                        .peer(peer_name.clone(), peer.clone().map(|(_, r)| pick(&r)))
                         .target("<= 1.5x floor; <= 0.5x Redis"),
                 );
             }
@@ -216,7 +246,7 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
         if let Some(v) = child.get(key) {
             report.add(
                 Line::new(what, "M ops/s", *v, Better::Higher)
-                    .peer(format!("Redis pipelined {BATCH}"), peer(|f| f.pipelined))
+                    .peer(format!("Redis pipelined {BATCH}"), pipelined.clone())
                     .target(">= 1 M ops/s; > Redis pipelined"),
             );
         }
@@ -224,8 +254,8 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Picks one of Redis's figures.
-type Pick = fn(&redis_peer::StoreFigures) -> f64;
+/// Picks one of Redis's round trips.
+type Pick = fn(&redis_peer::Rtts) -> f64;
 
 /// Operations per batch (and per Redis pipeline).
 pub const BATCH: usize = 64;
