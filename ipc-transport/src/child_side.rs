@@ -13,7 +13,7 @@ use yuki_channel::{Error, PeerEvent, PeerEventHandler, PeerId, PushHandler, Repl
 
 use crate::main_side::read;
 use crate::outbound::{Outbound, Refused};
-use crate::spin;
+use crate::spin::Spin;
 use crate::wire::{self, Control, Failure, Frame};
 
 /// What a child does when its link to main closes.
@@ -156,7 +156,9 @@ pub(crate) struct ChildLink {
     pub(crate) name: String,
     pub(crate) max_frame: usize,
     out: Outbound,
-    down: Mutex<IpcBytesReceiver>,
+    /// The link from main, with its polling state (per link: every
+    /// reader takes the lock).
+    down: Mutex<(IpcBytesReceiver, Spin)>,
     pending: Mutex<Pending>,
     /// Wakes the background reader when the link is free to read.
     free: Condvar,
@@ -165,8 +167,6 @@ pub(crate) struct ChildLink {
     pub(crate) push: RwLock<HashMap<String, Arc<[PushHandler]>>>,
     pub(crate) events: RwLock<Vec<PeerEventHandler>>,
     when_gone: WhenMainGone,
-    /// How long a reader that expects a reply polls before blocking.
-    spin: Duration,
 }
 
 impl ChildLink {
@@ -184,14 +184,13 @@ impl ChildLink {
             name,
             max_frame,
             out: Outbound::new(up),
-            down: Mutex::new(down),
+            down: Mutex::new((down, Spin::new(spin))),
             pending: Mutex::default(),
             free: Condvar::new(),
             next_id: AtomicU64::new(1),
             push: RwLock::default(),
             events: RwLock::default(),
             when_gone,
-            spin,
         });
         let writer = link.clone();
         std::thread::Builder::new()
@@ -302,7 +301,7 @@ impl ChildLink {
             if let Some(r) = slot.take_reply() {
                 return r;
             }
-            if !self.read_one(self.spin) {
+            if !self.read_one(true) {
                 return slot
                     .take_reply()
                     .unwrap_or_else(|| Err(Error::disconnected("the link to main closed")));
@@ -316,7 +315,7 @@ impl ChildLink {
     fn lead(&self, mine: &Slot) -> Option<Result<Vec<u8>>> {
         loop {
             // A reply is on its way: poll for it before sleeping.
-            let open = self.read_one(self.spin);
+            let open = self.read_one(true);
             let mut p = self.pending();
             if !open {
                 p.reading = false;
@@ -356,7 +355,7 @@ impl ChildLink {
     /// Reads whenever no caller does: pushes and callbacks arrive even when
     /// no thread is blocked in a call, and main's death is seen at once.
     fn background_reader(&self) {
-        let mut spin;
+        let mut expected;
         loop {
             {
                 let mut p = self.pending();
@@ -379,11 +378,11 @@ impl ChildLink {
                 p.reading = true;
                 // Callers wait for replies: poll for them; else nothing
                 // is expected, and an idle link must not spin.
-                spin = if p.urgent { self.spin } else { Duration::ZERO };
+                expected = p.urgent;
                 p.urgent = false;
             }
             loop {
-                let open = self.read_one(spin);
+                let open = self.read_one(expected);
                 let mut p = self.pending();
                 if !open {
                     p.reading = false;
@@ -395,7 +394,7 @@ impl ChildLink {
                     p.reading = false;
                     break;
                 }
-                spin = self.spin;
+                expected = true;
             }
         }
     }
@@ -431,11 +430,11 @@ impl ChildLink {
             .map_err(|()| Error::disconnected("the link to main is closed"))
     }
 
-    /// Receives one message (polling for up to `spin` first) and handles
-    /// its frames; `false` once the link is closed.
-    fn read_one(&self, spin: Duration) -> bool {
+    /// Receives one message (polling first if one is `expected`: see
+    /// [`Spin`]) and handles its frames; `false` once the link is closed.
+    fn read_one(&self, expected: bool) -> bool {
         let nested = HANDLING.with(|h| h.replace(true));
-        let open = self.read_message(nested, spin);
+        let open = self.read_message(nested, expected);
         if !nested {
             // Pushes a nested read took in, in the order they came.
             while let Some(batch) = DEFERRED.with(|d| {
@@ -458,10 +457,12 @@ impl ChildLink {
         }
     }
 
-    fn read_message(&self, nested: bool, spin: Duration) -> bool {
-        let down = self.down.lock().unwrap_or_else(|p| p.into_inner());
-        let received = spin::recv(&down, spin);
-        drop(down);
+    fn read_message(&self, nested: bool, expected: bool) -> bool {
+        let received = {
+            let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+            let (rx, spin) = &mut *down;
+            spin.recv(rx, expected)
+        };
         let message = match received {
             Ok(m) => m,
             Err(e) => {

@@ -11,7 +11,7 @@ use yuki_channel::codec::{self, Frames};
 use yuki_channel::{Error, PeerEvent, PeerEventHandler, PeerId, PushHandler, Result, Service};
 
 use crate::outbound::{Outbound, Refused};
-use crate::spin;
+use crate::spin::Spin;
 use crate::wire::{self, Control, Failure, Frame};
 
 /// Called when a child asks main to stop or restart it.
@@ -363,10 +363,12 @@ fn serve_link(hub: &Hub, link: &Link, up: &IpcBytesReceiver) {
     // does not read; past this the child is cut off.
     let limit = hub.max_backlog;
     let (mut busy, mut looked) = (false, false);
+    let mut spin = Spin::new(hub.reply_spin);
+    let mut first = true;
     loop {
         // Every pass but the first follows a handled message: the child
         // is busy, and its next request is likely close behind.
-        let mut message = match spin::recv(up, hub.reply_spin) {
+        let mut message = match spin.recv(up, !std::mem::take(&mut first)) {
             Ok(m) => m,
             Err(e) => {
                 hub.disconnect(link, &format!("the child closed its link ({e:?})"));

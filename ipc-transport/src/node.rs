@@ -102,9 +102,11 @@ impl NodeBuilder {
     /// before it blocks: a child's caller for its reply, main's reader of
     /// each child link for the next request (default 50 µs; zero blocks at
     /// once). Each poll yields the CPU and the poll only follows a call or
-    /// a handled message, so idle processes do not spin; it saves the
-    /// wake-up of a sleeping thread, which on another core of a virtual
-    /// machine costs several times a round trip.
+    /// a handled message, so idle processes do not spin; a link end whose
+    /// polls keep finding nothing (messages further apart than the spin)
+    /// polls ever more rarely, so a steady trickle does not burn a core.
+    /// It saves the wake-up of a sleeping thread, which on another core of
+    /// a virtual machine costs several times a round trip.
     pub fn reply_spin(mut self, spin: Duration) -> NodeBuilder {
         self.reply_spin = spin;
         self

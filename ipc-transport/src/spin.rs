@@ -16,26 +16,80 @@ use ipc_channel::{IpcError, TryRecvError};
 /// How long a link end polls by default ([`NodeBuilder::reply_spin`](crate::NodeBuilder::reply_spin)).
 pub(crate) const DEFAULT: Duration = Duration::from_micros(50);
 
-/// Receives the next message, polling for up to `spin` before blocking
-/// (`Duration::ZERO` blocks at once).
-pub(crate) fn recv(rx: &IpcBytesReceiver, spin: Duration) -> Result<Vec<u8>, IpcError> {
-    if !spin.is_zero() {
+/// The most waits a link end blocks at once, without polling, after polls
+/// that found nothing.
+const MAX_SKIP: u32 = 64;
+
+/// One link end's polling: for up to `limit` before each blocking receive,
+/// except after polls that found nothing. Each miss in a row doubles the
+/// number of waits that block at once (up to [`MAX_SKIP`]), so a link whose
+/// messages come further apart than `limit` soon stops burning CPU on it,
+/// and one whose messages come close together again polls within a few
+/// dozen waits.
+#[derive(Debug)]
+pub(crate) struct Spin {
+    limit: Duration,
+    /// Waits left that block at once.
+    skip: u32,
+    /// Waits to skip after the next miss.
+    penalty: u32,
+}
+
+impl Spin {
+    /// Polls for up to `limit` (`Duration::ZERO` always blocks at once).
+    pub(crate) fn new(limit: Duration) -> Spin {
+        Spin {
+            limit,
+            skip: 0,
+            penalty: 1,
+        }
+    }
+
+    /// Receives the next message; polls first when `expected` (a message is
+    /// likely close behind: a reply to a call just sent, the next request
+    /// after one just handled) and recent polls paid off.
+    pub(crate) fn recv(
+        &mut self,
+        rx: &IpcBytesReceiver,
+        expected: bool,
+    ) -> Result<Vec<u8>, IpcError> {
+        match self.poll(rx, expected) {
+            Some(received) => received,
+            None => rx.recv(),
+        }
+    }
+
+    /// The polling half of [`recv`](Spin::recv): `None` when it did not
+    /// poll or found nothing.
+    fn poll(&mut self, rx: &IpcBytesReceiver, expected: bool) -> Option<Result<Vec<u8>, IpcError>> {
+        if !expected || self.limit.is_zero() {
+            return None;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return None;
+        }
         let start = Instant::now();
         loop {
-            // Yield first: the caller has just sent, and a peer on the same
-            // core can only answer once it runs.
+            // Yield first: the peer was just sent to or just answered, and
+            // on the same core it can only act once it runs.
             std::thread::yield_now();
             match rx.try_recv() {
-                Ok(message) => return Ok(message),
-                Err(TryRecvError::IpcError(e)) => return Err(e),
+                Ok(message) => {
+                    self.penalty = 1;
+                    return Some(Ok(message));
+                }
+                Err(TryRecvError::IpcError(e)) => return Some(Err(e)),
                 Err(TryRecvError::Empty) => {}
             }
-            if start.elapsed() >= spin {
+            if start.elapsed() >= self.limit {
                 break;
             }
         }
+        self.skip = self.penalty;
+        self.penalty = (self.penalty * 2).min(MAX_SKIP);
+        None
     }
-    rx.recv()
 }
 
 #[cfg(test)]
@@ -46,9 +100,11 @@ mod tests {
     #[test]
     fn a_waiting_message_is_received_with_or_without_the_spin() {
         let (tx, rx) = ipc::bytes_channel().unwrap();
-        for spin in [Duration::ZERO, Duration::from_micros(50)] {
-            tx.send(b"hello").unwrap();
-            assert_eq!(recv(&rx, spin).unwrap(), b"hello");
+        for limit in [Duration::ZERO, Duration::from_micros(50)] {
+            for expected in [false, true] {
+                tx.send(b"hello").unwrap();
+                assert_eq!(Spin::new(limit).recv(&rx, expected).unwrap(), b"hello");
+            }
         }
     }
 
@@ -63,7 +119,8 @@ mod tests {
             tx.send(b"late").unwrap();
         });
         sent_tx.send(()).unwrap();
-        assert_eq!(recv(&rx, Duration::from_micros(1)).unwrap(), b"late");
+        let got = Spin::new(Duration::from_micros(1)).recv(&rx, true);
+        assert_eq!(got.unwrap(), b"late");
         sender.join().unwrap();
     }
 
@@ -71,7 +128,26 @@ mod tests {
     fn a_closed_channel_is_an_error_during_the_spin() {
         let (tx, rx) = ipc::bytes_channel().unwrap();
         drop(tx);
-        assert!(recv(&rx, Duration::from_secs(10)).is_err());
-        assert!(recv(&rx, Duration::ZERO).is_err());
+        assert!(Spin::new(Duration::from_secs(10)).recv(&rx, true).is_err());
+        assert!(Spin::new(Duration::ZERO).recv(&rx, true).is_err());
+    }
+
+    #[test]
+    fn misses_in_a_row_skip_ever_more_polls_and_a_hit_resets() {
+        let (tx, rx) = ipc::bytes_channel().unwrap();
+        let mut spin = Spin::new(Duration::from_micros(1));
+        for skip in [1, 2, 4, 8, 16, 32, 64, 64] {
+            assert!(spin.poll(&rx, true).is_none(), "nothing to find: a miss");
+            assert_eq!(spin.skip, skip);
+            for left in (0..skip).rev() {
+                assert!(spin.poll(&rx, true).is_none());
+                assert_eq!(spin.skip, left, "a skipped wait does not poll");
+            }
+        }
+        tx.send(b"ready").unwrap();
+        assert_eq!(spin.poll(&rx, true).unwrap().unwrap(), b"ready");
+        assert_eq!((spin.skip, spin.penalty), (0, 1), "a hit resets the count");
+        assert!(spin.poll(&rx, false).is_none(), "nothing expected: no poll");
+        assert_eq!((spin.skip, spin.penalty), (0, 1));
     }
 }
