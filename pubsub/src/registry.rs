@@ -63,11 +63,12 @@ impl Registry {
                 .for_each_match(topic, |list| memo.value.extend(list.iter().cloned()));
         }
         let reached = memo.value.len();
-        if reached > 0 {
+        if let Some((last, others)) = memo.value.split_last() {
             let message = make();
-            for inbox in &memo.value {
-                inbox.deliver(&message);
+            for inbox in others {
+                inbox.deliver(message.clone());
             }
+            last.deliver(message);
         }
         LAST.set(Some(memo));
         reached
@@ -92,7 +93,7 @@ impl Registry {
         };
         let message = make();
         for inbox in list {
-            inbox.deliver(&message);
+            inbox.deliver(message.clone());
         }
         list.len()
     }
