@@ -1,7 +1,7 @@
 //! The subscriptions of this process, by pattern: where a message that
 //! reached the process is fanned out to each subscription it matches.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::sync::{Arc, RwLock};
 
 use crate::inbox::{End, Envelope, Inbox};
@@ -16,8 +16,16 @@ pub(crate) struct Registry {
 }
 
 thread_local! {
-    /// The subscriptions the last topic delivered on this thread matched.
-    static LAST: Cell<Option<Memo<Vec<Arc<Inbox>>>>> = const { Cell::new(None) };
+    /// What the last topic delivered on this thread matched.
+    static LAST: RefCell<Memo<Matched>> = RefCell::new(Memo::default());
+}
+
+/// The subscriptions one topic matched, and the topic as shared by the
+/// messages delivered on it (one allocation per topic, not per message).
+#[derive(Debug, Default)]
+struct Matched {
+    inboxes: Vec<Arc<Inbox>>,
+    topic: Option<Arc<str>>,
 }
 
 impl Registry {
@@ -51,27 +59,51 @@ impl Registry {
         found
     }
 
-    /// Queues the message made by `make` (only if some subscription matches)
-    /// in every matching subscription; returns how many it reached.
-    pub(crate) fn deliver(&self, topic: &str, make: impl FnOnce() -> Envelope) -> usize {
+    /// Queues `payload`, published on `topic`, in every matching
+    /// subscription; returns how many it reached.
+    pub(crate) fn deliver(&self, topic: &str, payload: &[u8]) -> usize {
         let stamp = self.stamp.now();
-        let mut memo = LAST.take().unwrap_or_default();
+        LAST.with(|last| {
+            let Ok(mut memo) = last.try_borrow_mut() else {
+                // Delivering from within a delivery: no memo to spare.
+                let mut alone = Memo::default();
+                return self.deliver_with(&mut alone, stamp, topic, payload);
+            };
+            self.deliver_with(&mut memo, stamp, topic, payload)
+        })
+    }
+
+    fn deliver_with(
+        &self,
+        memo: &mut Memo<Matched>,
+        stamp: (u64, u64),
+        topic: &str,
+        payload: &[u8],
+    ) -> usize {
         if !memo.fits(stamp, topic) {
             memo.reset(stamp, topic);
-            memo.value.clear();
+            let matched = &mut memo.value;
+            matched.inboxes.clear();
+            matched.topic = None;
             self.read()
-                .for_each_match(topic, |list| memo.value.extend(list.iter().cloned()));
+                .for_each_match(topic, |list| matched.inboxes.extend(list.iter().cloned()));
         }
-        let reached = memo.value.len();
-        if let Some((last, others)) = memo.value.split_last() {
-            let message = make();
-            for inbox in others {
-                inbox.deliver(message.clone());
-            }
-            last.deliver(message);
+        let matched = &mut memo.value;
+        let Some((last, others)) = matched.inboxes.split_last() else {
+            return 0;
+        };
+        let message = Envelope {
+            topic: matched
+                .topic
+                .get_or_insert_with(|| Arc::from(topic))
+                .clone(),
+            payload: payload.into(),
+        };
+        for inbox in others {
+            inbox.deliver(message.clone());
         }
-        LAST.set(Some(memo));
-        reached
+        last.deliver(message);
+        matched.inboxes.len()
     }
 
     /// Tells every subscription on exactly `pattern` that `n` messages were lost.
@@ -112,5 +144,38 @@ impl Registry {
                 inbox.end(end.clone());
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivers_by_topic_with_and_without_the_memo() {
+        let registry = Registry::default();
+        let inbox = Arc::new(Inbox::new(Pattern::new("a.*").unwrap(), 8));
+        registry.add(inbox.clone());
+        assert_eq!(registry.deliver("a.b", b"1"), 1);
+        assert_eq!(registry.deliver("a.b", b"2"), 1);
+        assert_eq!(registry.deliver("x", b"3"), 0);
+        // A delivery made while another holds this thread's memo.
+        LAST.with(|last| {
+            let _busy = last.borrow_mut();
+            assert_eq!(registry.deliver("a.c", b"4"), 1);
+        });
+        let mut got = Vec::new();
+        while let Ok(e) = inbox.try_next() {
+            got.push((e.topic.to_string(), e.payload.to_vec()));
+        }
+        let want = [("a.b", b"1"), ("a.b", b"2"), ("a.c", b"4")];
+        let want: Vec<_> = want
+            .iter()
+            .map(|(t, p)| (t.to_string(), p.to_vec()))
+            .collect();
+        assert_eq!(got, want);
+        // A change of the table is seen at once.
+        assert!(registry.remove(&inbox));
+        assert_eq!(registry.deliver("a.b", b"5"), 0);
     }
 }

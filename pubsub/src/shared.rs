@@ -8,11 +8,10 @@ use std::sync::Mutex;
 use yuki_channel::codec::{self, Frames};
 use yuki_channel::{PeerId, Transport};
 
-use crate::inbox::Envelope;
 use crate::pattern::{Pattern, check_topic};
 use crate::registry::Registry;
 use crate::router::Router;
-use crate::scratch::{keep_scratch, scratch, shared_topic};
+use crate::scratch::{keep_scratch, scratch};
 use crate::wire::{Push, Reply, Request};
 
 thread_local! {
@@ -89,10 +88,7 @@ impl Shared {
 
     /// Queues one message in this process's matching subscriptions.
     fn deliver_here(&self, topic: &str, payload: &[u8]) -> usize {
-        self.local.deliver(topic, || Envelope {
-            topic: shared_topic(topic),
-            payload: payload.into(),
-        })
+        self.local.deliver(topic, payload)
     }
 
     /// Handles a frame main pushed to this child.
