@@ -497,6 +497,30 @@ mod tests {
     }
 
     #[test]
+    fn the_capacity_counts_messages_in_both_parts() {
+        let inbox = Inbox::new(Pattern::new("t").unwrap(), 4);
+        for n in 0..4 {
+            inbox.deliver(env(n));
+        }
+        // The receiver takes the back part; three stay in the front.
+        assert_eq!(inbox.try_next().unwrap().payload[0], 0);
+        inbox.deliver(env(4));
+        assert_eq!(inbox.len(), 4);
+        // Full across both parts: the oldest, in the front, is dropped.
+        inbox.deliver(env(5));
+        assert_eq!(inbox.len(), 4);
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Lagged(1));
+        for n in 2..6 {
+            assert_eq!(inbox.try_next().unwrap().payload[0], n);
+        }
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Empty);
+        // Nothing lost counts as nothing.
+        inbox.lose(0);
+        assert_eq!(inbox.try_next().unwrap_err(), Error::Empty);
+        assert_eq!(inbox.len(), 0);
+    }
+
+    #[test]
     fn gaps_come_in_place_after_lag_and_survive_overflow() {
         let inbox = Inbox::new(Pattern::new("t").unwrap(), 2);
         inbox.gap();
