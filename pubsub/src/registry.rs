@@ -20,8 +20,9 @@ thread_local! {
     static LAST: RefCell<Memo<Matched>> = RefCell::new(Memo::default());
 }
 
-/// The subscriptions one topic matched, and the topic as shared by the
-/// messages delivered on it (one allocation per topic, not per message).
+/// The subscriptions one topic matched, and (when there are some) the
+/// topic as shared by the messages delivered on it: one allocation per
+/// topic, not per message.
 #[derive(Debug, Default)]
 struct Matched {
     inboxes: Vec<Arc<Inbox>>,
@@ -61,7 +62,11 @@ impl Registry {
 
     /// Queues `payload`, published on `topic`, in every matching
     /// subscription; returns how many it reached.
-    pub(crate) fn deliver(&self, topic: &str, payload: &[u8]) -> usize {
+    ///
+    /// The topic comes as bytes, as main sends it: it is checked to be text
+    /// only when it differs from the last one delivered on this thread.
+    /// One that is not text reaches nothing.
+    pub(crate) fn deliver(&self, topic: &[u8], payload: &[u8]) -> usize {
         let stamp = self.stamp.now();
         LAST.with(|last| {
             let Ok(mut memo) = last.try_borrow_mut() else {
@@ -77,26 +82,28 @@ impl Registry {
         &self,
         memo: &mut Memo<Matched>,
         stamp: (u64, u64),
-        topic: &str,
+        topic: &[u8],
         payload: &[u8],
     ) -> usize {
         if !memo.fits(stamp, topic) {
-            memo.reset(stamp, topic);
+            let Ok(text) = std::str::from_utf8(topic) else {
+                tracing::warn!("ignoring a message whose topic is not text");
+                return 0;
+            };
+            memo.reset(stamp, text);
             let matched = &mut memo.value;
             matched.inboxes.clear();
-            matched.topic = None;
             self.read()
-                .for_each_match(topic, |list| matched.inboxes.extend(list.iter().cloned()));
+                .for_each_match(text, |list| matched.inboxes.extend(list.iter().cloned()));
+            matched.topic = (!matched.inboxes.is_empty()).then(|| Arc::from(text));
         }
-        let matched = &mut memo.value;
-        let Some((last, others)) = matched.inboxes.split_last() else {
+        let matched = &memo.value;
+        let (Some((last, others)), Some(topic)) = (matched.inboxes.split_last(), &matched.topic)
+        else {
             return 0;
         };
         let message = Envelope {
-            topic: matched
-                .topic
-                .get_or_insert_with(|| Arc::from(topic))
-                .clone(),
+            topic: topic.clone(),
             payload: payload.into(),
         };
         for inbox in others {
@@ -156,13 +163,13 @@ mod tests {
         let registry = Registry::default();
         let inbox = Arc::new(Inbox::new(Pattern::new("a.*").unwrap(), 8));
         registry.add(inbox.clone());
-        assert_eq!(registry.deliver("a.b", b"1"), 1);
-        assert_eq!(registry.deliver("a.b", b"2"), 1);
-        assert_eq!(registry.deliver("x", b"3"), 0);
+        assert_eq!(registry.deliver(b"a.b", b"1"), 1);
+        assert_eq!(registry.deliver(b"a.b", b"2"), 1);
+        assert_eq!(registry.deliver(b"x", b"3"), 0);
         // A delivery made while another holds this thread's memo.
         LAST.with(|last| {
             let _busy = last.borrow_mut();
-            assert_eq!(registry.deliver("a.c", b"4"), 1);
+            assert_eq!(registry.deliver(b"a.c", b"4"), 1);
         });
         let mut got = Vec::new();
         while let Ok(e) = inbox.try_next() {
@@ -174,8 +181,11 @@ mod tests {
             .map(|(t, p)| (t.to_string(), p.to_vec()))
             .collect();
         assert_eq!(got, want);
+        // A topic that is not text reaches nothing.
+        assert_eq!(registry.deliver(b"a.\xff", b"6"), 0);
+        assert_eq!(inbox.try_next().unwrap_err(), crate::Error::Empty);
         // A change of the table is seen at once.
         assert!(registry.remove(&inbox));
-        assert_eq!(registry.deliver("a.b", b"5"), 0);
+        assert_eq!(registry.deliver(b"a.b", b"5"), 0);
     }
 }

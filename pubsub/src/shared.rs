@@ -53,7 +53,7 @@ impl Shared {
     ) -> usize {
         let mut reached = payloads
             .iter()
-            .map(|payload| self.deliver_here(topic, payload))
+            .map(|payload| self.deliver_here(topic.as_bytes(), payload))
             .sum();
         let (Some(router), Some(transport)) = (&self.router, transport) else {
             return reached;
@@ -63,9 +63,12 @@ impl Shared {
         if !targets.is_empty() {
             let mut frame = scratch();
             let push = match payloads {
-                Payloads::One(payload) => Push::Message { topic, payload },
+                Payloads::One(payload) => Push::Message {
+                    topic: topic.as_bytes(),
+                    payload,
+                },
                 Payloads::Batch { frames, .. } => Push::Batch {
-                    topic,
+                    topic: topic.as_bytes(),
                     payloads: frames,
                 },
             };
@@ -87,7 +90,7 @@ impl Shared {
     }
 
     /// Queues one message in this process's matching subscriptions.
-    fn deliver_here(&self, topic: &str, payload: &[u8]) -> usize {
+    fn deliver_here(&self, topic: &[u8], payload: &[u8]) -> usize {
         self.local.deliver(topic, payload)
     }
 

@@ -42,8 +42,12 @@ pub(crate) enum Reply {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Push<'a> {
     /// A message for this process's subscriptions that match `topic`.
+    ///
+    /// Topics travel as bytes: a child checks that they are text only when
+    /// a topic differs from the last one, not for every message.
     Message {
-        topic: &'a str,
+        #[serde(with = "serde_bytes", borrow)]
+        topic: &'a [u8],
         #[serde(with = "serde_bytes", borrow)]
         payload: &'a [u8],
     },
@@ -51,7 +55,8 @@ pub(crate) enum Push<'a> {
     Lost { pattern: &'a str, count: u64 },
     /// Several messages on `topic`, written with `codec::put_frame`.
     Batch {
-        topic: &'a str,
+        #[serde(with = "serde_bytes", borrow)]
+        topic: &'a [u8],
         #[serde(with = "serde_bytes", borrow)]
         payloads: &'a [u8],
     },
