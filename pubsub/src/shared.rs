@@ -96,7 +96,7 @@ impl Shared {
 
     /// Handles a frame main pushed to this child.
     pub(crate) fn on_push(&self, frame: &[u8]) {
-        match codec::decode_borrowed::<Push<'_>>(frame) {
+        match Push::decode(frame) {
             Ok(Push::Message { topic, payload }) => {
                 self.deliver_here(topic, payload);
             }
