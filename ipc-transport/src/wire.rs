@@ -110,6 +110,58 @@ pub(crate) fn put(out: &mut Vec<u8>, frame: &Frame<'_>) -> yuki_channel::Result<
     Ok(())
 }
 
+/// Appends a [`Frame::Push`] like [`put`] does, byte for byte, writing the
+/// codec's layout directly: main writes one per child per message, so the
+/// general encoder's cost counts.
+pub(crate) fn put_push(out: &mut Vec<u8>, stream: &str, body: &[u8]) -> yuki_channel::Result<()> {
+    /// The codec's variant index of `Frame::Push`, as a one-byte varint.
+    const PUSH: u8 = 3;
+    let size = 1 + varint_len(stream.len()) + stream.len() + varint_len(body.len()) + body.len();
+    let Ok(len) = u32::try_from(size) else {
+        return Err(yuki_channel::Error::FrameTooLarge {
+            size,
+            max: u32::MAX as usize,
+        });
+    };
+    out.reserve(4 + size);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.push(PUSH);
+    put_varint(out, stream.len());
+    out.extend_from_slice(stream.as_bytes());
+    put_varint(out, body.len());
+    out.extend_from_slice(body);
+    Ok(())
+}
+
+/// The bytes of `n` as the codec's varint.
+fn varint_len(n: usize) -> usize {
+    match n {
+        0..=250 => 1,
+        251..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+/// Appends `n` as the codec's varint (little-endian, shortest form).
+fn put_varint(out: &mut Vec<u8>, n: usize) {
+    match n {
+        0..=250 => out.push(n as u8),
+        251..=0xffff => {
+            out.push(251);
+            out.extend_from_slice(&(n as u16).to_le_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(252);
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+        }
+        _ => {
+            out.push(253);
+            out.extend_from_slice(&(n as u64).to_le_bytes());
+        }
+    }
+}
+
 /// Decodes one frame, refusing frames over `max` (plus room for the header).
 pub(crate) fn parse(bytes: &[u8], max: usize) -> yuki_channel::Result<Frame<'_>> {
     codec::check_frame(bytes.len(), max.saturating_add(HEADER_ROOM))?;
@@ -229,6 +281,42 @@ mod tests {
             parse(&vec![0; 16 + HEADER_ROOM + 1], 16),
             Err(yuki_channel::Error::FrameTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn pushes_are_written_as_the_codec_writes_them() {
+        for (stream, body_len) in [("", 0), ("s", 250), ("yuki.pubsub", 251), ("x", 65_536)] {
+            let body: Vec<u8> = (0..body_len).map(|i| i as u8).collect();
+            let (mut quick, mut general) = (vec![9], vec![9]);
+            put_push(&mut quick, stream, &body).unwrap();
+            put(
+                &mut general,
+                &Frame::Push {
+                    stream,
+                    body: &body,
+                },
+            )
+            .unwrap();
+            assert_eq!(quick, general, "{stream:?} {body_len}");
+        }
+        let long = "s".repeat(300);
+        let (mut quick, mut general) = (Vec::new(), Vec::new());
+        put_push(&mut quick, &long, b"b").unwrap();
+        put(
+            &mut general,
+            &Frame::Push {
+                stream: &long,
+                body: b"b",
+            },
+        )
+        .unwrap();
+        assert_eq!(quick, general);
+        for n in [0, 250, 251, 0xffff, 0x1_0000, 0xffff_ffff, 0x1_0000_0000] {
+            let mut v = Vec::new();
+            put_varint(&mut v, n);
+            assert_eq!(v.len(), varint_len(n), "{n}");
+            assert_eq!(v, codec::encode(&(n as u64)).unwrap(), "{n}");
+        }
     }
 
     #[test]
