@@ -457,6 +457,27 @@ impl ChildLink {
         }
     }
 
+    /// Like [`ChildLink::run_push`], looking the handlers up once per run
+    /// of frames on one stream in a message rather than once per frame.
+    fn run_push_cached<'m>(
+        &self,
+        cache: &mut Option<(&'m str, Option<Arc<[PushHandler]>>)>,
+        stream: &'m str,
+        body: &[u8],
+    ) {
+        let handlers = match cache {
+            Some((s, handlers)) if *s == stream => handlers,
+            _ => {
+                &mut cache
+                    .insert((stream, read(&self.push).get(stream).cloned()))
+                    .1
+            }
+        };
+        for h in handlers.iter().flat_map(|hs| hs.iter()) {
+            h(body);
+        }
+    }
+
     fn read_message(&self, nested: bool, expected: bool) -> bool {
         let received = {
             let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
@@ -490,6 +511,7 @@ impl ChildLink {
                 w.complete(r);
             }
         };
+        let mut handlers = None;
         for frame in Frames::new(&message) {
             let frame = match frame.and_then(|f| wire::parse(f, self.max_frame)) {
                 Ok(f) => f,
@@ -515,7 +537,7 @@ impl ChildLink {
                         let item = (stream.to_owned(), body.to_vec());
                         DEFERRED.with(|d| d.borrow_mut().push(item));
                     } else {
-                        self.run_push(stream, body);
+                        self.run_push_cached(&mut handlers, stream, body);
                     }
                 }
                 Frame::Control(Control::Shutdown) => {

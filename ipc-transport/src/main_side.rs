@@ -124,13 +124,7 @@ impl Hub {
         }
         let link = self.link(to).ok_or(Error::NoPeer(to))?;
         match link.out.append_then(self.max_backlog, true, |buf| {
-            wire::put(
-                buf,
-                &Frame::Push {
-                    stream,
-                    body: frame,
-                },
-            )
+            wire::put_push(buf, stream, frame)
         }) {
             Ok(r) => r?,
             Err(Refused::Full) => return Err(Error::PeerBacklogged(to)),

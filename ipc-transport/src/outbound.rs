@@ -83,6 +83,9 @@ impl Outbound {
         }
         let r = write(&mut st.buf);
         if kick && st.writer_idle && !st.sending && !st.buf.is_empty() {
+            // One wake-up per idle spell: the pushes that follow before
+            // the writer runs join its next message without a futex call.
+            st.writer_idle = false;
             self.wake.notify_one();
         }
         Ok(r)

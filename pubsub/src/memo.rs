@@ -45,8 +45,8 @@ pub(crate) struct Memo<T> {
 
 impl<T> Memo<T> {
     /// Whether this memo answers `topic` in the table version `stamp`.
-    pub(crate) fn fits(&self, stamp: (u64, u64), topic: &str) -> bool {
-        self.stamp == stamp && self.topic == topic
+    pub(crate) fn fits(&self, stamp: (u64, u64), topic: &[u8]) -> bool {
+        self.stamp == stamp && self.topic.as_bytes() == topic
     }
 
     /// Reuses this memo's buffers for a fresh lookup.

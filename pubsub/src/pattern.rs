@@ -13,6 +13,14 @@ use crate::error::{Error, Result};
 
 /// Checks that `topic` is a valid topic (see the module doc).
 pub(crate) fn check_topic(topic: &str) -> Result<()> {
+    if plain_ascii_topic(topic.as_bytes()) {
+        return Ok(());
+    }
+    check_topic_fully(topic)
+}
+
+/// The check of any topic, with the reason it fails.
+fn check_topic_fully(topic: &str) -> Result<()> {
     let fail = |reason| {
         Err(Error::InvalidTopic {
             topic: topic.to_owned(),
@@ -28,6 +36,25 @@ pub(crate) fn check_topic(topic: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `topic` is a valid topic of ASCII words: one pass over the
+/// bytes for the common case (publishers check every topic they send);
+/// `false` sends the caller to the full check, which also says why.
+fn plain_ascii_topic(topic: &[u8]) -> bool {
+    let mut after_dot = true;
+    for &b in topic {
+        let fine = match b {
+            b'.' => !after_dot,
+            b'*' | b'>' | 0..=b' ' | 0x7f.. => false,
+            _ => true,
+        };
+        if !fine {
+            return false;
+        }
+        after_dot = b == b'.';
+    }
+    !after_dot
 }
 
 fn check_segment(segment: &str) -> Result<(), &'static str> {
@@ -161,6 +188,7 @@ impl fmt::Debug for Pattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     #[test]
     fn valid_and_invalid_topics() {
@@ -172,6 +200,25 @@ mod tests {
         ] {
             let err = check_topic(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidTopic { .. }), "{bad}: {err}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_quick_topic_check_agrees_with_the_full_one(
+            topic in proptest::collection::vec(
+                proptest::sample::select(vec!['a', 'Z', '0', '-', '.', '*', '>', ' ', '\t', '\x7f', 'é']),
+                0..8,
+            ).prop_map(|c| c.into_iter().collect::<String>())
+        ) {
+            let quick = plain_ascii_topic(topic.as_bytes());
+            let full = check_topic_fully(&topic).is_ok();
+            // The quick check never passes a bad topic, and decides every ASCII one.
+            proptest::prop_assert!(!quick || full, "{:?}", topic);
+            if topic.is_ascii() {
+                proptest::prop_assert_eq!(quick, full, "{:?}", topic);
+            }
+            proptest::prop_assert_eq!(check_topic(&topic).is_ok(), full);
         }
     }
 

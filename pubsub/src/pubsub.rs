@@ -537,6 +537,20 @@ mod tests {
         };
         main.push(child_t.peer_id(), SERVICE, &codec::encode(&lost).unwrap())
             .unwrap();
+        // A topic that is not text reaches nothing, and what follows arrives.
+        for topic in [&b"\xff\xfe"[..], b"x"] {
+            let message = Push::Message {
+                topic,
+                payload: &codec::encode(&7u8).unwrap(),
+            };
+            main.push(
+                child_t.peer_id(),
+                SERVICE,
+                &codec::encode(&message).unwrap(),
+            )
+            .unwrap();
+        }
+        assert_eq!(sub.try_recv().unwrap().into_value(), 7);
         assert_eq!(sub.try_recv().unwrap_err(), Error::Empty);
     }
 }

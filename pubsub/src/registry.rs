@@ -1,7 +1,7 @@
 //! The subscriptions of this process, by pattern: where a message that
 //! reached the process is fanned out to each subscription it matches.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::sync::{Arc, RwLock};
 
 use crate::inbox::{End, Envelope, Inbox};
@@ -16,8 +16,17 @@ pub(crate) struct Registry {
 }
 
 thread_local! {
-    /// The subscriptions the last topic delivered on this thread matched.
-    static LAST: Cell<Option<Memo<Vec<Arc<Inbox>>>>> = const { Cell::new(None) };
+    /// What the last topic delivered on this thread matched.
+    static LAST: RefCell<Memo<Matched>> = RefCell::new(Memo::default());
+}
+
+/// The subscriptions one topic matched, and (when there are some) the
+/// topic as shared by the messages delivered on it: one allocation per
+/// topic, not per message.
+#[derive(Debug, Default)]
+struct Matched {
+    inboxes: Vec<Arc<Inbox>>,
+    topic: Option<Arc<str>>,
 }
 
 impl Registry {
@@ -51,26 +60,57 @@ impl Registry {
         found
     }
 
-    /// Queues the message made by `make` (only if some subscription matches)
-    /// in every matching subscription; returns how many it reached.
-    pub(crate) fn deliver(&self, topic: &str, make: impl FnOnce() -> Envelope) -> usize {
+    /// Queues `payload`, published on `topic`, in every matching
+    /// subscription; returns how many it reached.
+    ///
+    /// The topic comes as bytes, as main sends it: it is checked to be text
+    /// only when it differs from the last one delivered on this thread.
+    /// One that is not text reaches nothing.
+    pub(crate) fn deliver(&self, topic: &[u8], payload: &[u8]) -> usize {
         let stamp = self.stamp.now();
-        let mut memo = LAST.take().unwrap_or_default();
+        LAST.with(|last| {
+            let Ok(mut memo) = last.try_borrow_mut() else {
+                // Delivering from within a delivery: no memo to spare.
+                let mut alone = Memo::default();
+                return self.deliver_with(&mut alone, stamp, topic, payload);
+            };
+            self.deliver_with(&mut memo, stamp, topic, payload)
+        })
+    }
+
+    fn deliver_with(
+        &self,
+        memo: &mut Memo<Matched>,
+        stamp: (u64, u64),
+        topic: &[u8],
+        payload: &[u8],
+    ) -> usize {
         if !memo.fits(stamp, topic) {
-            memo.reset(stamp, topic);
-            memo.value.clear();
+            let Ok(text) = std::str::from_utf8(topic) else {
+                tracing::warn!("ignoring a message whose topic is not text");
+                return 0;
+            };
+            memo.reset(stamp, text);
+            let matched = &mut memo.value;
+            matched.inboxes.clear();
             self.read()
-                .for_each_match(topic, |list| memo.value.extend(list.iter().cloned()));
+                .for_each_match(text, |list| matched.inboxes.extend(list.iter().cloned()));
+            matched.topic = (!matched.inboxes.is_empty()).then(|| Arc::from(text));
         }
-        let reached = memo.value.len();
-        if reached > 0 {
-            let message = make();
-            for inbox in &memo.value {
-                inbox.deliver(&message);
-            }
+        let matched = &memo.value;
+        let (Some((last, others)), Some(topic)) = (matched.inboxes.split_last(), &matched.topic)
+        else {
+            return 0;
+        };
+        let message = Envelope {
+            topic: topic.clone(),
+            payload: payload.into(),
+        };
+        for inbox in others {
+            inbox.deliver(message.clone());
         }
-        LAST.set(Some(memo));
-        reached
+        last.deliver(message);
+        matched.inboxes.len()
     }
 
     /// Tells every subscription on exactly `pattern` that `n` messages were lost.
@@ -92,7 +132,7 @@ impl Registry {
         };
         let message = make();
         for inbox in list {
-            inbox.deliver(&message);
+            inbox.deliver(message.clone());
         }
         list.len()
     }
@@ -111,5 +151,41 @@ impl Registry {
                 inbox.end(end.clone());
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivers_by_topic_with_and_without_the_memo() {
+        let registry = Registry::default();
+        let inbox = Arc::new(Inbox::new(Pattern::new("a.*").unwrap(), 8));
+        registry.add(inbox.clone());
+        assert_eq!(registry.deliver(b"a.b", b"1"), 1);
+        assert_eq!(registry.deliver(b"a.b", b"2"), 1);
+        assert_eq!(registry.deliver(b"x", b"3"), 0);
+        // A delivery made while another holds this thread's memo.
+        LAST.with(|last| {
+            let _busy = last.borrow_mut();
+            assert_eq!(registry.deliver(b"a.c", b"4"), 1);
+        });
+        let mut got = Vec::new();
+        while let Ok(e) = inbox.try_next() {
+            got.push((e.topic.to_string(), e.payload.to_vec()));
+        }
+        let want = [("a.b", b"1"), ("a.b", b"2"), ("a.c", b"4")];
+        let want: Vec<_> = want
+            .iter()
+            .map(|(t, p)| (t.to_string(), p.to_vec()))
+            .collect();
+        assert_eq!(got, want);
+        // A topic that is not text reaches nothing.
+        assert_eq!(registry.deliver(b"a.\xff", b"6"), 0);
+        assert_eq!(inbox.try_next().unwrap_err(), crate::Error::Empty);
+        // A change of the table is seen at once.
+        assert!(registry.remove(&inbox));
+        assert_eq!(registry.deliver(b"a.b", b"5"), 0);
     }
 }

@@ -123,7 +123,7 @@ impl Router {
         out.clear();
         let stamp = self.stamp.now();
         let mut memo = LAST.take().unwrap_or_default();
-        if !memo.fits(stamp, topic) {
+        if !memo.fits(stamp, topic.as_bytes()) {
             memo.reset(stamp, topic);
             memo.value.clear();
             self.read().table.for_each_match(topic, |route| {

@@ -39,6 +39,7 @@ pub(crate) fn keep_scratch(mut buf: Vec<u8>) {
 }
 
 /// `topic` as a shared string, reusing the last one made on this thread.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn shared_topic(topic: &str) -> Arc<str> {
     LAST_TOPIC.with(|last| {
         let shared = match last.take() {

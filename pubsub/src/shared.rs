@@ -8,11 +8,10 @@ use std::sync::Mutex;
 use yuki_channel::codec::{self, Frames};
 use yuki_channel::{PeerId, Transport};
 
-use crate::inbox::Envelope;
 use crate::pattern::{Pattern, check_topic};
 use crate::registry::Registry;
 use crate::router::Router;
-use crate::scratch::{keep_scratch, scratch, shared_topic};
+use crate::scratch::{keep_scratch, scratch};
 use crate::wire::{Push, Reply, Request};
 
 thread_local! {
@@ -54,7 +53,7 @@ impl Shared {
     ) -> usize {
         let mut reached = payloads
             .iter()
-            .map(|payload| self.deliver_here(topic, payload))
+            .map(|payload| self.deliver_here(topic.as_bytes(), payload))
             .sum();
         let (Some(router), Some(transport)) = (&self.router, transport) else {
             return reached;
@@ -64,9 +63,12 @@ impl Shared {
         if !targets.is_empty() {
             let mut frame = scratch();
             let push = match payloads {
-                Payloads::One(payload) => Push::Message { topic, payload },
+                Payloads::One(payload) => Push::Message {
+                    topic: topic.as_bytes(),
+                    payload,
+                },
                 Payloads::Batch { frames, .. } => Push::Batch {
-                    topic,
+                    topic: topic.as_bytes(),
                     payloads: frames,
                 },
             };
@@ -88,16 +90,13 @@ impl Shared {
     }
 
     /// Queues one message in this process's matching subscriptions.
-    fn deliver_here(&self, topic: &str, payload: &[u8]) -> usize {
-        self.local.deliver(topic, || Envelope {
-            topic: shared_topic(topic),
-            payload: payload.into(),
-        })
+    fn deliver_here(&self, topic: &[u8], payload: &[u8]) -> usize {
+        self.local.deliver(topic, payload)
     }
 
     /// Handles a frame main pushed to this child.
     pub(crate) fn on_push(&self, frame: &[u8]) {
-        match codec::decode_borrowed::<Push<'_>>(frame) {
+        match Push::decode(frame) {
             Ok(Push::Message { topic, payload }) => {
                 self.deliver_here(topic, payload);
             }

@@ -42,10 +42,12 @@ impl<M> Message<M> {
 }
 
 /// Decodes one buffered message as `M`.
-pub(crate) fn open_envelope<M: DeserializeOwned>(envelope: &Envelope) -> Result<Message<M>> {
+pub(crate) fn open_envelope<M: DeserializeOwned>(envelope: Envelope) -> Result<Message<M>> {
     match codec::decode::<M>(&envelope.payload) {
+        // The topic is moved, not cloned: its count is shared with the
+        // thread that delivered, and each change of it costs both threads.
         Ok(value) => Ok(Message {
-            topic: envelope.topic.clone(),
+            topic: envelope.topic,
             value,
         }),
         Err(e) => Err(Error::Decode {
@@ -96,7 +98,7 @@ impl<M: DeserializeOwned> Subscription<M> {
 
     /// Waits for the next message.
     pub fn recv(&self) -> Result<Message<M>> {
-        self.inbox.next_within(None).and_then(|e| open_envelope(&e))
+        self.inbox.next_within(None).and_then(|e| open_envelope(e))
     }
 
     /// Waits at most `timeout` for the next message; [`Error::Timeout`] if
@@ -104,20 +106,20 @@ impl<M: DeserializeOwned> Subscription<M> {
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message<M>> {
         match self.inbox.next_within(Some(timeout)) {
             Err(Error::Empty) => Err(Error::Timeout(timeout)),
-            other => other.and_then(|e| open_envelope(&e)),
+            other => other.and_then(|e| open_envelope(e)),
         }
     }
 
     /// The next message if one is waiting; [`Error::Empty`] if none is.
     pub fn try_recv(&self) -> Result<Message<M>> {
-        self.inbox.try_next().and_then(|e| open_envelope(&e))
+        self.inbox.try_next().and_then(|e| open_envelope(e))
     }
 
     /// Waits for the next message without blocking a thread.
     pub async fn recv_async(&self) -> Result<Message<M>> {
         std::future::poll_fn(|cx| self.inbox.poll_next(cx))
             .await
-            .and_then(|e| open_envelope(&e))
+            .and_then(|e| open_envelope(e))
     }
 
     /// The pattern this subscription receives.
@@ -212,7 +214,7 @@ impl<M: DeserializeOwned> Stream for Subscription<M> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inbox
             .poll_next(cx)
-            .map(|item| until_end(item.and_then(|e| open_envelope(&e))))
+            .map(|item| until_end(item.and_then(|e| open_envelope(e))))
     }
 }
 
