@@ -61,8 +61,7 @@ pub struct Channel<T> {
 
 /// In this order (`repr(C)`), so that what every send and receive reads
 /// (the loop flag and the queue's own handles) shares few cache lines, and
-/// aligned to them, so that no other allocation's writes share those lines
-/// (that slowed a two-thread stream by a third in some runs).
+/// aligned to them, so that no other allocation's writes share those lines.
 #[repr(C, align(128))]
 pub(crate) struct Shared<T> {
     /// Whether a [`ReceiveLoop`] reads the channel.
