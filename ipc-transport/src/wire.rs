@@ -117,7 +117,7 @@ const PUSH: u8 = 3;
 /// codec's layout directly: main writes one per child per message, so the
 /// general encoder's cost counts.
 pub(crate) fn put_push(out: &mut Vec<u8>, stream: &str, body: &[u8]) -> yuki_channel::Result<()> {
-    let size = 1 + varint_len(stream.len()) + stream.len() + varint_len(body.len()) + body.len();
+    let size = 1 + codec::bytes_len(stream.len()) + codec::bytes_len(body.len());
     let Ok(len) = u32::try_from(size) else {
         return Err(yuki_channel::Error::FrameTooLarge {
             size,
@@ -127,40 +127,9 @@ pub(crate) fn put_push(out: &mut Vec<u8>, stream: &str, body: &[u8]) -> yuki_cha
     out.reserve(4 + size);
     out.extend_from_slice(&len.to_le_bytes());
     out.push(PUSH);
-    put_varint(out, stream.len());
-    out.extend_from_slice(stream.as_bytes());
-    put_varint(out, body.len());
-    out.extend_from_slice(body);
+    codec::put_bytes(out, stream.as_bytes());
+    codec::put_bytes(out, body);
     Ok(())
-}
-
-/// The bytes of `n` as the codec's varint.
-fn varint_len(n: usize) -> usize {
-    match n {
-        0..=250 => 1,
-        251..=0xffff => 3,
-        0x1_0000..=0xffff_ffff => 5,
-        _ => 9,
-    }
-}
-
-/// Appends `n` as the codec's varint (little-endian, shortest form).
-fn put_varint(out: &mut Vec<u8>, n: usize) {
-    match n {
-        0..=250 => out.push(n as u8),
-        251..=0xffff => {
-            out.push(251);
-            out.extend_from_slice(&(n as u16).to_le_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(252);
-            out.extend_from_slice(&(n as u32).to_le_bytes());
-        }
-        _ => {
-            out.push(253);
-            out.extend_from_slice(&(n as u64).to_le_bytes());
-        }
-    }
 }
 
 /// Decodes one frame, refusing frames over `max` (plus room for the header).
@@ -169,46 +138,15 @@ pub(crate) fn parse(bytes: &[u8], max: usize) -> yuki_channel::Result<Frame<'_>>
     // A push (most of what a busy child receives) is read directly, as
     // `put_push` writes it; anything else, or malformed, by the codec.
     if let Some((&PUSH, rest)) = bytes.split_first() {
-        if let Some((stream, rest)) = take_bytes(rest) {
-            if let (Ok(stream), Some((body, []))) = (std::str::from_utf8(stream), take_bytes(rest))
+        if let Some((stream, rest)) = codec::split_bytes(rest) {
+            if let (Ok(stream), Some((body, []))) =
+                (std::str::from_utf8(stream), codec::split_bytes(rest))
             {
                 return Ok(Frame::Push { stream, body });
             }
         }
     }
     codec::decode_borrowed(bytes)
-}
-
-/// Splits a length-prefixed byte string, as the codec writes it, from what
-/// follows it; `None` for a length in any but its shortest form.
-fn take_bytes(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (&first, rest) = bytes.split_first()?;
-    let (len, rest) = match first {
-        0..=250 => (u64::from(first), rest),
-        251 => {
-            let (n, rest) = rest.split_first_chunk::<2>()?;
-            (u64::from(u16::from_le_bytes(*n)), rest)
-        }
-        252 => {
-            let (n, rest) = rest.split_first_chunk::<4>()?;
-            (u64::from(u32::from_le_bytes(*n)), rest)
-        }
-        253 => {
-            let (n, rest) = rest.split_first_chunk::<8>()?;
-            (u64::from_le_bytes(*n), rest)
-        }
-        _ => return None,
-    };
-    let shortest = match first {
-        251 => len >= 251,
-        252 => len > 0xffff,
-        253 => len > 0xffff_ffff,
-        _ => true,
-    };
-    let len = usize::try_from(len)
-        .ok()
-        .filter(|&n| shortest && n <= rest.len())?;
-    Some(rest.split_at(len))
 }
 
 /// Room for a frame's header (ids, names) beside a body of the maximum size.
@@ -354,12 +292,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(quick, general);
-        for n in [0, 250, 251, 0xffff, 0x1_0000, 0xffff_ffff, 0x1_0000_0000] {
-            let mut v = Vec::new();
-            put_varint(&mut v, n);
-            assert_eq!(v.len(), varint_len(n), "{n}");
-            assert_eq!(v, codec::encode(&(n as u64)).unwrap(), "{n}");
-        }
     }
 
     #[test]
@@ -381,22 +313,6 @@ mod tests {
         }
         // A stream name that is not text is refused, as by the codec.
         assert!(parse(&[PUSH, 1, 0xff, 0], 16).is_err());
-        // Lengths longer than needed are left to the codec.
-        assert!(take_bytes(&[251, 1, 0, 9]).is_none());
-        assert!(take_bytes(&[252, 1, 0, 0, 0, 9]).is_none());
-        assert!(take_bytes(&[253, 1, 0, 0, 0, 0, 0, 0, 0, 9]).is_none());
-        assert!(take_bytes(&[254, 0]).is_none());
-        assert!(take_bytes(&[]).is_none());
-        let mut four = vec![252];
-        four.extend_from_slice(&70_000u32.to_le_bytes());
-        four.extend_from_slice(&[1; 70_001]);
-        assert_eq!(
-            take_bytes(&four).map(|(b, r)| (b.len(), r.len())),
-            Some((70_000, 1))
-        );
-        let mut eight = vec![253];
-        eight.extend_from_slice(&(1u64 << 33).to_le_bytes());
-        assert!(take_bytes(&eight).is_none());
         // Other frames still parse.
         let mut buf = Vec::new();
         put(&mut buf, &Frame::Reply { id: 9, body: b"r" }).unwrap();

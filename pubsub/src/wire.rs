@@ -69,47 +69,14 @@ impl<'a> Push<'a> {
     /// and anything malformed, goes through the codec.
     pub(crate) fn decode(frame: &'a [u8]) -> yuki_channel::Result<Push<'a>> {
         if let Some((0, rest)) = frame.split_first() {
-            if let Some((topic, rest)) = take_bytes(rest) {
-                if let Some((payload, [])) = take_bytes(rest) {
+            if let Some((topic, rest)) = codec::split_bytes(rest) {
+                if let Some((payload, [])) = codec::split_bytes(rest) {
                     return Ok(Push::Message { topic, payload });
                 }
             }
         }
         codec::decode_borrowed(frame)
     }
-}
-
-/// Splits a length-prefixed byte string, as the codec writes it, from what
-/// follows it. The length is a varint: one byte up to 250, else 251, 252 or
-/// 253 then 2, 4 or 8 little-endian bytes (in its shortest form).
-fn take_bytes(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (&first, rest) = bytes.split_first()?;
-    let (len, rest) = match first {
-        0..=250 => (u64::from(first), rest),
-        251 => {
-            let (n, rest) = rest.split_first_chunk::<2>()?;
-            (u64::from(u16::from_le_bytes(*n)), rest)
-        }
-        252 => {
-            let (n, rest) = rest.split_first_chunk::<4>()?;
-            (u64::from(u32::from_le_bytes(*n)), rest)
-        }
-        253 => {
-            let (n, rest) = rest.split_first_chunk::<8>()?;
-            (u64::from_le_bytes(*n), rest)
-        }
-        _ => return None,
-    };
-    let shortest = match first {
-        251 => len >= 251,
-        252 => len > u64::from(u16::MAX),
-        253 => len > u64::from(u32::MAX),
-        _ => true,
-    };
-    let len = usize::try_from(len)
-        .ok()
-        .filter(|&n| shortest && n <= rest.len())?;
-    Some(rest.split_at(len))
 }
 
 #[cfg(test)]
@@ -167,31 +134,5 @@ mod tests {
         ));
         assert!(Push::decode(b"").is_err());
         assert!(Push::decode(&[0, 255]).is_err());
-    }
-
-    #[test]
-    fn lengths_are_read_in_every_form_and_only_the_shortest() {
-        assert_eq!(take_bytes(&[2, 7, 8, 9]), Some((&[7, 8][..], &[9][..])));
-        assert_eq!(take_bytes(&[3, 7, 8]), None);
-        assert_eq!(take_bytes(&[]), None);
-        let long = vec![1u8; 70_000];
-        let mut two = vec![251, 0xfb, 0x00];
-        two.extend_from_slice(&long[..251]);
-        assert_eq!(
-            take_bytes(&two).map(|(b, r)| (b.len(), r.len())),
-            Some((251, 0))
-        );
-        let mut four = vec![252];
-        four.extend_from_slice(&70_000u32.to_le_bytes());
-        four.extend_from_slice(&long);
-        assert_eq!(take_bytes(&four).map(|(b, _)| b.len()), Some(70_000));
-        let mut eight = vec![253];
-        eight.extend_from_slice(&(1u64 << 33).to_le_bytes());
-        assert_eq!(take_bytes(&eight), None);
-        // Longer forms than needed, and unknown markers, are left to the codec.
-        assert_eq!(take_bytes(&[251, 1, 0, 9]), None);
-        assert_eq!(take_bytes(&[252, 1, 0, 0, 0, 9]), None);
-        assert_eq!(take_bytes(&[253, 1, 0, 0, 0, 0, 0, 0, 0, 9]), None);
-        assert_eq!(take_bytes(&[254, 0]), None);
     }
 }
