@@ -1,6 +1,11 @@
 //! In-thread `Channel<T>` against bare crossbeam-channel: one-way throughput
 //! and the ping-pong round trip between two threads.
 //!
+//! Both threads of every run have a core of their own (the caller core 0,
+//! the other core 1), for ours and crossbeam alike: left to the scheduler,
+//! a run's two threads share a core in some runs and not in others, which
+//! moves the figure more than what is measured.
+//!
 //! Ours and the floor run alternately, several rounds each, and the best
 //! round of each is reported: on a shared machine the best round is the one
 //! least disturbed by others. Every round is capped by time and the rounds
@@ -14,6 +19,7 @@ use std::sync::Arc;
 
 use yuki_channel::{Channel, InThreadTransport, Transport};
 
+use crate::bench::placement;
 use crate::bench::timing::mops;
 use crate::report::{Better, Line, Report};
 
@@ -72,7 +78,7 @@ const CLOCK_EVERY: u64 = 1024;
 fn one_way<P: Pipe>(n: u64, cap: Duration) -> f64 {
     let (tx, rx) = P::make();
     let start = Instant::now();
-    let consumer = thread::spawn(move || {
+    let consumer = spawn_peer(move || {
         let mut got = 0u64;
         while rx.take() != STOP {
             got += 1;
@@ -104,7 +110,7 @@ fn send_until(n: u64, deadline: Instant, mut send: impl FnMut(u64)) -> u64 {
 fn ping_pong<P: Pipe>(n: u64, cap: Duration) -> f64 {
     let (ping_tx, ping_rx) = P::make();
     let (pong_tx, pong_rx) = P::make();
-    let echo = thread::spawn(move || {
+    let echo = spawn_peer(move || {
         loop {
             let v = ping_rx.take();
             if v == STOP {
@@ -135,7 +141,7 @@ fn hosted_one_way(n: u64, cap: Duration) -> f64 {
     let tx = Channel::<u64>::open(&main, "bench").expect("open in main");
     let rx = Channel::<u64>::open(&child, "bench").expect("open in the child");
     let start = Instant::now();
-    let consumer = thread::spawn(move || {
+    let consumer = spawn_peer(move || {
         let mut got = 0u64;
         while rx.recv().expect("open channel") != STOP {
             got += 1;
@@ -147,6 +153,61 @@ fn hosted_one_way(n: u64, cap: Duration) -> f64 {
     let got = consumer.join().expect("consumer thread");
     assert_eq!(got, sent, "every item arrives once");
     mops(sent, start.elapsed())
+}
+
+/// The core of the thread that calls [`run`], and of the other thread of
+/// each run, when pinning works.
+const CALLER_CORE: usize = 0;
+const PEER_CORE: usize = 1;
+
+/// Whether this area's threads are pinned (set once by [`run`]).
+static PINNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Spawns the other thread of a run, on [`PEER_CORE`] when the area is
+/// pinned.
+fn spawn_peer<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> thread::JoinHandle<R> {
+    let pinned = PINNED.load(std::sync::atomic::Ordering::Relaxed);
+    thread::spawn(move || {
+        if pinned {
+            // Pinning worked for this core in `run`; should it fail now,
+            // the run is merely unpinned.
+            let _ = placement::pin_thread(Some(PEER_CORE));
+        }
+        f()
+    })
+}
+
+/// Pins the calling thread to [`CALLER_CORE`] and the peers to
+/// [`PEER_CORE`] while it lives, if both cores can be pinned; restores the
+/// caller's CPUs when dropped.
+struct Pinned(bool);
+
+impl Pinned {
+    fn new() -> Pinned {
+        let peer_ok = || {
+            thread::spawn(|| placement::pin_thread(Some(PEER_CORE)).is_ok())
+                .join()
+                .unwrap_or(false)
+        };
+        let ok = placement::pin_thread(Some(CALLER_CORE)).is_ok() && peer_ok();
+        if !ok {
+            let _ = placement::pin_thread(None);
+        }
+        PINNED.store(ok, std::sync::atomic::Ordering::Relaxed);
+        Pinned(ok)
+    }
+
+    /// How the figures' names say where the threads ran.
+    fn label(&self) -> &'static str {
+        if self.0 { "cores 0/1" } else { "unpinned" }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        PINNED.store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = placement::pin_thread(None);
+    }
 }
 
 /// Runs `ours` and `floor` in alternating rounds, taking turns to go
@@ -194,6 +255,8 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     } else {
         (25, 2_000_000, 200_000, Duration::from_secs(12))
     };
+    let pinned = Pinned::new();
+    let place = pinned.label();
     let (ours, floor) = alternate(
         rounds,
         budget,
@@ -203,7 +266,7 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     );
     report.add(
         Line::new(
-            "in-thread Channel<u64> one-way",
+            format!("in-thread Channel<u64> one-way, {place}"),
             "M msgs/s",
             ours,
             Better::Higher,
@@ -220,7 +283,7 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     );
     report.add(
         Line::new(
-            "in-thread Channel<u64> ping-pong",
+            format!("in-thread Channel<u64> ping-pong, {place}"),
             "us",
             ours,
             Better::Lower,
@@ -237,7 +300,7 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     );
     report.add(
         Line::new(
-            "hosted Channel<u64> main->child, in-thread",
+            format!("hosted Channel<u64> main->child, in-thread, {place}"),
             "M msgs/s",
             hosted,
             Better::Higher,
