@@ -47,8 +47,23 @@ type Get = fn(&Store, &str);
 /// The same read from the bare map.
 type BareGet = fn(&Bare, &str);
 
-/// Runs `op` for `ops` steps on each of `threads` threads at once; M ops/s in total.
-fn throughput(threads: usize, ops: usize, op: impl Fn(usize, usize) + Sync) -> f64 {
+/// Whether thread `t` of a [`throughput`] run can be pinned to core `t`, for
+/// `t` below `threads`: then the threads of a run never share a core, for
+/// the store and the bare map alike (left to the scheduler, two threads
+/// share one core in some runs and not in others).
+fn can_pin(threads: usize) -> bool {
+    std::thread::scope(|s| {
+        (0..threads)
+            .map(|t| s.spawn(move || placement::pin_thread(Some(t)).is_ok()))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .all(|h| h.join().unwrap_or(false))
+    })
+}
+
+/// Runs `op` for `ops` steps on each of `threads` threads at once (thread
+/// `t` on core `t` when `pinned`); M ops/s in total.
+fn throughput(threads: usize, pinned: bool, ops: usize, op: impl Fn(usize, usize) + Sync) -> f64 {
     let start = Barrier::new(threads + 1);
     let op = &op;
     let start = &start;
@@ -56,6 +71,10 @@ fn throughput(threads: usize, ops: usize, op: impl Fn(usize, usize) + Sync) -> f
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
+                    if pinned {
+                        // `can_pin` succeeded; a failure now only unpins the run.
+                        let _ = placement::pin_thread(Some(t));
+                    }
                     start.wait();
                     let begun = Instant::now();
                     for i in 0..ops {
@@ -109,6 +128,12 @@ fn main_process(report: &mut Report, quick: bool) {
     }
 
     for threads in [1, 2] {
+        let pinned = can_pin(threads);
+        let place = match (pinned, threads) {
+            (false, _) => "unpinned",
+            (true, 1) => "core 0",
+            (true, _) => "cores 0/1",
+        };
         let target = if threads == 1 {
             "<= 1.5x floor"
         } else {
@@ -117,7 +142,7 @@ fn main_process(report: &mut Report, quick: bool) {
         let mut add = |what: &str, (ours, floor): (f64, f64)| {
             report.add(
                 Line::new(
-                    format!("main {what}, {threads} thread(s)"),
+                    format!("main {what}, {threads} thread(s), {place}"),
                     "M ops/s",
                     ours,
                     Better::Higher,
@@ -155,19 +180,19 @@ fn main_process(report: &mut Report, quick: bool) {
             ),
         ];
         for (what, get, bare_get) in gets {
-            let ours = || throughput(threads, ops, |t, i| get(&store, w.key(t, i)));
-            let floor = || throughput(threads, ops, |t, i| bare_get(&bare, w.key(t, i)));
+            let ours = || throughput(threads, pinned, ops, |t, i| get(&store, w.key(t, i)));
+            let floor = || throughput(threads, pinned, ops, |t, i| bare_get(&bare, w.key(t, i)));
             add(what, best_pair(rounds, ours, floor));
         }
         let (ours, floor) = best_pair(
             rounds,
             || {
-                throughput(threads, ops, |t, i| {
+                throughput(threads, pinned, ops, |t, i| {
                     black_box(store.set(w.key(t, i), &w.value).is_ok());
                 })
             },
             || {
-                throughput(threads, ops, |t, i| {
+                throughput(threads, pinned, ops, |t, i| {
                     let key = w.key(t, i);
                     let value = codec::encode(&w.value).unwrap_or_default();
                     let mut map = bare.write().unwrap_or_else(|p| p.into_inner());
