@@ -15,12 +15,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
+use yuki_redis_link as link;
 
 use crate::error::{Error, Result};
 use crate::inbox::Envelope;
@@ -28,23 +29,17 @@ use crate::pattern::{Pattern, Segment};
 use crate::scratch::shared_topic;
 use crate::shared::Shared;
 
-/// The longest a blocking call waits for the runtime to answer; the
-/// connection's own time-outs normally end it much sooner.
-const CALL_LIMIT: Duration = Duration::from_secs(60);
-
-/// The runtime that drives every Redis connection of this process.
+/// The shared runtime; a failure to start it is this crate's `Spawn`.
 fn runtime() -> Result<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("yuki-pubsub-redis")
-                .enable_all()
-                .build()
-        })
-        .as_ref()
-        .map_err(|e| Error::Spawn(e.to_string()))
+    link::runtime().map_err(|e| Error::Spawn(e.to_string()))
+}
+
+/// The failure of a request to the server at `address`.
+fn failed(address: &str, failure: link::Failure) -> Error {
+    Error::Redis {
+        address: address.to_owned(),
+        reason: failure.to_string(),
+    }
 }
 
 /// Runs `future` on the Redis runtime and waits for it (from any thread,
@@ -53,16 +48,7 @@ fn block<T: Send + 'static>(
     address: &str,
     future: impl Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    runtime()?.spawn(async move {
-        let _ = tx.send(future.await);
-    });
-    rx.recv_timeout(CALL_LIMIT).unwrap_or_else(|_| {
-        Err(Error::Redis {
-            address: address.to_owned(),
-            reason: format!("no answer within {CALL_LIMIT:?}"),
-        })
-    })
+    link::block(future).map_err(|f| failed(address, f))?
 }
 
 /// Runs `future` on the Redis runtime; the result can be awaited from any
@@ -71,16 +57,8 @@ pub(crate) fn spawn<T: Send + 'static>(
     address: String,
     future: impl Future<Output = Result<T>> + Send + 'static,
 ) -> impl Future<Output = Result<T>> + Send + 'static {
-    let handle = runtime().map(|rt| rt.spawn(future));
-    async move {
-        match handle?.await {
-            Ok(result) => result,
-            Err(e) => Err(Error::Redis {
-                address,
-                reason: format!("the request was cancelled: {e}"),
-            }),
-        }
-    }
+    let spawned = link::spawn(future);
+    async move { spawned.await.map_err(|f| failed(&address, f))? }
 }
 
 /// How a yuki pattern is subscribed in Redis.
@@ -192,34 +170,10 @@ impl Pusher {
     }
 }
 
-/// Escapes the characters Redis globs treat specially.
-fn escape_glob(text: &str, out: &mut Vec<u8>) {
-    for b in text.bytes() {
-        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\' | b'^') {
-            out.push(b'\\');
-        }
-        out.push(b);
-    }
-}
-
 impl Link {
     /// Connects to the Redis server at `url`, keeping channel names under
     /// `namespace`.
     pub(crate) fn connect(url: &str, namespace: &str, shared: &Arc<Shared>) -> Result<Link> {
-        let bad = |reason: String| Error::Redis {
-            address: url.to_owned(),
-            reason,
-        };
-        let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
-            .map_err(|e| bad(format!("not a valid Redis URL: {e}")))?;
-        let address = info.addr().to_string();
-        // Subscriptions share the command connection, which RESP3 allows.
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(|e| bad(e.to_string()))?;
         let routes = Arc::new(Mutex::new(Routes::default()));
         let lost = Arc::new(tokio::sync::Notify::new());
         let pusher = Pusher {
@@ -228,23 +182,8 @@ impl Link {
             namespace: namespace.as_bytes().to_vec(),
             lost: lost.clone(),
         };
-        let config = ConnectionManagerConfig::new()
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_secs(2))
-            .set_number_of_retries(6)
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_push_sender(pusher)
-            .set_automatic_resubscription();
-        let at = address.clone();
-        let conn = block(&address, async move {
-            ConnectionManager::new_with_config(client, config)
-                .await
-                .map_err(|e| Error::Redis {
-                    address: at,
-                    reason: e.to_string(),
-                })
-        })?;
+        let link::Link { address, conn } =
+            link::connect(url, |_| pusher).map_err(|e| failed(&e.address, e.failure))?;
         let (ops, rx) = mpsc::unbounded_channel();
         runtime()?.spawn(run_ops(conn.clone(), address.clone(), rx, lost));
         Ok(Link {
@@ -276,14 +215,14 @@ impl Link {
 
     fn key(&self, pattern: &Pattern) -> Key {
         let mut out = Vec::new();
-        escape_glob(&self.namespace, &mut out);
+        link::escape_glob(&self.namespace, &mut out);
         let mut wild = false;
         for (i, segment) in pattern.segments().enumerate() {
             if i > 0 {
                 out.push(b'.');
             }
             match segment {
-                Segment::Literal(lit) => escape_glob(lit, &mut out),
+                Segment::Literal(lit) => link::escape_glob(lit, &mut out),
                 Segment::One | Segment::Rest => {
                     wild = true;
                     out.push(b'*');
@@ -455,7 +394,7 @@ mod tests {
         let err = Link::connect("nonsense://x", "", &shared).unwrap_err();
         assert!(err.to_string().contains("nonsense://x"), "{err}");
         let mut out = Vec::new();
-        escape_glob("a*b?[c]\\^", &mut out);
+        link::escape_glob("a*b?[c]\\^", &mut out);
         assert_eq!(out, b"a\\*b\\?\\[c\\]\\\\\\^");
     }
 }

@@ -22,21 +22,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
 use serde_bytes::Bytes;
 use yuki_channel::codec;
+use yuki_redis_link as link;
 
 use crate::error::{Error, Result};
 use crate::protocol::{Failure, Op, Reply, Request};
 use crate::watch::{Change, Inbox, Watch};
-
-/// The longest a blocking call waits for the runtime to answer; the
-/// connection's own time-outs normally end it much sooner.
-const CALL_LIMIT: Duration = Duration::from_secs(60);
 
 /// Keys `SCAN` asks for per round and `clear` deletes per script.
 const CHUNK: usize = 512;
@@ -44,18 +40,12 @@ const CHUNK: usize = 512;
 /// The namespace of [`Store::redis`](crate::Store::redis).
 pub const DEFAULT_NAMESPACE: &str = "yuki:";
 
-fn runtime() -> Result<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("yuki-store-redis")
-                .enable_all()
-                .build()
-        })
-        .as_ref()
-        .map_err(|e| Error::Protocol(format!("cannot start the Redis runtime: {e}")))
+/// The failure of a request to the server at `address`.
+fn failed(address: &str, failure: link::Failure) -> Error {
+    Error::Redis {
+        address: address.to_owned(),
+        reason: failure.to_string(),
+    }
 }
 
 /// Runs `future` on the Redis runtime and waits for it.
@@ -63,16 +53,17 @@ fn block<T: Send + 'static>(
     address: &str,
     future: impl Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    runtime()?.spawn(async move {
-        let _ = tx.send(future.await);
-    });
-    rx.recv_timeout(CALL_LIMIT).unwrap_or_else(|_| {
-        Err(Error::Redis {
-            address: address.to_owned(),
-            reason: format!("no answer within {CALL_LIMIT:?}"),
-        })
-    })
+    link::block(future).map_err(|f| failed(address, f))?
+}
+
+/// The shared runtime, for requests awaited from any executor.
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    link::runtime().map_err(|e| Error::Protocol(e.to_string()))
+}
+
+/// A request's task that ended before it finished.
+fn cancelled(address: &str, e: tokio::task::JoinError) -> Error {
+    failed(address, link::Failure::Cancelled(e.to_string()))
 }
 
 /// What one request asks Redis, owned so it can travel to the runtime.
@@ -224,53 +215,15 @@ fn fail(address: &str, e: redis::RedisError) -> Error {
     }
 }
 
-/// Escapes the characters Redis globs treat specially.
-fn escape_glob(text: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len() + 1);
-    for b in text.bytes() {
-        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\' | b'^') {
-            out.push(b'\\');
-        }
-        out.push(b);
-    }
-    out
-}
-
 impl Redis {
     /// Connects to the Redis server at `url`, keeping keys under `namespace`.
     pub(crate) fn connect(url: &str, namespace: &str, watch_capacity: usize) -> Result<Redis> {
-        let bad = |reason: String| Error::Redis {
-            address: url.to_owned(),
-            reason,
-        };
-        let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
-            .map_err(|e| bad(format!("not a valid Redis URL: {e}")))?;
-        let address = info.addr().to_string();
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(|e| bad(e.to_string()))?;
         let watches = Arc::new(Watches::default());
-        let pusher = Pusher {
+        let link::Link { address, conn } = link::connect(url, |address| Pusher {
             watches: Arc::downgrade(&watches),
-            address: address.clone(),
-        };
-        let config = ConnectionManagerConfig::new()
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_secs(2))
-            .set_number_of_retries(6)
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_push_sender(pusher)
-            .set_automatic_resubscription();
-        let at = address.clone();
-        let conn = block(&address, async move {
-            ConnectionManager::new_with_config(client, config)
-                .await
-                .map_err(|e| fail(&at, e))
-        })?;
+            address: address.to_owned(),
+        })
+        .map_err(|e| failed(&e.address, e.failure))?;
         let mut channel = namespace.as_bytes().to_vec();
         channel.extend_from_slice(b"\0watch");
         Ok(Redis {
@@ -384,15 +337,7 @@ impl Redis {
             .plan(request)
             .and_then(|plan| Ok(runtime()?.spawn(self.run(plan))));
         async move {
-            let owned = match spawned?.await {
-                Ok(result) => result?,
-                Err(e) => {
-                    return Err(Error::Redis {
-                        address,
-                        reason: format!("the request was cancelled: {e}"),
-                    });
-                }
-            };
+            let owned = spawned?.await.map_err(|e| cancelled(&address, e))??;
             finish(owned, parse)
         }
     }
@@ -501,10 +446,7 @@ impl Redis {
         };
         let done = match runtime()?.spawn(subscribe).await {
             Ok(done) => done,
-            Err(e) => Err(Error::Redis {
-                address: self.address.clone(),
-                reason: format!("the request was cancelled: {e}"),
-            }),
+            Err(e) => Err(cancelled(&self.address, e)),
         };
         match done {
             Ok(()) => Ok(watch),
@@ -596,7 +538,8 @@ impl Ctx<'_> {
     /// The keys of the namespace that start with `prefix`, without the
     /// namespace, by `SCAN`.
     async fn scan(&self, conn: &mut ConnectionManager, prefix: &str) -> Result<Vec<String>> {
-        let mut pattern = escape_glob(&format!("{}{prefix}", self.namespace));
+        let mut pattern = Vec::new();
+        link::escape_glob(&format!("{}{prefix}", self.namespace), &mut pattern);
         pattern.push(b'*');
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
