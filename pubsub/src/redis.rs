@@ -34,33 +34,6 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     link::runtime().map_err(|e| Error::Spawn(e.to_string()))
 }
 
-/// The failure of a request to the server at `address`.
-fn failed(address: &str, failure: link::Failure) -> Error {
-    Error::Redis {
-        address: address.to_owned(),
-        reason: failure.to_string(),
-    }
-}
-
-/// Runs `future` on the Redis runtime and waits for it (from any thread,
-/// inside a runtime or not).
-fn block<T: Send + 'static>(
-    address: &str,
-    future: impl Future<Output = Result<T>> + Send + 'static,
-) -> Result<T> {
-    link::block(future).map_err(|f| failed(address, f))?
-}
-
-/// Runs `future` on the Redis runtime; the result can be awaited from any
-/// executor.
-pub(crate) fn spawn<T: Send + 'static>(
-    address: String,
-    future: impl Future<Output = Result<T>> + Send + 'static,
-) -> impl Future<Output = Result<T>> + Send + 'static {
-    let spawned = link::spawn(future);
-    async move { spawned.await.map_err(|f| failed(&address, f))? }
-}
-
 /// How a yuki pattern is subscribed in Redis.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Key {
@@ -182,8 +155,7 @@ impl Link {
             namespace: namespace.as_bytes().to_vec(),
             lost: lost.clone(),
         };
-        let link::Link { address, conn } =
-            link::connect(url, |_| pusher).map_err(|e| failed(&e.address, e.failure))?;
+        let link::Link { address, conn } = link::connect(url, |_| pusher)?;
         let (ops, rx) = mpsc::unbounded_channel();
         runtime()?.spawn(run_ops(conn.clone(), address.clone(), rx, lost));
         Ok(Link {
@@ -260,7 +232,7 @@ impl Link {
     }
 
     pub(crate) fn publish_blocking(&self, topic: &str, payloads: Vec<Vec<u8>>) -> Result<usize> {
-        block(&self.address, self.publish(topic, payloads))
+        link::block(&self.address, self.publish(topic, payloads))?
     }
 
     pub(crate) fn publish_spawned(
@@ -268,7 +240,8 @@ impl Link {
         topic: &str,
         payloads: Vec<Vec<u8>>,
     ) -> impl Future<Output = Result<usize>> + Send + 'static {
-        spawn(self.address.clone(), self.publish(topic, payloads))
+        let spawned = link::spawn(self.address.clone(), self.publish(topic, payloads));
+        async move { spawned.await? }
     }
 
     /// Adds an inbox on `pattern`: subscribes in Redis if it is the first
@@ -298,9 +271,10 @@ impl Link {
         };
         let address = self.address.clone();
         let done = match sent {
-            Ok(()) => block(&self.address, async move {
+            Ok(()) => link::block(&self.address, async move {
                 rx.await.unwrap_or_else(|_| Err(stopped(address)))
-            }),
+            })
+            .unwrap_or_else(|e| Err(e.into())),
             Err(_) => Err(stopped(address)),
         };
         if done.is_err() {

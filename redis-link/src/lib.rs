@@ -15,7 +15,7 @@
 //!     |_push: redis::PushInfo| Ok::<(), redis::aio::SendError>(())
 //! })?;
 //! let mut conn = link.conn.clone();
-//! let pong: String = yuki_redis_link::block(async move {
+//! let pong: String = yuki_redis_link::block(&link.address, async move {
 //!     redis::cmd("PING").query_async(&mut conn).await
 //! })??;
 //! assert_eq!(pong, "PONG");
@@ -62,10 +62,11 @@ pub enum Failure {
     Cancelled(String),
 }
 
-/// A failure to connect, naming the server.
+/// A [`Failure`] and the server it concerns; each backend turns it into its
+/// own error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("Redis at {address}: {failure}")]
-pub struct ConnectError {
+pub struct LinkError {
     /// The server's address, or the URL as given when it is malformed.
     pub address: String,
     /// What went wrong.
@@ -88,26 +89,49 @@ pub fn runtime() -> Result<&'static tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::Runtime(e.to_string()))
 }
 
-/// Runs `future` on the runtime and waits for it, for at most
-/// [`CALL_LIMIT`], from any thread (inside a runtime or not).
-pub fn block<T: Send + 'static>(
-    future: impl Future<Output = T> + Send + 'static,
-) -> Result<T, Failure> {
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    runtime()?.spawn(async move {
-        let _ = tx.send(future.await);
-    });
-    rx.recv_timeout(CALL_LIMIT)
-        .map_err(|_| Failure::NoAnswer(CALL_LIMIT))
+impl LinkError {
+    /// `failure` at the server `address`.
+    pub fn new(address: &str, failure: Failure) -> LinkError {
+        LinkError {
+            address: address.to_owned(),
+            failure,
+        }
+    }
 }
 
-/// Runs `future` on the runtime; the result can be awaited from any
-/// executor.
-pub fn spawn<T: Send + 'static>(
+/// Runs `future`, a request to the server at `address`, on the runtime and
+/// waits for it, for at most [`CALL_LIMIT`], from any thread (inside a
+/// runtime or not).
+pub fn block<T: Send + 'static>(
+    address: &str,
     future: impl Future<Output = T> + Send + 'static,
-) -> impl Future<Output = Result<T, Failure>> + Send + 'static {
+) -> Result<T, LinkError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime()
+        .map_err(|f| LinkError::new(address, f))?
+        .spawn(async move {
+            let _ = tx.send(future.await);
+        });
+    rx.recv_timeout(CALL_LIMIT)
+        .map_err(|_| LinkError::new(address, Failure::NoAnswer(CALL_LIMIT)))
+}
+
+/// Runs `future`, a request to the server at `address`, on the runtime;
+/// the result can be awaited from any executor.
+pub fn spawn<T: Send + 'static>(
+    address: String,
+    future: impl Future<Output = T> + Send + 'static,
+) -> impl Future<Output = Result<T, LinkError>> + Send + 'static {
     let handle = runtime().map(|rt| rt.spawn(future));
-    async move { handle?.await.map_err(|e| Failure::Cancelled(e.to_string())) }
+    async move {
+        let fail = |failure| LinkError { address, failure };
+        match handle {
+            Ok(handle) => handle
+                .await
+                .map_err(|e| fail(Failure::Cancelled(e.to_string()))),
+            Err(failure) => Err(fail(failure)),
+        }
+    }
 }
 
 /// A connection to one Redis server.
@@ -133,17 +157,11 @@ impl std::fmt::Debug for Link {
 pub fn connect<P: AsyncPushSender>(
     url: &str,
     pushes: impl FnOnce(&str) -> P,
-) -> Result<Link, ConnectError> {
+) -> Result<Link, LinkError> {
     let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(url)
-        .map_err(|e| ConnectError {
-            address: url.to_owned(),
-            failure: Failure::BadUrl(e.to_string()),
-        })?;
+        .map_err(|e| LinkError::new(url, Failure::BadUrl(e.to_string())))?;
     let address = info.addr().to_string();
-    let fail = |failure: Failure| ConnectError {
-        address: address.clone(),
-        failure,
-    };
+    let fail = |failure: Failure| LinkError::new(&address, failure);
     // Subscriptions share the command connection, which RESP3 allows.
     let settings = info
         .redis_settings()
@@ -159,8 +177,7 @@ pub fn connect<P: AsyncPushSender>(
         .set_response_timeout(Some(Duration::from_secs(10)))
         .set_push_sender(pushes(&address))
         .set_automatic_resubscription();
-    let conn = block(ConnectionManager::new_with_config(client, config))
-        .map_err(fail)?
+    let conn = block(&address, ConnectionManager::new_with_config(client, config))?
         .map_err(|e| fail(Failure::Connect(e.to_string())))?;
     Ok(Link { address, conn })
 }
@@ -201,8 +218,8 @@ mod tests {
 
     #[test]
     fn futures_run_on_the_runtime_from_any_thread() {
-        assert_eq!(block(async { 7 }), Ok(7));
-        let spawned = spawn(async { 8 });
-        assert_eq!(block(spawned), Ok(Ok(8)));
+        assert_eq!(block("here", async { 7 }), Ok(7));
+        let spawned = spawn("here".to_owned(), async { 8 });
+        assert_eq!(block("here", spawned), Ok(Ok(8)));
     }
 }

@@ -131,6 +131,16 @@ pub enum Error {
     Transport(yuki_channel::Error),
 }
 
+#[cfg(feature = "redis")]
+impl From<yuki_redis_link::LinkError> for Error {
+    fn from(e: yuki_redis_link::LinkError) -> Error {
+        Error::Redis {
+            address: e.address,
+            reason: e.failure.to_string(),
+        }
+    }
+}
+
 impl From<yuki_channel::Error> for Error {
     fn from(e: yuki_channel::Error) -> Error {
         match e {

@@ -40,22 +40,6 @@ const CHUNK: usize = 512;
 /// The namespace of [`Store::redis`](crate::Store::redis).
 pub const DEFAULT_NAMESPACE: &str = "yuki:";
 
-/// The failure of a request to the server at `address`.
-fn failed(address: &str, failure: link::Failure) -> Error {
-    Error::Redis {
-        address: address.to_owned(),
-        reason: failure.to_string(),
-    }
-}
-
-/// Runs `future` on the Redis runtime and waits for it.
-fn block<T: Send + 'static>(
-    address: &str,
-    future: impl Future<Output = Result<T>> + Send + 'static,
-) -> Result<T> {
-    link::block(future).map_err(|f| failed(address, f))?
-}
-
 /// The shared runtime, for requests awaited from any executor.
 fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     link::runtime().map_err(|e| Error::Protocol(e.to_string()))
@@ -63,7 +47,7 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
 
 /// A request's task that ended before it finished.
 fn cancelled(address: &str, e: tokio::task::JoinError) -> Error {
-    failed(address, link::Failure::Cancelled(e.to_string()))
+    link::LinkError::new(address, link::Failure::Cancelled(e.to_string())).into()
 }
 
 /// What one request asks Redis, owned so it can travel to the runtime.
@@ -222,8 +206,7 @@ impl Redis {
         let link::Link { address, conn } = link::connect(url, |address| Pusher {
             watches: Arc::downgrade(&watches),
             address: address.to_owned(),
-        })
-        .map_err(|e| failed(&e.address, e.failure))?;
+        })?;
         let mut channel = namespace.as_bytes().to_vec();
         channel.extend_from_slice(b"\0watch");
         Ok(Redis {
@@ -319,7 +302,7 @@ impl Redis {
         parse: impl FnOnce(Reply<'_>) -> Result<R>,
     ) -> Result<R> {
         let run = self.run(self.plan(request)?);
-        finish(block(&self.address, run)?, parse)
+        finish(link::block(&self.address, run)??, parse)
     }
 
     /// The async form of [`Redis::request`].
@@ -431,10 +414,12 @@ impl Redis {
         let (id, watch) = self.open_watch(prefix);
         match self.subscribed() {
             None => Ok(watch),
-            Some(subscribe) => match block(&self.address, subscribe) {
-                Ok(()) => Ok(watch),
-                Err(e) => Err(self.drop_watch(id, e)),
-            },
+            Some(subscribe) => {
+                match link::block(&self.address, subscribe).unwrap_or_else(|e| Err(e.into())) {
+                    Ok(()) => Ok(watch),
+                    Err(e) => Err(self.drop_watch(id, e)),
+                }
+            }
         }
     }
 
