@@ -12,7 +12,8 @@ use yuki_channel::codec::{self, Frames};
 use yuki_channel::{Error, PeerEvent, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Result};
 
 use crate::main_side::read;
-use crate::outbound::{Outbound, Refused};
+use crate::outbound::{Outbound, Refused, Tx};
+use crate::pipe::{self, PipeError, Reader, Region, Way};
 use crate::spin::Spin;
 use crate::wire::{self, Control, Failure, Frame};
 
@@ -158,7 +159,7 @@ pub(crate) struct ChildLink {
     out: Outbound,
     /// The link from main, with its polling state (per link: every
     /// reader takes the lock).
-    down: Mutex<(IpcBytesReceiver, Spin)>,
+    down: Mutex<(Reader, Spin)>,
     pending: Mutex<Pending>,
     /// Wakes the background reader when the link is free to read.
     free: Condvar,
@@ -174,17 +175,19 @@ impl ChildLink {
         peer: PeerId,
         name: String,
         max_frame: usize,
+        region: Arc<Region>,
         up: IpcBytesSender,
         down: IpcBytesReceiver,
         when_gone: WhenMainGone,
         spin: Duration,
     ) -> std::io::Result<Arc<ChildLink>> {
+        let reader = region.reader(Way::Down, pipe::message_limit(max_frame));
         let link = Arc::new(ChildLink {
             peer,
             name,
             max_frame,
-            out: Outbound::new(up),
-            down: Mutex::new((down, Spin::new(spin))),
+            out: Outbound::new(Tx::new(region.writer(Way::Up), up)),
+            down: Mutex::new((reader, Spin::new(spin))),
             pending: Mutex::default(),
             free: Condvar::new(),
             next_id: AtomicU64::new(1),
@@ -196,6 +199,9 @@ impl ChildLink {
         std::thread::Builder::new()
             .name("yuki-out".into())
             .spawn(move || writer.out.run_writer())?;
+        std::thread::Builder::new()
+            .name("yuki-alive".into())
+            .spawn(move || pipe::watch(&down, &region))?;
         let reader = link.clone();
         std::thread::Builder::new()
             .name("yuki-link".into())
@@ -486,8 +492,13 @@ impl ChildLink {
         };
         let message = match received {
             Ok(m) => m,
-            Err(e) => {
-                self.main_gone(format!("main is gone ({e:?})"), false);
+            Err(PipeError::Closed) => {
+                self.main_gone("main is gone (the link closed)".into(), false);
+                return false;
+            }
+            Err(PipeError::Corrupt(why)) => {
+                tracing::warn!(reason = %why, "main broke the link's shared memory; closing the link");
+                self.main_gone(format!("the link to main broke: {why}"), false);
                 return false;
             }
         };

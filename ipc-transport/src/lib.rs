@@ -62,9 +62,11 @@
 
 mod child_side;
 mod error;
+mod futex;
 mod main_side;
 mod node;
 mod outbound;
+mod pipe;
 mod rendezvous;
 mod spin;
 mod supervise;

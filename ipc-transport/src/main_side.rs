@@ -10,7 +10,8 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use yuki_channel::codec::{self, Frames};
 use yuki_channel::{Error, PeerEvent, PeerEventHandler, PeerId, PushHandler, Result, Service};
 
-use crate::outbound::{Outbound, Refused};
+use crate::outbound::{Outbound, Refused, Tx};
+use crate::pipe::{self, PipeError, Reader, Region, Way};
 use crate::spin::Spin;
 use crate::wire::{self, Control, Failure, Frame};
 
@@ -138,14 +139,16 @@ impl Hub {
         self: &Arc<Hub>,
         peer: PeerId,
         name: &str,
+        region: Arc<Region>,
         up: IpcBytesReceiver,
         down: IpcBytesSender,
         kill: Option<KillHook>,
     ) -> Result<Arc<Link>> {
+        let mut reader = region.reader(Way::Up, pipe::message_limit(self.max_frame));
         let link = Arc::new(Link {
             peer,
             name: name.to_owned(),
-            out: Outbound::new(down),
+            out: Outbound::new(Tx::new(region.writer(Way::Down), down)),
             dead: AtomicBool::new(false),
             left: Mutex::new(false),
             kill: Mutex::new(kill),
@@ -156,10 +159,15 @@ impl Hub {
             .name(format!("yuki-out-{peer}"))
             .spawn(move || writer.out.run_writer())
             .and_then(|_| {
-                let (hub, reader) = (self.clone(), link.clone());
+                std::thread::Builder::new()
+                    .name(format!("yuki-alive-{peer}"))
+                    .spawn(move || pipe::watch(&up, &region))
+            })
+            .and_then(|_| {
+                let (hub, serving) = (self.clone(), link.clone());
                 std::thread::Builder::new()
                     .name(format!("yuki-link-{peer}"))
-                    .spawn(move || serve_link(&hub, &reader, &up))
+                    .spawn(move || serve_link(&hub, &serving, &mut reader))
             });
         if let Err(e) = spawned {
             self.disconnect(&link, &format!("cannot start its link threads: {e}"));
@@ -342,7 +350,7 @@ const INLINE_REPLY: usize = 16 << 10;
 
 /// Reads one child's link until it closes: runs each call inline and sends
 /// the replies of the messages that were waiting together.
-fn serve_link(hub: &Hub, link: &Link, up: &IpcBytesReceiver) {
+fn serve_link(hub: &Hub, link: &Link, up: &mut Reader) {
     let mut serving = Serving {
         hub,
         link,
@@ -364,9 +372,12 @@ fn serve_link(hub: &Hub, link: &Link, up: &IpcBytesReceiver) {
         // is busy, and its next request is likely close behind.
         let mut message = match spin.recv(up, !std::mem::take(&mut first)) {
             Ok(m) => m,
-            Err(e) => {
-                hub.disconnect(link, &format!("the child closed its link ({e:?})"));
+            Err(PipeError::Closed) => {
+                hub.disconnect(link, "the child closed its link");
                 return;
+            }
+            Err(PipeError::Corrupt(why)) => {
+                return hub.violation(link, format!("broke the link's shared memory: {why}"));
             }
         };
         if link.is_dead() {
@@ -387,9 +398,10 @@ fn serve_link(hub: &Hub, link: &Link, up: &IpcBytesReceiver) {
                 break;
             }
             looked = true;
+            // An error shows again in the next receive, after these replies.
             match up.try_recv() {
-                Ok(m) => message = m,
-                Err(_) => {
+                Ok(Some(m)) => message = m,
+                Ok(None) | Err(_) => {
                     busy = false;
                     break;
                 }

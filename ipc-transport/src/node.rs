@@ -157,6 +157,7 @@ impl NodeBuilder {
             PeerId(joined.peer),
             joined.name.clone(),
             joined.max_frame,
+            joined.region,
             joined.up,
             joined.down,
             self.when_main_gone,

@@ -1,5 +1,5 @@
 //! The outgoing half of a link: a buffer many threads append frames to,
-//! sent as one ipc message by whoever finds it non-empty.
+//! sent as one message down the link's pipe by whoever finds it non-empty.
 //!
 //! At most one thread sends at a time. A thread that appends while another
 //! sends does not wait: the sender loops and takes what was appended, so
@@ -9,10 +9,12 @@
 //! large backlog); callers that must never block (pushes, pipelined calls)
 //! leave the send to the link's writer thread ([`Outbound::kick`]).
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::IpcBytesSender;
+
+use crate::pipe::{PipeError, Region, Writer};
 
 /// Buffers larger than this are not kept for reuse after a send.
 const KEEP_CAPACITY: usize = 1 << 20;
@@ -21,7 +23,37 @@ pub(crate) struct Outbound {
     state: Mutex<State>,
     /// Wakes the writer thread.
     wake: Condvar,
-    tx: Mutex<Option<IpcBytesSender>>,
+    tx: Mutex<Option<Tx>>,
+    /// Closed with the link, which wakes a send stuck on a full pipe.
+    region: Arc<Region>,
+}
+
+/// What a link end sends with.
+pub(crate) struct Tx {
+    pipe: Writer,
+    /// Never written to: the other side watches its receiving end, which
+    /// fails when this is dropped or this process ends.
+    _alive: IpcBytesSender,
+}
+
+impl Tx {
+    pub(crate) fn new(pipe: Writer, alive: IpcBytesSender) -> Tx {
+        Tx {
+            pipe,
+            _alive: alive,
+        }
+    }
+
+    fn send(&mut self, message: &[u8]) -> bool {
+        match self.pipe.send(message) {
+            Ok(()) => true,
+            Err(PipeError::Closed) => false,
+            Err(PipeError::Corrupt(why)) => {
+                tracing::warn!(%why, "the other side broke the link's shared memory; closing the link");
+                false
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -45,10 +77,11 @@ pub(crate) enum Refused {
 }
 
 impl Outbound {
-    pub(crate) fn new(tx: IpcBytesSender) -> Outbound {
+    pub(crate) fn new(tx: Tx) -> Outbound {
         Outbound {
             state: Mutex::default(),
             wake: Condvar::new(),
+            region: tx.pipe.region().clone(),
             tx: Mutex::new(Some(tx)),
         }
     }
@@ -137,8 +170,8 @@ impl Outbound {
             let spare = std::mem::take(&mut st.spare);
             let mut data = std::mem::replace(&mut st.buf, spare);
             drop(st);
-            let sent = match &*self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
-                Some(tx) => tx.send(&data).is_ok(),
+            let sent = match &mut *self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
+                Some(tx) => tx.send(&data),
                 None => false,
             };
             data.clear();
@@ -182,14 +215,16 @@ impl Outbound {
         }
     }
 
-    /// Closes the link: later appends fail, the writer thread ends, and the
-    /// sender is dropped so the other side sees the link close.
+    /// Closes the link: later appends fail, the writer thread ends, both
+    /// sides' pipes close, and the sender is dropped so the other side
+    /// sees the link close.
     pub(crate) fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
         st.buf = Vec::new();
         let sending = st.sending;
         drop(st);
+        self.region.close();
         self.wake.notify_all();
         if !sending {
             // A sender in progress holds `tx`; it drops it when it sees `closed`.

@@ -12,6 +12,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
@@ -19,6 +20,7 @@ use ipc_channel::TryRecvError;
 use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
 
 use crate::error::{Error, Result};
+use crate::pipe::Region;
 use crate::wire::{Bootstrap, Hello, Welcome};
 
 /// A one-shot server waiting, on its own thread, for one child.
@@ -110,6 +112,7 @@ pub(crate) struct Joined {
     pub(crate) peer: u64,
     pub(crate) name: String,
     pub(crate) max_frame: usize,
+    pub(crate) region: Arc<Region>,
     pub(crate) up: ipc::IpcBytesSender,
     pub(crate) down: ipc::IpcBytesReceiver,
 }
@@ -125,10 +128,12 @@ pub(crate) fn join(value: &str, timeout: Duration) -> Result<Joined> {
     let (down_tx, down) = ipc::bytes_channel().map_err(|e| Error::os("creating the link", e))?;
     let (welcome_tx, welcome) =
         ipc::channel::<Welcome>().map_err(|e| Error::os("creating the link", e))?;
+    let region = Region::create().map_err(|e| Error::os("creating the link", e))?;
     server
         .send(Hello::Join {
             token: boot.token,
             pid: std::process::id(),
+            rings: region.share(),
             up: up_rx,
             down: down_tx,
             welcome: welcome_tx,
@@ -144,6 +149,7 @@ pub(crate) fn join(value: &str, timeout: Duration) -> Result<Joined> {
             peer,
             name,
             max_frame: usize::try_from(max_frame).unwrap_or(usize::MAX),
+            region,
             up,
             down,
         }),

@@ -10,8 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::IpcBytesReceiver;
-use ipc_channel::{IpcError, TryRecvError};
+use crate::pipe::{PipeError, Reader};
 
 /// How long a link end polls by default ([`NodeBuilder::reply_spin`](crate::NodeBuilder::reply_spin)).
 pub(crate) const DEFAULT: Duration = Duration::from_micros(50);
@@ -48,11 +47,7 @@ impl Spin {
     /// Receives the next message; polls first when `expected` (a message is
     /// likely close behind: a reply to a call just sent, the next request
     /// after one just handled) and recent polls paid off.
-    pub(crate) fn recv(
-        &mut self,
-        rx: &IpcBytesReceiver,
-        expected: bool,
-    ) -> Result<Vec<u8>, IpcError> {
+    pub(crate) fn recv(&mut self, rx: &mut Reader, expected: bool) -> Result<Vec<u8>, PipeError> {
         match self.poll(rx, expected) {
             Some(received) => received,
             None => rx.recv(),
@@ -61,7 +56,7 @@ impl Spin {
 
     /// The polling half of [`recv`](Spin::recv): `None` when it did not
     /// poll or found nothing.
-    fn poll(&mut self, rx: &IpcBytesReceiver, expected: bool) -> Option<Result<Vec<u8>, IpcError>> {
+    fn poll(&mut self, rx: &mut Reader, expected: bool) -> Option<Result<Vec<u8>, PipeError>> {
         if !expected || self.limit.is_zero() {
             return None;
         }
@@ -75,12 +70,13 @@ impl Spin {
             // on the same core it can only act once it runs.
             std::thread::yield_now();
             match rx.try_recv() {
-                Ok(message) => {
+                Ok(Some(message)) => {
                     self.penalty = 1;
                     return Some(Ok(message));
                 }
-                Err(TryRecvError::IpcError(e)) => return Some(Err(e)),
-                Err(TryRecvError::Empty) => {}
+                Err(e) => return Some(Err(e)),
+                Ok(None) if rx.is_closed() => return Some(rx.recv()),
+                Ok(None) => {}
             }
             if start.elapsed() >= self.limit {
                 break;
@@ -95,22 +91,27 @@ impl Spin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipc_channel::ipc;
+    use crate::pipe::{Region, Way, Writer};
+
+    fn pipe() -> (Writer, Reader) {
+        let region = Region::create().unwrap();
+        (region.writer(Way::Up), region.reader(Way::Up, 1 << 20))
+    }
 
     #[test]
     fn a_waiting_message_is_received_with_or_without_the_spin() {
-        let (tx, rx) = ipc::bytes_channel().unwrap();
+        let (mut tx, mut rx) = pipe();
         for limit in [Duration::ZERO, Duration::from_micros(50)] {
             for expected in [false, true] {
                 tx.send(b"hello").unwrap();
-                assert_eq!(Spin::new(limit).recv(&rx, expected).unwrap(), b"hello");
+                assert_eq!(Spin::new(limit).recv(&mut rx, expected).unwrap(), b"hello");
             }
         }
     }
 
     #[test]
     fn a_message_sent_while_waiting_is_received() {
-        let (tx, rx) = ipc::bytes_channel().unwrap();
+        let (mut tx, mut rx) = pipe();
         let (sent_tx, sent_rx) = std::sync::mpsc::channel();
         let sender = std::thread::spawn(move || {
             // Sent only once the receiver is past a 1 µs spin or in it:
@@ -119,35 +120,41 @@ mod tests {
             tx.send(b"late").unwrap();
         });
         sent_tx.send(()).unwrap();
-        let got = Spin::new(Duration::from_micros(1)).recv(&rx, true);
+        let got = Spin::new(Duration::from_micros(1)).recv(&mut rx, true);
         assert_eq!(got.unwrap(), b"late");
         sender.join().unwrap();
     }
 
     #[test]
-    fn a_closed_channel_is_an_error_during_the_spin() {
-        let (tx, rx) = ipc::bytes_channel().unwrap();
-        drop(tx);
-        assert!(Spin::new(Duration::from_secs(10)).recv(&rx, true).is_err());
-        assert!(Spin::new(Duration::ZERO).recv(&rx, true).is_err());
+    fn a_closed_link_is_an_error_during_the_spin() {
+        let (tx, mut rx) = pipe();
+        tx.region().close();
+        assert_eq!(
+            Spin::new(Duration::from_secs(10)).recv(&mut rx, true),
+            Err(PipeError::Closed)
+        );
+        assert_eq!(
+            Spin::new(Duration::ZERO).recv(&mut rx, true),
+            Err(PipeError::Closed)
+        );
     }
 
     #[test]
     fn misses_in_a_row_skip_ever_more_polls_and_a_hit_resets() {
-        let (tx, rx) = ipc::bytes_channel().unwrap();
+        let (mut tx, mut rx) = pipe();
         let mut spin = Spin::new(Duration::from_micros(1));
         for skip in [1, 2, 4, 8, 16, 32, 64, 64] {
-            assert!(spin.poll(&rx, true).is_none(), "nothing to find: a miss");
+            assert!(spin.poll(&mut rx, true).is_none(), "nothing to find: a miss");
             assert_eq!(spin.skip, skip);
             for left in (0..skip).rev() {
-                assert!(spin.poll(&rx, true).is_none());
+                assert!(spin.poll(&mut rx, true).is_none());
                 assert_eq!(spin.skip, left, "a skipped wait does not poll");
             }
         }
         tx.send(b"ready").unwrap();
-        assert_eq!(spin.poll(&rx, true).unwrap().unwrap(), b"ready");
+        assert_eq!(spin.poll(&mut rx, true).unwrap().unwrap(), b"ready");
         assert_eq!((spin.skip, spin.penalty), (0, 1), "a hit resets the count");
-        assert!(spin.poll(&rx, false).is_none(), "nothing expected: no poll");
+        assert!(spin.poll(&mut rx, false).is_none(), "nothing expected: no poll");
         assert_eq!((spin.skip, spin.penalty), (0, 1));
     }
 }

@@ -14,6 +14,7 @@ use crossbeam_channel::Sender;
 use yuki_channel::{BOOTSTRAP_ENV, PeerId};
 
 use crate::error::{Error, Result};
+use crate::pipe::Region;
 use crate::main_side::{Hub, Link, read, write};
 use crate::rendezvous::{Arrival, Rendezvous};
 use crate::wire::{self, Control, Hello, Welcome};
@@ -449,19 +450,28 @@ impl ChildShared {
             Arrival::Joined(Hello::Join {
                 token: presented,
                 pid: their_pid,
+                rings,
                 up,
                 down,
                 welcome,
             }) => {
-                if !wire::same_token(&presented, &token) {
+                let region = Region::open(rings);
+                match region {
+                    _ if !wire::same_token(&presented, &token) => {
                     let _ = welcome.send(Welcome::Refused("wrong token".into()));
                     Err(Error::Refused("the child presented a wrong token".into()))
-                } else if their_pid != pid {
+                    }
+                    _ if their_pid != pid => {
                     let _ = welcome.send(Welcome::Refused("not the spawned process".into()));
                     Err(Error::Refused(format!(
                         "process {their_pid} joined in place of the spawned child {pid}"
                     )))
-                } else {
+                    }
+                    Err(why) => {
+                    let _ = welcome.send(Welcome::Refused(why.clone()));
+                    Err(Error::Refused(why))
+                    }
+                    Ok(region) => {
                     let peer = sup.hub.next_peer();
                     let accepted = Welcome::Accepted {
                         peer: peer.0,
@@ -478,9 +488,10 @@ impl ChildShared {
                                 }
                             });
                             sup.hub
-                                .attach(peer, &self.name, up, down, Some(kill))
+                                .attach(peer, &self.name, region, up, down, Some(kill))
                                 .map_err(Error::from)
                         }
+                    }
                     }
                 }
             }

@@ -1,10 +1,10 @@
 //! What travels on a link: the handshake messages and the frames.
 //!
-//! Each ipc message on a link carries one or more frames, each written with
+//! Each message on a link's pipe carries one or more frames, each written with
 //! [`codec::put_frame`]'s length prefix and encoded with bincode 2, so that
 //! many requests, replies and pushes share one message.
 
-use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender, IpcSender};
+use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
 use yuki_channel::codec;
 
@@ -17,9 +17,12 @@ pub(crate) enum Hello {
     Join {
         token: String,
         pid: u32,
-        /// Main reads the child's frames here.
+        /// The link's two pipes (see `pipe`), made by the child.
+        rings: IpcSharedMemory,
+        /// Never written to: fails in main once the child is gone.
         up: IpcBytesReceiver,
-        /// Main writes frames to the child here.
+        /// Never written to: main keeps it, and the child sees main go
+        /// when its end fails.
         down: IpcBytesSender,
         /// Main answers the handshake here.
         welcome: IpcSender<Welcome>,

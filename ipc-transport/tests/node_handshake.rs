@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{IpcOneShotServer, OpaqueIpcReceiver, OpaqueIpcSender};
+use ipc_channel::ipc::{IpcOneShotServer, IpcSharedMemory, OpaqueIpcReceiver, OpaqueIpcSender};
 use yuki_ipc_transport::{Error, Node};
 use yuki_testkit::{Harness, run_child};
 
@@ -60,6 +60,7 @@ type RawHello = (
     u32,
     String,
     u32,
+    IpcSharedMemory,
     OpaqueIpcReceiver,
     OpaqueIpcSender,
     OpaqueIpcSender,
@@ -70,7 +71,7 @@ fn a_parent_that_drops_the_handshake_is_gone() {
     let (server, name) = IpcOneShotServer::<RawHello>::new().unwrap();
     // Accept the hello, then drop every channel in it without answering.
     let acceptor = std::thread::spawn(move || {
-        let (_rx, (_, _, _, up, down, welcome)) = server.accept().unwrap();
+        let (_rx, (_, _, _, _, up, down, welcome)) = server.accept().unwrap();
         drop((up.to::<()>(), down.to::<()>(), welcome.to::<()>()));
     });
     let start = Instant::now();

@@ -1,0 +1,490 @@
+//! A link's data path: two one-way byte pipes in one region of shared
+//! memory that main and the child both map.
+//!
+//! A message costs the writer a copy in and one store, and the reader one
+//! store and a copy out: no system call while the reader is awake. A
+//! reader with nothing to read sleeps on a futex word in the region, and a
+//! writer wakes it only if it sleeps; a writer facing a full pipe sleeps
+//! the same way until the reader frees room. An ipc-channel socket pair
+//! beside the region tells each side when the other process is gone (see
+//! [`Region::close`]).
+//!
+//! Neither side trusts the other's half: every position read from the
+//! region is checked against the pipe's size, every message length against
+//! the reader's limit, and bytes are copied out before anything parses
+//! them, so a child that scribbles on the region is cut off, never
+//! followed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::time::Duration;
+
+use ipc_channel::ipc::{IpcBytesReceiver, IpcSharedMemory};
+
+use crate::futex;
+
+/// The bytes each pipe holds.
+pub(crate) const CAPACITY: usize = 256 << 10;
+
+/// Messages longer than this are split at frame boundaries, so that a
+/// reader never needs to hold more than this plus one frame at once.
+pub(crate) const MAX_MESSAGE: usize = 1 << 20;
+
+/// Keeps each side's words on cache lines of their own.
+const LINE: usize = 128;
+const PIPE_HEADER: usize = 2 * LINE;
+const PIPE_LEN: usize = PIPE_HEADER + CAPACITY;
+
+/// The region: a line with the closed flag, then the two pipes.
+pub(crate) const REGION_LEN: usize = LINE + 2 * PIPE_LEN;
+
+const CLOSED: usize = 0;
+/// In a pipe's header: the writer's line, then the reader's.
+const WRITE_POS: usize = 0;
+const WRITER_SLEEPS: usize = 8;
+const READ_POS: usize = LINE;
+const READER_SLEEPS: usize = LINE + 8;
+
+/// How long a sleeper waits before looking again on its own: only a lost
+/// wake-up would make this matter, as a closing side wakes every sleeper.
+const NAP: Duration = Duration::from_millis(500);
+
+/// Which way a pipe carries bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Way {
+    /// Child to main.
+    Up = 0,
+    /// Main to child.
+    Down = 1,
+}
+
+/// Why a pipe cannot carry on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PipeError {
+    /// The link was closed, by either side or because the other process ended.
+    Closed,
+    /// The other side broke the pipe's rules; the link must be cut.
+    Corrupt(String),
+}
+
+/// The shared region of one link, mapped in this process.
+pub(crate) struct Region {
+    shm: IpcSharedMemory,
+    base: *mut u8,
+}
+
+// SAFETY: the region is only reached through atomics and through copies
+// into and out of ranges that the pipe protocol gives one side at a time.
+unsafe impl Send for Region {}
+unsafe impl Sync for Region {}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl Region {
+    /// A new, zeroed region (the child makes it and hands it to main).
+    pub(crate) fn create() -> Result<Arc<Region>, String> {
+        // ipc-channel panics when the system refuses a memory file.
+        let shm = std::panic::catch_unwind(|| IpcSharedMemory::from_byte(0, REGION_LEN))
+            .map_err(|_| "the system refused a shared memory file".to_owned())?;
+        Region::open(shm)
+    }
+
+    /// Maps a region the other side made; refuses one of the wrong size.
+    pub(crate) fn open(mut shm: IpcSharedMemory) -> Result<Arc<Region>, String> {
+        if shm.len() != REGION_LEN {
+            return Err(format!(
+                "its shared memory region has {} bytes, not {REGION_LEN}",
+                shm.len()
+            ));
+        }
+        // SAFETY: `shm` is not shared with anything in this process yet;
+        // the pointer is kept and the mapping lives as long as `shm`.
+        let base = unsafe { shm.deref_mut() }.as_mut_ptr();
+        Ok(Arc::new(Region { shm, base }))
+    }
+
+    /// A handle to the same memory, to send to the other side.
+    pub(crate) fn share(&self) -> IpcSharedMemory {
+        self.shm.clone()
+    }
+
+    fn u64_at(&self, at: usize) -> &AtomicU64 {
+        debug_assert!(at % 8 == 0 && at + 8 <= REGION_LEN);
+        // SAFETY: in bounds and aligned (the mapping is page-aligned), and
+        // only ever accessed atomically by either process.
+        unsafe { &*self.base.add(at).cast::<AtomicU64>() }
+    }
+
+    fn u32_at(&self, at: usize) -> &AtomicU32 {
+        debug_assert!(at % 4 == 0 && at + 4 <= REGION_LEN);
+        // SAFETY: as in `u64_at`.
+        unsafe { &*self.base.add(at).cast::<AtomicU32>() }
+    }
+
+    /// Whether either side closed the link.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.u32_at(CLOSED).load(Ordering::Acquire) != 0
+    }
+
+    /// Closes the link both ways and wakes every sleeper on either side:
+    /// readers get what was written before, then [`PipeError::Closed`];
+    /// writers fail at once. Called by a side that closes its link, and by
+    /// the thread that sees the other process's socket close.
+    pub(crate) fn close(&self) {
+        self.u32_at(CLOSED).store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        for way in [Way::Up, Way::Down] {
+            let pipe = Pipe::at(way);
+            for word in [WRITER_SLEEPS, READER_SLEEPS] {
+                rouse(self.u32_at(pipe + word));
+            }
+        }
+    }
+
+    /// The writing end of the pipe going `way`. One per pipe and process.
+    pub(crate) fn writer(self: &Arc<Region>, way: Way) -> Writer {
+        Writer {
+            pipe: Pipe::new(self, way),
+            pos: 0,
+        }
+    }
+
+    /// The reading end of the pipe going `way`, refusing messages over
+    /// `limit` bytes. One per pipe and process.
+    pub(crate) fn reader(self: &Arc<Region>, way: Way, limit: usize) -> Reader {
+        Reader {
+            pipe: Pipe::new(self, way),
+            pos: 0,
+            seen: 0,
+            limit,
+            partial: None,
+        }
+    }
+}
+
+/// Wakes whoever sleeps on `word`, if anyone said so: the swap makes a
+/// sleeper that has not yet gone to sleep return at once instead.
+fn rouse(word: &AtomicU32) {
+    if word.load(Ordering::Relaxed) != 0 && word.swap(0, Ordering::SeqCst) != 0 {
+        futex::wake(word);
+    }
+}
+
+/// Sleeps on `word` unless `ready` (checked after saying so, so that a
+/// writer that acts in between either sees the word or is seen).
+fn sleep_unless(word: &AtomicU32, ready: impl FnOnce() -> bool) {
+    word.store(1, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    if !ready() {
+        futex::wait(word, 1, NAP);
+    }
+    word.store(0, Ordering::Relaxed);
+}
+
+/// One pipe of a region.
+struct Pipe {
+    region: Arc<Region>,
+    /// Where its header starts in the region.
+    at: usize,
+}
+
+impl Pipe {
+    fn at(way: Way) -> usize {
+        LINE + way as usize * PIPE_LEN
+    }
+
+    fn new(region: &Arc<Region>, way: Way) -> Pipe {
+        Pipe {
+            region: region.clone(),
+            at: Pipe::at(way),
+        }
+    }
+
+    fn word(&self, at: usize) -> &AtomicU32 {
+        self.region.u32_at(self.at + at)
+    }
+
+    fn pos(&self, at: usize) -> &AtomicU64 {
+        self.region.u64_at(self.at + at)
+    }
+
+    fn data(&self) -> *mut u8 {
+        // SAFETY: in bounds: the data follows the header inside the region.
+        unsafe { self.region.base.add(self.at + PIPE_HEADER) }
+    }
+
+    /// Copies `src` into the pipe at stream position `pos`.
+    ///
+    /// # Safety
+    /// `src.len() <= CAPACITY`, and the range is the writer's (free).
+    unsafe fn copy_in(&self, pos: u64, src: &[u8]) {
+        let start = (pos % CAPACITY as u64) as usize;
+        let first = src.len().min(CAPACITY - start);
+        // SAFETY: both ranges lie within the data area (the caller's
+        // promise bounds the second).
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.data().add(start), first);
+            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data(), src.len() - first);
+        }
+    }
+
+    /// Copies `len` bytes from stream position `pos` to `dst`.
+    ///
+    /// # Safety
+    /// `len <= CAPACITY`, `dst` is valid for `len` bytes, and the range is
+    /// the reader's (written and published).
+    unsafe fn copy_out(&self, pos: u64, dst: *mut u8, len: usize) {
+        let start = (pos % CAPACITY as u64) as usize;
+        let first = len.min(CAPACITY - start);
+        // SAFETY: as in `copy_in`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.data().add(start), dst, first);
+            std::ptr::copy_nonoverlapping(self.data(), dst.add(first), len - first);
+        }
+    }
+}
+
+/// The writing end of a pipe.
+pub(crate) struct Writer {
+    pipe: Pipe,
+    /// Bytes written so far (this side's copy is the truth).
+    pos: u64,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("pos", &self.pos).finish()
+    }
+}
+
+impl Writer {
+    /// The region this pipe lives in.
+    pub(crate) fn region(&self) -> &Arc<Region> {
+        &self.pipe.region
+    }
+
+    /// Sends `message` (a run of whole frames, or any bytes up to
+    /// [`MAX_MESSAGE`]), waiting for room while the pipe is full. A longer
+    /// run is sent as several messages, split between frames.
+    pub(crate) fn send(&mut self, message: &[u8]) -> Result<(), PipeError> {
+        let mut rest = message;
+        while !rest.is_empty() {
+            let (now, later) = rest.split_at(split_point(rest));
+            self.send_one(now)?;
+            rest = later;
+        }
+        Ok(())
+    }
+
+    fn send_one(&mut self, message: &[u8]) -> Result<(), PipeError> {
+        let len = u32::try_from(message.len()).map_err(|_| {
+            PipeError::Corrupt(format!("a frame of {} bytes", message.len()))
+        })?;
+        self.put(&len.to_le_bytes())?;
+        self.put(message)?;
+        self.publish();
+        Ok(())
+    }
+
+    fn put(&mut self, mut bytes: &[u8]) -> Result<(), PipeError> {
+        while !bytes.is_empty() {
+            let free = self.free()?;
+            if free == 0 {
+                // Let the reader at what is there, then wait for room.
+                self.publish();
+                sleep_unless(self.pipe.word(WRITER_SLEEPS), || {
+                    !matches!(self.free(), Ok(0))
+                });
+                continue;
+            }
+            let n = free.min(bytes.len());
+            // SAFETY: `n` bytes are free from `pos` on.
+            unsafe { self.pipe.copy_in(self.pos, &bytes[..n]) };
+            self.pos += n as u64;
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+
+    /// Room left, from the reader's published position.
+    fn free(&self) -> Result<usize, PipeError> {
+        if self.pipe.region.is_closed() {
+            return Err(PipeError::Closed);
+        }
+        let read = self.pipe.pos(READ_POS).load(Ordering::Acquire);
+        let used = self.pos.wrapping_sub(read);
+        if used > CAPACITY as u64 {
+            return Err(PipeError::Corrupt(format!(
+                "the reader claims position {read}, but {} bytes were written",
+                self.pos
+            )));
+        }
+        Ok(CAPACITY - used as usize)
+    }
+
+    fn publish(&self) {
+        self.pipe.pos(WRITE_POS).store(self.pos, Ordering::Release);
+        fence(Ordering::SeqCst);
+        rouse(self.pipe.word(READER_SLEEPS));
+    }
+}
+
+/// How many leading bytes of `bytes` go in one message: all of them up to
+/// [`MAX_MESSAGE`], else whole frames up to it (at least one). Bytes that
+/// are not frames (a test's raw message) go whole.
+fn split_point(bytes: &[u8]) -> usize {
+    if bytes.len() <= MAX_MESSAGE {
+        return bytes.len();
+    }
+    let mut at = 0;
+    while let Some((len, _)) = bytes[at..].split_first_chunk::<4>() {
+        let end = at + 4 + u32::from_le_bytes(*len) as usize;
+        if end > bytes.len() {
+            return bytes.len();
+        }
+        if end > MAX_MESSAGE && at > 0 {
+            return at;
+        }
+        at = end;
+        if at >= MAX_MESSAGE {
+            return at;
+        }
+    }
+    bytes.len()
+}
+
+/// The reading end of a pipe.
+pub(crate) struct Reader {
+    pipe: Pipe,
+    /// Bytes read so far (this side's copy is the truth).
+    pos: u64,
+    /// The writer's position when last looked at.
+    seen: u64,
+    limit: usize,
+    /// A message longer than what was there: its length and what came.
+    partial: Option<(usize, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").field("pos", &self.pos).finish()
+    }
+}
+
+impl Reader {
+    /// The next message if one has fully arrived; never blocks.
+    pub(crate) fn try_recv(&mut self) -> Result<Option<Vec<u8>>, PipeError> {
+        loop {
+            let there = self.available()?;
+            if let Some((len, buf)) = &mut self.partial {
+                if there == 0 {
+                    return Ok(None);
+                }
+                let n = there.min(*len - buf.len());
+                // SAFETY: `n` published bytes, into spare capacity of `buf`
+                // (its capacity is `len`).
+                unsafe {
+                    let got = buf.len();
+                    self.pipe.copy_out(self.pos, buf.as_mut_ptr().add(got), n);
+                    buf.set_len(got + n);
+                }
+                self.pos += n as u64;
+                let done = buf.len() == *len;
+                self.release();
+                if done {
+                    return Ok(self.partial.take().map(|(_, b)| b));
+                }
+                continue;
+            }
+            if there < 4 {
+                return Ok(None);
+            }
+            let mut len = [0; 4];
+            // SAFETY: 4 published bytes into a 4-byte array.
+            unsafe { self.pipe.copy_out(self.pos, len.as_mut_ptr(), 4) };
+            let len = u32::from_le_bytes(len) as usize;
+            if len > self.limit {
+                return Err(PipeError::Corrupt(format!(
+                    "a message of {len} bytes, over the limit of {}",
+                    self.limit
+                )));
+            }
+            self.pos += 4;
+            let mut buf = Vec::with_capacity(len);
+            if there - 4 >= len {
+                // SAFETY: `len` published bytes into `buf`'s capacity.
+                unsafe {
+                    self.pipe.copy_out(self.pos, buf.as_mut_ptr(), len);
+                    buf.set_len(len);
+                }
+                self.pos += len as u64;
+                self.release();
+                return Ok(Some(buf));
+            }
+            self.partial = Some((len, buf));
+        }
+    }
+
+    /// The next message, sleeping until one comes; after a close, what
+    /// was written before it, then [`PipeError::Closed`].
+    pub(crate) fn recv(&mut self) -> Result<Vec<u8>, PipeError> {
+        loop {
+            if let Some(m) = self.try_recv()? {
+                return Ok(m);
+            }
+            if self.pipe.region.is_closed() {
+                return self.try_recv()?.ok_or(PipeError::Closed);
+            }
+            let seen = self.seen;
+            sleep_unless(self.pipe.word(READER_SLEEPS), || {
+                self.pipe.pos(WRITE_POS).load(Ordering::Relaxed) != seen
+                    || self.pipe.region.is_closed()
+            });
+        }
+    }
+
+    /// Whether the link was closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.pipe.region.is_closed()
+    }
+
+    /// Published bytes not yet read.
+    fn available(&mut self) -> Result<usize, PipeError> {
+        let written = self.pipe.pos(WRITE_POS).load(Ordering::Acquire);
+        self.seen = written;
+        let there = written.wrapping_sub(self.pos);
+        if there > CAPACITY as u64 {
+            return Err(PipeError::Corrupt(format!(
+                "the writer claims position {written}, but {} bytes were read",
+                self.pos
+            )));
+        }
+        Ok(there as usize)
+    }
+
+    fn release(&self) {
+        self.pipe.pos(READ_POS).store(self.pos, Ordering::Release);
+        fence(Ordering::SeqCst);
+        rouse(self.pipe.word(WRITER_SLEEPS));
+    }
+}
+
+/// The longest message a reader takes from a side whose frames are at
+/// most `max_frame` bytes: a split run, or one frame with its header.
+pub(crate) fn message_limit(max_frame: usize) -> usize {
+    MAX_MESSAGE.max(max_frame.saturating_add(64 << 10))
+}
+
+/// Waits for the other process's end of `alive` to close (it never sends),
+/// then closes `region`, waking this side's sleepers: how a side learns
+/// that the other process died without closing the link itself.
+pub(crate) fn watch(alive: &IpcBytesReceiver, region: &Region) {
+    while alive.recv().is_ok() {}
+    region.close();
+}
