@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use yuki_channel::codec::{self, Frames};
 use yuki_channel::{Error, PeerEvent, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Result};
 
 use crate::main_side::read;
 use crate::outbound::{Outbound, Refused, Tx};
-use crate::pipe::{self, PipeError, Reader, Region, Way};
+use crate::pipe::{self, PipeError, Reader, Way};
+use crate::rendezvous::Joined;
 use crate::spin::Spin;
 use crate::wire::{self, Control, Failure, Frame};
 
@@ -172,18 +172,21 @@ pub(crate) struct ChildLink {
 
 impl ChildLink {
     pub(crate) fn start(
-        peer: PeerId,
-        name: String,
-        max_frame: usize,
-        region: Arc<Region>,
-        up: IpcBytesSender,
-        down: IpcBytesReceiver,
+        joined: Joined,
         when_gone: WhenMainGone,
         spin: Duration,
     ) -> std::io::Result<Arc<ChildLink>> {
+        let Joined {
+            peer,
+            name,
+            max_frame,
+            region,
+            up,
+            down,
+        } = joined;
         let reader = region.reader(Way::Down, pipe::message_limit(max_frame));
         let link = Arc::new(ChildLink {
-            peer,
+            peer: PeerId(peer),
             name,
             max_frame,
             out: Outbound::new(Tx::new(region.writer(Way::Up), up)),

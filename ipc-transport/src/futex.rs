@@ -16,7 +16,8 @@ use std::time::Duration;
 pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let ts = libc::timespec {
         tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: libc::c_long::try_from(timeout.subsec_nanos()).unwrap_or(0),
+        // Below 10^9: fits any c_long.
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: `word` is a live, aligned 4-byte atomic for the whole call,
     // and the kernel only reads it and `ts`. Not FUTEX_PRIVATE: the word
@@ -74,7 +75,10 @@ mod tests {
         let word = Arc::new(AtomicU32::new(0));
         let start = Instant::now();
         wait(&word, 1, Duration::from_secs(10));
-        assert!(start.elapsed() < Duration::from_secs(5), "the word was not 1");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the word was not 1"
+        );
 
         word.store(1, Ordering::SeqCst);
         let sleeper = {

@@ -1,5 +1,5 @@
-//! Start-up by role, child bootstrap, supervision and the ipc-channel
-//! transport of yuki.
+//! Start-up by role, child bootstrap over ipc-channel, supervision and the
+//! shared memory transport of yuki.
 //!
 //! [`Node::init`] is the one call a program makes at start-up. In the main
 //! process it starts the server side; in a child (the `YUKI_BOOTSTRAP`
@@ -33,8 +33,19 @@
 //!
 //! # How frames travel
 //!
-//! Each child has one persistent link: an ipc-channel bytes channel each
-//! way. Calls carry request ids, so many threads of a child can have calls
+//! Each child has one persistent link: a region of shared memory that the
+//! child makes during the handshake and main checks, holding one byte pipe
+//! each way. A message costs a copy in and a copy out and no system call
+//! while the reader is awake; a reader with nothing to read sleeps on a
+//! futex in the region until the writer wakes it. Beside the region, an
+//! ipc-channel socket pair carries nothing: each side watches its end, and
+//! when the other process ends, the link closes and every waiter on it
+//! wakes. Neither side trusts the other's half of the region: positions
+//! and lengths are checked and bytes copied out before they are parsed, so
+//! a child that breaks the link's rules is cut off. (A child can still make
+//! main fault by shrinking the region's memory file; children are processes
+//! main spawned, under its own user, which could as well signal it.) Calls
+//! carry request ids, so many threads of a child can have calls
 //! in flight; frames queued while a message is being sent leave together in
 //! the next one (requests, replies and pushes alike). Main reads each link
 //! on its own thread and runs the services inline. In a child, a lone
@@ -67,6 +78,7 @@ mod main_side;
 mod node;
 mod outbound;
 mod pipe;
+mod raw;
 mod rendezvous;
 mod spin;
 mod supervise;
@@ -76,5 +88,7 @@ mod wire;
 pub use child_side::WhenMainGone;
 pub use error::{Error, Result};
 pub use node::{ChildBuilder, Node, NodeBuilder};
+#[doc(hidden)]
+pub use raw::RawRegion;
 pub use supervise::{ChildHandle, Exit, Lifecycle, LifecycleHook, Restart, RestartPolicy};
 pub use transport::IpcTransport;

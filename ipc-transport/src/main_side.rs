@@ -377,7 +377,7 @@ fn serve_link(hub: &Hub, link: &Link, up: &mut Reader) {
                 return;
             }
             Err(PipeError::Corrupt(why)) => {
-                return hub.violation(link, format!("broke the link's shared memory: {why}"));
+                return hub.violation(link, format!("malformed data on its link: {why}"));
             }
         };
         if link.is_dead() {

@@ -153,22 +153,14 @@ impl NodeBuilder {
 
     fn init_child(self, value: &str) -> Result<Node> {
         let joined = rendezvous::join(value, self.handshake_timeout)?;
-        let link = ChildLink::start(
-            PeerId(joined.peer),
-            joined.name.clone(),
-            joined.max_frame,
-            joined.region,
-            joined.up,
-            joined.down,
-            self.when_main_gone,
-            self.reply_spin,
-        )
-        .map_err(|e| Error::os("starting the link threads", e))?;
-        tracing::debug!(peer = joined.peer, name = %joined.name, "joined main");
+        let (peer, name) = (joined.peer, joined.name.clone());
+        let link = ChildLink::start(joined, self.when_main_gone, self.reply_spin)
+            .map_err(|e| Error::os("starting the link threads", e))?;
+        tracing::debug!(peer, %name, "joined main");
         Ok(Node {
             transport: Arc::new(IpcTransport::new(Side::Child(link))),
             supervisor: None,
-            name: joined.name,
+            name,
         })
     }
 }

@@ -283,9 +283,8 @@ impl Writer {
     }
 
     fn send_one(&mut self, message: &[u8]) -> Result<(), PipeError> {
-        let len = u32::try_from(message.len()).map_err(|_| {
-            PipeError::Corrupt(format!("a frame of {} bytes", message.len()))
-        })?;
+        let len = u32::try_from(message.len())
+            .map_err(|_| PipeError::Corrupt(format!("a frame of {} bytes", message.len())))?;
         self.put(&len.to_le_bytes())?;
         self.put(message)?;
         self.publish();
@@ -487,4 +486,168 @@ pub(crate) fn message_limit(max_frame: usize) -> usize {
 pub(crate) fn watch(alive: &IpcBytesReceiver, region: &Region) {
     while alive.recv().is_ok() {}
     region.close();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    /// A frame as `codec::put_frame` writes it.
+    fn frame(len: usize, fill: u8) -> Vec<u8> {
+        let mut f = (len as u32).to_le_bytes().to_vec();
+        f.resize(4 + len, fill);
+        f
+    }
+
+    /// The same region mapped twice, as main and a child map it.
+    fn two_mappings() -> (Arc<Region>, Arc<Region>) {
+        let child = Region::create().unwrap();
+        let main = Region::open(child.share()).unwrap();
+        (child, main)
+    }
+
+    #[test]
+    fn messages_arrive_whole_and_in_order_across_two_mappings() {
+        let (child, main) = two_mappings();
+        let mut tx = child.writer(Way::Up);
+        let mut rx = main.reader(Way::Up, message_limit(16 << 20));
+        // Small ones, ones that wrap the pipe, ones longer than the pipe,
+        // and a run of frames longer than a message.
+        let mut sent: Vec<Vec<u8>> = (0..2000).map(|i| vec![i as u8; i % 300 + 1]).collect();
+        sent.push(vec![7; CAPACITY * 3 + 5]);
+        sent.push((0..40).flat_map(|i| frame(100 << 10, i)).collect());
+        let expected = sent.clone();
+        let writer = thread::spawn(move || {
+            for m in &sent {
+                tx.send(m).unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        let mut frames_run = Vec::new();
+        while got.len() < expected.len() - 1 {
+            got.push(rx.recv().unwrap());
+        }
+        // The run of frames comes as several messages of whole frames.
+        let run = expected.last().unwrap();
+        while frames_run.len() < run.len() {
+            let part = rx.recv().unwrap();
+            assert!(part.len() <= MAX_MESSAGE, "{} bytes", part.len());
+            assert_eq!(
+                yuki_channel::codec::Frames::new(&part).count(),
+                part.len() / (4 + (100 << 10))
+            );
+            frames_run.extend_from_slice(&part);
+        }
+        writer.join().unwrap();
+        assert_eq!(got, expected[..expected.len() - 1]);
+        assert_eq!(&frames_run, run);
+        assert_eq!(rx.try_recv(), Ok(None));
+    }
+
+    #[test]
+    fn a_reader_gets_what_was_sent_before_a_close_then_closed() {
+        let (child, main) = two_mappings();
+        let mut tx = child.writer(Way::Down);
+        let mut rx = main.reader(Way::Down, 1 << 20);
+        tx.send(b"last words").unwrap();
+        child.close();
+        assert!(main.is_closed());
+        assert_eq!(rx.recv().unwrap(), b"last words");
+        assert_eq!(rx.recv(), Err(PipeError::Closed));
+        assert_eq!(tx.send(b"more"), Err(PipeError::Closed));
+    }
+
+    #[test]
+    fn a_close_wakes_a_sleeping_reader_and_a_writer_facing_a_full_pipe() {
+        let (child, main) = two_mappings();
+        let mut rx = main.reader(Way::Up, 1 << 20);
+        let sleeper = thread::spawn(move || rx.recv());
+        let mut tx = main.writer(Way::Down);
+        let blocked = thread::spawn(move || tx.send(&vec![1; CAPACITY * 2]));
+        // Each side wakes only through the close (bounded by the join's
+        // own wait: neither returns before it).
+        child.close();
+        assert_eq!(sleeper.join().unwrap(), Err(PipeError::Closed));
+        assert_eq!(blocked.join().unwrap(), Err(PipeError::Closed));
+    }
+
+    #[test]
+    fn a_sleeping_reader_wakes_for_a_message() {
+        let (child, main) = two_mappings();
+        let mut rx = main.reader(Way::Up, 1 << 20);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let reader = thread::spawn(move || {
+            ready_tx.send(()).unwrap();
+            rx.recv()
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        child.writer(Way::Up).send(b"wake up").unwrap();
+        assert_eq!(reader.join().unwrap().unwrap(), b"wake up");
+    }
+
+    #[test]
+    fn positions_the_other_side_scribbled_on_are_refused() {
+        let (child, main) = two_mappings();
+        let mut rx = main.reader(Way::Up, 1 << 20);
+        let at = Pipe::at(Way::Up);
+        child
+            .u64_at(at + WRITE_POS)
+            .store(CAPACITY as u64 + 1, Ordering::SeqCst);
+        assert!(matches!(rx.try_recv(), Err(PipeError::Corrupt(_))));
+        assert!(matches!(rx.recv(), Err(PipeError::Corrupt(_))));
+
+        let mut tx = main.writer(Way::Down);
+        let at = Pipe::at(Way::Down);
+        child.u64_at(at + READ_POS).store(5, Ordering::SeqCst);
+        assert!(matches!(tx.send(b"x"), Err(PipeError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_message_over_the_readers_limit_is_refused() {
+        let (child, main) = two_mappings();
+        child.writer(Way::Up).send(&[0; 100]).unwrap();
+        let mut rx = main.reader(Way::Up, 99);
+        let err = rx.try_recv().unwrap_err();
+        assert!(
+            matches!(&err, PipeError::Corrupt(why) if why.contains("100 bytes")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_region_of_the_wrong_size_is_refused() {
+        let err = Region::open(IpcSharedMemory::from_byte(0, 4096)).unwrap_err();
+        assert!(err.contains("4096"), "{err}");
+    }
+
+    #[test]
+    fn runs_are_split_between_frames_and_only_past_the_limit() {
+        assert_eq!(split_point(&[1; 10]), 10);
+        let small = frame(MAX_MESSAGE / 2, 1);
+        let run: Vec<u8> = [small.clone(), small.clone(), small.clone()].concat();
+        assert_eq!(split_point(&run), small.len());
+        let big = frame(MAX_MESSAGE + 10, 2);
+        assert_eq!(
+            split_point(&[big.clone(), small.clone()].concat()),
+            big.len()
+        );
+        // Not frames: sent whole.
+        let raw = vec![0xff; MAX_MESSAGE + 10];
+        assert_eq!(split_point(&raw), raw.len());
+    }
+
+    #[test]
+    fn the_other_process_ending_closes_the_link() {
+        let region = Region::create().unwrap();
+        let (tx, rx) = ipc_channel::ipc::bytes_channel().unwrap();
+        let watcher = {
+            let region = region.clone();
+            thread::spawn(move || watch(&rx, &region))
+        };
+        tx.send(b"ignored").unwrap();
+        drop(tx);
+        watcher.join().unwrap();
+        assert!(region.is_closed());
+    }
 }

@@ -144,7 +144,10 @@ mod tests {
         let (mut tx, mut rx) = pipe();
         let mut spin = Spin::new(Duration::from_micros(1));
         for skip in [1, 2, 4, 8, 16, 32, 64, 64] {
-            assert!(spin.poll(&mut rx, true).is_none(), "nothing to find: a miss");
+            assert!(
+                spin.poll(&mut rx, true).is_none(),
+                "nothing to find: a miss"
+            );
             assert_eq!(spin.skip, skip);
             for left in (0..skip).rev() {
                 assert!(spin.poll(&mut rx, true).is_none());
@@ -154,7 +157,10 @@ mod tests {
         tx.send(b"ready").unwrap();
         assert_eq!(spin.poll(&mut rx, true).unwrap().unwrap(), b"ready");
         assert_eq!((spin.skip, spin.penalty), (0, 1), "a hit resets the count");
-        assert!(spin.poll(&mut rx, false).is_none(), "nothing expected: no poll");
+        assert!(
+            spin.poll(&mut rx, false).is_none(),
+            "nothing expected: no poll"
+        );
         assert_eq!((spin.skip, spin.penalty), (0, 1));
     }
 }

@@ -14,8 +14,8 @@ use crossbeam_channel::Sender;
 use yuki_channel::{BOOTSTRAP_ENV, PeerId};
 
 use crate::error::{Error, Result};
-use crate::pipe::Region;
 use crate::main_side::{Hub, Link, read, write};
+use crate::pipe::Region;
 use crate::rendezvous::{Arrival, Rendezvous};
 use crate::wire::{self, Control, Hello, Welcome};
 
@@ -458,40 +458,40 @@ impl ChildShared {
                 let region = Region::open(rings);
                 match region {
                     _ if !wire::same_token(&presented, &token) => {
-                    let _ = welcome.send(Welcome::Refused("wrong token".into()));
-                    Err(Error::Refused("the child presented a wrong token".into()))
+                        let _ = welcome.send(Welcome::Refused("wrong token".into()));
+                        Err(Error::Refused("the child presented a wrong token".into()))
                     }
                     _ if their_pid != pid => {
-                    let _ = welcome.send(Welcome::Refused("not the spawned process".into()));
-                    Err(Error::Refused(format!(
-                        "process {their_pid} joined in place of the spawned child {pid}"
-                    )))
+                        let _ = welcome.send(Welcome::Refused("not the spawned process".into()));
+                        Err(Error::Refused(format!(
+                            "process {their_pid} joined in place of the spawned child {pid}"
+                        )))
                     }
                     Err(why) => {
-                    let _ = welcome.send(Welcome::Refused(why.clone()));
-                    Err(Error::Refused(why))
+                        let _ = welcome.send(Welcome::Refused(why.clone()));
+                        Err(Error::Refused(why))
                     }
                     Ok(region) => {
-                    let peer = sup.hub.next_peer();
-                    let accepted = Welcome::Accepted {
-                        peer: peer.0,
-                        name: self.name.clone(),
-                        max_frame: sup.hub.max_frame as u64,
-                    };
-                    match welcome.send(accepted) {
-                        Err(e) => Err(Error::os("answering the handshake", format!("{e:?}"))),
-                        Ok(()) => {
-                            let weak = Arc::downgrade(self);
-                            let kill = Box::new(move || {
-                                if let Some(c) = weak.upgrade() {
-                                    c.signal(libc::SIGKILL);
-                                }
-                            });
-                            sup.hub
-                                .attach(peer, &self.name, region, up, down, Some(kill))
-                                .map_err(Error::from)
+                        let peer = sup.hub.next_peer();
+                        let accepted = Welcome::Accepted {
+                            peer: peer.0,
+                            name: self.name.clone(),
+                            max_frame: sup.hub.max_frame as u64,
+                        };
+                        match welcome.send(accepted) {
+                            Err(e) => Err(Error::os("answering the handshake", format!("{e:?}"))),
+                            Ok(()) => {
+                                let weak = Arc::downgrade(self);
+                                let kill = Box::new(move || {
+                                    if let Some(c) = weak.upgrade() {
+                                        c.signal(libc::SIGKILL);
+                                    }
+                                });
+                                sup.hub
+                                    .attach(peer, &self.name, region, up, down, Some(kill))
+                                    .map_err(Error::from)
+                            }
                         }
-                    }
                     }
                 }
             }
