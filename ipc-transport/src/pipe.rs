@@ -327,6 +327,13 @@ impl Writer {
         Ok(CAPACITY - used as usize)
     }
 
+    /// Publishes a position past anything a reader may accept (for
+    /// fault-injection tests).
+    pub(crate) fn scribble(&mut self) {
+        self.pos = self.pos.wrapping_add(2 * CAPACITY as u64 + 1);
+        self.publish();
+    }
+
     fn publish(&self) {
         self.pipe.pos(WRITE_POS).store(self.pos, Ordering::Release);
         fence(Ordering::SeqCst);

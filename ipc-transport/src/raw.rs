@@ -39,4 +39,10 @@ impl RawRegion {
         let mut up = self.up.lock().unwrap_or_else(|p| p.into_inner());
         up.send(message).map_err(|e| format!("{e:?}"))
     }
+
+    /// Claims, in the region, to have written more than the pipe to main
+    /// holds, and wakes main's reader to look.
+    pub fn scribble(&self) {
+        self.up.lock().unwrap_or_else(|p| p.into_inner()).scribble();
+    }
 }

@@ -1,5 +1,6 @@
 //! Hostile or broken children: a wrong token, garbage frames, oversized
-//! frames, a flood of requests whose replies are never read. Each is
+//! frames, a scribble on the link's shared memory, a flood of requests
+//! whose replies are never read. Each is
 //! refused or cut off with a logged reason; main's memory stays bounded and
 //! well-behaved children see no error.
 
@@ -136,6 +137,18 @@ fn hostile(kind: &str) {
                 );
                 std::thread::yield_now();
             }
+        }
+        "scribbler" => {
+            let (region, (_up, down), welcome) = raw_join(|t| t.to_owned());
+            assert!(
+                matches!(welcome, RawWelcome::Accepted { .. }),
+                "{welcome:?}"
+            );
+            region.scribble();
+            // Main cuts the link: its end of the liveness socket closes
+            // (the test's own wait is bounded; main kills leftovers).
+            while down.recv().is_ok() {}
+            assert!(region.send_up(b"after the cut").is_err());
         }
         "flooder" => {
             let (region, _alive, welcome) = raw_join(|t| t.to_owned());
@@ -303,7 +316,7 @@ fn hostile_children_are_cut_off_and_the_others_see_no_error() {
     assert!(err.to_string().contains("token"), "{err}");
 
     let mut bad = Kids::default();
-    for kind in ["garbage", "oversized"] {
+    for kind in ["garbage", "oversized", "scribbler"] {
         bad.0
             .push(main.node.spawn(kind, command(&main.h, kind, 0)).unwrap());
     }
