@@ -344,7 +344,7 @@ impl Serving<'_> {
 const REPLY_BATCH: usize = 64 << 10;
 
 /// Replies up to this many bytes are sent by the link's reader itself: a
-/// child's socket takes that much at once unless it has left far more
+/// child's pipe takes that much at once unless it has left far more
 /// unread (and a reader stuck there is cut loose by the stall watchdog).
 const INLINE_REPLY: usize = 16 << 10;
 

@@ -322,7 +322,7 @@ impl Node {
         Ok(link.send_control(Control::Restart)?)
     }
 
-    /// Sends `message` to main as one raw ipc message, bypassing the
+    /// Sends `message` to main as one raw message, bypassing the
     /// encoder (child only). For fault-injection tests of main's checks.
     #[doc(hidden)]
     pub fn send_raw_message(&self, message: &[u8]) -> Result<()> {

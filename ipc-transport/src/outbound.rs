@@ -126,7 +126,7 @@ impl Outbound {
 
     /// Sends what is buffered on this thread when that is cheap and safe:
     /// nothing else is being sent and the buffer holds at most `inline_max`
-    /// bytes (a reply or two, which a reading child's socket takes at
+    /// bytes (a reply or two, which a reading child's pipe takes at
     /// once). Anything larger, or queued behind a send in progress, is left
     /// to the writer thread, so a child that does not read stalls the
     /// writer, never the caller. Fails when the other side is gone.

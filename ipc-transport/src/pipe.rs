@@ -23,12 +23,13 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcSharedMemory};
 
 use crate::futex;
 
-/// The bytes each pipe holds.
-pub(crate) const CAPACITY: usize = 256 << 10;
+/// The bytes each pipe holds (Miri, which checks every byte copied, gets
+/// small pipes that wrap as often for a fraction of the bytes).
+pub(crate) const CAPACITY: usize = if cfg!(miri) { 4 << 10 } else { 256 << 10 };
 
 /// Messages longer than this are split at frame boundaries, so that a
 /// reader never needs to hold more than this plus one frame at once.
-pub(crate) const MAX_MESSAGE: usize = 1 << 20;
+pub(crate) const MAX_MESSAGE: usize = 4 * CAPACITY;
 
 /// Keeps each side's words on cache lines of their own.
 const LINE: usize = 128;
@@ -69,8 +70,18 @@ pub(crate) enum PipeError {
 
 /// The shared region of one link, mapped in this process.
 pub(crate) struct Region {
-    shm: IpcSharedMemory,
+    memory: Memory,
     base: *mut u8,
+}
+
+/// What holds a region's bytes.
+enum Memory {
+    /// Shared with the other process (kept mapped while the region lives).
+    Shared(IpcSharedMemory),
+    /// This process's own, for tests run under Miri, which cannot map a
+    /// shared memory file.
+    #[cfg(test)]
+    Heap(#[allow(dead_code)] Vec<u64>),
 }
 
 // SAFETY: the region is only reached through atomics and through copies
@@ -106,12 +117,32 @@ impl Region {
         // SAFETY: `shm` is not shared with anything in this process yet;
         // the pointer is kept and the mapping lives as long as `shm`.
         let base = unsafe { shm.deref_mut() }.as_mut_ptr();
-        Ok(Arc::new(Region { shm, base }))
+        Ok(Arc::new(Region {
+            memory: Memory::Shared(shm),
+            base,
+        }))
+    }
+
+    /// A region in this process's own memory.
+    #[cfg(test)]
+    pub(crate) fn local() -> Arc<Region> {
+        // A Vec, not a Box: moving it keeps `base` valid under Miri's
+        // aliasing rules.
+        let mut words = vec![0u64; REGION_LEN / 8];
+        let base = words.as_mut_ptr().cast::<u8>();
+        Arc::new(Region {
+            memory: Memory::Heap(words),
+            base,
+        })
     }
 
     /// A handle to the same memory, to send to the other side.
     pub(crate) fn share(&self) -> IpcSharedMemory {
-        self.shm.clone()
+        match &self.memory {
+            Memory::Shared(shm) => shm.clone(),
+            #[cfg(test)]
+            Memory::Heap(_) => IpcSharedMemory::from_bytes(&[]),
+        }
     }
 
     fn u64_at(&self, at: usize) -> &AtomicU64 {
@@ -508,11 +539,23 @@ mod tests {
     }
 
     /// The same region mapped twice, as main and a child map it.
+    #[cfg(not(miri))]
     fn two_mappings() -> (Arc<Region>, Arc<Region>) {
         let child = Region::create().unwrap();
         let main = Region::open(child.share()).unwrap();
         (child, main)
     }
+
+    /// Miri cannot map shared memory: one heap region for both sides,
+    /// which lets it check the protocol's ordering and its copies.
+    #[cfg(miri)]
+    fn two_mappings() -> (Arc<Region>, Arc<Region>) {
+        let region = Region::local();
+        (region.clone(), region)
+    }
+
+    /// Fewer messages under Miri, which runs far slower.
+    const SCALE: usize = if cfg!(miri) { 10 } else { 1 };
 
     #[test]
     fn messages_arrive_whole_and_in_order_across_two_mappings() {
@@ -521,9 +564,12 @@ mod tests {
         let mut rx = main.reader(Way::Up, message_limit(16 << 20));
         // Small ones, ones that wrap the pipe, ones longer than the pipe,
         // and a run of frames longer than a message.
-        let mut sent: Vec<Vec<u8>> = (0..2000).map(|i| vec![i as u8; i % 300 + 1]).collect();
+        let mut sent: Vec<Vec<u8>> = (0..2000 / SCALE)
+            .map(|i| vec![i as u8; i % (CAPACITY / 1000) + 1])
+            .collect();
         sent.push(vec![7; CAPACITY * 3 + 5]);
-        sent.push((0..40).flat_map(|i| frame(100 << 10, i)).collect());
+        let frame_len = MAX_MESSAGE / 10;
+        sent.push((0..40).flat_map(|i| frame(frame_len, i)).collect());
         let expected = sent.clone();
         let writer = thread::spawn(move || {
             for m in &sent {
@@ -542,7 +588,7 @@ mod tests {
             assert!(part.len() <= MAX_MESSAGE, "{} bytes", part.len());
             assert_eq!(
                 yuki_channel::codec::Frames::new(&part).count(),
-                part.len() / (4 + (100 << 10))
+                part.len() / (4 + frame_len)
             );
             frames_run.extend_from_slice(&part);
         }
@@ -623,6 +669,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "maps shared memory")]
     fn a_region_of_the_wrong_size_is_refused() {
         let err = Region::open(IpcSharedMemory::from_byte(0, 4096)).unwrap_err();
         assert!(err.contains("4096"), "{err}");
@@ -645,6 +692,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "uses an ipc-channel socket")]
     fn the_other_process_ending_closes_the_link() {
         let region = Region::create().unwrap();
         let (tx, rx) = ipc_channel::ipc::bytes_channel().unwrap();

@@ -1,4 +1,4 @@
-//! [`IpcTransport`]: the [`Transport`] seam over ipc-channel links.
+//! [`IpcTransport`]: the [`Transport`] seam over shared memory links.
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use yuki_channel::{
 use crate::child_side::ChildLink;
 use crate::main_side::{Hub, write};
 
-/// The ipc-channel transport of one process: main's hub of links, or a
+/// The transport of one process over ipc: main's hub of links, or a
 /// child's link to main. Obtain it from [`Node::transport`](crate::Node::transport).
 pub struct IpcTransport {
     side: Side,
