@@ -74,6 +74,7 @@ mod remote;
 mod service;
 mod shards;
 mod store;
+mod strings;
 mod value;
 mod watch;
 
