@@ -114,7 +114,7 @@ impl Data {
                         now.get().saturating_add(ttl).min(NEVER - 1)
                     }
                 };
-                shard.put(hash, key, value, expires);
+                shard.put(self.shards.hasher(), hash, key, value, expires);
                 self.changed(key, Some(value));
                 Outcome::Set
             }
@@ -152,7 +152,7 @@ impl Data {
                     // A counter keeps its time to live, as in Redis.
                     shard.replace_value(hash, key, &bytes);
                 } else {
-                    shard.put(hash, key, &bytes, NEVER);
+                    shard.put(self.shards.hasher(), hash, key, &bytes, NEVER);
                 }
                 self.changed(key, Some(&bytes));
                 Outcome::Incremented(next)
@@ -164,7 +164,7 @@ impl Data {
                 }
                 match new {
                     Some(v) => {
-                        shard.put(hash, key, v, NEVER);
+                        shard.put(self.shards.hasher(), hash, key, v, NEVER);
                         self.changed(key, Some(v));
                     }
                     None => {
