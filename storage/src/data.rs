@@ -15,9 +15,10 @@ use yuki_channel::codec;
 
 use crate::batch::Outcome;
 use crate::clock::Clock;
+use crate::entry::{Entry, NEVER};
 use crate::error::Error;
 use crate::protocol::Op;
-use crate::shards::{Entry, NEVER, Now, Shard, Shards};
+use crate::shards::{Now, Shard, Shards};
 use crate::watch::Watchers;
 
 pub(crate) struct Data {

@@ -65,6 +65,7 @@
 mod batch;
 mod clock;
 mod data;
+mod entry;
 mod error;
 mod limits;
 mod protocol;

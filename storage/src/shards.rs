@@ -11,106 +11,7 @@ use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
 
 use crate::clock::Clock;
-
-/// The deadline of an entry that never expires.
-pub(crate) const NEVER: u64 = u64::MAX;
-
-/// One key and its encoded value, with the key's deadline, in one
-/// allocation: the table holds only a pointer per entry (so more of it
-/// stays in cache), and a lookup that compares the key has the value's
-/// first bytes in cache already.
-///
-/// The key's hash is not kept: the table's tag bytes already filter all but
-/// about one in a hundred wrong candidates before a key is compared, and
-/// the table rehashes keys only when it grows. The header stays small so
-/// that more entries fit in cache (a 12-byte header keeps a short key and
-/// value within one 64-byte block of the allocator, where a 24-byte one
-/// took 80 bytes).
-pub(crate) struct Entry {
-    /// The deadline (nanoseconds on main's clock, or [`NEVER`], 8 bytes)
-    /// and the key's length (4 bytes), little-endian; then the key's bytes
-    /// and the value's. Exactly as long as all that, never a buffer kept
-    /// from a transport.
-    bytes: Box<[u8]>,
-}
-
-const EXPIRES_AT: usize = 0;
-const KEY_LEN_AT: usize = 8;
-const HEADER: usize = 12;
-
-// A key's length fits the header's 4 bytes.
-const _: () = assert!(crate::limits::MAX_KEY_LEN <= u32::MAX as usize);
-
-impl Entry {
-    fn new(key: &str, value: &[u8], expires: u64) -> Entry {
-        let mut bytes = Vec::with_capacity(HEADER + key.len() + value.len());
-        bytes.extend_from_slice(&expires.to_le_bytes());
-        // Keys are checked against MAX_KEY_LEN before they get here.
-        bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(key.as_bytes());
-        bytes.extend_from_slice(value);
-        Entry {
-            bytes: bytes.into_boxed_slice(),
-        }
-    }
-
-    /// The deadline, or [`NEVER`].
-    #[inline]
-    pub(crate) fn expires(&self) -> u64 {
-        let mut word = [0; 8];
-        word.copy_from_slice(&self.bytes[EXPIRES_AT..EXPIRES_AT + 8]);
-        u64::from_le_bytes(word)
-    }
-
-    fn set_expires(&mut self, expires: u64) {
-        self.bytes[EXPIRES_AT..EXPIRES_AT + 8].copy_from_slice(&expires.to_le_bytes());
-    }
-
-    /// Where the value starts.
-    #[inline]
-    fn value_at(&self) -> usize {
-        let mut len = [0; 4];
-        len.copy_from_slice(&self.bytes[KEY_LEN_AT..KEY_LEN_AT + 4]);
-        // A u32 fits every target yuki builds for; the fallback is unreachable.
-        HEADER + usize::try_from(u32::from_le_bytes(len)).unwrap_or(usize::MAX - HEADER)
-    }
-
-    #[inline]
-    fn key_bytes(&self) -> &[u8] {
-        self.bytes.get(HEADER..self.value_at()).unwrap_or_default()
-    }
-
-    #[inline]
-    fn is(&self, key: &str) -> bool {
-        self.key_bytes() == key.as_bytes()
-    }
-
-    pub(crate) fn key(&self) -> &str {
-        // The bytes were a &str when stored; the fallback is unreachable.
-        std::str::from_utf8(self.key_bytes()).unwrap_or_default()
-    }
-
-    #[inline]
-    pub(crate) fn value(&self) -> &[u8] {
-        self.bytes.get(self.value_at()..).unwrap_or_default()
-    }
-
-    /// Replaces the value, in place when the length is the same.
-    fn set_value(&mut self, key: &str, value: &[u8]) {
-        let at = self.value_at();
-        if self.bytes.len() - at == value.len() {
-            self.bytes[at..].copy_from_slice(value);
-        } else {
-            *self = Entry::new(key, value, self.expires());
-        }
-    }
-
-    #[inline]
-    pub(crate) fn live(&self, now: &mut Now<'_>) -> bool {
-        let expires = self.expires();
-        expires == NEVER || expires > now.get()
-    }
-}
+use crate::entry::{Entry, NEVER};
 
 /// Reads main's clock at most once per operation, and only when an entry
 /// with a deadline is met.
@@ -353,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn values_are_kept_at_their_exact_size() {
+    fn values_are_replaced_whatever_their_size() {
         let shards = Shards::new(1);
         let mut shard = Shard::default();
         let hash = shards.hash("k");
@@ -362,33 +263,11 @@ mod tests {
         shard.put(shards.hasher(), hash, "k", &big, NEVER);
         let e = shard.find(hash, "k").unwrap();
         assert_eq!((e.key(), e.value()), ("k", &b"abc"[..]));
-        assert_eq!(e.bytes.len(), HEADER + 4);
         shard.put(shards.hasher(), hash, "k", b"xyz", NEVER); // same length: in place
         shard.put(shards.hasher(), hash, "k", b"longer", NEVER);
         let e = shard.find(hash, "k").unwrap();
         assert_eq!(e.value(), b"longer");
-        assert_eq!(e.bytes.len(), HEADER + 7);
         assert!(shard.find(shards.hash("x"), "x").is_none());
-    }
-
-    #[test]
-    fn an_entry_keeps_its_hash_deadline_key_and_value_through_changes() {
-        let mut e = Entry::new("key", b"value", 42);
-        assert_eq!(
-            (e.expires(), e.key(), e.value()),
-            (42, "key", &b"value"[..])
-        );
-        assert!(e.is("key"));
-        assert!(!e.is("kex"));
-        assert!(!e.is("ke"));
-        assert!(!e.is("keyv"));
-        e.set_expires(NEVER);
-        e.set_value("key", b"VALUE");
-        assert_eq!((e.expires(), e.value()), (NEVER, &b"VALUE"[..]));
-        e.set_value("key", b"");
-        assert_eq!((e.expires(), e.key(), e.value()), (NEVER, "key", &b""[..]));
-        let empty = Entry::new("", b"v", 1);
-        assert_eq!((empty.key(), empty.value()), ("", &b"v"[..]));
     }
 
     #[test]
