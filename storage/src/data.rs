@@ -52,10 +52,17 @@ impl Data {
     /// Runs `f` on the live value of `key` under its shard's read lock.
     #[inline]
     pub(crate) fn get_with<R>(&self, key: &str, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.read(key, |value| value.map(f))
+    }
+
+    /// Runs `f` on the live value of `key`, or on `None`, under its shard's
+    /// read lock: a caller builds its result once, in its final shape.
+    #[inline]
+    pub(crate) fn read<R>(&self, key: &str, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         let hash = self.shards.hash(key);
         let shard = self.shards.read(self.shards.index(hash));
         let mut now = self.now();
-        shard.find_live(hash, key, &mut now).map(|e| f(e.value()))
+        f(shard.find_live(hash, key, &mut now).map(Entry::value))
     }
 
     pub(crate) fn contains(&self, key: &str) -> bool {

@@ -102,6 +102,7 @@ impl<'de> de::Deserializer<'de> for Whole<'de, '_> {
 
     // What the codec's deserializer does with each request, read straight
     // from the bytes.
+    #[inline]
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Declined> {
         match contents(self.bytes).and_then(|b| std::str::from_utf8(b).ok()) {
             Some(s) => visitor.visit_borrowed_str(s),
@@ -109,6 +110,7 @@ impl<'de> de::Deserializer<'de> for Whole<'de, '_> {
         }
     }
 
+    #[inline]
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Declined> {
         match contents(self.bytes).and_then(|b| std::str::from_utf8(b).ok()) {
             Some(s) => visitor.visit_string(s.to_owned()),
@@ -116,6 +118,7 @@ impl<'de> de::Deserializer<'de> for Whole<'de, '_> {
         }
     }
 
+    #[inline]
     fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Declined> {
         match contents(self.bytes) {
             Some(b) => visitor.visit_borrowed_bytes(b),
@@ -123,6 +126,7 @@ impl<'de> de::Deserializer<'de> for Whole<'de, '_> {
         }
     }
 
+    #[inline]
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Declined> {
         match contents(self.bytes) {
             Some(b) => visitor.visit_byte_buf(b.to_vec()),

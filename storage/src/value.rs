@@ -29,6 +29,24 @@ pub(crate) fn decode<V: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<V> 
     }
 }
 
+/// [`decode`] for a value that may be absent, built in the shape `get`
+/// returns.
+#[inline]
+pub(crate) fn decode_found<V: DeserializeOwned>(
+    key: &str,
+    bytes: Option<&[u8]>,
+) -> Result<Option<V>> {
+    let Some(bytes) = bytes else {
+        return Ok(None);
+    };
+    match strings::decode::<V>(bytes) {
+        Some(v) => Ok(Some(v)),
+        None => codec::decode_borrowed::<V>(bytes)
+            .map(Some)
+            .map_err(|e| wrong_type::<V>(key, e)),
+    }
+}
+
 pub(crate) fn wrong_type<V>(key: &str, e: yuki_channel::Error) -> Error {
     let reason = match e {
         yuki_channel::Error::Decode { reason, .. } => reason,
@@ -96,6 +114,26 @@ mod tests {
         assert_eq!(decode::<String>("k", &text).unwrap(), "text");
         assert_eq!(decode::<Option<u8>>("k", &[1, 7]).unwrap(), Some(7));
         assert_eq!(decode::<(u8, u8)>("k", &[1, 7]).unwrap(), (1, 7));
+    }
+
+    #[test]
+    fn a_found_value_decodes_as_decode_does_and_a_missing_one_is_none() {
+        let text = codec::encode("text").unwrap();
+        assert_eq!(decode_found::<String>("k", None).unwrap(), None);
+        assert_eq!(
+            decode_found::<String>("k", Some(&text)).unwrap().as_deref(),
+            Some("text")
+        );
+        assert_eq!(
+            decode_found::<(u8, u8)>("k", Some(&[1, 7])).unwrap(),
+            Some((1, 7))
+        );
+        for bytes in [&[2, 0xff, 0xfe][..], &[5, b'a']] {
+            let found = decode_found::<String>("key", Some(bytes)).unwrap_err();
+            let direct = decode::<String>("key", bytes).unwrap_err();
+            assert_eq!(found.to_string(), direct.to_string());
+            assert!(matches!(found, Error::WrongType { .. }), "{found:?}");
+        }
     }
 
     #[test]
