@@ -15,9 +15,10 @@ use yuki_channel::codec;
 
 use crate::batch::Outcome;
 use crate::clock::Clock;
+use crate::entry::{Entry, NEVER};
 use crate::error::Error;
 use crate::protocol::Op;
-use crate::shards::{Entry, NEVER, Now, Shard, Shards};
+use crate::shards::{Now, Shard, Shards};
 use crate::watch::Watchers;
 
 pub(crate) struct Data {
@@ -51,10 +52,17 @@ impl Data {
     /// Runs `f` on the live value of `key` under its shard's read lock.
     #[inline]
     pub(crate) fn get_with<R>(&self, key: &str, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.read(key, |value| value.map(f))
+    }
+
+    /// Runs `f` on the live value of `key`, or on `None`, under its shard's
+    /// read lock: a caller builds its result once, in its final shape.
+    #[inline]
+    pub(crate) fn read<R>(&self, key: &str, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
         let hash = self.shards.hash(key);
         let shard = self.shards.read(self.shards.index(hash));
         let mut now = self.now();
-        shard.find_live(hash, key, &mut now).map(|e| f(e.value()))
+        f(shard.find_live(hash, key, &mut now).map(Entry::value))
     }
 
     pub(crate) fn contains(&self, key: &str) -> bool {
@@ -114,7 +122,7 @@ impl Data {
                         now.get().saturating_add(ttl).min(NEVER - 1)
                     }
                 };
-                shard.put(hash, key, value, expires);
+                shard.put(self.shards.hasher(), hash, key, value, expires);
                 self.changed(key, Some(value));
                 Outcome::Set
             }
@@ -152,7 +160,7 @@ impl Data {
                     // A counter keeps its time to live, as in Redis.
                     shard.replace_value(hash, key, &bytes);
                 } else {
-                    shard.put(hash, key, &bytes, NEVER);
+                    shard.put(self.shards.hasher(), hash, key, &bytes, NEVER);
                 }
                 self.changed(key, Some(&bytes));
                 Outcome::Incremented(next)
@@ -164,7 +172,7 @@ impl Data {
                 }
                 match new {
                     Some(v) => {
-                        shard.put(hash, key, v, NEVER);
+                        shard.put(self.shards.hasher(), hash, key, v, NEVER);
                         self.changed(key, Some(v));
                     }
                     None => {

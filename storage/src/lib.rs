@@ -65,6 +65,7 @@
 mod batch;
 mod clock;
 mod data;
+mod entry;
 mod error;
 mod limits;
 mod protocol;
@@ -74,6 +75,7 @@ mod remote;
 mod service;
 mod shards;
 mod store;
+mod strings;
 mod value;
 mod watch;
 

@@ -11,105 +11,7 @@ use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
 
 use crate::clock::Clock;
-
-/// The deadline of an entry that never expires.
-pub(crate) const NEVER: u64 = u64::MAX;
-
-/// One key and its encoded value, with the key's hash and deadline, in one
-/// allocation: the table holds only a pointer per entry (so more of it
-/// stays in cache), and a lookup that compares the hash and the key has
-/// the value's first bytes in cache already.
-pub(crate) struct Entry {
-    /// The hash, the deadline (nanoseconds on main's clock, or [`NEVER`])
-    /// and the key's length, each 8 bytes little-endian; then the key's
-    /// bytes and the value's. Exactly as long as all that, never a buffer
-    /// kept from a transport.
-    bytes: Box<[u8]>,
-}
-
-const HASH_AT: usize = 0;
-const EXPIRES_AT: usize = 8;
-const KEY_LEN_AT: usize = 16;
-const HEADER: usize = 24;
-
-impl Entry {
-    fn new(hash: u64, key: &str, value: &[u8], expires: u64) -> Entry {
-        let mut bytes = Vec::with_capacity(HEADER + key.len() + value.len());
-        bytes.extend_from_slice(&hash.to_le_bytes());
-        bytes.extend_from_slice(&expires.to_le_bytes());
-        bytes.extend_from_slice(&(key.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(key.as_bytes());
-        bytes.extend_from_slice(value);
-        Entry {
-            bytes: bytes.into_boxed_slice(),
-        }
-    }
-
-    #[inline]
-    fn word(&self, at: usize) -> u64 {
-        let mut word = [0; 8];
-        word.copy_from_slice(&self.bytes[at..at + 8]);
-        u64::from_le_bytes(word)
-    }
-
-    #[inline]
-    fn hash(&self) -> u64 {
-        self.word(HASH_AT)
-    }
-
-    /// The deadline, or [`NEVER`].
-    #[inline]
-    pub(crate) fn expires(&self) -> u64 {
-        self.word(EXPIRES_AT)
-    }
-
-    fn set_expires(&mut self, expires: u64) {
-        self.bytes[EXPIRES_AT..EXPIRES_AT + 8].copy_from_slice(&expires.to_le_bytes());
-    }
-
-    /// Where the value starts.
-    #[inline]
-    fn value_at(&self) -> usize {
-        // The length was a `usize` when stored; the fallback is unreachable.
-        HEADER + usize::try_from(self.word(KEY_LEN_AT)).unwrap_or(usize::MAX - HEADER)
-    }
-
-    #[inline]
-    fn key_bytes(&self) -> &[u8] {
-        self.bytes.get(HEADER..self.value_at()).unwrap_or_default()
-    }
-
-    #[inline]
-    fn is(&self, hash: u64, key: &str) -> bool {
-        self.hash() == hash && self.key_bytes() == key.as_bytes()
-    }
-
-    pub(crate) fn key(&self) -> &str {
-        // The bytes were a &str when stored; the fallback is unreachable.
-        std::str::from_utf8(self.key_bytes()).unwrap_or_default()
-    }
-
-    #[inline]
-    pub(crate) fn value(&self) -> &[u8] {
-        self.bytes.get(self.value_at()..).unwrap_or_default()
-    }
-
-    /// Replaces the value, in place when the length is the same.
-    fn set_value(&mut self, key: &str, value: &[u8]) {
-        let at = self.value_at();
-        if self.bytes.len() - at == value.len() {
-            self.bytes[at..].copy_from_slice(value);
-        } else {
-            *self = Entry::new(self.hash(), key, value, self.expires());
-        }
-    }
-
-    #[inline]
-    pub(crate) fn live(&self, now: &mut Now<'_>) -> bool {
-        let expires = self.expires();
-        expires == NEVER || expires > now.get()
-    }
-}
+use crate::entry::{Entry, NEVER};
 
 /// Reads main's clock at most once per operation, and only when an entry
 /// with a deadline is met.
@@ -142,7 +44,7 @@ pub(crate) struct Shard {
 impl Shard {
     #[inline]
     pub(crate) fn find(&self, hash: u64, key: &str) -> Option<&Entry> {
-        self.table.find(hash, |e| e.is(hash, key))
+        self.table.find(hash, |e| e.is(key))
     }
 
     /// The entry if it exists and has not expired.
@@ -153,8 +55,16 @@ impl Shard {
 
     /// Sets `key` to a copy of `value`, reusing the old allocation when the
     /// length is the same.
-    pub(crate) fn put(&mut self, hash: u64, key: &str, value: &[u8], expires: u64) {
-        match self.table.find_mut(hash, |e| e.is(hash, key)) {
+    /// `hasher` rehashes the keys when the table grows.
+    pub(crate) fn put(
+        &mut self,
+        hasher: &Hasher,
+        hash: u64,
+        key: &str,
+        value: &[u8],
+        expires: u64,
+    ) {
+        match self.table.find_mut(hash, |e| e.is(key)) {
             Some(e) => {
                 e.set_value(key, value);
                 self.with_ttl = self.with_ttl + usize::from(expires != NEVER)
@@ -164,21 +74,23 @@ impl Shard {
             None => {
                 self.with_ttl += usize::from(expires != NEVER);
                 self.table
-                    .insert_unique(hash, Entry::new(hash, key, value, expires), Entry::hash);
+                    .insert_unique(hash, Entry::new(key, value, expires), |e| {
+                        hasher.hash_one(e.key())
+                    });
             }
         }
     }
 
     /// Replaces the value of an existing entry, keeping its deadline.
     pub(crate) fn replace_value(&mut self, hash: u64, key: &str, value: &[u8]) {
-        if let Some(e) = self.table.find_mut(hash, |e| e.is(hash, key)) {
+        if let Some(e) = self.table.find_mut(hash, |e| e.is(key)) {
             e.set_value(key, value);
         }
     }
 
     /// Removes `key`, returning its entry (live or expired).
     pub(crate) fn remove(&mut self, hash: u64, key: &str) -> Option<Entry> {
-        let found = self.table.find_entry(hash, |e| e.is(hash, key)).ok()?;
+        let found = self.table.find_entry(hash, |e| e.is(key)).ok()?;
         let (e, _) = found.remove();
         self.with_ttl -= usize::from(e.expires() != NEVER);
         Some(e)
@@ -233,10 +145,13 @@ impl Shard {
     }
 }
 
+/// What hashes keys, for the shards and their tables alike.
+pub(crate) type Hasher = foldhash::fast::RandomState;
+
 /// The shards, and the hasher that places keys in them.
 pub(crate) struct Shards {
     shards: Box<[CachePadded<RwLock<Shard>>]>,
-    hasher: foldhash::fast::RandomState,
+    hasher: Hasher,
     mask: usize,
 }
 
@@ -249,7 +164,7 @@ impl Shards {
         let count = count.clamp(1, 1 << 12).next_power_of_two();
         Shards {
             shards: (0..count).map(|_| CachePadded::default()).collect(),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: Hasher::default(),
             mask: count - 1,
         }
     }
@@ -257,6 +172,11 @@ impl Shards {
     #[inline]
     pub(crate) fn hash(&self, key: &str) -> u64 {
         self.hasher.hash_one(key)
+    }
+
+    #[inline]
+    pub(crate) fn hasher(&self) -> &Hasher {
+        &self.hasher
     }
 
     #[inline]
@@ -300,7 +220,7 @@ mod tests {
     use std::time::Duration;
 
     fn put(shard: &mut Shard, shards: &Shards, key: &str, value: &[u8], expires: u64) {
-        shard.put(shards.hash(key), key, value, expires);
+        shard.put(shards.hasher(), shards.hash(key), key, value, expires);
     }
 
     #[test]
@@ -334,44 +254,36 @@ mod tests {
     }
 
     #[test]
-    fn values_are_kept_at_their_exact_size() {
+    fn values_are_replaced_whatever_their_size() {
         let shards = Shards::new(1);
         let mut shard = Shard::default();
         let hash = shards.hash("k");
         let mut big = Vec::with_capacity(4096);
         big.extend_from_slice(b"abc");
-        shard.put(hash, "k", &big, NEVER);
+        shard.put(shards.hasher(), hash, "k", &big, NEVER);
         let e = shard.find(hash, "k").unwrap();
         assert_eq!((e.key(), e.value()), ("k", &b"abc"[..]));
-        assert_eq!(e.bytes.len(), HEADER + 4);
-        shard.put(hash, "k", b"xyz", NEVER); // same length: in place
-        shard.put(hash, "k", b"longer", NEVER);
+        shard.put(shards.hasher(), hash, "k", b"xyz", NEVER); // same length: in place
+        shard.put(shards.hasher(), hash, "k", b"longer", NEVER);
         let e = shard.find(hash, "k").unwrap();
         assert_eq!(e.value(), b"longer");
-        assert_eq!(e.bytes.len(), HEADER + 7);
         assert!(shard.find(shards.hash("x"), "x").is_none());
     }
 
     #[test]
-    fn an_entry_keeps_its_hash_deadline_key_and_value_through_changes() {
-        let mut e = Entry::new(0xdead_beef, "key", b"value", 42);
-        assert_eq!(
-            (e.hash(), e.expires(), e.key(), e.value()),
-            (0xdead_beef, 42, "key", &b"value"[..])
-        );
-        assert!(e.is(0xdead_beef, "key"));
-        assert!(!e.is(0xdead_beef, "kex"));
-        assert!(!e.is(1, "key"));
-        e.set_expires(NEVER);
-        e.set_value("key", b"VALUE");
-        assert_eq!((e.expires(), e.value()), (NEVER, &b"VALUE"[..]));
-        e.set_value("key", b"");
-        assert_eq!(
-            (e.hash(), e.expires(), e.key(), e.value()),
-            (0xdead_beef, NEVER, "key", &b""[..])
-        );
-        let empty = Entry::new(7, "", b"v", 1);
-        assert_eq!((empty.key(), empty.value()), ("", &b"v"[..]));
+    fn keys_are_found_after_the_table_grows_and_rehashes_them() {
+        let shards = Shards::new(1);
+        let mut shard = Shard::default();
+        let keys: Vec<String> = (0..2_000).map(|i| format!("key:{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            put(&mut shard, &shards, k, &i.to_le_bytes(), NEVER);
+        }
+        assert_eq!(shard.table.len(), keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            let e = shard.find(shards.hash(k), k).unwrap();
+            assert_eq!((e.key(), e.value()), (k.as_str(), &i.to_le_bytes()[..]));
+        }
+        assert!(shard.find(shards.hash("key:2000"), "key:2000").is_none());
     }
 
     #[test]

@@ -304,9 +304,7 @@ impl Store {
     pub fn get<V: DeserializeOwned>(&self, key: &str) -> Result<Option<V>> {
         check_key(key)?;
         match &self.backend {
-            Backend::Local(data) => data
-                .get_with(key, |bytes| value::decode(key, bytes))
-                .transpose(),
+            Backend::Local(data) => data.read(key, |bytes| value::decode_found(key, bytes)),
             // Decoded straight from the reply frame: no copy of the bytes.
             Backend::Remote(remote) => {
                 remote.request(&Request::Op(Op::Get(key)), |reply| match reply {

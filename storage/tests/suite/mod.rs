@@ -141,6 +141,24 @@ pub fn set_get_and_types(h: &dyn Harness) {
         other => panic!("expected WrongType, got {other:?}"),
     }
     assert!(err.to_string().contains("user.1") && err.to_string().contains("u64"));
+
+    // Bytes that are not UTF-8 are a byte string but no String, for main
+    // and a child alike.
+    let bytes = serde_bytes::Bytes::new(&[0xff, 0xfe]);
+    child.set("bytes", bytes).unwrap();
+    for store in [&main, &child] {
+        let got = store.get::<serde_bytes::ByteBuf>("bytes").unwrap();
+        assert_eq!(got.as_deref().map(|b| &b[..]), Some(&[0xff, 0xfe][..]));
+        match store.get::<String>("bytes").unwrap_err() {
+            Error::WrongType { key, type_name, .. } => {
+                assert_eq!(
+                    (key.as_str(), type_name),
+                    ("bytes", "alloc::string::String")
+                );
+            }
+            other => panic!("expected WrongType, got {other:?}"),
+        }
+    }
 }
 
 pub fn get_or_and_raw(h: &dyn Harness) {
