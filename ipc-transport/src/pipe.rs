@@ -80,7 +80,7 @@ enum Memory {
     Shared(IpcSharedMemory),
     /// This process's own, for tests run under Miri, which cannot map a
     /// shared memory file.
-    #[cfg(test)]
+    #[cfg(miri)]
     Heap(#[allow(dead_code)] Vec<u64>),
 }
 
@@ -124,7 +124,7 @@ impl Region {
     }
 
     /// A region in this process's own memory.
-    #[cfg(test)]
+    #[cfg(miri)]
     pub(crate) fn local() -> Arc<Region> {
         // A Vec, not a Box: moving it keeps `base` valid under Miri's
         // aliasing rules.
@@ -140,7 +140,7 @@ impl Region {
     pub(crate) fn share(&self) -> IpcSharedMemory {
         match &self.memory {
             Memory::Shared(shm) => shm.clone(),
-            #[cfg(test)]
+            #[cfg(miri)]
             Memory::Heap(_) => IpcSharedMemory::from_bytes(&[]),
         }
     }
