@@ -196,6 +196,7 @@ pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 /// follows it; `None` when the input is cut short or the length is not in
 /// its shortest form (leave such input to [`decode_borrowed`], which says
 /// what is wrong with it).
+#[inline]
 pub fn split_bytes(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     let (&first, rest) = bytes.split_first()?;
     let (len, rest) = match first {
