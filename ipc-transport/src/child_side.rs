@@ -181,7 +181,6 @@ impl ChildLink {
             name,
             max_frame,
             region,
-            up,
             down,
         } = joined;
         let reader = region.reader(Way::Down, pipe::message_limit(max_frame));
@@ -189,7 +188,7 @@ impl ChildLink {
             peer: PeerId(peer),
             name,
             max_frame,
-            out: Outbound::new(Tx::new(region.writer(Way::Up), up)),
+            out: Outbound::new(Tx::new(region.writer(Way::Up), None)),
             down: Mutex::new((reader, Spin::new(spin))),
             pending: Mutex::default(),
             free: Condvar::new(),
@@ -493,13 +492,19 @@ impl ChildLink {
             let (rx, spin) = &mut *down;
             spin.recv(rx, expected)
         };
-        let message = match received {
+        let broken = match received {
+            Ok(m) => Ok(m),
+            Err(PipeError::Corrupt(why)) => Err(Some(why)),
+            // A send that found the pipe broken closed the link.
+            Err(PipeError::Closed) => Err(self.out.broken()),
+        };
+        let message = match broken {
             Ok(m) => m,
-            Err(PipeError::Closed) => {
+            Err(None) => {
                 self.main_gone("main is gone (the link closed)".into(), false);
                 return false;
             }
-            Err(PipeError::Corrupt(why)) => {
+            Err(Some(why)) => {
                 tracing::warn!(reason = %why, "main broke the link's shared memory; closing the link");
                 self.main_gone(format!("the link to main broke: {why}"), false);
                 return false;

@@ -3,8 +3,7 @@
 //!
 //! Linux futexes on a `MAP_SHARED` mapping are keyed by the page, not the
 //! address, so main and a child that map the same region at different
-//! addresses wait on and wake the same word. Other systems have no such
-//! call; there a sleeper naps briefly and looks again.
+//! addresses wait on and wake the same word.
 
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
@@ -52,16 +51,13 @@ pub(crate) fn wake(word: &AtomicU32) {
     }
 }
 
+// Elsewhere ipc-channel may copy a region on its way instead of sharing
+// it (macOS sends it as a copy-on-write Mach message), and there is no
+// futex: say so at build time rather than fail at run time.
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    use std::sync::atomic::Ordering;
-    if word.load(Ordering::Acquire) == expected {
-        std::thread::sleep(timeout.min(Duration::from_micros(200)));
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn wake(_word: &AtomicU32) {}
+compile_error!(
+    "yuki-ipc-transport runs on Linux only: its links share memory between processes and sleep on futexes"
+);
 
 #[cfg(test)]
 mod tests {

@@ -38,9 +38,10 @@
 //! each way. A message costs a copy in and a copy out and no system call
 //! while the reader is awake; a reader with nothing to read sleeps on a
 //! futex in the region until the writer wakes it. Beside the region, an
-//! ipc-channel socket pair carries nothing: each side watches its end, and
-//! when the other process ends, the link closes and every waiter on it
-//! wakes. Neither side trusts the other's half of the region: positions
+//! ipc-channel socket from main carries nothing: the child watches its end,
+//! and when main ends, the link closes and every waiter on it wakes (main
+//! learns of a child's end from its exit). Linux only: elsewhere there is
+//! no futex, and ipc-channel may copy the region instead of sharing it. Neither side trusts the other's half of the region: positions
 //! and lengths are checked and bytes copied out before they are parsed, so
 //! a child that breaks the link's rules is cut off. (A child can still make
 //! main fault by shrinking the region's memory file; children are processes

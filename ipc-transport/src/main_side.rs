@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
+use ipc_channel::ipc::IpcBytesSender;
 use yuki_channel::codec::{self, Frames};
 use yuki_channel::{Error, PeerEvent, PeerEventHandler, PeerId, PushHandler, Result, Service};
 
@@ -140,7 +140,6 @@ impl Hub {
         peer: PeerId,
         name: &str,
         region: Arc<Region>,
-        up: IpcBytesReceiver,
         down: IpcBytesSender,
         kill: Option<KillHook>,
     ) -> Result<Arc<Link>> {
@@ -148,7 +147,7 @@ impl Hub {
         let link = Arc::new(Link {
             peer,
             name: name.to_owned(),
-            out: Outbound::new(Tx::new(region.writer(Way::Down), down)),
+            out: Outbound::new(Tx::new(region.writer(Way::Down), Some(down))),
             dead: AtomicBool::new(false),
             left: Mutex::new(false),
             kill: Mutex::new(kill),
@@ -158,11 +157,6 @@ impl Hub {
         let spawned = std::thread::Builder::new()
             .name(format!("yuki-out-{peer}"))
             .spawn(move || writer.out.run_writer())
-            .and_then(|_| {
-                std::thread::Builder::new()
-                    .name(format!("yuki-alive-{peer}"))
-                    .spawn(move || pipe::watch(&up, &region))
-            })
             .and_then(|_| {
                 let (hub, serving) = (self.clone(), link.clone());
                 std::thread::Builder::new()
@@ -372,10 +366,12 @@ fn serve_link(hub: &Hub, link: &Link, up: &mut Reader) {
         // is busy, and its next request is likely close behind.
         let mut message = match spin.recv(up, !std::mem::take(&mut first)) {
             Ok(m) => m,
-            Err(PipeError::Closed) => {
-                hub.disconnect(link, "the child closed its link");
-                return;
-            }
+            Err(PipeError::Closed) => match link.out.broken() {
+                Some(why) => {
+                    return hub.violation(link, format!("malformed data on its link: {why}"));
+                }
+                None => return hub.disconnect(link, "the child closed its link"),
+            },
             Err(PipeError::Corrupt(why)) => {
                 return hub.violation(link, format!("malformed data on its link: {why}"));
             }

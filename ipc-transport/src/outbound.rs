@@ -31,28 +31,21 @@ pub(crate) struct Outbound {
 /// What a link end sends with.
 pub(crate) struct Tx {
     pipe: Writer,
-    /// Never written to: the other side watches its receiving end, which
-    /// fails when this is dropped or this process ends.
-    _alive: IpcBytesSender,
+    /// Main's: never written to; the child watches its receiving end, which
+    /// fails when this is dropped or main ends.
+    _alive: Option<IpcBytesSender>,
 }
 
 impl Tx {
-    pub(crate) fn new(pipe: Writer, alive: IpcBytesSender) -> Tx {
+    pub(crate) fn new(pipe: Writer, alive: Option<IpcBytesSender>) -> Tx {
         Tx {
             pipe,
             _alive: alive,
         }
     }
 
-    fn send(&mut self, message: &[u8]) -> bool {
-        match self.pipe.send(message) {
-            Ok(()) => true,
-            Err(PipeError::Closed) => false,
-            Err(PipeError::Corrupt(why)) => {
-                tracing::warn!(%why, "the other side broke the link's shared memory; closing the link");
-                false
-            }
-        }
+    fn send(&mut self, message: &[u8]) -> Result<(), PipeError> {
+        self.pipe.send(message)
     }
 }
 
@@ -65,6 +58,8 @@ struct State {
     send_started: Option<Instant>,
     writer_idle: bool,
     closed: bool,
+    /// How the other side broke the pipe, if a send found it so.
+    broken: Option<String>,
 }
 
 /// Why an append was refused.
@@ -172,7 +167,7 @@ impl Outbound {
             drop(st);
             let sent = match &mut *self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
                 Some(tx) => tx.send(&data),
-                None => false,
+                None => Err(PipeError::Closed),
             };
             data.clear();
             st = self.lock();
@@ -181,7 +176,10 @@ impl Outbound {
             if data.capacity() <= KEEP_CAPACITY {
                 st.spare = data;
             }
-            if !sent {
+            if let Err(e) = sent {
+                if let PipeError::Corrupt(why) = e {
+                    st.broken = Some(why);
+                }
                 st.closed = true;
                 drop(st);
                 self.close();
@@ -196,6 +194,12 @@ impl Outbound {
                 return Ok(());
             }
         }
+    }
+
+    /// How the other side broke the link's pipe, if a send found it so
+    /// (the link is closed then).
+    pub(crate) fn broken(&self) -> Option<String> {
+        self.lock().broken.clone()
     }
 
     /// How long the send in progress has been blocked, if one is: a

@@ -16,7 +16,7 @@
 //! followed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcSharedMemory};
@@ -46,8 +46,9 @@ const WRITER_SLEEPS: usize = 8;
 const READ_POS: usize = LINE;
 const READER_SLEEPS: usize = LINE + 8;
 
-/// How long a sleeper waits before looking again on its own: only a lost
-/// wake-up would make this matter, as a closing side wakes every sleeper.
+/// How long a sleeper waits before looking again on its own: only a
+/// wake-up lost to a peer scribbling on the sleep words makes this matter,
+/// as writers and a closing side wake every sleeper that said it sleeps.
 const NAP: Duration = Duration::from_millis(500);
 
 /// Which way a pipe carries bytes.
@@ -72,6 +73,9 @@ pub(crate) enum PipeError {
 pub(crate) struct Region {
     memory: Memory,
     base: *mut u8,
+    /// This process closed the link: the flag in the region tells the other
+    /// side, which could clear it; this one it cannot.
+    closed_here: AtomicBool,
 }
 
 /// What holds a region's bytes.
@@ -84,8 +88,11 @@ enum Memory {
     Heap(#[allow(dead_code)] Vec<u64>),
 }
 
-// SAFETY: the region is only reached through atomics and through copies
-// into and out of ranges that the pipe protocol gives one side at a time.
+// SAFETY: the region is only reached through raw pointers: atomics, and
+// copies into and out of ranges that the pipe protocol gives one side at a
+// time. A peer that breaks the protocol can race those copies, which then
+// carry garbage but touch nothing outside the region: no reference into the
+// data area is ever made, and what is copied out is checked before use.
 unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
@@ -114,12 +121,15 @@ impl Region {
                 shm.len()
             ));
         }
-        // SAFETY: `shm` is not shared with anything in this process yet;
-        // the pointer is kept and the mapping lives as long as `shm`.
+        // SAFETY: the slice is only used to take its pointer, at once;
+        // from then on the memory (which the other process may be writing)
+        // is reached through that pointer alone, and stays mapped as long
+        // as `shm`, which the region keeps.
         let base = unsafe { shm.deref_mut() }.as_mut_ptr();
         Ok(Arc::new(Region {
             memory: Memory::Shared(shm),
             base,
+            closed_here: AtomicBool::new(false),
         }))
     }
 
@@ -133,6 +143,7 @@ impl Region {
         Arc::new(Region {
             memory: Memory::Heap(words),
             base,
+            closed_here: AtomicBool::new(false),
         })
     }
 
@@ -160,20 +171,25 @@ impl Region {
 
     /// Whether either side closed the link.
     pub(crate) fn is_closed(&self) -> bool {
-        self.u32_at(CLOSED).load(Ordering::Acquire) != 0
+        self.closed_here.load(Ordering::Acquire) || self.u32_at(CLOSED).load(Ordering::Acquire) != 0
     }
 
     /// Closes the link both ways and wakes every sleeper on either side:
     /// readers get what was written before, then [`PipeError::Closed`];
     /// writers fail at once. Called by a side that closes its link, and by
-    /// the thread that sees the other process's socket close.
+    /// the child's thread that sees main's socket close.
     pub(crate) fn close(&self) {
+        self.closed_here.store(true, Ordering::SeqCst);
         self.u32_at(CLOSED).store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         for way in [Way::Up, Way::Down] {
             let pipe = Pipe::at(way);
             for word in [WRITER_SLEEPS, READER_SLEEPS] {
-                rouse(self.u32_at(pipe + word));
+                // Whatever the words say (the peer may have changed them):
+                // a close is rare, and every sleeper must see it.
+                let word = self.u32_at(pipe + word);
+                word.store(0, Ordering::SeqCst);
+                futex::wake(word);
             }
         }
     }
@@ -304,6 +320,9 @@ impl Writer {
     /// [`MAX_MESSAGE`]), waiting for room while the pipe is full. A longer
     /// run is sent as several messages, split between frames.
     pub(crate) fn send(&mut self, message: &[u8]) -> Result<(), PipeError> {
+        if message.is_empty() {
+            return self.send_one(message);
+        }
         let mut rest = message;
         while !rest.is_empty() {
             let (now, later) = rest.split_at(split_point(rest));
@@ -513,16 +532,19 @@ impl Reader {
 }
 
 /// The longest message a reader takes from a side whose frames are at
-/// most `max_frame` bytes: a split run, or one frame with its header.
+/// most `max_frame` bytes: a split run, or one frame with its header (a
+/// call's service name or a push's stream name, which no real program makes
+/// longer than a few dozen bytes, may add up to 64 KiB).
 pub(crate) fn message_limit(max_frame: usize) -> usize {
     MAX_MESSAGE.max(max_frame.saturating_add(64 << 10))
 }
 
-/// Waits for the other process's end of `alive` to close (it never sends),
-/// then closes `region`, waking this side's sleepers: how a side learns
-/// that the other process died without closing the link itself.
+/// Waits for main's end of `alive` to close (it never sends; anything it
+/// did send ends the link as well), then closes `region`, waking this
+/// side's sleepers: how a child learns that main died without closing the
+/// link itself. (Main learns of a child's death from its exit.)
 pub(crate) fn watch(alive: &IpcBytesReceiver, region: &Region) {
-    while alive.recv().is_ok() {}
+    let _ = alive.recv();
     region.close();
 }
 
@@ -693,16 +715,46 @@ mod tests {
 
     #[test]
     #[cfg_attr(miri, ignore = "uses an ipc-channel socket")]
-    fn the_other_process_ending_closes_the_link() {
+    fn mains_socket_closing_closes_the_link() {
         let region = Region::create().unwrap();
         let (tx, rx) = ipc_channel::ipc::bytes_channel().unwrap();
         let watcher = {
             let region = region.clone();
             thread::spawn(move || watch(&rx, &region))
         };
-        tx.send(b"ignored").unwrap();
         drop(tx);
         watcher.join().unwrap();
         assert!(region.is_closed());
+    }
+
+    #[test]
+    fn a_close_holds_here_whatever_the_other_side_writes_after_it() {
+        let (child, main) = two_mappings();
+        let mut rx = main.reader(Way::Up, 1 << 20);
+        let mut tx = main.writer(Way::Down);
+        main.close();
+        // The child reopens the link and says nobody sleeps.
+        child.u32_at(CLOSED).store(0, Ordering::SeqCst);
+        for way in [Way::Up, Way::Down] {
+            for word in [WRITER_SLEEPS, READER_SLEEPS] {
+                child
+                    .u32_at(Pipe::at(way) + word)
+                    .store(0, Ordering::SeqCst);
+            }
+        }
+        assert!(main.is_closed());
+        assert_eq!(rx.recv(), Err(PipeError::Closed));
+        assert_eq!(tx.send(b"x"), Err(PipeError::Closed));
+    }
+
+    #[test]
+    fn an_empty_message_arrives_as_one() {
+        let (child, main) = two_mappings();
+        let mut tx = child.writer(Way::Up);
+        tx.send(b"").unwrap();
+        tx.send(b"after").unwrap();
+        let mut rx = main.reader(Way::Up, 1 << 20);
+        assert_eq!(rx.recv().unwrap(), b"");
+        assert_eq!(rx.recv().unwrap(), b"after");
     }
 }

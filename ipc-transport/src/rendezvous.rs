@@ -53,10 +53,15 @@ impl Rendezvous {
         std::thread::Builder::new()
             .name("yuki-accept".into())
             .spawn(move || {
-                let r = server
-                    .accept()
-                    .map(|(_rx, hello): (IpcReceiver<Hello>, Hello)| hello)
-                    .map_err(|e| format!("{e:?}"));
+                // ipc-channel panics on a hello carrying a descriptor it
+                // cannot map: that child is refused, main goes on.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.accept()))
+                    .map_err(|_| "its hello carried a descriptor that cannot be mapped".to_owned())
+                    .and_then(|accepted| {
+                        accepted
+                            .map(|(_rx, hello): (IpcReceiver<Hello>, Hello)| hello)
+                            .map_err(|e| format!("{e:?}"))
+                    });
                 let _ = tx.send(r);
             })
             .map_err(|e| Error::os("starting the handshake thread", e))?;
@@ -113,7 +118,6 @@ pub(crate) struct Joined {
     pub(crate) name: String,
     pub(crate) max_frame: usize,
     pub(crate) region: Arc<Region>,
-    pub(crate) up: ipc::IpcBytesSender,
     pub(crate) down: ipc::IpcBytesReceiver,
 }
 
@@ -124,7 +128,6 @@ pub(crate) fn join(value: &str, timeout: Duration) -> Result<Joined> {
     let boot = Bootstrap::parse(value)?;
     let server = IpcSender::<Hello>::connect(boot.server.clone())
         .map_err(|e| Error::ParentGone(format!("cannot connect to {}: {e}", boot.server)))?;
-    let (up, up_rx) = ipc::bytes_channel().map_err(|e| Error::os("creating the link", e))?;
     let (down_tx, down) = ipc::bytes_channel().map_err(|e| Error::os("creating the link", e))?;
     let (welcome_tx, welcome) =
         ipc::channel::<Welcome>().map_err(|e| Error::os("creating the link", e))?;
@@ -134,7 +137,6 @@ pub(crate) fn join(value: &str, timeout: Duration) -> Result<Joined> {
             token: boot.token,
             pid: std::process::id(),
             rings: region.share(),
-            up: up_rx,
             down: down_tx,
             welcome: welcome_tx,
         })
@@ -150,7 +152,6 @@ pub(crate) fn join(value: &str, timeout: Duration) -> Result<Joined> {
             name,
             max_frame: usize::try_from(max_frame).unwrap_or(usize::MAX),
             region,
-            up,
             down,
         }),
         Ok(Welcome::Refused(why)) => Err(Error::Refused(why)),

@@ -451,7 +451,6 @@ impl ChildShared {
                 token: presented,
                 pid: their_pid,
                 rings,
-                up,
                 down,
                 welcome,
             }) => {
@@ -488,7 +487,7 @@ impl ChildShared {
                                     }
                                 });
                                 sup.hub
-                                    .attach(peer, &self.name, region, up, down, Some(kill))
+                                    .attach(peer, &self.name, region, down, Some(kill))
                                     .map_err(Error::from)
                             }
                         }

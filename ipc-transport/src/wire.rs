@@ -4,7 +4,7 @@
 //! [`codec::put_frame`]'s length prefix and encoded with bincode 2, so that
 //! many requests, replies and pushes share one message.
 
-use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender, IpcSender, IpcSharedMemory};
+use ipc_channel::ipc::{IpcBytesSender, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
 use yuki_channel::codec;
 
@@ -19,10 +19,8 @@ pub(crate) enum Hello {
         pid: u32,
         /// The link's two pipes (see `pipe`), made by the child.
         rings: IpcSharedMemory,
-        /// Never written to: fails in main once the child is gone.
-        up: IpcBytesReceiver,
         /// Never written to: main keeps it, and the child sees main go
-        /// when its end fails.
+        /// when its end fails. (Main sees a child go from its exit.)
         down: IpcBytesSender,
         /// Main answers the handshake here.
         welcome: IpcSender<Welcome>,

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{IpcOneShotServer, IpcSharedMemory, OpaqueIpcReceiver, OpaqueIpcSender};
+use ipc_channel::ipc::{IpcOneShotServer, IpcSharedMemory, OpaqueIpcSender};
 use yuki_ipc_transport::{Error, Node};
 use yuki_testkit::{Harness, run_child};
 
@@ -61,7 +61,6 @@ type RawHello = (
     String,
     u32,
     IpcSharedMemory,
-    OpaqueIpcReceiver,
     OpaqueIpcSender,
     OpaqueIpcSender,
 );
@@ -71,8 +70,8 @@ fn a_parent_that_drops_the_handshake_is_gone() {
     let (server, name) = IpcOneShotServer::<RawHello>::new().unwrap();
     // Accept the hello, then drop every channel in it without answering.
     let acceptor = std::thread::spawn(move || {
-        let (_rx, (_, _, _, _, up, down, welcome)) = server.accept().unwrap();
-        drop((up.to::<()>(), down.to::<()>(), welcome.to::<()>()));
+        let (_rx, (_, _, _, _, down, welcome)) = server.accept().unwrap();
+        drop((down.to::<()>(), welcome.to::<()>()));
     });
     let start = Instant::now();
     let err = Node::builder()

@@ -32,7 +32,6 @@ enum RawHello {
         token: String,
         pid: u32,
         rings: IpcSharedMemory,
-        up: IpcBytesReceiver,
         down: IpcBytesSender,
         welcome: IpcSender<RawWelcome>,
     },
@@ -60,11 +59,9 @@ enum RawFrame<'a> {
 }
 
 /// Joins main by hand; returns the link's region (whose pipe from main is
-/// never read), the sockets that tell main this process lives, and main's
-/// answer.
-fn raw_join(
-    token_of: impl FnOnce(&str) -> String,
-) -> (RawRegion, (IpcBytesSender, IpcBytesReceiver), RawWelcome) {
+/// never read), the socket that tells this process main is gone, and
+/// main's answer.
+fn raw_join(token_of: impl FnOnce(&str) -> String) -> (RawRegion, IpcBytesReceiver, RawWelcome) {
     let value = std::env::var(BOOTSTRAP_ENV).unwrap();
     let mut parts = value.splitn(3, ' ');
     let (_version, token, server) = (
@@ -72,7 +69,6 @@ fn raw_join(
         parts.next().unwrap(),
         parts.next().unwrap(),
     );
-    let (up_tx, up_rx) = ipc::bytes_channel().unwrap();
     let (down_tx, down_rx) = ipc::bytes_channel().unwrap();
     let (welcome_tx, welcome_rx) = ipc::channel::<RawWelcome>().unwrap();
     let region = RawRegion::new().unwrap();
@@ -82,13 +78,12 @@ fn raw_join(
             token: token_of(token),
             pid: std::process::id(),
             rings: region.share(),
-            up: up_rx,
             down: down_tx,
             welcome: welcome_tx,
         })
         .unwrap();
     let welcome = welcome_rx.try_recv_timeout(WAIT).unwrap();
-    (region, (up_tx, down_rx), welcome)
+    (region, down_rx, welcome)
 }
 
 fn hostile(kind: &str) {
@@ -139,7 +134,7 @@ fn hostile(kind: &str) {
             }
         }
         "scribbler" => {
-            let (region, (_up, down), welcome) = raw_join(|t| t.to_owned());
+            let (region, down, welcome) = raw_join(|t| t.to_owned());
             assert!(
                 matches!(welcome, RawWelcome::Accepted { .. }),
                 "{welcome:?}"
