@@ -5,9 +5,9 @@
 //! store and a copy out: no system call while the reader is awake. A
 //! reader with nothing to read sleeps on a futex word in the region, and a
 //! writer wakes it only if it sleeps; a writer facing a full pipe sleeps
-//! the same way until the reader frees room. An ipc-channel socket pair
-//! beside the region tells each side when the other process is gone (see
-//! [`Region::close`]).
+//! the same way until the reader frees room. An ipc-channel socket from
+//! main beside the region tells the child when main is gone ([`watch`]);
+//! main learns of a child's end from its exit, and closes the region.
 //!
 //! Neither side trusts the other's half: every position read from the
 //! region is checked against the pipe's size, every message length against
