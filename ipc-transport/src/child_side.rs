@@ -450,7 +450,7 @@ impl ChildLink {
                 (!d.is_empty()).then(|| std::mem::take(&mut *d))
             }) {
                 for (stream, body) in batch {
-                    self.run_push(&stream, &body);
+                    self.run_push_cached(&mut None, &stream, &body);
                 }
             }
             HANDLING.with(|h| h.set(false));
@@ -458,15 +458,9 @@ impl ChildLink {
         open
     }
 
-    fn run_push(&self, stream: &str, body: &[u8]) {
-        let handlers = read(&self.push).get(stream).cloned();
-        for h in handlers.iter().flat_map(|hs| hs.iter()) {
-            h(body);
-        }
-    }
-
-    /// Like [`ChildLink::run_push`], looking the handlers up once per run
-    /// of frames on one stream in a message rather than once per frame.
+    /// Runs the handlers of `stream` on `body`, looking them up only when
+    /// `cache` holds another stream's: once per run of frames on one stream
+    /// in a message rather than once per frame.
     fn run_push_cached<'m>(
         &self,
         cache: &mut Option<(&'m str, Option<Arc<[PushHandler]>>)>,
@@ -492,19 +486,13 @@ impl ChildLink {
             let (rx, spin) = &mut *down;
             spin.recv(rx, expected)
         };
-        let broken = match received {
-            Ok(m) => Ok(m),
-            Err(PipeError::Corrupt(why)) => Err(Some(why)),
-            // A send that found the pipe broken closed the link.
-            Err(PipeError::Closed) => Err(self.out.broken()),
-        };
-        let message = match broken {
+        let message = match received {
             Ok(m) => m,
-            Err(None) => {
+            Err(PipeError::Closed) => {
                 self.main_gone("main is gone (the link closed)".into(), false);
                 return false;
             }
-            Err(Some(why)) => {
+            Err(PipeError::Corrupt(why)) => {
                 tracing::warn!(reason = %why, "main broke the link's shared memory; closing the link");
                 self.main_gone(format!("the link to main broke: {why}"), false);
                 return false;

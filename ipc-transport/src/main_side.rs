@@ -366,15 +366,7 @@ fn serve_link(hub: &Hub, link: &Link, up: &mut Reader) {
         // is busy, and its next request is likely close behind.
         let mut message = match spin.recv(up, !std::mem::take(&mut first)) {
             Ok(m) => m,
-            Err(PipeError::Closed) => match link.out.broken() {
-                Some(why) => {
-                    return hub.violation(link, format!("malformed data on its link: {why}"));
-                }
-                None => return hub.disconnect(link, "the child closed its link"),
-            },
-            Err(PipeError::Corrupt(why)) => {
-                return hub.violation(link, format!("malformed data on its link: {why}"));
-            }
+            Err(e) => return cut(hub, link, e),
         };
         if link.is_dead() {
             return;
@@ -412,7 +404,7 @@ fn serve_link(hub: &Hub, link: &Link, up: &mut Reader) {
         let batch = &serving.batch;
         match link.out.append(limit, |buf| buf.extend_from_slice(batch)) {
             Ok(()) => {}
-            Err(Refused::Closed) => return,
+            Err(Refused::Closed) => return cut(hub, link, up.closed()),
             Err(Refused::Full) => {
                 let reason = format!("it does not read its replies (over {limit} bytes queued)");
                 hub.violation(link, reason);
@@ -428,8 +420,18 @@ fn serve_link(hub: &Hub, link: &Link, up: &mut Reader) {
         // way, is the writer's, so this thread goes back to reading and
         // sees the backlog grow if the child does not read.
         if link.out.send_or_kick(INLINE_REPLY).is_err() {
-            hub.disconnect(link, "the child closed its link");
-            return;
+            return cut(hub, link, up.closed());
+        }
+    }
+}
+
+/// Ends a link whose pipe failed, saying why: the child closed it, or broke
+/// its rules (a violation, logged).
+fn cut(hub: &Hub, link: &Link, e: PipeError) {
+    match e {
+        PipeError::Closed => hub.disconnect(link, "the child closed its link"),
+        PipeError::Corrupt(why) => {
+            hub.violation(link, format!("malformed data on its link: {why}"))
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::IpcBytesSender;
 
-use crate::pipe::{PipeError, Region, Writer};
+use crate::pipe::{Region, Writer};
 
 /// Buffers larger than this are not kept for reuse after a send.
 const KEEP_CAPACITY: usize = 1 << 20;
@@ -43,10 +43,6 @@ impl Tx {
             _alive: alive,
         }
     }
-
-    fn send(&mut self, message: &[u8]) -> Result<(), PipeError> {
-        self.pipe.send(message)
-    }
 }
 
 #[derive(Default)]
@@ -58,8 +54,6 @@ struct State {
     send_started: Option<Instant>,
     writer_idle: bool,
     closed: bool,
-    /// How the other side broke the pipe, if a send found it so.
-    broken: Option<String>,
 }
 
 /// Why an append was refused.
@@ -166,8 +160,8 @@ impl Outbound {
             let mut data = std::mem::replace(&mut st.buf, spare);
             drop(st);
             let sent = match &mut *self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
-                Some(tx) => tx.send(&data),
-                None => Err(PipeError::Closed),
+                Some(tx) => tx.pipe.send(&data).is_ok(),
+                None => false,
             };
             data.clear();
             st = self.lock();
@@ -176,10 +170,7 @@ impl Outbound {
             if data.capacity() <= KEEP_CAPACITY {
                 st.spare = data;
             }
-            if let Err(e) = sent {
-                if let PipeError::Corrupt(why) = e {
-                    st.broken = Some(why);
-                }
+            if !sent {
                 st.closed = true;
                 drop(st);
                 self.close();
@@ -194,12 +185,6 @@ impl Outbound {
                 return Ok(());
             }
         }
-    }
-
-    /// How the other side broke the link's pipe, if a send found it so
-    /// (the link is closed then).
-    pub(crate) fn broken(&self) -> Option<String> {
-        self.lock().broken.clone()
     }
 
     /// How long the send in progress has been blocked, if one is: a

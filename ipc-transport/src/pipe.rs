@@ -15,8 +15,8 @@
 //! them, so a child that scribbles on the region is cut off, never
 //! followed.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcSharedMemory};
@@ -76,6 +76,8 @@ pub(crate) struct Region {
     /// This process closed the link: the flag in the region tells the other
     /// side, which could clear it; this one it cannot.
     closed_here: AtomicBool,
+    /// Why this side cut the link, if the other side broke the pipe's rules.
+    broken: Mutex<Option<String>>,
 }
 
 /// What holds a region's bytes.
@@ -130,6 +132,7 @@ impl Region {
             memory: Memory::Shared(shm),
             base,
             closed_here: AtomicBool::new(false),
+            broken: Mutex::new(None),
         }))
     }
 
@@ -144,6 +147,7 @@ impl Region {
             memory: Memory::Heap(words),
             base,
             closed_here: AtomicBool::new(false),
+            broken: Mutex::new(None),
         })
     }
 
@@ -191,6 +195,31 @@ impl Region {
                 word.store(0, Ordering::SeqCst);
                 futex::wake(word);
             }
+        }
+    }
+
+    /// Closes the link because the other side broke the pipe's rules: every
+    /// end in this process then reports `why`.
+    fn break_off(&self, why: String) -> PipeError {
+        self.broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| why.clone());
+        self.close();
+        PipeError::Corrupt(why)
+    }
+
+    /// What an end of this closed link reports: why this side cut it, if
+    /// the other side broke the rules, else that it is closed.
+    pub(crate) fn closed(&self) -> PipeError {
+        match self
+            .broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            Some(why) => PipeError::Corrupt(why),
+            None => PipeError::Closed,
         }
     }
 
@@ -363,13 +392,14 @@ impl Writer {
 
     /// Room left, from the reader's published position.
     fn free(&self) -> Result<usize, PipeError> {
-        if self.pipe.region.is_closed() {
-            return Err(PipeError::Closed);
+        let region = &self.pipe.region;
+        if region.is_closed() {
+            return Err(region.closed());
         }
         let read = self.pipe.pos(READ_POS).load(Ordering::Acquire);
         let used = self.pos.wrapping_sub(read);
         if used > CAPACITY as u64 {
-            return Err(PipeError::Corrupt(format!(
+            return Err(region.break_off(format!(
                 "the reader claims position {read}, but {} bytes were written",
                 self.pos
             )));
@@ -466,7 +496,7 @@ impl Reader {
             unsafe { self.pipe.copy_out(self.pos, len.as_mut_ptr(), 4) };
             let len = u32::from_le_bytes(len) as usize;
             if len > self.limit {
-                return Err(PipeError::Corrupt(format!(
+                return Err(self.pipe.region.break_off(format!(
                     "a message of {len} bytes, over the limit of {}",
                     self.limit
                 )));
@@ -488,14 +518,14 @@ impl Reader {
     }
 
     /// The next message, sleeping until one comes; after a close, what
-    /// was written before it, then [`PipeError::Closed`].
+    /// was written before it, then [`Region::closed`]'s error.
     pub(crate) fn recv(&mut self) -> Result<Vec<u8>, PipeError> {
         loop {
             if let Some(m) = self.try_recv()? {
                 return Ok(m);
             }
             if self.pipe.region.is_closed() {
-                return self.try_recv()?.ok_or(PipeError::Closed);
+                return self.try_recv()?.ok_or_else(|| self.pipe.region.closed());
             }
             let seen = self.seen;
             sleep_unless(self.pipe.word(READER_SLEEPS), || {
@@ -510,13 +540,18 @@ impl Reader {
         self.pipe.region.is_closed()
     }
 
+    /// What this end reports now that the link is closed.
+    pub(crate) fn closed(&self) -> PipeError {
+        self.pipe.region.closed()
+    }
+
     /// Published bytes not yet read.
     fn available(&mut self) -> Result<usize, PipeError> {
         let written = self.pipe.pos(WRITE_POS).load(Ordering::Acquire);
         self.seen = written;
         let there = written.wrapping_sub(self.pos);
         if there > CAPACITY as u64 {
-            return Err(PipeError::Corrupt(format!(
+            return Err(self.pipe.region.break_off(format!(
                 "the writer claims position {written}, but {} bytes were read",
                 self.pos
             )));

@@ -50,13 +50,9 @@ impl Entry {
             let len = len as u8;
             Entry(Repr::Inline { len, bytes })
         } else {
-            let mut bytes = Vec::with_capacity(len);
-            bytes.extend_from_slice(&expires.to_le_bytes());
-            // Keys are checked against MAX_KEY_LEN before they get here.
-            bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            bytes.extend_from_slice(key.as_bytes());
-            bytes.extend_from_slice(value);
-            Entry(Repr::Boxed(bytes.into_boxed_slice()))
+            let mut bytes = vec![0; len].into_boxed_slice();
+            fill(&mut bytes, key, value, expires);
+            Entry(Repr::Boxed(bytes))
         }
     }
 

@@ -36,14 +36,9 @@ pub(crate) fn decode_found<V: DeserializeOwned>(
     key: &str,
     bytes: Option<&[u8]>,
 ) -> Result<Option<V>> {
-    let Some(bytes) = bytes else {
-        return Ok(None);
-    };
-    match strings::decode::<V>(bytes) {
-        Some(v) => Ok(Some(v)),
-        None => codec::decode_borrowed::<V>(bytes)
-            .map(Some)
-            .map_err(|e| wrong_type::<V>(key, e)),
+    match bytes {
+        Some(bytes) => decode(key, bytes).map(Some),
+        None => Ok(None),
     }
 }
 
