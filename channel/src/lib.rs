@@ -82,12 +82,13 @@ mod role;
 mod transport;
 
 pub use channel::Channel;
-pub use error::{Error, Result, SendError, TrySendError};
+pub use error::{Error, Result, SendError, SendTimeoutError, TrySendError};
 pub use hosted::host_channels;
 pub use inthread::InThreadTransport;
 pub use passive::ReceiveLoop;
 pub use registry::{Registry, lookup, names, register};
 pub use role::{BOOTSTRAP_ENV, Role, is_main_process, role};
 pub use transport::{
-    Extensions, PeerEvent, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Service, Transport,
+    DEFAULT_CALL_TIMEOUT, Extensions, PeerEvent, PeerEventHandler, PeerId, PushHandler,
+    ReplyHandler, Service, Transport,
 };
