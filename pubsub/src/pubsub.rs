@@ -472,6 +472,11 @@ impl PubSub {
             });
             if let Err(e) = done {
                 self.shared.local.remove(&inbox);
+                if matches!(e, Error::CallTimeout { .. }) {
+                    // Main may still register it: the undo follows it on
+                    // the link, so main never forwards to no one.
+                    unsubscribe_in_main(link, inbox.pattern().as_str());
+                }
                 return Err(e);
             }
         }
@@ -494,22 +499,27 @@ impl PubSub {
         if self.shared.gone().is_some() {
             return;
         }
-        let pattern = inbox.pattern().as_str();
-        match codec::encode(&Request::Unsubscribe { pattern }) {
-            Ok(request) => {
-                let pattern = pattern.to_owned();
-                link.call_with(
-                    SERVICE,
-                    &request,
-                    Box::new(move |reply| {
-                        if let Err(e) = read_reply(reply) {
-                            tracing::debug!(pattern, error = %e, "unsubscribe did not reach main");
-                        }
-                    }),
-                );
-            }
-            Err(e) => tracing::error!(pattern, error = %e, "cannot encode an unsubscribe"),
+        unsubscribe_in_main(link, inbox.pattern().as_str());
+    }
+}
+
+/// Asks main to forget one subscription of this child to `pattern`,
+/// without waiting for its answer.
+fn unsubscribe_in_main(link: &Arc<dyn Transport>, pattern: &str) {
+    match codec::encode(&Request::Unsubscribe { pattern }) {
+        Ok(request) => {
+            let pattern = pattern.to_owned();
+            link.call_with(
+                SERVICE,
+                &request,
+                Box::new(move |reply| {
+                    if let Err(e) = read_reply(reply) {
+                        tracing::debug!(pattern, error = %e, "unsubscribe did not reach main");
+                    }
+                }),
+            );
         }
+        Err(e) => tracing::error!(pattern, error = %e, "cannot encode an unsubscribe"),
     }
 }
 

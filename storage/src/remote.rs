@@ -140,10 +140,7 @@ impl Remote {
         let (id, watch) = self.open_watch();
         match self.request(&Request::Watch { id, prefix }, timeout, expect_done) {
             Ok(()) => Ok(watch),
-            Err(e) => {
-                self.watches().remove(&id);
-                Err(e)
-            }
+            Err(e) => Err(self.watch_failed(id, e)),
         }
     }
 
@@ -159,11 +156,21 @@ impl Remote {
             .await
         {
             Ok(()) => Ok(watch),
-            Err(e) => {
-                self.watches().remove(&id);
-                Err(e)
+            Err(e) => Err(self.watch_failed(id, e)),
+        }
+    }
+
+    /// Forgets watch `id`, which failed to open with `e`; a watch main did
+    /// not confirm in time may still be opened there, so it is closed
+    /// there too (the close follows the open on the link).
+    fn watch_failed(&self, id: u64, e: Error) -> Error {
+        self.watches().remove(&id);
+        if matches!(e, Error::CallTimeout { .. }) {
+            if let Ok(frame) = Remote::encode(&Request::Unwatch { id }) {
+                self.transport.call_with(SERVICE, &frame, Box::new(|_| {}));
             }
         }
+        e
     }
 
     fn open_watch(self: &Arc<Self>) -> (u64, Watch) {
