@@ -251,6 +251,11 @@ impl Transport for InThreadTransport {
             let reason = format!("malformed request to {service:?}: {e}");
             tracing::warn!(peer = %self.me.id, %reason, "disconnecting peer");
             self.disconnect(&reason);
+            // The child lives on, and learns that main is gone for it.
+            self.me.emit(&PeerEvent::Left {
+                peer: PeerId::MAIN,
+                reason: reason.clone(),
+            });
             return Err(Error::Disconnected(reason));
         }
         if start.elapsed() > timeout {
