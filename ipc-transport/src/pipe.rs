@@ -811,6 +811,27 @@ mod tests {
     }
 
     #[test]
+    fn a_receive_with_a_deadline_gives_up_then_gets_what_comes_later() {
+        let region = Region::create().unwrap();
+        let (mut tx, mut rx) = (region.writer(Way::Up), region.reader(Way::Up, 1 << 20));
+        let start = std::time::Instant::now();
+        let deadline = start + Duration::from_millis(20);
+        assert_eq!(rx.recv_until(Some(deadline)), Ok(None));
+        assert!(
+            std::time::Instant::now() >= deadline,
+            "not before its deadline"
+        );
+        tx.send(b"late").unwrap();
+        let later = Some(std::time::Instant::now() + Duration::from_secs(10));
+        assert_eq!(rx.recv_until(later).unwrap().as_deref(), Some(&b"late"[..]));
+        region.close();
+        assert!(
+            rx.recv_until(later).is_err(),
+            "a close is an error, not a time-out"
+        );
+    }
+
+    #[test]
     fn an_empty_message_arrives_as_one() {
         let (child, main) = two_mappings();
         let mut tx = child.writer(Way::Up);
