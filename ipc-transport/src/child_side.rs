@@ -208,6 +208,21 @@ struct Pending {
     services: Vec<Box<str>>,
 }
 
+impl Pending {
+    /// `service`'s index into [`Pending::services`] (`MAX_NAMES` when the
+    /// list is full).
+    fn service_index(&mut self, service: &str) -> usize {
+        if let Some(i) = self.services.iter().position(|s| &**s == service) {
+            return i;
+        }
+        if self.services.len() < MAX_NAMES {
+            self.services.push(service.into());
+            return self.services.len() - 1;
+        }
+        MAX_NAMES
+    }
+}
+
 impl Default for Pending {
     fn default() -> Pending {
         Pending {
@@ -305,7 +320,7 @@ impl ChildLink {
         &self,
         service: &str,
         request: &[u8],
-        waiter: Waiter,
+        mut waiter: Waiter,
         kick: bool,
     ) -> Result<u64, (Waiter, Error)> {
         if let Err(e) = codec::check_frame(request.len(), self.max_frame) {
@@ -317,9 +332,14 @@ impl ChildLink {
             if let Some(why) = &p.gone {
                 return Err((waiter, Error::disconnected(why)));
             }
-            match &waiter {
+            match &mut waiter {
                 Waiter::Blocking(_) => p.last_blocking = Instant::now(),
-                Waiter::Callback { deadline, .. } => {
+                Waiter::Callback {
+                    deadline,
+                    service: name,
+                    ..
+                } => {
+                    *name = p.service_index(service);
                     if p.next_expiry.is_none_or(|t| *deadline < t) {
                         p.next_expiry = Some(*deadline);
                         self.timer.notify_one();
@@ -546,30 +566,16 @@ impl ChildLink {
         let deadline = now
             .checked_add(timeout)
             .unwrap_or_else(|| now + Duration::from_secs(1 << 40));
-        let service_index = self.service_index(service);
         let waiter = Waiter::Callback {
             done,
             deadline,
             after: timeout,
-            service: service_index,
+            // Set under the lock that registers the call.
+            service: MAX_NAMES,
         };
         if let Err((w, e)) = self.enqueue(service, request, waiter, true) {
             w.complete(Err(e));
         }
-    }
-
-    /// `service`'s index into [`Pending::services`] (`MAX_NAMES` when the
-    /// list is full).
-    fn service_index(&self, service: &str) -> usize {
-        let mut p = self.pending();
-        if let Some(i) = p.services.iter().position(|s| &**s == service) {
-            return i;
-        }
-        if p.services.len() < MAX_NAMES {
-            p.services.push(service.into());
-            return p.services.len() - 1;
-        }
-        MAX_NAMES
     }
 
     /// The timer thread: fails callback calls whose deadline passed. It
