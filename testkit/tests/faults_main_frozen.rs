@@ -131,7 +131,7 @@ impl Drop for Stopped {
 }
 
 /// The operations a child makes while main is frozen, and once it runs again.
-const OPS: [&str; 10] = [
+const OPS: [&str; 11] = [
     "get",
     "set",
     "incr",
@@ -142,6 +142,7 @@ const OPS: [&str; 10] = [
     "send_timeout",
     "get_async",
     "store_with_timeout",
+    "watch",
 ];
 
 fn store_timeout(e: &StoreError) -> bool {
@@ -165,6 +166,8 @@ fn judge<E: std::fmt::Display>(
         let t = timeout(&e);
         if !t {
             eprintln!("{op}: {e}");
+        } else if op == "get" {
+            report("get-error", &e);
         }
         t
     })
@@ -222,6 +225,7 @@ fn run_op(op: &str, jobs: &Channel<u32>, store: &Store, pubsub: &PubSub, long: b
                 store_timeout,
             )
         }
+        "watch" => judge(op, store.watch("w.").map(drop), store_timeout),
         "store_with_timeout" => {
             let s = if long {
                 store
@@ -332,6 +336,16 @@ fn frozen_main_costs_every_child_call_a_timeout_then_all_work_again() {
         let (kind, ms) = outcome(&h, main, &format!("frozen.{op}"));
         assert_eq!(kind, "timeout", "{op} while main is stopped");
         assert!(ms < 1000, "{op} took {ms} ms to time out");
+    }
+    // The message names the operation, the deadline and the settings.
+    let message = h.wait_report(main, "get-error").unwrap();
+    for part in [
+        "store get of \"k\"",
+        "300ms",
+        "NodeBuilder::call_timeout",
+        "Store::with_timeout",
+    ] {
+        assert!(message.contains(part), "{part:?} is not in {message:?}");
     }
     gate.open(2);
     for op in OPS {
