@@ -15,7 +15,8 @@
 //!   by name;
 //! - [`Role`], [`role()`] and [`is_main_process()`]: which side this process is;
 //! - [`Transport`]: the seam over which frames travel between processes
-//!   (calls to services in main, pushes to a peer, peer events), and
+//!   (calls to services in main, each with a deadline, pushes to a peer,
+//!   peer events), and
 //!   [`InThreadTransport`], its in-process implementation;
 //! - [`codec`]: how typed values become frames (bincode 2);
 //! - [`Error`], the one error type, and [`SendError`] / [`TrySendError`],

@@ -191,7 +191,7 @@ impl PubSub {
     /// place of the transport's call time-out (`NodeBuilder::call_timeout`,
     /// 30 s by default); they fail with [`Error::CallTimeout`] when main
     /// does not answer in time. In main and for local topics, where nothing
-    /// waits for another process, it changes nothing.
+    /// waits for another process, and for Redis, it changes nothing.
     ///
     /// ```
     /// use std::time::Duration;

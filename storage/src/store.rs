@@ -208,7 +208,8 @@ impl Store {
     /// does not answer in time, the operation fails with
     /// [`Error::CallTimeout`]; a write may still be applied later. Other
     /// handles keep their own deadline; in main and for a local store,
-    /// where nothing waits for another process, it changes nothing.
+    /// where nothing waits for another process, and for Redis, it changes
+    /// nothing.
     ///
     /// ```
     /// use std::time::Duration;
