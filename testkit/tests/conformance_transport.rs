@@ -396,6 +396,33 @@ fn a_call_past_its_deadline_times_out_and_its_reply_is_dropped() -> (ChildHalf, 
     (child, main)
 }
 
+fn a_blocking_call_from_a_push_handler_keeps_its_deadline() -> (ChildHalf, MainHalf) {
+    fn child(t: &Arc<dyn Transport>) -> Vec<String> {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let weak = Arc::downgrade(t);
+        t.on_push(
+            "a",
+            Arc::new(move |_: &[u8]| {
+                if let Some(t) = weak.upgrade() {
+                    // Runs where pushes are handled: the reply must still
+                    // be waited for, and given up on, from here.
+                    let r = outcome(t.call_within("slow", b"n", Duration::from_millis(50)));
+                    let _ = tx.lock().unwrap().send(r);
+                }
+            }),
+        )
+        .unwrap();
+        let pushed = outcome(t.call("push", &1u32.to_le_bytes()));
+        let nested = rx.recv_timeout(WAIT).unwrap_or_else(|_| "no push".into());
+        vec![pushed, nested, outcome(t.call("echo", b"on"))]
+    }
+    fn main(_: &World, seen: &[String]) {
+        assert_eq!(seen, ["ok 1", "CallTimeout", "ok on"]);
+    }
+    (child, main)
+}
+
 // ---------------------------------------------------------------- worlds
 
 /// In one process: the child is an endpoint on a thread.
@@ -486,4 +513,5 @@ conformance!(
     pushes_arrive_in_order_per_stream,
     peer_events_tell_join_and_leave,
     a_call_past_its_deadline_times_out_and_its_reply_is_dropped,
+    a_blocking_call_from_a_push_handler_keeps_its_deadline,
 );
