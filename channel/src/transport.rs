@@ -213,7 +213,8 @@ impl dyn Transport {
         self.call_async_within(service, request, self.call_timeout())
     }
 
-    /// [`call_async`](Self::call_async) with its own deadline.
+    /// The async form of [`Transport::call_within`]: `call_async` with its
+    /// own deadline.
     pub fn call_async_within(
         &self,
         service: &str,
