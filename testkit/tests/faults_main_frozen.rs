@@ -131,7 +131,7 @@ impl Drop for Stopped {
 }
 
 /// The operations a child makes while main is frozen, and once it runs again.
-const OPS: [&str; 11] = [
+const OPS: [&str; 12] = [
     "get",
     "set",
     "incr",
@@ -143,6 +143,7 @@ const OPS: [&str; 11] = [
     "get_async",
     "store_with_timeout",
     "watch",
+    "publish_async",
 ];
 
 fn store_timeout(e: &StoreError) -> bool {
@@ -226,6 +227,17 @@ fn run_op(op: &str, jobs: &Channel<u32>, store: &Store, pubsub: &PubSub, long: b
             )
         }
         "watch" => judge(op, store.watch("w.").map(drop), store_timeout),
+        "publish_async" => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            judge(
+                op,
+                rt.block_on(pubsub.publish_async("t", &2u8)).map(drop),
+                pubsub_timeout,
+            )
+        }
         "store_with_timeout" => {
             let s = if long {
                 store
