@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::error::{Error, Result, SendError, TrySendError};
+use crate::error::{Error, Result, SendError, SendTimeoutError, TrySendError};
 use crate::hosted::Hosted;
 use crate::local::{Fail, Local};
 use crate::passive::{Passive, ReceiveLoop};
@@ -151,6 +151,34 @@ impl<T: Send + 'static> Channel<T> {
         match &self.shared.queue {
             Queue::Local(q) => q.send(value).map_err(|(v, f)| self.send_error(v, f)),
             Queue::Hosted(h) => h.send(&self.shared.name, value),
+        }
+    }
+
+    /// Sends `value`, waiting at most `timeout` while a bounded channel is
+    /// full and, for a hosted channel in a child, for main's answers (as
+    /// crossbeam's `send_timeout`).
+    ///
+    /// Fails, handing `value` back, with [`SendTimeoutError::Timeout`] when
+    /// no room came in time ([`Error::Timeout`]) or main did not answer in
+    /// time ([`Error::CallTimeout`]: main may be frozen, and the item may
+    /// still arrive), and as [`send`](Channel::send) does otherwise.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use yuki_channel::Channel;
+    ///
+    /// let jobs = Channel::<u32>::bounded("jobs", 1);
+    /// jobs.send_timeout(1, Duration::from_millis(10)).unwrap();
+    /// let full = jobs.send_timeout(2, Duration::from_millis(10)).unwrap_err();
+    /// assert!(full.is_timeout());
+    /// assert_eq!(full.into_inner(), 2);
+    /// ```
+    pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        match &self.shared.queue {
+            Queue::Local(q) => q
+                .send_timeout(value, timeout)
+                .map_err(|(v, f)| self.send_error(v, f).into()),
+            Queue::Hosted(h) => h.send_timeout(&self.shared.name, value, timeout),
         }
     }
 

@@ -82,6 +82,19 @@ pub enum Error {
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
 
+    /// Main did not answer a call within its deadline: it may be frozen
+    /// (stopped, swapping) or overloaded. The request may still take effect
+    /// later; its reply, if one comes, is dropped.
+    #[error(
+        "{operation} got no answer from main within {after:?}; main may be frozen or overloaded (the request may still take effect); raise NodeBuilder::call_timeout or give the call a longer time-out"
+    )]
+    CallTimeout {
+        /// What was asked of main, in words.
+        operation: String,
+        /// The deadline that passed.
+        after: std::time::Duration,
+    },
+
     /// The channel was closed: nothing more can be sent to it, and every
     /// item sent before the close has been received.
     #[error("channel {channel:?} is closed; open a new channel to go on")]
@@ -163,6 +176,21 @@ impl Error {
     /// Builds an [`Error::Disconnected`] with a reason.
     pub fn disconnected(reason: impl fmt::Display) -> Error {
         Error::Disconnected(reason.to_string())
+    }
+
+    /// Builds an [`Error::CallTimeout`] for a call to `service`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let e = yuki_channel::Error::call_timeout("echo", Duration::from_millis(300));
+    /// assert!(e.to_string().contains("call to \"echo\""));
+    /// assert!(e.to_string().contains("NodeBuilder::call_timeout"));
+    /// ```
+    pub fn call_timeout(service: &str, after: std::time::Duration) -> Error {
+        Error::CallTimeout {
+            operation: format!("a call to {service:?}"),
+            after,
+        }
     }
 }
 
@@ -302,6 +330,86 @@ impl<T> From<TrySendError<T>> for Error {
         match e {
             TrySendError::Full(_, e) => e,
             TrySendError::Failed(e) => e.error,
+        }
+    }
+}
+
+/// A failed `send_timeout`, carrying the value back to the caller (as
+/// crossbeam's `SendTimeoutError`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum SendTimeoutError<T> {
+    /// No room came in time ([`Error::Timeout`]) or main did not answer in
+    /// time ([`Error::CallTimeout`]).
+    Timeout(T, Error),
+    /// The value could not be sent at all (closed, disconnected, not encodable).
+    Failed(SendError<T>),
+}
+
+impl<T> SendTimeoutError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendTimeoutError::Timeout(v, _) => v,
+            SendTimeoutError::Failed(e) => e.into_inner(),
+        }
+    }
+
+    /// Why the value was not sent.
+    pub fn error(&self) -> &Error {
+        match self {
+            SendTimeoutError::Timeout(_, e) => e,
+            SendTimeoutError::Failed(e) => e.error(),
+        }
+    }
+
+    /// Whether the time ran out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SendTimeoutError::Timeout(..))
+    }
+
+    /// Whether the channel was closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, SendTimeoutError::Failed(e) if e.is_closed())
+    }
+}
+
+impl<T> From<SendError<T>> for SendTimeoutError<T> {
+    fn from(e: SendError<T>) -> SendTimeoutError<T> {
+        match e.error {
+            Error::CallTimeout { .. } | Error::Timeout(_) => {
+                SendTimeoutError::Timeout(e.value, e.error)
+            }
+            _ => SendTimeoutError::Failed(e),
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendTimeoutError::Timeout(_, e) => f.debug_tuple("Timeout").field(e).finish(),
+            SendTimeoutError::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
+        }
+    }
+}
+
+impl<T> fmt::Display for SendTimeoutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "send failed: {}", self.error())
+    }
+}
+
+impl<T> std::error::Error for SendTimeoutError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.error())
+    }
+}
+
+impl<T> From<SendTimeoutError<T>> for Error {
+    fn from(e: SendTimeoutError<T>) -> Error {
+        match e {
+            SendTimeoutError::Timeout(_, e) => e,
+            SendTimeoutError::Failed(e) => e.error,
         }
     }
 }

@@ -5,18 +5,24 @@
 //! rules (roles, frame limit, disconnection, peer events), so the store, the
 //! pub/sub and the hosted channels run unchanged in one process and their
 //! test suites run over it as over ipc. Calls and pushes run the receiving
-//! handler directly on the sender's thread: there is nothing to wake.
+//! handler directly on the sender's thread: there is nothing to wake. A
+//! call's deadline cannot interrupt a service running on the caller's
+//! thread, so it is checked when the service returns: a reply that came
+//! too late is dropped and the call fails with [`Error::CallTimeout`], as
+//! over ipc.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::Role;
 use crate::codec::{DEFAULT_MAX_FRAME, check_frame};
 use crate::error::{Error, Result};
 use crate::transport::{
-    Extensions, PeerEvent, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Service, Transport,
+    DEFAULT_CALL_TIMEOUT, Extensions, PeerEvent, PeerEventHandler, PeerId, PushHandler,
+    ReplyHandler, Service, Transport,
 };
 
 /// One endpoint of an in-thread network: the main endpoint, or a child
@@ -51,6 +57,8 @@ struct Endpoint {
     name: String,
     role: Role,
     closed: AtomicBool,
+    /// The default deadline of this endpoint's calls, in nanoseconds.
+    call_timeout: AtomicU64,
     push: RwLock<HashMap<String, Vec<PushHandler>>>,
     events: RwLock<Vec<PeerEventHandler>>,
     extensions: Extensions,
@@ -63,6 +71,7 @@ impl Endpoint {
             name: name.to_owned(),
             role,
             closed: AtomicBool::new(false),
+            call_timeout: AtomicU64::new(nanos(DEFAULT_CALL_TIMEOUT)),
             push: RwLock::default(),
             events: RwLock::default(),
             extensions: Extensions::default(),
@@ -75,6 +84,10 @@ impl Endpoint {
             h(event);
         }
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -118,6 +131,23 @@ impl InThreadTransport {
             hub: self.hub.clone(),
             me,
         }))
+    }
+
+    /// Sets the deadline of this endpoint's calls that name none (the
+    /// in-thread counterpart of `NodeBuilder::call_timeout`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use yuki_channel::{InThreadTransport, Transport};
+    ///
+    /// let child = InThreadTransport::main().connect("c").unwrap();
+    /// child.set_call_timeout(Duration::from_millis(300));
+    /// assert_eq!(child.call_timeout(), Duration::from_millis(300));
+    /// ```
+    pub fn set_call_timeout(&self, timeout: Duration) {
+        self.me
+            .call_timeout
+            .store(nanos(timeout), Ordering::Relaxed);
     }
 
     /// The name this endpoint was connected with (`"main"` for main).
@@ -189,28 +219,61 @@ impl Transport for InThreadTransport {
     }
 
     fn call(&self, service: &str, request: &[u8]) -> Result<Vec<u8>> {
+        self.call_within(service, request, self.call_timeout())
+    }
+
+    fn call_with(&self, service: &str, request: &[u8], done: ReplyHandler) {
+        done(self.call(service, request));
+    }
+
+    fn call_timeout(&self) -> Duration {
+        Duration::from_nanos(self.me.call_timeout.load(Ordering::Relaxed))
+    }
+
+    fn call_within(&self, service: &str, request: &[u8], timeout: Duration) -> Result<Vec<u8>> {
         self.check_open()?;
         check_frame(request.len(), self.hub.max_frame)?;
         let handler = read(&self.hub.services)
             .get(service)
             .cloned()
             .ok_or_else(|| Error::NoService(service.to_owned()))?;
+        let start = Instant::now();
         let mut reply = Vec::new();
-        if let Err(e) = handler.call(self.me.id, request, &mut reply) {
+        let served = handler.call(self.me.id, request, &mut reply);
+        if let Err(e) = served {
+            if self.me.role.is_main() {
+                // Main cannot be cut off from itself: it learns why.
+                return Err(Error::Remote(format!(
+                    "service {service:?} refused its request: {e}"
+                )));
+            }
             // As across processes: a peer that breaks the protocol is cut off.
             let reason = format!("malformed request to {service:?}: {e}");
             tracing::warn!(peer = %self.me.id, %reason, "disconnecting peer");
-            if !self.me.role.is_main() {
-                self.disconnect(&reason);
-            }
+            self.disconnect(&reason);
+            // The child lives on, and learns that main is gone for it.
+            self.me.emit(&PeerEvent::Left {
+                peer: PeerId::MAIN,
+                reason: reason.clone(),
+            });
             return Err(Error::Disconnected(reason));
+        }
+        if start.elapsed() > timeout {
+            // Too late for the caller, as a reply after the deadline would be.
+            return Err(Error::call_timeout(service, timeout));
         }
         check_frame(reply.len(), self.hub.max_frame)?;
         Ok(reply)
     }
 
-    fn call_with(&self, service: &str, request: &[u8], done: ReplyHandler) {
-        done(self.call(service, request));
+    fn call_with_within(
+        &self,
+        service: &str,
+        request: &[u8],
+        timeout: Duration,
+        done: ReplyHandler,
+    ) {
+        done(self.call_within(service, request, timeout));
     }
 
     fn serve(&self, name: &str, service: Arc<dyn Service>) -> Result<()> {

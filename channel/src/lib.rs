@@ -15,7 +15,8 @@
 //!   by name;
 //! - [`Role`], [`role()`] and [`is_main_process()`]: which side this process is;
 //! - [`Transport`]: the seam over which frames travel between processes
-//!   (calls to services in main, pushes to a peer, peer events), and
+//!   (calls to services in main, each with a deadline, pushes to a peer,
+//!   peer events), and
 //!   [`InThreadTransport`], its in-process implementation;
 //! - [`codec`]: how typed values become frames (bincode 2);
 //! - [`Error`], the one error type, and [`SendError`] / [`TrySendError`],
@@ -82,12 +83,13 @@ mod role;
 mod transport;
 
 pub use channel::Channel;
-pub use error::{Error, Result, SendError, TrySendError};
+pub use error::{Error, Result, SendError, SendTimeoutError, TrySendError};
 pub use hosted::host_channels;
 pub use inthread::InThreadTransport;
 pub use passive::ReceiveLoop;
 pub use registry::{Registry, lookup, names, register};
 pub use role::{BOOTSTRAP_ENV, Role, is_main_process, role};
 pub use transport::{
-    Extensions, PeerEvent, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Service, Transport,
+    DEFAULT_CALL_TIMEOUT, Extensions, PeerEvent, PeerEventHandler, PeerId, PushHandler,
+    ReplyHandler, Service, Transport,
 };

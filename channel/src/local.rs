@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{
-    Receiver, RecvTimeoutError, SendError, Sender, TryRecvError, TrySendError as CbTrySendError,
+    Receiver, RecvTimeoutError, SendError, SendTimeoutError, Sender, TryRecvError,
+    TrySendError as CbTrySendError,
 };
 use tokio::sync::Notify;
 
@@ -112,6 +113,18 @@ impl<T> Local<T> {
                 Ok(())
             }
             Err(SendError(v)) => Err((v, Fail::Closed)),
+        }
+    }
+
+    /// Sends, blocking at most `timeout` while a bounded queue is full.
+    pub(crate) fn send_timeout(&self, value: T, timeout: Duration) -> Result<(), (T, Fail)> {
+        match self.tx.send_timeout(value, timeout) {
+            Ok(()) => {
+                self.wake_async();
+                Ok(())
+            }
+            Err(SendTimeoutError::Timeout(v)) => Err((v, Fail::Timeout(timeout))),
+            Err(SendTimeoutError::Disconnected(v)) => Err((v, Fail::Closed)),
         }
     }
 

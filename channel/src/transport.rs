@@ -67,12 +67,15 @@ pub enum PeerEvent {
 
 /// A handler of calls, served by main under a name.
 ///
-/// `call` runs on the transport's own thread for the caller's link, so it
-/// must not block for long: answer from memory, or queue the work and answer
-/// later with a push. It writes its reply into `reply`, which is empty on
-/// entry. An `Err` means the caller broke the protocol (a malformed request):
-/// the transport disconnects that peer and logs the reason. Errors the caller
-/// should see belong inside the reply.
+/// `call` may run on any thread: a transport thread serving the caller's
+/// link, or the caller's own thread (main's own calls, the in-thread
+/// transport). It must not block for long, since other calls wait behind
+/// it: answer from memory, or queue the work and answer later with a push.
+/// It writes its reply into `reply`, which is empty on entry. An `Err`
+/// means the caller broke the protocol (a malformed request): a child is
+/// disconnected, with the reason logged, and its call fails with
+/// [`Error::Disconnected`]; main, which cannot be cut off from itself, gets
+/// [`Error::Remote`]. Errors the caller should see belong inside the reply.
 pub trait Service: Send + Sync + 'static {
     /// Handles one request frame from `from`.
     fn call(&self, from: PeerId, request: &[u8], reply: &mut Vec<u8>) -> Result<()>;
@@ -96,12 +99,24 @@ pub type PeerEventHandler = Arc<dyn Fn(&PeerEvent) + Send + Sync>;
 /// Completes a call started with [`Transport::call_with`].
 pub type ReplyHandler = Box<dyn FnOnce(Result<Vec<u8>>) + Send>;
 
+/// How long a call waits for main's answer unless told otherwise (30 s).
+///
+/// ```
+/// use yuki_channel::{DEFAULT_CALL_TIMEOUT, InThreadTransport, Transport};
+/// assert_eq!(InThreadTransport::main().call_timeout(), DEFAULT_CALL_TIMEOUT);
+/// ```
+pub const DEFAULT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A carrier of frames between main and its children.
 ///
 /// Implementations guarantee, per pair of processes: replies come back to
 /// the call they answer; pushes on a stream arrive in the order sent; after
 /// [`PeerEvent::Left`] for main, every pending and later call of a child
-/// fails with [`Error::Disconnected`] promptly instead of hanging.
+/// fails with [`Error::Disconnected`] promptly instead of hanging; a call
+/// main does not answer within its deadline fails with
+/// [`Error::CallTimeout`], and a reply that comes after that is dropped.
+/// The same fault gives the same error over every transport: the
+/// conformance suite in `yuki-testkit` checks it.
 pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// The role of the process this endpoint lives in.
     fn role(&self) -> Role;
@@ -112,18 +127,56 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// The largest frame this transport sends or accepts.
     fn max_frame(&self) -> usize;
 
-    /// Sends `request` to `service` in main and blocks until its reply.
+    /// Sends `request` to `service` in main and blocks until its reply, for
+    /// at most [`Transport::call_timeout`].
     ///
     /// In main the service is called directly. Fails with
-    /// [`Error::FrameTooLarge`] before sending an oversized request,
-    /// [`Error::NoService`] when main serves no such name and
-    /// [`Error::Disconnected`] when main is gone.
+    /// [`Error::FrameTooLarge`] for an oversized request (before sending
+    /// it) or reply, [`Error::NoService`] when main serves no such name,
+    /// [`Error::Disconnected`] when main is gone (or cut this child off for
+    /// a malformed request), [`Error::Remote`] when main's own call is
+    /// refused by its service, and [`Error::CallTimeout`] when no answer
+    /// came in time.
     fn call(&self, service: &str, request: &[u8]) -> Result<Vec<u8>>;
 
     /// Sends `request` to `service` and returns at once; `done` runs with the
-    /// reply (or the error) on a transport thread, so it must be quick.
-    /// This is what pipelined and async callers use.
+    /// reply (or the error) on a transport thread, or on this one when the
+    /// answer is known at once, so it must be quick. It runs exactly once,
+    /// with [`Error::CallTimeout`] when no answer came within
+    /// [`Transport::call_timeout`]. This is what pipelined and async
+    /// callers use.
     fn call_with(&self, service: &str, request: &[u8], done: ReplyHandler);
+
+    /// The deadline of calls that name none (for a child of a `Node`, its
+    /// `NodeBuilder::call_timeout`; [`DEFAULT_CALL_TIMEOUT`] unless set).
+    fn call_timeout(&self) -> std::time::Duration {
+        DEFAULT_CALL_TIMEOUT
+    }
+
+    /// [`Transport::call`] with its own deadline. A transport that cannot
+    /// bound its waits inherits this form, which ignores `timeout`.
+    fn call_within(
+        &self,
+        service: &str,
+        request: &[u8],
+        timeout: std::time::Duration,
+    ) -> Result<Vec<u8>> {
+        let _ = timeout;
+        self.call(service, request)
+    }
+
+    /// [`Transport::call_with`] with its own deadline (see
+    /// [`Transport::call_within`]).
+    fn call_with_within(
+        &self,
+        service: &str,
+        request: &[u8],
+        timeout: std::time::Duration,
+        done: ReplyHandler,
+    ) {
+        let _ = timeout;
+        self.call_with(service, request, done)
+    }
 
     /// Serves calls to `name` with `service` (main only).
     fn serve(&self, name: &str, service: Arc<dyn Service>) -> Result<()>;
@@ -157,10 +210,22 @@ impl dyn Transport {
         service: &str,
         request: &[u8],
     ) -> impl Future<Output = Result<Vec<u8>>> + Send + 'static + use<> {
+        self.call_async_within(service, request, self.call_timeout())
+    }
+
+    /// The async form of [`Transport::call_within`]: `call_async` with its
+    /// own deadline.
+    pub fn call_async_within(
+        &self,
+        service: &str,
+        request: &[u8],
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<Vec<u8>>> + Send + 'static + use<> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.call_with(
+        self.call_with_within(
             service,
             request,
+            timeout,
             Box::new(move |reply| {
                 let _ = tx.send(reply);
             }),

@@ -1,5 +1,11 @@
 //! A child's side of its link: calls in flight matched to replies by id,
 //! and one reader thread that completes them and delivers pushes.
+//!
+//! Every call has a deadline. A blocking caller gives up by itself (it
+//! stops reading, or stops waiting for whoever reads); a callback call is
+//! given up by the link's timer thread. Giving up removes the call from
+//! the table of calls in flight, so a reply that comes later finds no
+//! waiter and is dropped.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -71,6 +77,31 @@ impl Slot {
             st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
+
+    /// [`wait`](Slot::wait) until `deadline` (forever if `None`); `None`
+    /// when it passed with no reply.
+    fn wait_until(&self, deadline: Option<Instant>) -> Option<Result<Vec<u8>>> {
+        let Some(deadline) = deadline else {
+            return Some(self.wait());
+        };
+        let mut st = self.lock();
+        loop {
+            if let Some(r) = st.reply.take() {
+                st.waiting = false;
+                return Some(r);
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                st.waiting = false;
+                return None;
+            };
+            st.waiting = true;
+            st = self
+                .ready
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
 }
 
 thread_local! {
@@ -84,18 +115,52 @@ thread_local! {
 }
 
 enum Waiter {
+    /// A thread blocked in a call; it watches its own deadline.
     Blocking(Arc<Slot>),
-    Callback(ReplyHandler),
+    /// A callback, failed by the timer thread at `deadline`.
+    Callback {
+        done: ReplyHandler,
+        deadline: Instant,
+        /// The time-out it was given, for the error.
+        after: Duration,
+        /// The service called, as an index into [`Pending::services`].
+        service: usize,
+    },
 }
 
 impl Waiter {
     fn complete(self, r: Result<Vec<u8>>) {
         match self {
             Waiter::Blocking(slot) => slot.fill(r),
-            Waiter::Callback(done) => done(r),
+            Waiter::Callback { done, .. } => done(r),
         }
     }
 }
+
+/// How a read of the link ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// A message was handled.
+    Handled,
+    /// The deadline passed first.
+    TimedOut,
+    /// The link is closed.
+    Closed,
+}
+
+/// What a caller that led the reading came away with.
+enum Led {
+    Reply(Result<Vec<u8>>),
+    /// The deadline passed with no reply.
+    TimedOut,
+    /// The link closed before the reply was read: look again.
+    Closed,
+}
+
+/// Service names a link's callback calls have used, kept so that a timed
+/// out callback can name its service without a copy per call; past this
+/// many, a call is named by its link alone.
+const MAX_NAMES: usize = 64;
 
 /// After a blocking call, the background reader leaves the link alone this
 /// long, so that the caller's next call reads its own reply (no thread hop).
@@ -136,6 +201,26 @@ struct Pending {
     last_blocking: Instant,
     /// Callers wait while nobody reads: the background reader reads now.
     urgent: bool,
+    /// The earliest deadline of a callback call, as far as the timer knows
+    /// (it may have been answered since): when the timer looks next.
+    next_expiry: Option<Instant>,
+    /// Names of the services callback calls were made to.
+    services: Vec<Box<str>>,
+}
+
+impl Pending {
+    /// `service`'s index into [`Pending::services`] (`MAX_NAMES` when the
+    /// list is full).
+    fn service_index(&mut self, service: &str) -> usize {
+        if let Some(i) = self.services.iter().position(|s| &**s == service) {
+            return i;
+        }
+        if self.services.len() < MAX_NAMES {
+            self.services.push(service.into());
+            return self.services.len() - 1;
+        }
+        MAX_NAMES
+    }
 }
 
 impl Default for Pending {
@@ -147,6 +232,8 @@ impl Default for Pending {
             followers: VecDeque::new(),
             last_blocking: Instant::now(),
             urgent: false,
+            next_expiry: None,
+            services: Vec::new(),
         }
     }
 }
@@ -163,6 +250,11 @@ pub(crate) struct ChildLink {
     pending: Mutex<Pending>,
     /// Wakes the background reader when the link is free to read.
     free: Condvar,
+    /// Wakes the timer thread when a callback's deadline comes sooner than
+    /// it planned to look.
+    timer: Condvar,
+    /// The deadline of calls that name none.
+    pub(crate) call_timeout: Duration,
     next_id: AtomicU64,
     /// Handlers per stream, shared so that a delivery clones a pointer, not a list.
     pub(crate) push: RwLock<HashMap<String, Arc<[PushHandler]>>>,
@@ -175,6 +267,7 @@ impl ChildLink {
         joined: Joined,
         when_gone: WhenMainGone,
         spin: Duration,
+        call_timeout: Duration,
     ) -> std::io::Result<Arc<ChildLink>> {
         let Joined {
             peer,
@@ -192,6 +285,8 @@ impl ChildLink {
             down: Mutex::new((reader, Spin::new(spin))),
             pending: Mutex::default(),
             free: Condvar::new(),
+            timer: Condvar::new(),
+            call_timeout,
             next_id: AtomicU64::new(1),
             push: RwLock::default(),
             events: RwLock::default(),
@@ -208,6 +303,10 @@ impl ChildLink {
         std::thread::Builder::new()
             .name("yuki-link".into())
             .spawn(move || reader.background_reader())?;
+        let timer = link.clone();
+        std::thread::Builder::new()
+            .name("yuki-deadline".into())
+            .spawn(move || timer.expire_callbacks())?;
         Ok(link)
     }
 
@@ -221,7 +320,7 @@ impl ChildLink {
         &self,
         service: &str,
         request: &[u8],
-        waiter: Waiter,
+        mut waiter: Waiter,
         kick: bool,
     ) -> Result<u64, (Waiter, Error)> {
         if let Err(e) = codec::check_frame(request.len(), self.max_frame) {
@@ -233,8 +332,19 @@ impl ChildLink {
             if let Some(why) = &p.gone {
                 return Err((waiter, Error::disconnected(why)));
             }
-            if matches!(waiter, Waiter::Blocking(_)) {
-                p.last_blocking = Instant::now();
+            match &mut waiter {
+                Waiter::Blocking(_) => p.last_blocking = Instant::now(),
+                Waiter::Callback {
+                    deadline,
+                    service: name,
+                    ..
+                } => {
+                    *name = p.service_index(service);
+                    if p.next_expiry.is_none_or(|t| *deadline < t) {
+                        p.next_expiry = Some(*deadline);
+                        self.timer.notify_one();
+                    }
+                }
             }
             p.calls.insert(id, waiter);
         }
@@ -260,9 +370,11 @@ impl ChildLink {
         }
     }
 
-    pub(crate) fn call(&self, service: &str, request: &[u8]) -> Result<Vec<u8>> {
+    /// Calls `service` and blocks for its reply, giving up after `timeout`.
+    pub(crate) fn call(&self, service: &str, request: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+        let deadline = Instant::now().checked_add(timeout);
         if HANDLING.with(Cell::get) {
-            return self.nested_call(service, request);
+            return self.nested_call(service, request, timeout, deadline);
         }
         let slot = SLOT.with(|s| s.borrow_mut().get_or_insert_with(Arc::default).clone());
         let id = match self.enqueue(service, request, Waiter::Blocking(slot.clone()), false) {
@@ -283,25 +395,51 @@ impl ChildLink {
                     // Nobody reads: read our own reply, with no thread hop.
                     p.reading = true;
                     drop(p);
-                    if let Some(r) = self.lead(&slot) {
-                        return r;
+                    match self.lead(&slot, deadline) {
+                        Led::Reply(r) => return r,
+                        Led::TimedOut => return self.give_up(id, &slot, service, timeout),
+                        Led::Closed => continue,
                     }
-                    continue;
                 }
                 p.followers.push_back(id);
             }
-            return slot.wait();
+            return match slot.wait_until(deadline) {
+                Some(r) => r,
+                None => self.give_up(id, &slot, service, timeout),
+            };
         }
+    }
+
+    /// Ends call `id`, whose deadline passed: it leaves the table, so a
+    /// reply that comes later is dropped. A reply already taken from the
+    /// table is on its way to `slot`: that one is returned.
+    fn give_up(&self, id: u64, slot: &Slot, service: &str, timeout: Duration) -> Result<Vec<u8>> {
+        let removed = {
+            let mut p = self.pending();
+            p.followers.retain(|f| *f != id);
+            p.calls.remove(&id).is_some()
+        };
+        if removed {
+            return Err(Error::call_timeout(service, timeout));
+        }
+        slot.wait()
     }
 
     /// A blocking call from a push handler or a reply callback: this thread
     /// holds the reading turn, so nobody else would read the reply; it
     /// reads the link itself (pushes that arrive meanwhile wait their turn).
-    fn nested_call(&self, service: &str, request: &[u8]) -> Result<Vec<u8>> {
+    fn nested_call(
+        &self,
+        service: &str,
+        request: &[u8],
+        timeout: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>> {
         let slot = Arc::new(Slot::default());
-        if let Err((_, e)) = self.enqueue(service, request, Waiter::Blocking(slot.clone()), false) {
-            return Err(e);
-        }
+        let id = match self.enqueue(service, request, Waiter::Blocking(slot.clone()), false) {
+            Ok(id) => id,
+            Err((_, e)) => return Err(e),
+        };
         if self.out.flush().is_err() {
             self.main_gone("the link to main closed".into(), false);
         }
@@ -309,30 +447,37 @@ impl ChildLink {
             if let Some(r) = slot.take_reply() {
                 return r;
             }
-            if !self.read_one(true) {
-                return slot
-                    .take_reply()
-                    .unwrap_or_else(|| Err(Error::disconnected("the link to main closed")));
+            match self.read_one(true, deadline) {
+                Read::Handled => {}
+                Read::TimedOut => return self.give_up(id, &slot, service, timeout),
+                Read::Closed => {
+                    return slot
+                        .take_reply()
+                        .unwrap_or_else(|| Err(Error::disconnected("the link to main closed")));
+                }
             }
         }
     }
 
     /// Reads the link (this thread holds the reading turn) until `mine`
-    /// has its reply, then passes the turn on. Returns `None` when the link
-    /// closed without a reply for `mine` (it will be failed; look again).
-    fn lead(&self, mine: &Slot) -> Option<Result<Vec<u8>>> {
+    /// has its reply or `deadline` passes, then passes the turn on.
+    fn lead(&self, mine: &Slot, deadline: Option<Instant>) -> Led {
         loop {
             // A reply is on its way: poll for it before sleeping.
-            let open = self.read_one(true);
+            let read = self.read_one(true, deadline);
             let mut p = self.pending();
-            if !open {
+            if read == Read::Closed {
                 p.reading = false;
                 drop(p);
-                return mine.take_reply();
+                return mine.take_reply().map_or(Led::Closed, Led::Reply);
             }
             if let Some(r) = mine.take_reply() {
                 self.pass_turn(&mut p);
-                return Some(r);
+                return Led::Reply(r);
+            }
+            if read == Read::TimedOut {
+                self.pass_turn(&mut p);
+                return Led::TimedOut;
             }
         }
     }
@@ -390,9 +535,9 @@ impl ChildLink {
                 p.urgent = false;
             }
             loop {
-                let open = self.read_one(expected);
+                let read = self.read_one(expected, None);
                 let mut p = self.pending();
-                if !open {
+                if read == Read::Closed {
                     p.reading = false;
                     return;
                 }
@@ -407,10 +552,97 @@ impl ChildLink {
         }
     }
 
-    pub(crate) fn call_with(&self, service: &str, request: &[u8], done: ReplyHandler) {
-        if let Err((w, e)) = self.enqueue(service, request, Waiter::Callback(done), true) {
+    /// Calls `service`; `done` runs with the reply, or with
+    /// [`Error::CallTimeout`] once `timeout` passed without one.
+    pub(crate) fn call_with(
+        &self,
+        service: &str,
+        request: &[u8],
+        timeout: Duration,
+        done: ReplyHandler,
+    ) {
+        let now = Instant::now();
+        // A deadline past any real wait: never given up.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(1 << 40));
+        let waiter = Waiter::Callback {
+            done,
+            deadline,
+            after: timeout,
+            // Set under the lock that registers the call.
+            service: MAX_NAMES,
+        };
+        if let Err((w, e)) = self.enqueue(service, request, waiter, true) {
             w.complete(Err(e));
         }
+    }
+
+    /// The timer thread: fails callback calls whose deadline passed. It
+    /// looks at the earliest deadline it knows of; calls answered before it
+    /// cost nothing but that look, so a busy link is scanned about once a
+    /// time-out, not once a call.
+    fn expire_callbacks(&self) {
+        let mut p = self.pending();
+        loop {
+            if p.gone.is_some() {
+                return;
+            }
+            let now = Instant::now();
+            match p.next_expiry {
+                None => p = self.timer.wait(p).unwrap_or_else(|e| e.into_inner()),
+                Some(at) if at > now => {
+                    p = self
+                        .timer
+                        .wait_timeout(p, at - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                Some(_) => {
+                    let mut next: Option<Instant> = None;
+                    let mut late = Vec::new();
+                    for (id, w) in &p.calls {
+                        if let Waiter::Callback { deadline, .. } = w {
+                            if *deadline <= now {
+                                late.push(*id);
+                            } else if next.is_none_or(|t| *deadline < t) {
+                                next = Some(*deadline);
+                            }
+                        }
+                    }
+                    p.next_expiry = next;
+                    let mut expired = Vec::with_capacity(late.len());
+                    for id in late {
+                        if let Some(Waiter::Callback {
+                            done,
+                            after,
+                            service,
+                            ..
+                        }) = p.calls.remove(&id)
+                        {
+                            let e = match p.services.get(service) {
+                                Some(name) => Error::call_timeout(name, after),
+                                None => Error::CallTimeout {
+                                    operation: "a call".into(),
+                                    after,
+                                },
+                            };
+                            expired.push((done, e));
+                        }
+                    }
+                    drop(p);
+                    for (done, e) in expired {
+                        done(Err(e));
+                    }
+                    p = self.pending();
+                }
+            }
+        }
+    }
+
+    /// Calls in flight: sent, and neither answered nor given up.
+    pub(crate) fn pending_calls(&self) -> usize {
+        self.pending().calls.len()
     }
 
     pub(crate) fn send_control(&self, control: Control) -> Result<()> {
@@ -439,10 +671,10 @@ impl ChildLink {
     }
 
     /// Receives one message (polling first if one is `expected`: see
-    /// [`Spin`]) and handles its frames; `false` once the link is closed.
-    fn read_one(&self, expected: bool) -> bool {
+    /// [`Spin`]) and handles its frames, unless `deadline` passes first.
+    fn read_one(&self, expected: bool, deadline: Option<Instant>) -> Read {
         let nested = HANDLING.with(|h| h.replace(true));
-        let open = self.read_message(nested, expected);
+        let open = self.read_message(nested, expected, deadline);
         if !nested {
             // Pushes a nested read took in, in the order they came.
             while let Some(batch) = DEFERRED.with(|d| {
@@ -480,22 +712,23 @@ impl ChildLink {
         }
     }
 
-    fn read_message(&self, nested: bool, expected: bool) -> bool {
+    fn read_message(&self, nested: bool, expected: bool, deadline: Option<Instant>) -> Read {
         let received = {
             let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
             let (rx, spin) = &mut *down;
-            spin.recv(rx, expected)
+            spin.recv_until(rx, expected, deadline)
         };
         let message = match received {
-            Ok(m) => m,
+            Ok(Some(m)) => m,
+            Ok(None) => return Read::TimedOut,
             Err(PipeError::Closed) => {
                 self.main_gone("main is gone (the link closed)".into(), false);
-                return false;
+                return Read::Closed;
             }
             Err(PipeError::Corrupt(why)) => {
                 tracing::warn!(reason = %why, "main broke the link's shared memory; closing the link");
                 self.main_gone(format!("the link to main broke: {why}"), false);
-                return false;
+                return Read::Closed;
             }
         };
         // Replies are decoded first, then matched under one short lock,
@@ -526,7 +759,7 @@ impl ChildLink {
                     finish(&mut replies);
                     tracing::warn!(reason = %e, "malformed frame from main; closing the link");
                     self.main_gone(format!("main sent a malformed frame: {e}"), false);
-                    return false;
+                    return Read::Closed;
                 }
             };
             match frame {
@@ -535,6 +768,10 @@ impl ChildLink {
                     let e = match failure {
                         Failure::NoService(s) => Error::NoService(s.to_owned()),
                         Failure::Other(why) => Error::Remote(why.to_owned()),
+                        Failure::TooLarge { size, max } => Error::FrameTooLarge {
+                            size: usize::try_from(size).unwrap_or(usize::MAX),
+                            max: usize::try_from(max).unwrap_or(usize::MAX),
+                        },
                     };
                     replies.push((id, Err(e)));
                 }
@@ -550,18 +787,18 @@ impl ChildLink {
                 Frame::Control(Control::Shutdown) => {
                     finish(&mut replies);
                     self.main_gone("main asked this child to shut down".into(), true);
-                    return false;
+                    return Read::Closed;
                 }
                 other => {
                     finish(&mut replies);
                     tracing::warn!(frame = ?other, "main sent a frame only children send; closing the link");
                     self.main_gone("main broke the protocol".into(), false);
-                    return false;
+                    return Read::Closed;
                 }
             }
         }
         finish(&mut replies);
-        true
+        Read::Handled
     }
 
     /// Fails every call, tells the handlers, and exits unless told to stay.
@@ -576,6 +813,7 @@ impl ChildLink {
             std::mem::take(&mut p.calls)
         };
         self.free.notify_all();
+        self.timer.notify_all();
         self.out.close();
         for (_, w) in calls {
             w.complete(Err(Error::disconnected(&reason)));

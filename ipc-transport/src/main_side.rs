@@ -307,12 +307,10 @@ impl Serving<'_> {
                     svc.call(link.peer, body, &mut self.reply)
                         .map_err(|e| format!("service {service:?} refused its request: {e}"))?;
                     let written = if self.reply.len() > hub.max_frame {
-                        let why = format!(
-                            "the reply of {} bytes exceeds the maximum frame of {} bytes",
-                            self.reply.len(),
-                            hub.max_frame
-                        );
-                        let failure = Failure::Other(&why);
+                        let failure = Failure::TooLarge {
+                            size: self.reply.len() as u64,
+                            max: hub.max_frame as u64,
+                        };
                         wire::put(&mut self.batch, &Frame::Failed { id, failure })
                     } else {
                         let body = &self.reply;

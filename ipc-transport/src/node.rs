@@ -39,6 +39,7 @@ pub struct NodeBuilder {
     stall_timeout: Duration,
     when_main_gone: WhenMainGone,
     reply_spin: Duration,
+    call_timeout: Duration,
     bootstrap: Option<String>,
 }
 
@@ -52,6 +53,7 @@ impl Default for NodeBuilder {
             stall_timeout: Duration::from_secs(10),
             when_main_gone: WhenMainGone::Exit,
             reply_spin: spin::DEFAULT,
+            call_timeout: yuki_channel::DEFAULT_CALL_TIMEOUT,
             bootstrap: None,
         }
     }
@@ -112,6 +114,28 @@ impl NodeBuilder {
         self
     }
 
+    /// How long a call to main waits for its answer (default 30 s,
+    /// [`DEFAULT_CALL_TIMEOUT`](yuki_channel::DEFAULT_CALL_TIMEOUT)): every
+    /// store, pub/sub and hosted-channel operation of a child that main
+    /// does not answer in time fails with a time-out error instead of
+    /// waiting for ever on a main that is alive but frozen (stopped,
+    /// swapping, deadlocked). The request may still take effect later;
+    /// its reply is then dropped. Per-call deadlines (`Store::with_timeout`,
+    /// `PubSub::with_timeout`, `Channel::send_timeout`) override it.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let node = yuki_ipc_transport::Node::builder()
+    ///     .call_timeout(Duration::from_secs(2))
+    ///     .init()
+    ///     .unwrap();
+    /// assert_eq!(node.transport().call_timeout(), Duration::from_secs(2));
+    /// ```
+    pub fn call_timeout(mut self, timeout: Duration) -> NodeBuilder {
+        self.call_timeout = timeout;
+        self
+    }
+
     /// Uses `value` in place of the `YUKI_BOOTSTRAP` environment variable
     /// (the process then starts as a child).
     pub fn bootstrap(mut self, value: impl Into<String>) -> NodeBuilder {
@@ -140,7 +164,7 @@ impl NodeBuilder {
             self.stop_timeout,
             self.stall_timeout,
         )?;
-        let transport = Arc::new(IpcTransport::new(Side::Main(hub)));
+        let transport = Arc::new(IpcTransport::new(Side::Main(hub), self.call_timeout));
         // Children may open a named channel before main opens any.
         let seam: Arc<dyn Transport> = transport.clone();
         yuki_channel::host_channels(&seam)?;
@@ -154,11 +178,16 @@ impl NodeBuilder {
     fn init_child(self, value: &str) -> Result<Node> {
         let joined = rendezvous::join(value, self.handshake_timeout)?;
         let (peer, name) = (joined.peer, joined.name.clone());
-        let link = ChildLink::start(joined, self.when_main_gone, self.reply_spin)
-            .map_err(|e| Error::os("starting the link threads", e))?;
+        let link = ChildLink::start(
+            joined,
+            self.when_main_gone,
+            self.reply_spin,
+            self.call_timeout,
+        )
+        .map_err(|e| Error::os("starting the link threads", e))?;
         tracing::debug!(peer, %name, "joined main");
         Ok(Node {
-            transport: Arc::new(IpcTransport::new(Side::Child(link))),
+            transport: Arc::new(IpcTransport::new(Side::Child(link), self.call_timeout)),
             supervisor: None,
             name,
         })
@@ -239,6 +268,19 @@ impl Node {
     /// The transport, for yuki-storage, yuki-pubsub and hosted channels.
     pub fn transport(&self) -> Arc<dyn Transport> {
         self.transport.clone()
+    }
+
+    /// Calls this process has sent to main that are neither answered nor
+    /// given up (always 0 in main, whose own calls run in place). A call
+    /// given up at its deadline leaves at once, and its reply, if one comes
+    /// later, is dropped: after a burst of time-outs this falls back to 0.
+    ///
+    /// ```no_run
+    /// let node = yuki_ipc_transport::Node::init().unwrap();
+    /// assert_eq!(node.pending_calls(), 0);
+    /// ```
+    pub fn pending_calls(&self) -> usize {
+        self.transport.pending_calls()
     }
 
     /// Opens the channel `name` hosted by main, from any process: every

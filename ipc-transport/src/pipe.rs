@@ -17,7 +17,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcSharedMemory};
 
@@ -255,10 +255,15 @@ fn rouse(word: &AtomicU32) {
 /// Sleeps on `word` unless `ready` (checked after saying so, so that a
 /// writer that acts in between either sees the word or is seen).
 fn sleep_unless(word: &AtomicU32, ready: impl FnOnce() -> bool) {
+    sleep_unless_for(word, NAP, ready);
+}
+
+/// [`sleep_unless`] for at most `nap`.
+fn sleep_unless_for(word: &AtomicU32, nap: Duration, ready: impl FnOnce() -> bool) {
     word.store(1, Ordering::SeqCst);
     fence(Ordering::SeqCst);
     if !ready() {
-        futex::wait(word, 1, NAP);
+        futex::wait(word, 1, nap);
     }
     word.store(0, Ordering::Relaxed);
 }
@@ -521,14 +526,37 @@ impl Reader {
     /// was written before it, then [`Region::closed`]'s error.
     pub(crate) fn recv(&mut self) -> Result<Vec<u8>, PipeError> {
         loop {
-            if let Some(m) = self.try_recv()? {
+            if let Some(m) = self.recv_until(None)? {
                 return Ok(m);
             }
-            if self.pipe.region.is_closed() {
-                return self.try_recv()?.ok_or_else(|| self.pipe.region.closed());
+        }
+    }
+
+    /// [`recv`](Reader::recv) giving up at `deadline` (never if `None`)
+    /// with `Ok(None)`.
+    pub(crate) fn recv_until(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Vec<u8>>, PipeError> {
+        loop {
+            if let Some(m) = self.try_recv()? {
+                return Ok(Some(m));
             }
+            if self.pipe.region.is_closed() {
+                return self
+                    .try_recv()?
+                    .map(Some)
+                    .ok_or_else(|| self.pipe.region.closed());
+            }
+            let nap = match deadline {
+                None => NAP,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(NAP),
+                    _ => return Ok(None),
+                },
+            };
             let seen = self.seen;
-            sleep_unless(self.pipe.word(READER_SLEEPS), || {
+            sleep_unless_for(self.pipe.word(READER_SLEEPS), nap, || {
                 self.pipe.pos(WRITE_POS).load(Ordering::Relaxed) != seen
                     || self.pipe.region.is_closed()
             });
@@ -780,6 +808,27 @@ mod tests {
         assert!(main.is_closed());
         assert_eq!(rx.recv(), Err(PipeError::Closed));
         assert_eq!(tx.send(b"x"), Err(PipeError::Closed));
+    }
+
+    #[test]
+    fn a_receive_with_a_deadline_gives_up_then_gets_what_comes_later() {
+        let region = Region::create().unwrap();
+        let (mut tx, mut rx) = (region.writer(Way::Up), region.reader(Way::Up, 1 << 20));
+        let start = std::time::Instant::now();
+        let deadline = start + Duration::from_millis(20);
+        assert_eq!(rx.recv_until(Some(deadline)), Ok(None));
+        assert!(
+            std::time::Instant::now() >= deadline,
+            "not before its deadline"
+        );
+        tx.send(b"late").unwrap();
+        let later = Some(std::time::Instant::now() + Duration::from_secs(10));
+        assert_eq!(rx.recv_until(later).unwrap().as_deref(), Some(&b"late"[..]));
+        region.close();
+        assert!(
+            rx.recv_until(later).is_err(),
+            "a close is an error, not a time-out"
+        );
     }
 
     #[test]

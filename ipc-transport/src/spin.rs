@@ -54,6 +54,20 @@ impl Spin {
         }
     }
 
+    /// [`recv`](Spin::recv) giving up at `deadline` (never if `None`) with
+    /// `Ok(None)`.
+    pub(crate) fn recv_until(
+        &mut self,
+        rx: &mut Reader,
+        expected: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Vec<u8>>, PipeError> {
+        match self.poll(rx, expected) {
+            Some(received) => received.map(Some),
+            None => rx.recv_until(deadline),
+        }
+    }
+
     /// The polling half of [`recv`](Spin::recv): `None` when it did not
     /// poll or found nothing.
     fn poll(&mut self, rx: &mut Reader, expected: bool) -> Option<Result<Vec<u8>, PipeError>> {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use yuki_channel::{
     Error, Extensions, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Result, Role, Service,
@@ -16,6 +17,8 @@ use crate::main_side::{Hub, write};
 pub struct IpcTransport {
     side: Side,
     extensions: Extensions,
+    /// The deadline of main's own calls that name none.
+    call_timeout: Duration,
 }
 
 pub(crate) enum Side {
@@ -24,10 +27,19 @@ pub(crate) enum Side {
 }
 
 impl IpcTransport {
-    pub(crate) fn new(side: Side) -> IpcTransport {
+    pub(crate) fn new(side: Side, call_timeout: Duration) -> IpcTransport {
         IpcTransport {
             side,
             extensions: Extensions::default(),
+            call_timeout,
+        }
+    }
+
+    /// See [`Node::pending_calls`](crate::Node::pending_calls).
+    pub(crate) fn pending_calls(&self) -> usize {
+        match &self.side {
+            Side::Main(_) => 0,
+            Side::Child(link) => link.pending_calls(),
         }
     }
 
@@ -66,25 +78,54 @@ impl Transport for IpcTransport {
     }
 
     fn call(&self, service: &str, request: &[u8]) -> Result<Vec<u8>> {
+        self.call_within(service, request, self.call_timeout())
+    }
+
+    fn call_with(&self, service: &str, request: &[u8], done: ReplyHandler) {
+        self.call_with_within(service, request, self.call_timeout(), done);
+    }
+
+    fn call_timeout(&self) -> Duration {
         match &self.side {
-            Side::Child(link) => link.call(service, request),
+            Side::Child(link) => link.call_timeout,
+            Side::Main(_) => self.call_timeout,
+        }
+    }
+
+    fn call_within(&self, service: &str, request: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+        match &self.side {
+            Side::Child(link) => link.call(service, request, timeout),
             Side::Main(hub) => {
                 yuki_channel::codec::check_frame(request.len(), hub.max_frame)?;
                 let svc = hub
                     .service(service)
                     .ok_or_else(|| Error::NoService(service.to_owned()))?;
+                let start = Instant::now();
                 let mut reply = Vec::new();
-                svc.call(PeerId::MAIN, request, &mut reply)
-                    .map_err(|e| Error::Remote(e.to_string()))?;
+                svc.call(PeerId::MAIN, request, &mut reply).map_err(|e| {
+                    Error::Remote(format!("service {service:?} refused its request: {e}"))
+                })?;
+                // The service ran here and cannot be interrupted: a reply
+                // past the deadline is dropped, as it would be from afar.
+                if start.elapsed() > timeout {
+                    return Err(Error::call_timeout(service, timeout));
+                }
+                yuki_channel::codec::check_frame(reply.len(), hub.max_frame)?;
                 Ok(reply)
             }
         }
     }
 
-    fn call_with(&self, service: &str, request: &[u8], done: ReplyHandler) {
+    fn call_with_within(
+        &self,
+        service: &str,
+        request: &[u8],
+        timeout: Duration,
+        done: ReplyHandler,
+    ) {
         match &self.side {
-            Side::Child(link) => link.call_with(service, request, done),
-            Side::Main(_) => done(self.call(service, request)),
+            Side::Child(link) => link.call_with(service, request, timeout, done),
+            Side::Main(_) => done(self.call_within(service, request, timeout)),
         }
     }
 

@@ -56,6 +56,11 @@ pub(crate) enum Control {
 pub(crate) enum Failure<'a> {
     NoService(&'a str),
     Other(&'a str),
+    /// The reply would exceed the maximum frame.
+    TooLarge {
+        size: u64,
+        max: u64,
+    },
 }
 
 /// One frame on a link.

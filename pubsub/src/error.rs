@@ -84,6 +84,19 @@ pub enum Error {
     #[error("no message arrived within {0:?}")]
     Timeout(Duration),
 
+    /// Main did not answer within the call's deadline (seen in a child): it
+    /// may be frozen (stopped, swapping) or overloaded. A publish may still
+    /// be delivered later, a subscription may still be registered.
+    #[error(
+        "{operation} got no answer from main within {after:?}; main may be frozen or overloaded (the request may still take effect); raise NodeBuilder::call_timeout or use PubSub::with_timeout"
+    )]
+    CallTimeout {
+        /// The operation, in words (such as `publish to "chat.room1"`).
+        operation: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
+
     /// Main is gone (seen in a child): nothing more will arrive, and nothing
     /// can be published.
     #[error("disconnected from main: {0}; restart this process or reconnect")]
@@ -133,6 +146,9 @@ impl From<yuki_channel::Error> for Error {
         match e {
             yuki_channel::Error::Disconnected(why) => Error::Disconnected(why),
             yuki_channel::Error::NoService(_) => Error::NotAttached,
+            yuki_channel::Error::CallTimeout { operation, after } => {
+                Error::CallTimeout { operation, after }
+            }
             yuki_channel::Error::Encode { type_name, reason } => {
                 Error::Encode { type_name, reason }
             }

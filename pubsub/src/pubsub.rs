@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -42,6 +43,8 @@ pub struct PubSub {
     shared: Arc<Shared>,
     transport: Option<Arc<dyn Transport>>,
     capacity: usize,
+    /// This handle's call deadline in a child (`None`: the transport's).
+    timeout: Option<Duration>,
     #[cfg(feature = "redis")]
     redis: Option<Arc<crate::redis::Link>>,
 }
@@ -59,6 +62,7 @@ impl PubSub {
             shared: Arc::new(Shared::new(None)),
             transport: None,
             capacity: DEFAULT_CAPACITY,
+            timeout: None,
             #[cfg(feature = "redis")]
             redis: None,
         }
@@ -97,6 +101,7 @@ impl PubSub {
             shared,
             transport: None,
             capacity: DEFAULT_CAPACITY,
+            timeout: None,
             redis: Some(Arc::new(link)),
         })
     }
@@ -120,6 +125,7 @@ impl PubSub {
             shared: attached.0.clone(),
             transport: Some(transport),
             capacity: DEFAULT_CAPACITY,
+            timeout: None,
             #[cfg(feature = "redis")]
             redis: None,
         })
@@ -180,6 +186,49 @@ impl PubSub {
         }
     }
 
+    /// A handle to the same topics whose calls to main from a child
+    /// (publish, subscribe) wait at most `timeout` for main's answer, in
+    /// place of the transport's call time-out (`NodeBuilder::call_timeout`,
+    /// 30 s by default); they fail with [`Error::CallTimeout`] when main
+    /// does not answer in time. In main and for local topics, where nothing
+    /// waits for another process, and for Redis, it changes nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let topics = yuki_pubsub::PubSub::local().with_timeout(Duration::from_millis(300));
+    /// assert_eq!(topics.timeout(), Some(Duration::from_millis(300)));
+    /// assert_eq!(topics.publish("t", &1u8).unwrap(), 0);
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> PubSub {
+        PubSub {
+            timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
+    /// The deadline set with [`PubSub::with_timeout`], if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Calls main's pub/sub service from a child, within this handle's
+    /// deadline; a time-out names `operation`.
+    fn call_main(
+        &self,
+        link: &Arc<dyn Transport>,
+        request: &[u8],
+        operation: impl FnOnce() -> String,
+    ) -> Result<usize> {
+        let timeout = self.timeout.unwrap_or_else(|| link.call_timeout());
+        match link.call_within(SERVICE, request, timeout) {
+            Err(yuki_channel::Error::CallTimeout { after, .. }) => Err(Error::CallTimeout {
+                operation: operation(),
+                after,
+            }),
+            reply => read_reply(reply),
+        }
+    }
+
     /// The buffer capacity of this handle's new subscriptions.
     pub fn capacity(&self) -> usize {
         self.capacity
@@ -226,7 +275,9 @@ impl PubSub {
                     };
                     let reply = codec::encode_into(&publish, &mut request)
                         .map_err(Error::from)
-                        .and_then(|()| read_reply(link.call(SERVICE, &request)));
+                        .and_then(|()| {
+                            self.call_main(link, &request, || format!("publish to {topic:?}"))
+                        });
                     keep_scratch(request);
                     reply
                 }
@@ -244,7 +295,7 @@ impl PubSub {
     ) -> impl Future<Output = Result<usize>> + Send + 'static + use<M> {
         enum Pending<F> {
             Done(Result<usize>),
-            Call(F),
+            Call(F, String),
             #[cfg(feature = "redis")]
             Redis(std::pin::Pin<Box<dyn Future<Output = Result<usize>> + Send>>),
         }
@@ -265,7 +316,14 @@ impl PubSub {
                     topic,
                     payload: &payload,
                 }) {
-                    Ok(request) => Pending::Call(link.call_async(SERVICE, &request)),
+                    Ok(request) => {
+                        let timeout = self.timeout.unwrap_or_else(|| link.call_timeout());
+                        let operation = format!("publish to {topic:?}");
+                        Pending::Call(
+                            link.call_async_within(SERVICE, &request, timeout),
+                            operation,
+                        )
+                    }
                     Err(e) => Pending::Done(Err(e.into())),
                 },
             },
@@ -273,7 +331,12 @@ impl PubSub {
         async move {
             match pending {
                 Pending::Done(result) => result,
-                Pending::Call(call) => read_reply(call.await),
+                Pending::Call(call, operation) => match call.await {
+                    Err(yuki_channel::Error::CallTimeout { after, .. }) => {
+                        Err(Error::CallTimeout { operation, after })
+                    }
+                    reply => read_reply(reply),
+                },
                 #[cfg(feature = "redis")]
                 Pending::Redis(publish) => publish.await,
             }
@@ -352,7 +415,9 @@ impl PubSub {
                     &mut request,
                 )
                 .map_err(Error::from)
-                .and_then(|()| read_reply(link.call(SERVICE, &request)));
+                .and_then(|()| {
+                    self.call_main(link, &request, || format!("publish_batch to {topic:?}"))
+                });
                 keep_scratch(request);
                 reply
             }
@@ -400,11 +465,18 @@ impl PubSub {
             let request = codec::encode(&Request::Subscribe {
                 pattern: inbox.pattern().as_str(),
             });
-            let done = request
-                .map_err(Error::from)
-                .and_then(|r| read_reply(link.call(SERVICE, &r)));
+            let done = request.map_err(Error::from).and_then(|r| {
+                self.call_main(link, &r, || {
+                    format!("subscribe to {:?}", inbox.pattern().as_str())
+                })
+            });
             if let Err(e) = done {
                 self.shared.local.remove(&inbox);
+                if matches!(e, Error::CallTimeout { .. }) {
+                    // Main may still register it: the undo follows it on
+                    // the link, so main never forwards to no one.
+                    unsubscribe_in_main(link, inbox.pattern().as_str());
+                }
                 return Err(e);
             }
         }
@@ -427,22 +499,27 @@ impl PubSub {
         if self.shared.gone().is_some() {
             return;
         }
-        let pattern = inbox.pattern().as_str();
-        match codec::encode(&Request::Unsubscribe { pattern }) {
-            Ok(request) => {
-                let pattern = pattern.to_owned();
-                link.call_with(
-                    SERVICE,
-                    &request,
-                    Box::new(move |reply| {
-                        if let Err(e) = read_reply(reply) {
-                            tracing::debug!(pattern, error = %e, "unsubscribe did not reach main");
-                        }
-                    }),
-                );
-            }
-            Err(e) => tracing::error!(pattern, error = %e, "cannot encode an unsubscribe"),
+        unsubscribe_in_main(link, inbox.pattern().as_str());
+    }
+}
+
+/// Asks main to forget one subscription of this child to `pattern`,
+/// without waiting for its answer.
+fn unsubscribe_in_main(link: &Arc<dyn Transport>, pattern: &str) {
+    match codec::encode(&Request::Unsubscribe { pattern }) {
+        Ok(request) => {
+            let pattern = pattern.to_owned();
+            link.call_with(
+                SERVICE,
+                &request,
+                Box::new(move |reply| {
+                    if let Err(e) = read_reply(reply) {
+                        tracing::debug!(pattern, error = %e, "unsubscribe did not reach main");
+                    }
+                }),
+            );
         }
+        Err(e) => tracing::error!(pattern, error = %e, "cannot encode an unsubscribe"),
     }
 }
 

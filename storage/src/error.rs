@@ -120,6 +120,19 @@ pub enum Error {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
 
+    /// Main did not answer within the call's deadline: it may be frozen
+    /// (stopped, swapping) or overloaded. A write may still be applied
+    /// later; its reply is then dropped.
+    #[error(
+        "{operation} got no answer from main within {after:?}; main may be frozen or overloaded (a write may still be applied); raise NodeBuilder::call_timeout or use Store::with_timeout"
+    )]
+    CallTimeout {
+        /// The operation, in words (such as `store get of "k"`).
+        operation: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
+
     /// Main answered something this process cannot read.
     #[error(
         "main sent a reply this process cannot read ({0}); main and this process run different versions of yuki"
@@ -145,6 +158,9 @@ impl From<yuki_channel::Error> for Error {
     fn from(e: yuki_channel::Error) -> Error {
         match e {
             yuki_channel::Error::Disconnected(why) => Error::Disconnected(why),
+            yuki_channel::Error::CallTimeout { operation, after } => {
+                Error::CallTimeout { operation, after }
+            }
             other => Error::Transport(other),
         }
     }

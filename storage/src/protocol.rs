@@ -70,6 +70,33 @@ pub(crate) enum Request<'a> {
     },
 }
 
+impl Request<'_> {
+    /// The request in words, for a time-out's message.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Request::Op(op) => {
+                let name = match op {
+                    Op::Get(_) => "get",
+                    Op::Contains(_) => "contains",
+                    Op::Set { .. } => "set",
+                    Op::Delete(_) => "delete",
+                    Op::Incr { .. } => "incr",
+                    Op::Cas { .. } => "compare_and_swap",
+                };
+                format!("store {name} of {:?}", op.key())
+            }
+            Request::Batch(ops) => format!("store batch of {} operations", ops.len()),
+            Request::GetAll => "store get_all".into(),
+            Request::Keys(prefix) => format!("store keys of prefix {prefix:?}"),
+            Request::Len => "store len".into(),
+            Request::Clear => "store clear".into(),
+            Request::Purge => "store purge_expired".into(),
+            Request::Watch { prefix, .. } => format!("store watch of prefix {prefix:?}"),
+            Request::Unwatch { .. } => "store unwatch".into(),
+        }
+    }
+}
+
 /// Main's answer to one request (or to one operation of a batch).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Reply<'a> {

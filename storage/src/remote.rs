@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use yuki_channel::{PeerEvent, PeerId, Transport, codec};
 
@@ -87,14 +88,20 @@ impl Remote {
         Ok(frame)
     }
 
-    /// Sends `request` and hands main's reply to `parse`.
+    /// Sends `request` and hands main's reply to `parse`, waiting at most
+    /// `timeout` (the transport's call time-out if `None`).
     pub(crate) fn request<R>(
         &self,
         request: &Request<'_>,
+        timeout: Option<Duration>,
         parse: impl FnOnce(Reply<'_>) -> Result<R>,
     ) -> Result<R> {
         let frame = Remote::encode(request)?;
-        let reply = self.transport.call(SERVICE, &frame)?;
+        let timeout = timeout.unwrap_or_else(|| self.transport.call_timeout());
+        let reply = self
+            .transport
+            .call_within(SERVICE, &frame, timeout)
+            .map_err(|e| name_timeout(e, request))?;
         parse(decode_reply(&reply)?)
     }
 
@@ -102,44 +109,68 @@ impl Remote {
     pub(crate) fn request_async<R, P>(
         &self,
         request: &Request<'_>,
+        timeout: Option<Duration>,
         parse: P,
     ) -> impl Future<Output = Result<R>> + Send + 'static + use<R, P>
     where
         R: 'static,
         P: FnOnce(Reply<'_>) -> Result<R> + Send + 'static,
     {
-        let sent = Remote::encode(request).map(|frame| self.transport.call_async(SERVICE, &frame));
+        let timeout = timeout.unwrap_or_else(|| self.transport.call_timeout());
+        let operation = request.describe();
+        let sent = Remote::encode(request)
+            .map(|frame| self.transport.call_async_within(SERVICE, &frame, timeout));
         async move {
-            let reply = sent?.await?;
+            let reply = sent?.await.map_err(|e| match e {
+                yuki_channel::Error::CallTimeout { after, .. } => {
+                    Error::CallTimeout { operation, after }
+                }
+                other => other.into(),
+            })?;
             parse(decode_reply(&reply)?)
         }
     }
 
     /// Opens a watch: registered here first, so no pushed change is missed.
-    pub(crate) fn watch(self: &Arc<Self>, prefix: &str) -> Result<Watch> {
+    pub(crate) fn watch(
+        self: &Arc<Self>,
+        prefix: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Watch> {
         let (id, watch) = self.open_watch();
-        match self.request(&Request::Watch { id, prefix }, expect_done) {
+        match self.request(&Request::Watch { id, prefix }, timeout, expect_done) {
             Ok(()) => Ok(watch),
-            Err(e) => {
-                self.watches().remove(&id);
-                Err(e)
-            }
+            Err(e) => Err(self.watch_failed(id, e)),
         }
     }
 
     /// The async form of [`Remote::watch`].
-    pub(crate) async fn watch_async(self: &Arc<Self>, prefix: &str) -> Result<Watch> {
+    pub(crate) async fn watch_async(
+        self: &Arc<Self>,
+        prefix: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Watch> {
         let (id, watch) = self.open_watch();
         match self
-            .request_async(&Request::Watch { id, prefix }, expect_done)
+            .request_async(&Request::Watch { id, prefix }, timeout, expect_done)
             .await
         {
             Ok(()) => Ok(watch),
-            Err(e) => {
-                self.watches().remove(&id);
-                Err(e)
+            Err(e) => Err(self.watch_failed(id, e)),
+        }
+    }
+
+    /// Forgets watch `id`, which failed to open with `e`; a watch main did
+    /// not confirm in time may still be opened there, so it is closed
+    /// there too (the close follows the open on the link).
+    fn watch_failed(&self, id: u64, e: Error) -> Error {
+        self.watches().remove(&id);
+        if matches!(e, Error::CallTimeout { .. }) {
+            if let Ok(frame) = Remote::encode(&Request::Unwatch { id }) {
+                self.transport.call_with(SERVICE, &frame, Box::new(|_| {}));
             }
         }
+        e
     }
 
     fn open_watch(self: &Arc<Self>) -> (u64, Watch) {
@@ -159,6 +190,17 @@ impl Remote {
             }
         });
         (id, Watch::new(inbox, rx, cancel))
+    }
+}
+
+/// The transport's error, a time-out naming the store operation.
+fn name_timeout(e: yuki_channel::Error, request: &Request<'_>) -> Error {
+    match e {
+        yuki_channel::Error::CallTimeout { after, .. } => Error::CallTimeout {
+            operation: request.describe(),
+            after,
+        },
+        other => other.into(),
     }
 }
 

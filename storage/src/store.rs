@@ -94,6 +94,8 @@ impl Config {
 pub struct Store {
     backend: Backend,
     watch_capacity: usize,
+    /// This handle's call deadline in a child (`None`: the transport's).
+    timeout: Option<Duration>,
 }
 
 #[derive(Clone)]
@@ -118,6 +120,7 @@ impl Store {
         Store {
             backend: Backend::Local(Data::new(config.shards, config.clock, config.purge_every)),
             watch_capacity: config.watch_capacity,
+            timeout: None,
         }
     }
 
@@ -151,6 +154,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Redis(Arc::new(redis)),
             watch_capacity: capacity,
+            timeout: None,
         })
     }
 
@@ -184,16 +188,47 @@ impl Store {
                 Ok(Attached(Store {
                     backend: Backend::Local(data),
                     watch_capacity: config.watch_capacity,
+                    timeout: None,
                 }))
             } else {
                 let remote = Remote::new(transport.clone(), config.watch_capacity)?;
                 Ok(Attached(Store {
                     backend: Backend::Remote(remote),
                     watch_capacity: config.watch_capacity,
+                    timeout: None,
                 }))
             }
         })?;
         Ok(attached.0.clone())
+    }
+
+    /// A handle to the same store whose operations in a child wait at most
+    /// `timeout` for main's answer, in place of the transport's call
+    /// time-out (`NodeBuilder::call_timeout`, 30 s by default). When main
+    /// does not answer in time, the operation fails with
+    /// [`Error::CallTimeout`]; a write may still be applied later. Other
+    /// handles keep their own deadline; in main and for a local store,
+    /// where nothing waits for another process, and for Redis, it changes
+    /// nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let store = yuki_storage::Store::local();
+    /// let quick = store.with_timeout(Duration::from_millis(300));
+    /// quick.set("k", &1).unwrap();
+    /// assert_eq!(store.get::<i32>("k").unwrap(), Some(1));
+    /// assert_eq!(quick.timeout(), Some(Duration::from_millis(300)));
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> Store {
+        Store {
+            timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
+    /// The deadline set with [`Store::with_timeout`], if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// Whether this process holds the data (main, or a local store).
@@ -204,9 +239,11 @@ impl Store {
     fn run_op(&self, op: Op<'_>) -> Result<Outcome> {
         match &self.backend {
             Backend::Local(data) => Ok(data.apply_one(&op)),
-            Backend::Remote(remote) => remote.request(&Request::Op(op.clone()), |reply| {
-                Outcome::from_reply(&op, reply)
-            }),
+            Backend::Remote(remote) => {
+                remote.request(&Request::Op(op.clone()), self.timeout, |reply| {
+                    Outcome::from_reply(&op, reply)
+                })
+            }
             #[cfg(feature = "redis")]
             Backend::Redis(redis) => redis.request(&Request::Op(op.clone()), |reply| {
                 Outcome::from_reply(&op, reply)
@@ -220,7 +257,9 @@ impl Store {
             Backend::Remote(remote) => {
                 let owned = OwnedOpShape::of(&op);
                 remote
-                    .request_async(&Request::Op(op), move |reply| owned.outcome(reply))
+                    .request_async(&Request::Op(op), self.timeout, move |reply| {
+                        owned.outcome(reply)
+                    })
                     .await
             }
             #[cfg(feature = "redis")]
@@ -241,7 +280,7 @@ impl Store {
     ) -> Result<R> {
         match &self.backend {
             Backend::Local(data) => local(data),
-            Backend::Remote(remote) => remote.request(&request, parse),
+            Backend::Remote(remote) => remote.request(&request, self.timeout, parse),
             #[cfg(feature = "redis")]
             Backend::Redis(redis) => redis.request(&request, parse),
         }
@@ -255,7 +294,7 @@ impl Store {
     ) -> Result<R> {
         match &self.backend {
             Backend::Local(data) => local(data),
-            Backend::Remote(remote) => remote.request_async(&request, parse).await,
+            Backend::Remote(remote) => remote.request_async(&request, self.timeout, parse).await,
             #[cfg(feature = "redis")]
             Backend::Redis(redis) => redis.request_async(&request, parse).await,
         }
@@ -306,12 +345,14 @@ impl Store {
         match &self.backend {
             Backend::Local(data) => data.read(key, |bytes| value::decode_found(key, bytes)),
             // Decoded straight from the reply frame: no copy of the bytes.
-            Backend::Remote(remote) => {
-                remote.request(&Request::Op(Op::Get(key)), |reply| match reply {
+            Backend::Remote(remote) => remote.request(
+                &Request::Op(Op::Get(key)),
+                self.timeout,
+                |reply| match reply {
                     Reply::Value(v) => v.map(|b| value::decode(key, b)).transpose(),
                     other => Err(unexpected(&other)),
-                })
-            }
+                },
+            ),
             #[cfg(feature = "redis")]
             Backend::Redis(redis) => {
                 redis.request(&Request::Op(Op::Get(key)), |reply| match reply {
@@ -449,7 +490,7 @@ impl Store {
         check_prefix(prefix)?;
         match &self.backend {
             Backend::Local(data) => Ok(watch_local(data, prefix, self.watch_capacity)),
-            Backend::Remote(remote) => remote.watch(prefix),
+            Backend::Remote(remote) => remote.watch(prefix, self.timeout),
             #[cfg(feature = "redis")]
             Backend::Redis(redis) => redis.watch(prefix),
         }
@@ -612,7 +653,7 @@ impl Store {
         check_prefix(prefix)?;
         match &self.backend {
             Backend::Local(data) => Ok(watch_local(data, prefix, self.watch_capacity)),
-            Backend::Remote(remote) => remote.watch_async(prefix).await,
+            Backend::Remote(remote) => remote.watch_async(prefix, self.timeout).await,
             #[cfg(feature = "redis")]
             Backend::Redis(redis) => redis.watch_async(prefix).await,
         }

@@ -86,6 +86,26 @@ impl Transport for Tap {
     fn call_with(&self, service: &str, request: &[u8], done: ReplyHandler) {
         self.inner.call_with(service, request, done)
     }
+    fn call_timeout(&self) -> std::time::Duration {
+        self.inner.call_timeout()
+    }
+    fn call_within(
+        &self,
+        service: &str,
+        request: &[u8],
+        timeout: std::time::Duration,
+    ) -> yuki_channel::Result<Vec<u8>> {
+        self.inner.call_within(service, request, timeout)
+    }
+    fn call_with_within(
+        &self,
+        service: &str,
+        request: &[u8],
+        timeout: std::time::Duration,
+        done: ReplyHandler,
+    ) {
+        self.inner.call_with_within(service, request, timeout, done)
+    }
     fn serve(&self, name: &str, service: Arc<dyn Service>) -> yuki_channel::Result<()> {
         self.inner.serve(name, service)
     }

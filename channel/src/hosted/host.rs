@@ -190,6 +190,17 @@ impl HostQueue {
 
     /// Appends an item; waits for room when `block`.
     pub(crate) fn send(&self, item: Vec<u8>, block: bool) -> Result<(), (Vec<u8>, Fail)> {
+        self.send_until(item, block, None)
+    }
+
+    /// [`send`](HostQueue::send), waiting for room at most `timeout`.
+    pub(crate) fn send_until(
+        &self,
+        item: Vec<u8>,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(), (Vec<u8>, Fail)> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         if let Some(t) = self.transport.upgrade() {
             let max = t.max_frame();
             if item.len() + ITEM_OVERHEAD + push_overhead(&self.name) > max {
@@ -207,8 +218,23 @@ impl HostQueue {
                     if !block {
                         return Err((item, Fail::Full));
                     }
+                    let left = match deadline {
+                        None => None,
+                        Some(d) => match d.checked_duration_since(Instant::now()) {
+                            Some(left) => Some(left),
+                            None => return Err((item, Fail::Timeout(timeout.unwrap_or_default()))),
+                        },
+                    };
                     st.senders_waiting += 1;
-                    st = self.writable.wait(st).unwrap_or_else(|p| p.into_inner());
+                    st = match left {
+                        None => self.writable.wait(st).unwrap_or_else(|p| p.into_inner()),
+                        Some(left) => {
+                            self.writable
+                                .wait_timeout(st, left)
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0
+                        }
+                    };
                     st.senders_waiting -= 1;
                 }
                 _ => break,

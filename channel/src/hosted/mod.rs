@@ -35,7 +35,7 @@ use serde::de::DeserializeOwned;
 
 use crate::channel::{Channel, Queue, Shared};
 use crate::codec;
-use crate::error::{Error, Result, SendError, TrySendError};
+use crate::error::{Error, Result, SendError, SendTimeoutError, TrySendError};
 use crate::local::Fail;
 use crate::passive::Passive;
 use crate::transport::{PeerEvent, PeerId, Transport};
@@ -72,17 +72,23 @@ impl<T> Drop for Hosted<T> {
 }
 
 impl<T> Hosted<T> {
-    fn send_inner(&self, name: &str, value: T, block: bool) -> Result<(), TrySendError<T>> {
+    fn send_inner(
+        &self,
+        name: &str,
+        value: T,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(), TrySendError<T>> {
         let bytes = match (self.encode)(&value) {
             Ok(b) => b,
             Err(e) => return Err(TrySendError::Failed(SendError::new(value, e))),
         };
         let fail = match &self.side {
-            Side::Main(q) => match q.send(bytes, block) {
+            Side::Main(q) => match q.send_until(bytes, block, timeout) {
                 Ok(()) => return Ok(()),
                 Err((_, f)) => SendFail::Fail(f),
             },
-            Side::Child(r) => match r.send(&bytes, block) {
+            Side::Child(r) => match r.send_until(&bytes, block, timeout) {
                 Ok(()) => return Ok(()),
                 Err(f) => f,
             },
@@ -99,15 +105,29 @@ impl<T> Hosted<T> {
     }
 
     pub(crate) fn send(&self, name: &str, value: T) -> Result<(), SendError<T>> {
-        self.send_inner(name, value, true).map_err(|e| match e {
-            TrySendError::Failed(e) => e,
-            // A blocking send does not report a full channel.
-            TrySendError::Full(v, e) => SendError::new(v, e),
-        })
+        self.send_inner(name, value, true, None)
+            .map_err(|e| match e {
+                TrySendError::Failed(e) => e,
+                // A blocking send does not report a full channel.
+                TrySendError::Full(v, e) => SendError::new(v, e),
+            })
+    }
+
+    pub(crate) fn send_timeout(
+        &self,
+        name: &str,
+        value: T,
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError<T>> {
+        self.send_inner(name, value, true, Some(timeout))
+            .map_err(|e| match e {
+                TrySendError::Failed(e) => e.into(),
+                TrySendError::Full(v, e) => SendTimeoutError::Timeout(v, e),
+            })
     }
 
     pub(crate) fn try_send(&self, name: &str, value: T) -> Result<(), TrySendError<T>> {
-        self.send_inner(name, value, false)
+        self.send_inner(name, value, false, None)
     }
 
     fn decoded(&self, name: &str, bytes: Result<Vec<u8>, Fail>) -> Result<T> {

@@ -102,12 +102,33 @@ impl Remote {
         codec::decode(&reply)
     }
 
+    fn call_within(&self, request: &Request<'_>, timeout: Duration) -> Result<Reply> {
+        let frame = codec::encode(request)?;
+        let reply = self.transport()?.call_within(SERVICE, &frame, timeout)?;
+        codec::decode(&reply)
+    }
+
     pub(crate) fn capacity(&self) -> Option<usize> {
         self.capacity
     }
 
-    /// Sends one encoded item; waits for room when `block`.
-    pub(crate) fn send(&self, item: &[u8], block: bool) -> Result<(), SendFail> {
+    /// Sends one encoded item; waits for room when `block`, for at most
+    /// `timeout` (if `None`, for ever, each call to main within the
+    /// transport's call time-out): main's answers and the wait for room
+    /// both count against it.
+    pub(crate) fn send_until(
+        &self,
+        item: &[u8],
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(), SendFail> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let timed_out = || {
+            SendFail::Error(Error::CallTimeout {
+                operation: format!("send to channel {:?}", self.name),
+                after: timeout.unwrap_or_default(),
+            })
+        };
         loop {
             let epoch = {
                 let st = self.lock();
@@ -120,7 +141,17 @@ impl Remote {
                 name: &self.name,
                 item: Bytes::new(item),
             };
-            match self.call(&request).map_err(SendFail::Error)? {
+            let called = match (deadline, timeout) {
+                (Some(d), Some(t)) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) => self.call_within(&request, left).map_err(|e| match e {
+                        Error::CallTimeout { .. } => timed_out(),
+                        e => SendFail::Error(e),
+                    }),
+                    None => Err(SendFail::Fail(Fail::Timeout(t))),
+                },
+                _ => self.call(&request).map_err(SendFail::Error),
+            };
+            match called? {
                 Reply::Done => return Ok(()),
                 Reply::Closed => {
                     self.lock().closed = true;
@@ -130,7 +161,21 @@ impl Remote {
                 Reply::Full { .. } => {
                     let mut st = self.lock();
                     while st.space_epoch == epoch && !st.closed && st.gone.is_none() {
-                        st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
+                        st = match deadline {
+                            None => self.space.wait(st).unwrap_or_else(|p| p.into_inner()),
+                            Some(d) => match d.checked_duration_since(Instant::now()) {
+                                Some(left) => {
+                                    self.space
+                                        .wait_timeout(st, left)
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .0
+                                }
+                                None => {
+                                    let t = timeout.unwrap_or_default();
+                                    return Err(SendFail::Fail(Fail::Timeout(t)));
+                                }
+                            },
+                        };
                     }
                 }
                 other => return Err(SendFail::Error(unexpected(&self.name, &other))),
