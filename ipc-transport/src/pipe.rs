@@ -19,9 +19,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ipc_channel::ipc::{IpcBytesReceiver, IpcSharedMemory};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use ipc_channel::ipc::IpcBytesReceiver;
 
 use crate::futex;
+use crate::sealed::{self, Mapping};
 
 /// The bytes each pipe holds (Miri, which checks every byte copied, gets
 /// small pipes that wrap as often for a fraction of the bytes).
@@ -71,7 +74,8 @@ pub(crate) enum PipeError {
 
 /// The shared region of one link, mapped in this process.
 pub(crate) struct Region {
-    memory: Memory,
+    /// Keeps `base` valid.
+    _memory: Memory,
     base: *mut u8,
     /// This process closed the link: the flag in the region tells the other
     /// side, which could clear it; this one it cannot.
@@ -80,21 +84,24 @@ pub(crate) struct Region {
     broken: Mutex<Option<String>>,
 }
 
-/// What holds a region's bytes.
+/// What holds a region's bytes (held only to be dropped with the region).
+#[allow(dead_code)]
 enum Memory {
-    /// Shared with the other process (kept mapped while the region lives).
-    Shared(IpcSharedMemory),
+    /// A sealed memory file shared with the other process, kept mapped
+    /// while the region lives (with the file, when this side holds it).
+    Shared(Mapping, Option<OwnedFd>),
     /// This process's own, for tests run under Miri, which cannot map a
     /// shared memory file.
     #[cfg(miri)]
-    Heap(#[allow(dead_code)] Vec<u64>),
+    Heap(Vec<u64>),
 }
 
-// SAFETY: the region is only reached through raw pointers: atomics, and
-// copies into and out of ranges that the pipe protocol gives one side at a
-// time. A peer that breaks the protocol can race those copies, which then
-// carry garbage but touch nothing outside the region: no reference into the
-// data area is ever made, and what is copied out is checked before use.
+// SAFETY: the region is only reached through raw pointers, and only with
+// atomic accesses: positions and sleep words, and the data area as whole
+// aligned 8-byte words. A peer that breaks the protocol can race those
+// accesses, which then carry garbage but are never undefined behaviour and
+// touch nothing outside the region: no reference into the data area is
+// ever made, and what is copied out is checked before use.
 unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
@@ -107,33 +114,31 @@ impl std::fmt::Debug for Region {
 }
 
 impl Region {
-    /// A new, zeroed region (the child makes it and hands it to main).
-    pub(crate) fn create() -> Result<Arc<Region>, String> {
-        // ipc-channel panics when the system refuses a memory file.
-        let shm = std::panic::catch_unwind(|| IpcSharedMemory::from_byte(0, REGION_LEN))
-            .map_err(|_| "the system refused a shared memory file".to_owned())?;
-        Region::open(shm)
+    /// A new, zeroed region in a sealed memory file (main makes it), and
+    /// the file, to hand to the child.
+    pub(crate) fn create() -> Result<(Arc<Region>, OwnedFd), String> {
+        let file = sealed::create(REGION_LEN)?;
+        let mapping = Mapping::new(file.as_fd(), REGION_LEN)?;
+        Ok((Region::shared(mapping, None), file))
     }
 
-    /// Maps a region the other side made; refuses one of the wrong size.
-    pub(crate) fn open(mut shm: IpcSharedMemory) -> Result<Arc<Region>, String> {
-        if shm.len() != REGION_LEN {
-            return Err(format!(
-                "its shared memory region has {} bytes, not {REGION_LEN}",
-                shm.len()
-            ));
-        }
-        // SAFETY: the slice is only used to take its pointer, at once;
-        // from then on the memory (which the other process may be writing)
-        // is reached through that pointer alone, and stays mapped as long
-        // as `shm`, which the region keeps.
-        let base = unsafe { shm.deref_mut() }.as_mut_ptr();
-        Ok(Arc::new(Region {
-            memory: Memory::Shared(shm),
-            base,
+    /// Maps the region in `file` (the child's side), keeping the file;
+    /// refuses a file of the wrong size or without the seals that fix it.
+    pub(crate) fn open(file: OwnedFd) -> Result<Arc<Region>, String> {
+        // A process the child starts must not inherit the file.
+        // SAFETY: fcntl on a descriptor this function owns.
+        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        let mapping = Mapping::new(file.as_fd(), REGION_LEN)?;
+        Ok(Region::shared(mapping, Some(file)))
+    }
+
+    fn shared(mapping: Mapping, file: Option<OwnedFd>) -> Arc<Region> {
+        Arc::new(Region {
+            base: mapping.base(),
+            _memory: Memory::Shared(mapping, file),
             closed_here: AtomicBool::new(false),
             broken: Mutex::new(None),
-        }))
+        })
     }
 
     /// A region in this process's own memory.
@@ -144,20 +149,11 @@ impl Region {
         let mut words = vec![0u64; REGION_LEN / 8];
         let base = words.as_mut_ptr().cast::<u8>();
         Arc::new(Region {
-            memory: Memory::Heap(words),
+            _memory: Memory::Heap(words),
             base,
             closed_here: AtomicBool::new(false),
             broken: Mutex::new(None),
         })
-    }
-
-    /// A handle to the same memory, to send to the other side.
-    pub(crate) fn share(&self) -> IpcSharedMemory {
-        match &self.memory {
-            Memory::Shared(shm) => shm.clone(),
-            #[cfg(miri)]
-            Memory::Heap(_) => IpcSharedMemory::from_bytes(&[]),
-        }
     }
 
     fn u64_at(&self, at: usize) -> &AtomicU64 {
@@ -598,8 +594,8 @@ mod tests {
     /// The same region mapped twice, as main and a child map it.
     #[cfg(not(miri))]
     fn two_mappings() -> (Arc<Region>, Arc<Region>) {
-        let child = Region::create().unwrap();
-        let main = Region::open(child.share()).unwrap();
+        let (main, file) = Region::create().unwrap();
+        let child = Region::open(file).unwrap();
         (child, main)
     }
 
@@ -728,7 +724,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "maps shared memory")]
     fn a_region_of_the_wrong_size_is_refused() {
-        let err = Region::open(IpcSharedMemory::from_byte(0, 4096)).unwrap_err();
+        let err = Region::open(sealed::create(4096).unwrap()).unwrap_err();
         assert!(err.contains("4096"), "{err}");
     }
 
@@ -751,7 +747,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "uses an ipc-channel socket")]
     fn mains_socket_closing_closes_the_link() {
-        let region = Region::create().unwrap();
+        let (region, _) = Region::create().unwrap();
         let (tx, rx) = ipc_channel::ipc::bytes_channel().unwrap();
         let watcher = {
             let region = region.clone();

@@ -10,6 +10,7 @@
 //! main with `TMPDIR` pointing at a directory only its user can open
 //! (`mkdir -m 0700 "$XDG_RUNTIME_DIR/yuki"`, say).
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,7 +37,9 @@ pub(crate) enum Arrival {
 }
 
 impl Rendezvous {
-    pub(crate) fn open() -> Result<Rendezvous> {
+    /// A server for the child that inherits the link's memory file at
+    /// descriptor `region`.
+    pub(crate) fn open(region: i32) -> Result<Rendezvous> {
         // ipc-channel 0.23 panics instead of failing when the temporary
         // directory is unusable (a bad TMPDIR): turn that into an error.
         let (server, name) = std::panic::catch_unwind(IpcOneShotServer::<Hello>::new)
@@ -48,7 +51,7 @@ impl Rendezvous {
             })?
             .map_err(|e| Error::os("creating the handshake socket", e))?;
         restrict(Path::new(&name))?;
-        let bootstrap = Bootstrap::new(name)?;
+        let bootstrap = Bootstrap::new(name, region)?;
         let (tx, accepted) = crossbeam_channel::bounded(1);
         std::thread::Builder::new()
             .name("yuki-accept".into())
@@ -131,12 +134,10 @@ pub(crate) fn join(value: &str, timeout: Duration) -> Result<Joined> {
     let (down_tx, down) = ipc::bytes_channel().map_err(|e| Error::os("creating the link", e))?;
     let (welcome_tx, welcome) =
         ipc::channel::<Welcome>().map_err(|e| Error::os("creating the link", e))?;
-    let region = Region::create().map_err(|e| Error::os("creating the link", e))?;
     server
         .send(Hello::Join {
             token: boot.token,
             pid: std::process::id(),
-            rings: region.share(),
             down: down_tx,
             welcome: welcome_tx,
         })
@@ -151,7 +152,7 @@ pub(crate) fn join(value: &str, timeout: Duration) -> Result<Joined> {
             peer,
             name,
             max_frame: usize::try_from(max_frame).unwrap_or(usize::MAX),
-            region,
+            region: inherited_region(boot.region)?,
             down,
         }),
         Ok(Welcome::Refused(why)) => Err(Error::Refused(why)),
@@ -160,4 +161,27 @@ pub(crate) fn join(value: &str, timeout: Duration) -> Result<Joined> {
             "the parent closed the handshake ({e:?})"
         ))),
     }
+}
+
+/// Maps the link's memory file that main handed down at descriptor `fd`,
+/// after checking its size and seals; then closes `fd` (the region keeps
+/// its own copy, closed on exec).
+pub(crate) fn inherited_region(fd: i32) -> Result<Arc<Region>> {
+    let failed = |why: String| Error::os("opening the link's memory", why);
+    // A copy first: `fd` is only known to be the file once it is checked.
+    // SAFETY: fcntl on a descriptor number; it fails if nothing is open there.
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if copy < 0 {
+        return Err(failed(format!(
+            "descriptor {fd} from the bootstrap value: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `copy` is new and owned by nobody else.
+    let copy = unsafe { OwnedFd::from_raw_fd(copy) };
+    let region = Region::open(copy).map_err(failed)?;
+    // SAFETY: `fd` is the inherited file (checked through its copy), which
+    // nothing else in this process uses.
+    unsafe { libc::close(fd) };
+    Ok(region)
 }

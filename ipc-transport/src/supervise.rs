@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -218,10 +220,12 @@ impl Supervisor {
                     return Err(Error::NameTaken(name.to_owned()));
                 }
             }
+            let inherit = Arc::new(AtomicI32::new(-1));
             let shared = Arc::new(ChildShared {
                 name: name.to_owned(),
                 sup: Arc::downgrade(self),
-                cmd: Arc::new(Mutex::new(prepare(cmd, death_signal))),
+                cmd: Arc::new(Mutex::new(prepare(cmd, death_signal, inherit.clone()))),
+                inherit,
                 restart,
                 state: Mutex::default(),
                 changed: Condvar::new(),
@@ -293,11 +297,24 @@ impl Supervisor {
     }
 }
 
-/// Sets what every start of this command needs: the parent-death signal.
-fn prepare(mut cmd: Command, death_signal: Option<i32>) -> Command {
+/// Sets what every start of this command needs: the link's memory file
+/// (whose descriptor `inherit` holds at each fork) stays open across exec,
+/// and the parent-death signal.
+fn prepare(mut cmd: Command, death_signal: Option<i32>, inherit: Arc<AtomicI32>) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls (an atomic load, fcntl) run
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = inherit.load(Ordering::Relaxed);
+            if fd >= 0 && libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     #[cfg(target_os = "linux")]
     if let Some(sig) = death_signal {
-        use std::os::unix::process::CommandExt;
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) run
         // between fork and exec.
@@ -365,6 +382,8 @@ pub(crate) struct ChildShared {
     name: String,
     sup: Weak<Supervisor>,
     cmd: Arc<Mutex<Command>>,
+    /// The descriptor of the link's memory file the next fork hands down.
+    inherit: Arc<AtomicI32>,
     restart: Restart,
     state: Mutex<ChildState>,
     changed: Condvar,
@@ -401,8 +420,13 @@ impl ChildShared {
 
     /// Starts one run: fork, handshake, link. On failure the process is gone.
     fn start(self: &Arc<Self>, sup: &Arc<Supervisor>) -> Result<()> {
-        let rendezvous = Rendezvous::open()?;
+        // Main makes the link's memory and seals its size before the child
+        // exists: the child inherits it, and never hands main memory to map.
+        let (region, file) =
+            Region::create().map_err(|e| Error::os("creating the link's memory", e))?;
+        let rendezvous = Rendezvous::open(file.as_raw_fd())?;
         lock(&self.cmd).env(BOOTSTRAP_ENV, rendezvous.bootstrap.encode());
+        self.inherit.store(file.as_raw_fd(), Ordering::Relaxed);
         let token = rendezvous.bootstrap.token.clone();
         let (exit_tx, exit_rx) = crossbeam_channel::bounded(1);
         let generation = {
@@ -412,7 +436,10 @@ impl ChildShared {
             st.generation += 1;
             st.generation
         };
-        let child = match sup.fork(&self.cmd) {
+        let forked = sup.fork(&self.cmd);
+        self.inherit.store(-1, Ordering::Relaxed);
+        drop(file);
+        let child = match forked {
             Ok(c) => c,
             Err(e) => {
                 self.lock().starting = false;
@@ -450,50 +477,42 @@ impl ChildShared {
             Arrival::Joined(Hello::Join {
                 token: presented,
                 pid: their_pid,
-                rings,
                 down,
                 welcome,
-            }) => {
-                let region = Region::open(rings);
-                match region {
-                    _ if !wire::same_token(&presented, &token) => {
-                        let _ = welcome.send(Welcome::Refused("wrong token".into()));
-                        Err(Error::Refused("the child presented a wrong token".into()))
-                    }
-                    _ if their_pid != pid => {
-                        let _ = welcome.send(Welcome::Refused("not the spawned process".into()));
-                        Err(Error::Refused(format!(
-                            "process {their_pid} joined in place of the spawned child {pid}"
-                        )))
-                    }
-                    Err(why) => {
-                        let _ = welcome.send(Welcome::Refused(why.clone()));
-                        Err(Error::Refused(why))
-                    }
-                    Ok(region) => {
-                        let peer = sup.hub.next_peer();
-                        let accepted = Welcome::Accepted {
-                            peer: peer.0,
-                            name: self.name.clone(),
-                            max_frame: sup.hub.max_frame as u64,
-                        };
-                        match welcome.send(accepted) {
-                            Err(e) => Err(Error::os("answering the handshake", format!("{e:?}"))),
-                            Ok(()) => {
-                                let weak = Arc::downgrade(self);
-                                let kill = Box::new(move || {
-                                    if let Some(c) = weak.upgrade() {
-                                        c.signal(libc::SIGKILL);
-                                    }
-                                });
-                                sup.hub
-                                    .attach(peer, &self.name, region, down, Some(kill))
-                                    .map_err(Error::from)
-                            }
+            }) => match () {
+                _ if !wire::same_token(&presented, &token) => {
+                    let _ = welcome.send(Welcome::Refused("wrong token".into()));
+                    Err(Error::Refused("the child presented a wrong token".into()))
+                }
+                _ if their_pid != pid => {
+                    let _ = welcome.send(Welcome::Refused("not the spawned process".into()));
+                    Err(Error::Refused(format!(
+                        "process {their_pid} joined in place of the spawned child {pid}"
+                    )))
+                }
+                () => {
+                    let peer = sup.hub.next_peer();
+                    let accepted = Welcome::Accepted {
+                        peer: peer.0,
+                        name: self.name.clone(),
+                        max_frame: sup.hub.max_frame as u64,
+                    };
+                    match welcome.send(accepted) {
+                        Err(e) => Err(Error::os("answering the handshake", format!("{e:?}"))),
+                        Ok(()) => {
+                            let weak = Arc::downgrade(self);
+                            let kill = Box::new(move || {
+                                if let Some(c) = weak.upgrade() {
+                                    c.signal(libc::SIGKILL);
+                                }
+                            });
+                            sup.hub
+                                .attach(peer, &self.name, region, down, Some(kill))
+                                .map_err(Error::from)
                         }
                     }
                 }
-            }
+            },
             Arrival::Joined(Hello::Abort) => Err(Error::os("the handshake", "aborted")),
             Arrival::Failed(e) => Err(e),
         };

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{IpcOneShotServer, IpcSharedMemory, OpaqueIpcSender};
+use ipc_channel::ipc::{IpcOneShotServer, OpaqueIpcSender};
 use yuki_ipc_transport::{Error, Node};
 use yuki_testkit::{Harness, run_child};
 
@@ -30,7 +30,7 @@ fn a_malformed_bootstrap_value_is_refused_at_once() {
 #[test]
 fn a_gone_parent_is_reported_at_once() {
     let start = Instant::now();
-    let value = format!("1 {TOKEN} /nonexistent-yuki-dir/socket");
+    let value = format!("2 {TOKEN} 3 /nonexistent-yuki-dir/socket");
     let err = Node::builder().bootstrap(value).init().unwrap_err();
     assert!(matches!(err, Error::ParentGone(_)), "{err}");
     assert!(start.elapsed() < WAIT);
@@ -42,7 +42,7 @@ fn a_parent_that_never_answers_times_out() {
     let (_server, name) = IpcOneShotServer::<Vec<u8>>::new().unwrap();
     let start = Instant::now();
     let err = Node::builder()
-        .bootstrap(format!("1 {TOKEN} {name}"))
+        .bootstrap(format!("2 {TOKEN} 3 {name}"))
         .handshake_timeout(Duration::from_millis(200))
         .init()
         .unwrap_err();
@@ -56,26 +56,19 @@ fn a_parent_that_never_answers_times_out() {
 }
 
 /// How a child's hello looks on the wire, for a parent that only pretends.
-type RawHello = (
-    u32,
-    String,
-    u32,
-    IpcSharedMemory,
-    OpaqueIpcSender,
-    OpaqueIpcSender,
-);
+type RawHello = (u32, String, u32, OpaqueIpcSender, OpaqueIpcSender);
 
 #[test]
 fn a_parent_that_drops_the_handshake_is_gone() {
     let (server, name) = IpcOneShotServer::<RawHello>::new().unwrap();
     // Accept the hello, then drop every channel in it without answering.
     let acceptor = std::thread::spawn(move || {
-        let (_rx, (_, _, _, _, down, welcome)) = server.accept().unwrap();
+        let (_rx, (_, _, _, down, welcome)) = server.accept().unwrap();
         drop((down.to::<()>(), welcome.to::<()>()));
     });
     let start = Instant::now();
     let err = Node::builder()
-        .bootstrap(format!("1 {TOKEN} {name}"))
+        .bootstrap(format!("2 {TOKEN} 3 {name}"))
         .init()
         .unwrap_err();
     assert!(matches!(err, Error::ParentGone(_)), "{err}");
@@ -93,11 +86,12 @@ fn a_wrong_token_is_refused_on_both_sides() {
     if run_child(|_| {
         let value = std::env::var(yuki_channel::BOOTSTRAP_ENV).unwrap();
         // The socket must sit in a directory only this user can open.
-        let server = value.splitn(3, ' ').nth(2).unwrap();
+        let mut parts = value.splitn(4, ' ');
+        let (region, server) = (parts.nth(2).unwrap(), parts.next().unwrap());
         let dir = std::path::Path::new(server).parent().unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
-        let forged = format!("1 {TOKEN} {server}");
+        let forged = format!("2 {TOKEN} {region} {server}");
         let err = Node::builder().bootstrap(forged).init().unwrap_err();
         let out = std::env::var("VERDICT").unwrap();
         std::fs::write(
