@@ -47,8 +47,10 @@
 //! and when main ends, the link closes and every waiter on it wakes (main
 //! learns of a child's end from its exit). Linux only: elsewhere there is
 //! no futex and no sealed memory file. Neither side trusts the other's
-//! half of the region: positions and lengths are checked and bytes copied
-//! out before they are parsed, so a child that breaks the link's rules is cut
+//! half of the region: its bytes are read and written only with atomic
+//! accesses (defined behaviour even while the other process writes the
+//! same bytes), positions and lengths are checked and bytes copied out
+//! before they are parsed, so a child that breaks the link's rules is cut
 //! off. Calls carry request ids, so many threads of a child can have calls
 //! in flight; frames queued while a message is being sent leave together in
 //! the next one (requests, replies and pushes alike). Main reads each link
