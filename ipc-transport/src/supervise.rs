@@ -8,7 +8,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, ExitStatus};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -118,6 +118,13 @@ pub type LifecycleHook = Arc<dyn Fn(&Lifecycle) + Send + Sync>;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Drops the children that ended for good and that no handle holds any
+/// more, so that spawning and stopping children of ever new names leaves
+/// main's table as it was.
+fn prune(children: &mut HashMap<String, Arc<ChildShared>>) {
+    children.retain(|_, c| c.handles.load(Ordering::Acquire) > 0 || c.lock().finished.is_none());
+}
+
 /// Main's supervisor: forks children on its own thread and tracks them.
 pub(crate) struct Supervisor {
     pub(crate) hub: Arc<Hub>,
@@ -215,6 +222,7 @@ impl Supervisor {
     ) -> Result<ChildHandle> {
         let shared = {
             let mut children = lock(&self.children);
+            prune(&mut children);
             if let Some(c) = children.get(name) {
                 if c.lock().finished.is_none() {
                     return Err(Error::NameTaken(name.to_owned()));
@@ -226,6 +234,7 @@ impl Supervisor {
                 sup: Arc::downgrade(self),
                 cmd: Arc::new(Mutex::new(prepare(cmd, death_signal, inherit.clone()))),
                 inherit,
+                handles: AtomicUsize::new(0),
                 restart,
                 state: Mutex::default(),
                 changed: Condvar::new(),
@@ -241,14 +250,14 @@ impl Supervisor {
             }
             return Err(e);
         }
-        Ok(ChildHandle { shared })
+        Ok(ChildHandle::new(shared))
     }
 
     pub(crate) fn children(&self) -> Vec<ChildHandle> {
-        let mut v: Vec<_> = lock(&self.children)
-            .values()
-            .map(|s| ChildHandle { shared: s.clone() })
-            .collect();
+        let mut children = lock(&self.children);
+        prune(&mut children);
+        let mut v: Vec<_> = children.values().cloned().map(ChildHandle::new).collect();
+        drop(children);
         v.sort_by(|a, b| a.shared.name.cmp(&b.shared.name));
         v
     }
@@ -260,7 +269,7 @@ impl Supervisor {
             .find(|c| c.lock().peer == peer)
             .cloned();
         let Some(child) = child else { return };
-        let handle = ChildHandle { shared: child };
+        let handle = ChildHandle::new(child);
         let timeout = self.stop_timeout;
         let _ = std::thread::Builder::new()
             .name("yuki-request".into())
@@ -384,6 +393,8 @@ pub(crate) struct ChildShared {
     cmd: Arc<Mutex<Command>>,
     /// The descriptor of the link's memory file the next fork hands down.
     inherit: Arc<AtomicI32>,
+    /// How many [`ChildHandle`]s hold it.
+    handles: AtomicUsize,
     restart: Restart,
     state: Mutex<ChildState>,
     changed: Condvar,
@@ -670,8 +681,15 @@ impl ChildShared {
                 });
             }
         }
+        let ended = st.finished.is_some();
         drop(st);
         self.changed.notify_all();
+        if ended {
+            // Forgotten now if no handle holds it (else when the last goes).
+            if let Some(sup) = self.sup.upgrade() {
+                prune(&mut lock(&sup.children));
+            }
+        }
     }
 }
 
@@ -696,9 +714,33 @@ fn wait_exited_keep_zombie(pid: u32) {
 }
 
 /// Main's handle on one supervised child (cheap to clone).
-#[derive(Clone)]
 pub struct ChildHandle {
     shared: Arc<ChildShared>,
+}
+
+impl ChildHandle {
+    fn new(shared: Arc<ChildShared>) -> ChildHandle {
+        shared.handles.fetch_add(1, Ordering::Relaxed);
+        ChildHandle { shared }
+    }
+}
+
+impl Clone for ChildHandle {
+    fn clone(&self) -> ChildHandle {
+        ChildHandle::new(self.shared.clone())
+    }
+}
+
+impl Drop for ChildHandle {
+    fn drop(&mut self) {
+        // The last handle of an ended child lets the table forget it now,
+        // whichever internal thread still holds it for a moment.
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(sup) = self.shared.sup.upgrade() {
+                prune(&mut lock(&sup.children));
+            }
+        }
+    }
 }
 
 /// How long [`ChildHandle::kill`] waits for a killed child's exit.
