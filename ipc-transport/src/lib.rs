@@ -64,8 +64,13 @@
 //!
 //! # The handshake socket
 //!
-//! ipc-channel binds each child's one-shot server as `socket` in a new
-//! directory of the system temporary directory (`$TMPDIR`, else `/tmp`).
+//! A child finds main through a link, `socket`, in a directory of main's
+//! own (mode `0700` from its creation), pointing at an ipc-channel one-shot
+//! server. Such a server takes one connection: a process that connects
+//! first with a wrong token, another pid or an unreadable hello is refused,
+//! main moves the link to a new server, and the child still joins, until
+//! the handshake time-out. ipc-channel binds each server's socket in a new
+//! directory of the system temporary directory (`$TMPDIR`, else `/tmp`);
 //! yuki sets that directory to mode `0700` and the socket to `0600` right
 //! after it is created, and a child must present a 128-bit token besides.
 //! To leave no window at all, start main with `TMPDIR` set to a directory

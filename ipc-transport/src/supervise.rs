@@ -478,52 +478,53 @@ impl ChildShared {
         }
 
         let name = self.name.clone();
-        let arrival = rendezvous.wait(sup.handshake_timeout, &exit_rx, |status: ExitStatus| {
-            Error::ExitedEarly {
-                name,
-                status: status.to_string(),
+        // Any process of this user may connect first: one with a wrong
+        // token or another pid is refused, and main waits on for the child.
+        let admit = |presented: &str, their_pid: u32| {
+            if !wire::same_token(presented, &token) {
+                Err((
+                    "wrong token",
+                    "a process presented a wrong token".to_owned(),
+                ))
+            } else if their_pid != pid {
+                Err((
+                    "not the spawned process",
+                    format!(
+                        "process {their_pid} tried to join in place of the spawned child {pid}"
+                    ),
+                ))
+            } else {
+                Ok(())
             }
-        });
+        };
+        let on_exit = |status: ExitStatus| Error::ExitedEarly {
+            name,
+            status: status.to_string(),
+        };
+        let arrival = rendezvous.wait(sup.handshake_timeout, &exit_rx, on_exit, admit);
         let result = match arrival {
-            Arrival::Joined(Hello::Join {
-                token: presented,
-                pid: their_pid,
-                down,
-                welcome,
-            }) => match () {
-                _ if !wire::same_token(&presented, &token) => {
-                    let _ = welcome.send(Welcome::Refused("wrong token".into()));
-                    Err(Error::Refused("the child presented a wrong token".into()))
-                }
-                _ if their_pid != pid => {
-                    let _ = welcome.send(Welcome::Refused("not the spawned process".into()));
-                    Err(Error::Refused(format!(
-                        "process {their_pid} joined in place of the spawned child {pid}"
-                    )))
-                }
-                () => {
-                    let peer = sup.hub.next_peer();
-                    let accepted = Welcome::Accepted {
-                        peer: peer.0,
-                        name: self.name.clone(),
-                        max_frame: sup.hub.max_frame as u64,
-                    };
-                    match welcome.send(accepted) {
-                        Err(e) => Err(Error::os("answering the handshake", format!("{e:?}"))),
-                        Ok(()) => {
-                            let weak = Arc::downgrade(self);
-                            let kill = Box::new(move || {
-                                if let Some(c) = weak.upgrade() {
-                                    c.signal(libc::SIGKILL);
-                                }
-                            });
-                            sup.hub
-                                .attach(peer, &self.name, region, down, Some(kill))
-                                .map_err(Error::from)
-                        }
+            Arrival::Joined(Hello::Join { down, welcome, .. }) => {
+                let peer = sup.hub.next_peer();
+                let accepted = Welcome::Accepted {
+                    peer: peer.0,
+                    name: self.name.clone(),
+                    max_frame: sup.hub.max_frame as u64,
+                };
+                match welcome.send(accepted) {
+                    Err(e) => Err(Error::os("answering the handshake", format!("{e:?}"))),
+                    Ok(()) => {
+                        let weak = Arc::downgrade(self);
+                        let kill = Box::new(move || {
+                            if let Some(c) = weak.upgrade() {
+                                c.signal(libc::SIGKILL);
+                            }
+                        });
+                        sup.hub
+                            .attach(peer, &self.name, region, down, Some(kill))
+                            .map_err(Error::from)
                     }
                 }
-            },
+            }
             Arrival::Joined(Hello::Abort) => Err(Error::os("the handshake", "aborted")),
             Arrival::Failed(e) => Err(e),
         };

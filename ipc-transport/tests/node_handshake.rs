@@ -119,6 +119,44 @@ fn a_wrong_token_is_refused_on_both_sides() {
 }
 
 #[test]
+fn an_impostor_connecting_first_is_refused_and_the_child_still_joins() {
+    if run_child(|s| match s.name() {
+        "genuine" => {
+            // Before joining, another process of this user connects to the
+            // child's rendezvous with a forged token, and is refused.
+            let value = std::env::var(yuki_channel::BOOTSTRAP_ENV).unwrap();
+            let mut parts: Vec<String> = value.splitn(4, ' ').map(str::to_owned).collect();
+            parts[1] = TOKEN.into();
+            let mut h = Harness::new();
+            let impostor = h
+                .spawn_with("impostor", |cmd| {
+                    cmd.env(yuki_channel::BOOTSTRAP_ENV, parts.join(" "));
+                })
+                .unwrap();
+            h.wait(impostor).assert_success();
+            let node = Node::init().unwrap();
+            assert_eq!(node.name(), "genuine");
+            node.request_stop().unwrap();
+            let (_tx, rx) = std::sync::mpsc::channel::<()>();
+            let _ = rx.recv();
+        }
+        _ => {
+            let err = Node::init().unwrap_err();
+            assert!(matches!(err, Error::Refused(_)), "{err}");
+        }
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::init().unwrap();
+    let child = node.spawn("genuine", h.command("genuine", 0)).unwrap();
+    let exit = child.wait_timeout(WAIT).expect("the child asked to stop");
+    assert!(exit.status.success(), "{exit:?}");
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}
+
+#[test]
 fn a_child_that_never_joins_times_out_and_is_killed() {
     if run_child(|_| {
         // Never calls Node::init; blocks until killed.

@@ -9,7 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcSender};
+use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
 use yuki_channel::codec::{self, put_frame};
 use yuki_channel::{BOOTSTRAP_ENV, Channel, PeerEvent, PeerId};
@@ -35,6 +35,21 @@ enum RawHello {
         pid: u32,
         down: IpcBytesSender,
         welcome: IpcSender<RawWelcome>,
+    },
+}
+
+/// A hello that offers main memory of the child's own making (as children
+/// did before main made the link's memory): main must not take it.
+#[derive(Serialize, Deserialize)]
+enum OfferingHello {
+    _Join,
+    _Abort,
+    // No channels: ipc-channel (in debug builds) panics twice, and so
+    // aborts, when it drops two channels of a message it cannot read.
+    JoinWithMemory {
+        token: String,
+        pid: u32,
+        rings: IpcSharedMemory,
     },
 }
 
@@ -170,6 +185,25 @@ fn hostile(kind: &str) {
             }
         }
         "shrinker" | "grower" | "resealer" => resize_region(kind),
+        "offerer" => {
+            let value = std::env::var(BOOTSTRAP_ENV).unwrap();
+            let parts: Vec<&str> = value.splitn(4, ' ').collect();
+            // ipc-channel's memory file: unsealed, so the child could
+            // shrink it under main's mapping.
+            let rings = IpcSharedMemory::from_byte(0, 4096);
+            IpcSender::<OfferingHello>::connect(parts[3].to_owned())
+                .unwrap()
+                .send(OfferingHello::JoinWithMemory {
+                    token: parts[1].to_owned(),
+                    pid: std::process::id(),
+                    rings,
+                })
+                .unwrap();
+            // Main refuses the hello and waits on for a real one until its
+            // handshake time-out, then kills this process.
+            let (_tx, rx) = std::sync::mpsc::channel::<()>();
+            let _ = rx.recv();
+        }
         other => panic!("unknown hostile kind {other}"),
     }
 }
@@ -438,6 +472,13 @@ fn a_child_cannot_resize_or_reseal_its_links_memory() {
         c.wait_success(WAIT);
         assert_eq!(main.store.get::<u64>(kind).unwrap(), Some(99), "{kind}");
     }
+    // A child offering memory of its own making is refused, with a reason.
+    let err = main
+        .node
+        .spawn("offerer", command(&main.h, "offerer", 0))
+        .unwrap_err();
+    assert!(matches!(err, Error::Refused(_)), "{err}");
+    assert!(err.to_string().contains("cannot be read"), "{err}");
     // The good children saw no error (checked as they finish).
     main.finish();
 }
