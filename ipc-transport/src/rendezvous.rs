@@ -129,8 +129,9 @@ impl Rendezvous {
             let left = deadline.saturating_duration_since(Instant::now());
             select! {
                 recv(self.accepted) -> r => match r {
-                    Ok(Accepted::Hello(hello)) => match &hello {
-                        Hello::Join { token, pid, welcome, .. } => match admit(token, *pid) {
+                    Ok(Accepted::Hello(hello)) => {
+                        let Hello::Join { token, pid, welcome, .. } = &hello;
+                        match admit(token, *pid) {
                             Ok(()) => {
                                 self.close();
                                 return Arrival::Joined(hello);
@@ -139,10 +140,8 @@ impl Rendezvous {
                                 let _ = welcome.send(Welcome::Refused(told.into()));
                                 refuse(why);
                             }
-                        },
-                        // Only main ends its own wait.
-                        Hello::Abort => {}
-                    },
+                        }
+                    }
                     Ok(Accepted::Unreadable(e)) => refuse(unreadable(&e)),
                     Ok(Accepted::Broken(e)) => break Error::os("listening for the child", e),
                     Err(_) => break Error::os("listening for the child", "the accept thread ended"),
@@ -157,7 +156,7 @@ impl Rendezvous {
                                 }
                             }
                             Accepted::Unreadable(e) => refuse(unreadable(&e)),
-                            Accepted::Hello(Hello::Abort) | Accepted::Broken(_) => {}
+                            Accepted::Broken(_) => {}
                         }
                     }
                     break match r {

@@ -525,7 +525,6 @@ impl ChildShared {
                     }
                 }
             }
-            Arrival::Joined(Hello::Abort) => Err(Error::os("the handshake", "aborted")),
             Arrival::Failed(e) => Err(e),
         };
 

@@ -24,8 +24,6 @@ pub(crate) enum Hello {
         /// Main answers the handshake here.
         welcome: IpcSender<Welcome>,
     },
-    /// Sent by main to itself to end a wait on a server nobody joined.
-    Abort,
 }
 
 /// Main's answer to [`Hello::Join`].

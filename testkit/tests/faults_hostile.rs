@@ -39,11 +39,12 @@ enum RawHello {
 }
 
 /// A hello that offers main memory of the child's own making (as children
-/// did before main made the link's memory): main must not take it.
+/// did before main made the link's memory), in a variant main does not
+/// know: main must not take it.
 #[derive(Serialize, Deserialize)]
 enum OfferingHello {
     _Join,
-    _Abort,
+    _Unknown,
     // No channels: ipc-channel (in debug builds) panics twice, and so
     // aborts, when it drops two channels of a message it cannot read.
     JoinWithMemory {
