@@ -71,18 +71,33 @@ impl Rendezvous {
     /// descriptor `region`.
     pub(crate) fn open(region: i32) -> Result<Rendezvous> {
         let dir = private_dir()?;
-        let opened = listen().and_then(|(server, name)| {
-            let link = dir.join("socket");
-            point(&link, &name)?;
-            Ok((server, link))
-        });
-        let (server, link) = match opened {
-            Ok(o) => o,
+        let stop = Arc::new(AtomicBool::new(false));
+        match Rendezvous::start(&dir, region, stop.clone()) {
+            Ok((bootstrap, accepted, ended)) => Ok(Rendezvous {
+                bootstrap,
+                accepted,
+                dir,
+                stop,
+                ended,
+            }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// Opens the first server, points the link in `dir` at it and starts
+    /// the accepting thread.
+    #[allow(clippy::type_complexity)]
+    fn start(
+        dir: &Path,
+        region: i32,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(Bootstrap, Receiver<Accepted>, Receiver<()>)> {
+        let (server, name) = listen()?;
+        let link = dir.join("socket");
+        point(&link, &name)?;
         let name = link
             .to_str()
             .ok_or_else(|| Error::os("creating the handshake socket", "TMPDIR is not UTF-8"))?
@@ -90,28 +105,20 @@ impl Rendezvous {
         let bootstrap = Bootstrap::new(name, region)?;
         let (tx, accepted) = crossbeam_channel::unbounded();
         let (alive, ended) = crossbeam_channel::bounded(0);
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
         std::thread::Builder::new()
             .name("yuki-accept".into())
             .spawn(move || {
-                accept_loop(server, &link, &tx, &stopped);
+                accept_loop(server, &link, &tx, &stop);
                 drop(alive);
             })
             .map_err(|e| Error::os("starting the handshake thread", e))?;
-        Ok(Rendezvous {
-            bootstrap,
-            accepted,
-            dir,
-            stop,
-            ended,
-        })
+        Ok((bootstrap, accepted, ended))
     }
 
     /// Waits for the child's hello, for `exited` to fire, or for `timeout`.
     /// `admit` checks each hello: a process it refuses (`Err` with what to
     /// tell it and why) is told so and main waits on. Whatever ends the
-    /// wait, the rendezvous closes.
+    /// wait, the rendezvous closes (as when it is dropped unused).
     pub(crate) fn wait<T>(
         self,
         timeout: Duration,
@@ -132,10 +139,8 @@ impl Rendezvous {
                     Ok(Accepted::Hello(hello)) => {
                         let Hello::Join { token, pid, welcome, .. } = &hello;
                         match admit(token, *pid) {
-                            Ok(()) => {
-                                self.close();
-                                return Arrival::Joined(hello);
-                            }
+                            // Dropping `self` closes the rendezvous.
+                            Ok(()) => return Arrival::Joined(hello),
                             Err((told, why)) => {
                                 let _ = welcome.send(Welcome::Refused(told.into()));
                                 refuse(why);
@@ -167,17 +172,18 @@ impl Rendezvous {
                 default(left) => break Error::HandshakeTimeout(timeout),
             }
         };
-        self.close();
         // A refusal says more than the time-out or the exit that followed it.
         Arrival::Failed(match refused {
             Some(why) => Error::Refused(format!("{why}, and the child never joined")),
             None => outcome,
         })
     }
+}
 
+impl Drop for Rendezvous {
     /// Ends the accepting thread (accept() has no time-out: a connection
     /// that hangs up at once ends it) and removes the link and its directory.
-    fn close(&self) {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let link = self.dir.join("socket");
         let until = Instant::now() + Duration::from_secs(1);
