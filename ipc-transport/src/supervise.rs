@@ -505,6 +505,9 @@ impl ChildShared {
         let result = match arrival {
             Arrival::Joined(Hello::Join { down, welcome, .. }) => {
                 let peer = sup.hub.next_peer();
+                // Before the welcome: a stop or restart the child asks for
+                // the moment it joins finds it by this id.
+                self.lock().peer = peer;
                 let accepted = Welcome::Accepted {
                     peer: peer.0,
                     name: self.name.clone(),
@@ -530,14 +533,19 @@ impl ChildShared {
 
         match result {
             Ok(link) => {
-                let exited_meanwhile = {
+                let (exited_meanwhile, asked_to_go) = {
                     let mut st = self.lock();
                     st.starting = false;
                     st.peer = link.peer;
-                    st.link = Some(link);
-                    !st.running
+                    st.link = Some(link.clone());
+                    (!st.running, st.stopping || st.restart_requested)
                 };
                 self.changed.notify_all();
+                if asked_to_go {
+                    // A stop or restart came while the link was not yet
+                    // stored here, so it could not send this itself.
+                    link.send_control(Control::Shutdown);
+                }
                 if exited_meanwhile {
                     // Its watcher left the exit to us.
                     let me = self.clone();
