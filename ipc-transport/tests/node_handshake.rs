@@ -230,3 +230,47 @@ fn an_unusable_temporary_directory_is_an_error_not_a_panic() {
     assert!(said.contains("TMPDIR"), "{said}");
     h.assert_no_leftovers(WAIT);
 }
+
+#[test]
+fn a_rendezvous_leaves_nothing_in_the_temporary_directory() {
+    if run_child(|s| {
+        if s.name() == "worker" {
+            let node = Node::init().unwrap();
+            node.request_stop().unwrap();
+            let (_tx, rx) = std::sync::mpsc::channel::<()>();
+            let _ = rx.recv();
+        }
+        // Main, with a temporary directory of its own: a spawn whose fork
+        // fails, one whose child exits early, and one that joins and stops.
+        let node = Node::init().unwrap();
+        let err = node
+            .spawn("missing", Command::new("/nonexistent/yuki-binary"))
+            .unwrap_err();
+        assert!(matches!(err, Error::Os { .. }), "{err}");
+        let err = node.spawn("quitter", Command::new("true")).unwrap_err();
+        assert!(matches!(err, Error::ExitedEarly { .. }), "{err}");
+        let h = Harness::new();
+        let worker = node.spawn("worker", h.command("worker", 0)).unwrap();
+        worker.wait_timeout(WAIT).expect("the worker asked to stop");
+        let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        yuki_testkit::report("left", format!("{left:?}"));
+    }) {
+        return;
+    }
+    let tmp = std::env::temp_dir().join(format!("yuki-test-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut h = Harness::new();
+    let id = h
+        .spawn_with("main", |cmd| {
+            cmd.env("TMPDIR", &tmp);
+        })
+        .unwrap();
+    let outcome = h.wait(id);
+    let _ = std::fs::remove_dir_all(&tmp);
+    outcome.assert_success();
+    assert_eq!(outcome.value("left"), Some("[]"));
+    h.assert_no_leftovers(WAIT);
+}
