@@ -33,20 +33,25 @@
 //!
 //! # How frames travel
 //!
-//! Each child has one persistent link: a region of shared memory that the
-//! child makes during the handshake and main checks, holding one byte pipe
-//! each way. A message costs a copy in and a copy out and no system call
+//! Each child has one persistent link: a region of shared memory that
+//! main makes before it spawns the child, holding one byte pipe each way.
+//! The region lives in a memory file whose size main seals
+//! (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`) before the child exists;
+//! the child inherits the file, and each side checks the size and the
+//! seals before it maps it. No process can then resize the file, so a
+//! child cannot make main fault (SIGBUS) on its mapping. A message costs a
+//! copy in and a copy out and no system call
 //! while the reader is awake; a reader with nothing to read sleeps on a
 //! futex in the region until the writer wakes it. Beside the region, an
 //! ipc-channel socket from main carries nothing: the child watches its end,
 //! and when main ends, the link closes and every waiter on it wakes (main
 //! learns of a child's end from its exit). Linux only: elsewhere there is
-//! no futex, and ipc-channel may copy the region instead of sharing it. Neither side trusts the other's half of the region: positions
-//! and lengths are checked and bytes copied out before they are parsed, so
-//! a child that breaks the link's rules is cut off. (A child can still make
-//! main fault by shrinking the region's memory file; children are processes
-//! main spawned, under its own user, which could as well signal it.) Calls
-//! carry request ids, so many threads of a child can have calls
+//! no futex and no sealed memory file. Neither side trusts the other's
+//! half of the region: its bytes are read and written only with atomic
+//! accesses (defined behaviour even while the other process writes the
+//! same bytes), positions and lengths are checked and bytes copied out
+//! before they are parsed, so a child that breaks the link's rules is cut
+//! off. Calls carry request ids, so many threads of a child can have calls
 //! in flight; frames queued while a message is being sent leave together in
 //! the next one (requests, replies and pushes alike). Main reads each link
 //! on its own thread and runs the services inline. In a child, a lone
@@ -59,8 +64,13 @@
 //!
 //! # The handshake socket
 //!
-//! ipc-channel binds each child's one-shot server as `socket` in a new
-//! directory of the system temporary directory (`$TMPDIR`, else `/tmp`).
+//! A child finds main through a link, `socket`, in a directory of main's
+//! own (mode `0700` from its creation), pointing at an ipc-channel one-shot
+//! server. Such a server takes one connection: a process that connects
+//! first with a wrong token, another pid or an unreadable hello is refused,
+//! main moves the link to a new server, and the child still joins, until
+//! the handshake time-out. ipc-channel binds each server's socket in a new
+//! directory of the system temporary directory (`$TMPDIR`, else `/tmp`);
 //! yuki sets that directory to mode `0700` and the socket to `0600` right
 //! after it is created, and a child must present a 128-bit token besides.
 //! To leave no window at all, start main with `TMPDIR` set to a directory
@@ -81,6 +91,7 @@ mod outbound;
 mod pipe;
 mod raw;
 mod rendezvous;
+mod sealed;
 mod spin;
 mod supervise;
 mod transport;

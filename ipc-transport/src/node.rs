@@ -329,7 +329,10 @@ impl Node {
         }
     }
 
-    /// The children spawned so far, by name.
+    /// The children spawned so far that may still run, and those that
+    /// ended for good while a handle still holds them, by name. A child
+    /// that ended and has no handle left is forgotten, so spawning and
+    /// stopping children of ever new names does not grow main.
     pub fn children(&self) -> Vec<ChildHandle> {
         self.supervisor
             .as_ref()

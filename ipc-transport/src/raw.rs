@@ -1,16 +1,14 @@
 //! A child's side of a link made by hand, for fault-injection tests that
 //! play a child breaking rules a real one never breaks.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use ipc_channel::ipc::IpcSharedMemory;
-
-use crate::pipe::{Region, Way, Writer};
+use crate::pipe::{Way, Writer};
+use crate::rendezvous;
 
 /// The shared region of a hand-made link, with its pipe towards main.
 #[doc(hidden)]
 pub struct RawRegion {
-    region: Arc<Region>,
     up: Mutex<Writer>,
 }
 
@@ -21,16 +19,12 @@ impl std::fmt::Debug for RawRegion {
 }
 
 impl RawRegion {
-    /// A new region, as a child makes it for its hello.
-    pub fn new() -> Result<RawRegion, String> {
-        let region = Region::create()?;
+    /// The region main handed down to this child at `fd` (the
+    /// descriptor named in its bootstrap value), mapped as a child maps it.
+    pub fn inherited(fd: i32) -> Result<RawRegion, String> {
+        let region = rendezvous::inherited_region(fd).map_err(|e| e.to_string())?;
         let up = Mutex::new(region.writer(Way::Up));
-        Ok(RawRegion { region, up })
-    }
-
-    /// What goes in the hello's `rings` field.
-    pub fn share(&self) -> IpcSharedMemory {
-        self.region.share()
+        Ok(RawRegion { up })
     }
 
     /// Sends `message` to main as one message, bypassing every check;

@@ -1,32 +1,63 @@
-//! The handshake: a one-shot server per child in main, and the child's
-//! side that connects to it.
+//! The handshake: a rendezvous per child in main, and the child's side
+//! that connects to it.
 //!
-//! ipc-channel binds each one-shot server's socket as `socket` inside a new
-//! directory of the system temporary directory (`$TMPDIR`, else `/tmp`),
-//! created with the process's default permissions. Right after creating it,
-//! yuki narrows that directory to `0700` and the socket to `0600`, so only
-//! the owning user can reach it; and a child must present a 128-bit token
-//! besides. To leave no window at all between creation and narrowing, start
-//! main with `TMPDIR` pointing at a directory only its user can open
+//! ipc-channel's one-shot server takes one connection, then it is gone. So
+//! that a process connecting first cannot make a child's spawn fail, the
+//! child is not told the server's socket but a link, `socket`, in a
+//! directory of main's own (created `0700`), which main points at the
+//! server listening now: each process that connects and is not the child
+//! is refused, main opens a new server and moves the link, and the child
+//! (retrying while the link is there) joins through it, until the
+//! handshake time-out. A process that connects and never says anything
+//! holds the server it reached, and the child's spawn then times out.
+//!
+//! ipc-channel binds each server's socket inside a new directory of the
+//! system temporary directory (`$TMPDIR`, else `/tmp`), created with the
+//! process's default permissions. Right after creating it, yuki narrows
+//! that directory to `0700` and the socket to `0600`, so only the owning
+//! user can reach it; and a child must present a 128-bit token besides. To
+//! leave no window at all between creation and narrowing, start main with
+//! `TMPDIR` pointing at a directory only its user can open
 //! (`mkdir -m 0700 "$XDG_RUNTIME_DIR/yuki"`, say).
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, select};
+use crossbeam_channel::{Receiver, Sender, select};
 use ipc_channel::TryRecvError;
-use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
+use ipc_channel::ipc::{self, IpcOneShotServer, IpcSender};
 
 use crate::error::{Error, Result};
 use crate::pipe::Region;
 use crate::wire::{Bootstrap, Hello, Welcome};
 
-/// A one-shot server waiting, on its own thread, for one child.
+/// How long a child waits before it tries the rendezvous again, when main
+/// is between two servers.
+const RETRY: Duration = Duration::from_millis(5);
+
+/// One child's rendezvous: a thread accepting on one server after another.
 pub(crate) struct Rendezvous {
     pub(crate) bootstrap: Bootstrap,
-    accepted: Receiver<std::result::Result<Hello, String>>,
+    accepted: Receiver<Accepted>,
+    /// main's own directory holding the link.
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    /// Disconnected once the accepting thread has ended.
+    ended: Receiver<()>,
+}
+
+/// What one server received.
+enum Accepted {
+    Hello(Hello),
+    /// Bytes that are not a hello (or carry a descriptor ipc-channel
+    /// cannot take): that process is refused.
+    Unreadable(String),
+    /// No new server could be opened: the rendezvous cannot go on.
+    Broken(String),
 }
 
 /// What ended a wait for a child's hello.
@@ -36,70 +67,260 @@ pub(crate) enum Arrival {
 }
 
 impl Rendezvous {
-    pub(crate) fn open() -> Result<Rendezvous> {
-        // ipc-channel 0.23 panics instead of failing when the temporary
-        // directory is unusable (a bad TMPDIR): turn that into an error.
-        let (server, name) = std::panic::catch_unwind(IpcOneShotServer::<Hello>::new)
-            .map_err(|_| {
-                Error::os(
-                    "creating the handshake socket",
-                    "ipc-channel could not create it in the temporary directory; check that TMPDIR names a writable directory",
-                )
-            })?
-            .map_err(|e| Error::os("creating the handshake socket", e))?;
-        restrict(Path::new(&name))?;
-        let bootstrap = Bootstrap::new(name)?;
-        let (tx, accepted) = crossbeam_channel::bounded(1);
+    /// A rendezvous for the child that inherits the link's memory file at
+    /// descriptor `region`.
+    pub(crate) fn open(region: i32) -> Result<Rendezvous> {
+        let dir = private_dir()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        match Rendezvous::start(&dir, region, stop.clone()) {
+            Ok((bootstrap, accepted, ended)) => Ok(Rendezvous {
+                bootstrap,
+                accepted,
+                dir,
+                stop,
+                ended,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the first server, points the link in `dir` at it and starts
+    /// the accepting thread.
+    #[allow(clippy::type_complexity)]
+    fn start(
+        dir: &Path,
+        region: i32,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(Bootstrap, Receiver<Accepted>, Receiver<()>)> {
+        let (server, name) = listen()?;
+        let link = dir.join("socket");
+        point(&link, &name)?;
+        let name = link
+            .to_str()
+            .ok_or_else(|| Error::os("creating the handshake socket", "TMPDIR is not UTF-8"))?
+            .to_owned();
+        let bootstrap = Bootstrap::new(name, region)?;
+        let (tx, accepted) = crossbeam_channel::unbounded();
+        let (alive, ended) = crossbeam_channel::bounded(0);
         std::thread::Builder::new()
             .name("yuki-accept".into())
             .spawn(move || {
-                // ipc-channel panics on a hello carrying a descriptor it
-                // cannot map: that child is refused, main goes on.
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.accept()))
-                    .map_err(|_| "its hello carried a descriptor that cannot be mapped".to_owned())
-                    .and_then(|accepted| {
-                        accepted
-                            .map(|(_rx, hello): (IpcReceiver<Hello>, Hello)| hello)
-                            .map_err(|e| format!("{e:?}"))
-                    });
-                let _ = tx.send(r);
+                accept_loop(server, &link, &tx, &stop);
+                drop(alive);
             })
             .map_err(|e| Error::os("starting the handshake thread", e))?;
-        Ok(Rendezvous {
-            bootstrap,
-            accepted,
-        })
+        Ok((bootstrap, accepted, ended))
     }
 
     /// Waits for the child's hello, for `exited` to fire, or for `timeout`.
-    /// Whatever ends the wait, the accept thread is released.
+    /// `admit` checks each hello: a process it refuses (`Err` with what to
+    /// tell it and why) is told so and main waits on. Whatever ends the
+    /// wait, the rendezvous closes (as when it is dropped unused).
     pub(crate) fn wait<T>(
         self,
         timeout: Duration,
         exited: &Receiver<T>,
         on_exit: impl FnOnce(T) -> Error,
+        admit: impl Fn(&str, u32) -> std::result::Result<(), (&'static str, String)>,
     ) -> Arrival {
-        let outcome = select! {
-            recv(self.accepted) -> r => match r {
-                Ok(Ok(hello)) => return Arrival::Joined(hello),
-                Ok(Err(e)) => Error::os("accepting the child's connection", e),
-                Err(_) => Error::os("accepting the child's connection", "the accept thread ended"),
-            },
-            recv(exited) -> r => match r {
-                Ok(status) => on_exit(status),
-                Err(_) => Error::os("watching the child", "the watcher ended"),
-            },
-            default(timeout) => Error::HandshakeTimeout(timeout),
+        let deadline = Instant::now() + timeout;
+        let mut refused: Option<String> = None;
+        let mut refuse = |why: String| {
+            tracing::warn!(reason = %why, "refused a process at a child's rendezvous; waiting on for the child");
+            refused = Some(why);
         };
-        // accept() has no time-out: connect and say "abort" to end it.
-        if let Ok(tx) = IpcSender::<Hello>::connect(self.bootstrap.server.clone()) {
-            let _ = tx.send(Hello::Abort);
-        }
-        if let Ok(Ok(Hello::Join { .. })) = self.accepted.recv_timeout(Duration::from_secs(1)) {
-            // The child joined just as we gave up; dropping its hello closes its link.
-        }
-        Arrival::Failed(outcome)
+        let outcome = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            select! {
+                recv(self.accepted) -> r => match r {
+                    Ok(Accepted::Hello(hello)) => {
+                        let Hello::Join { token, pid, welcome, .. } = &hello;
+                        match admit(token, *pid) {
+                            // Dropping `self` closes the rendezvous.
+                            Ok(()) => return Arrival::Joined(hello),
+                            Err((told, why)) => {
+                                let _ = welcome.send(Welcome::Refused(told.into()));
+                                refuse(why);
+                            }
+                        }
+                    }
+                    Ok(Accepted::Unreadable(e)) => refuse(unreadable(&e)),
+                    Ok(Accepted::Broken(e)) => break Error::os("listening for the child", e),
+                    Err(_) => break Error::os("listening for the child", "the accept thread ended"),
+                },
+                recv(exited) -> r => {
+                    // A hello that came before the exit still says why.
+                    for got in self.accepted.try_iter() {
+                        match got {
+                            Accepted::Hello(Hello::Join { token, pid, .. }) => {
+                                if let Err((_, why)) = admit(&token, pid) {
+                                    refuse(why);
+                                }
+                            }
+                            Accepted::Unreadable(e) => refuse(unreadable(&e)),
+                            Accepted::Broken(_) => {}
+                        }
+                    }
+                    break match r {
+                        Ok(status) => on_exit(status),
+                        Err(_) => Error::os("watching the child", "the watcher ended"),
+                    };
+                }
+                default(left) => break Error::HandshakeTimeout(timeout),
+            }
+        };
+        // A refusal says more than the time-out or the exit that followed it.
+        Arrival::Failed(match refused {
+            Some(why) => Error::Refused(format!("{why}, and the child never joined")),
+            None => outcome,
+        })
     }
+}
+
+impl Drop for Rendezvous {
+    /// Ends the accepting thread (accept() has no time-out: a connection
+    /// that hangs up at once ends it) and removes the link and its directory.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let link = self.dir.join("socket");
+        let until = Instant::now() + Duration::from_secs(1);
+        // A silent process holding the server keeps the thread until it
+        // hangs up; the rendezvous is closed all the same.
+        while Instant::now() < until {
+            knock(&link);
+            if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
+                self.ended.recv_timeout(RETRY)
+            {
+                break;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Connects to the server behind `link` and hangs up. (Not through
+/// ipc-channel, whose `connect` leaks its socket when the connection fails,
+/// as it does while the link points at a server that is gone.)
+fn knock(link: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let path = link.as_os_str().as_bytes();
+    // SAFETY: a zeroed sockaddr_un is valid; the path is copied within its
+    // bounds (leaving the terminating zero); the socket is owned at once.
+    unsafe {
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        if path.len() >= addr.sun_path.len() {
+            return;
+        }
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr.sun_path.iter_mut().zip(path) {
+            *d = *s as libc::c_char;
+        }
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return;
+        }
+        let socket = OwnedFd::from_raw_fd(fd);
+        libc::connect(
+            socket.as_raw_fd(),
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        );
+    }
+}
+
+fn unreadable(e: &str) -> String {
+    format!("a process sent a hello that cannot be read ({e})")
+}
+
+/// Accepts on `server`, then on a new server after each connection, until
+/// told to stop.
+fn accept_loop(
+    mut server: IpcOneShotServer<Hello>,
+    link: &Path,
+    tx: &Sender<Accepted>,
+    stop: &AtomicBool,
+) {
+    loop {
+        // ipc-channel panics on a hello carrying a descriptor it cannot
+        // map: that process is refused, main goes on.
+        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.accept()));
+        let got = match got {
+            Ok(Ok((_, hello))) => Accepted::Hello(hello),
+            Ok(Err(e)) => Accepted::Unreadable(format!("{e:?}")),
+            Err(_) => Accepted::Unreadable("a descriptor that cannot be mapped".into()),
+        };
+        if stop.load(Ordering::SeqCst) || tx.send(got).is_err() {
+            return;
+        }
+        // The next server, then the link moves to it; a child that tries
+        // in between finds no server and tries again.
+        let next = listen().and_then(|(next, name)| {
+            if stop.load(Ordering::SeqCst) {
+                return Err(Error::os("listening for the child", "stopped"));
+            }
+            point(link, &name)?;
+            Ok(next)
+        });
+        match next {
+            Ok(next) => server = next,
+            Err(e) => {
+                if !stop.load(Ordering::SeqCst) {
+                    let _ = tx.send(Accepted::Broken(e.to_string()));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// A new one-shot server, narrowed to this user, and its socket's path.
+fn listen() -> Result<(IpcOneShotServer<Hello>, String)> {
+    // ipc-channel 0.23 panics instead of failing when the temporary
+    // directory is unusable (a bad TMPDIR): turn that into an error.
+    let (server, name) = std::panic::catch_unwind(IpcOneShotServer::<Hello>::new)
+        .map_err(|_| {
+            Error::os(
+                "creating the handshake socket",
+                "ipc-channel could not create it in the temporary directory; check that TMPDIR names a writable directory",
+            )
+        })?
+        .map_err(|e| Error::os("creating the handshake socket", e))?;
+    restrict(Path::new(&name))?;
+    Ok((server, name))
+}
+
+/// A new directory of the temporary directory that only this user can
+/// open, from its creation on.
+fn private_dir() -> Result<PathBuf> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| Error::os("drawing a random name", e))?;
+    let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = std::env::temp_dir().join(format!("yuki-{name}"));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| {
+            Error::os(
+                "creating the handshake socket",
+                format!(
+                    "{}: {e}; check that TMPDIR names a writable directory",
+                    dir.display()
+                ),
+            )
+        })?;
+    Ok(dir)
+}
+
+/// Points `link` at `target`, replacing what it pointed at in one step.
+fn point(link: &Path, target: &str) -> Result<()> {
+    let fresh = link.with_extension("new");
+    let _ = std::fs::remove_file(&fresh);
+    std::os::unix::fs::symlink(target, &fresh)
+        .and_then(|()| std::fs::rename(&fresh, link))
+        .map_err(|e| Error::os("pointing the handshake socket at a new server", e))
 }
 
 /// Narrows the socket's directory to its owner.
@@ -122,42 +343,105 @@ pub(crate) struct Joined {
 }
 
 /// The child's side: connect to the parent named in `value`, present the
-/// token, and wait (at most `timeout`) for the answer.
+/// token, and wait (at most `timeout`) for the answer. While the name is a
+/// link that main moves between servers, a server that is gone or a hello
+/// lost with its server is tried again.
 pub(crate) fn join(value: &str, timeout: Duration) -> Result<Joined> {
     let deadline = Instant::now() + timeout;
     let boot = Bootstrap::parse(value)?;
-    let server = IpcSender::<Hello>::connect(boot.server.clone())
-        .map_err(|e| Error::ParentGone(format!("cannot connect to {}: {e}", boot.server)))?;
-    let (down_tx, down) = ipc::bytes_channel().map_err(|e| Error::os("creating the link", e))?;
-    let (welcome_tx, welcome) =
-        ipc::channel::<Welcome>().map_err(|e| Error::os("creating the link", e))?;
-    let region = Region::create().map_err(|e| Error::os("creating the link", e))?;
-    server
-        .send(Hello::Join {
-            token: boot.token,
-            pid: std::process::id(),
-            rings: region.share(),
-            down: down_tx,
-            welcome: welcome_tx,
-        })
-        .map_err(|e| Error::ParentGone(format!("cannot send the handshake: {e:?}")))?;
+    loop {
+        let gone = match attempt(&boot, deadline, timeout) {
+            Attempt::Joined(j) => return Ok(j),
+            Attempt::Failed(e) => return Err(e),
+            Attempt::Lost(why) => why,
+        };
+        let moving = std::fs::symlink_metadata(&boot.server).is_ok_and(|m| m.is_symlink());
+        if !moving {
+            return Err(Error::ParentGone(gone));
+        }
+        if Instant::now() + RETRY >= deadline {
+            return Err(Error::HandshakeTimeout(timeout));
+        }
+        std::thread::sleep(RETRY);
+    }
+}
+
+/// How one try at the rendezvous ended.
+enum Attempt {
+    Joined(Joined),
+    Failed(Error),
+    /// No server answered: why.
+    Lost(String),
+}
+
+fn attempt(boot: &Bootstrap, deadline: Instant, timeout: Duration) -> Attempt {
+    // ipc-channel's `connect` leaks its socket when the connection fails:
+    // while main moves the link, look before connecting.
+    if let Err(e) = std::fs::metadata(&boot.server) {
+        return Attempt::Lost(format!("cannot reach {}: {e}", boot.server));
+    }
+    let server = match IpcSender::<Hello>::connect(boot.server.clone()) {
+        Ok(s) => s,
+        Err(e) => return Attempt::Lost(format!("cannot connect to {}: {e}", boot.server)),
+    };
+    let made = ipc::bytes_channel().and_then(|d| Ok((d, ipc::channel::<Welcome>()?)));
+    let ((down_tx, down), (welcome_tx, welcome)) = match made {
+        Ok(m) => m,
+        Err(e) => return Attempt::Failed(Error::os("creating the link", e)),
+    };
+    let hello = Hello::Join {
+        token: boot.token.clone(),
+        pid: std::process::id(),
+        down: down_tx,
+        welcome: welcome_tx,
+    };
+    if let Err(e) = server.send(hello) {
+        return Attempt::Lost(format!("cannot send the handshake: {e:?}"));
+    }
     let left = deadline.saturating_duration_since(Instant::now());
     match welcome.try_recv_timeout(left) {
         Ok(Welcome::Accepted {
             peer,
             name,
             max_frame,
-        }) => Ok(Joined {
-            peer,
-            name,
-            max_frame: usize::try_from(max_frame).unwrap_or(usize::MAX),
-            region,
-            down,
-        }),
-        Ok(Welcome::Refused(why)) => Err(Error::Refused(why)),
-        Err(TryRecvError::Empty) => Err(Error::HandshakeTimeout(timeout)),
-        Err(TryRecvError::IpcError(e)) => Err(Error::ParentGone(format!(
-            "the parent closed the handshake ({e:?})"
-        ))),
+        }) => match inherited_region(boot.region) {
+            Ok(region) => Attempt::Joined(Joined {
+                peer,
+                name,
+                max_frame: usize::try_from(max_frame).unwrap_or(usize::MAX),
+                region,
+                down,
+            }),
+            Err(e) => Attempt::Failed(e),
+        },
+        Ok(Welcome::Refused(why)) => Attempt::Failed(Error::Refused(why)),
+        Err(TryRecvError::Empty) => Attempt::Failed(Error::HandshakeTimeout(timeout)),
+        // The hello went with a server main dropped, or main is gone.
+        Err(TryRecvError::IpcError(e)) => {
+            Attempt::Lost(format!("the parent closed the handshake ({e:?})"))
+        }
     }
+}
+
+/// Maps the link's memory file that main handed down at descriptor `fd`,
+/// after checking its size and seals; then closes `fd` (the region keeps
+/// its own copy, closed on exec).
+pub(crate) fn inherited_region(fd: i32) -> Result<Arc<Region>> {
+    let failed = |why: String| Error::os("opening the link's memory", why);
+    // A copy first: `fd` is only known to be the file once it is checked.
+    // SAFETY: fcntl on a descriptor number; it fails if nothing is open there.
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if copy < 0 {
+        return Err(failed(format!(
+            "descriptor {fd} from the bootstrap value: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `copy` is new and owned by nobody else.
+    let copy = unsafe { OwnedFd::from_raw_fd(copy) };
+    let region = Region::open(copy).map_err(failed)?;
+    // SAFETY: `fd` is the inherited file (checked through its copy), which
+    // nothing else in this process uses.
+    unsafe { libc::close(fd) };
+    Ok(region)
 }

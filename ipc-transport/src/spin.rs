@@ -108,7 +108,7 @@ mod tests {
     use crate::pipe::{Region, Way, Writer};
 
     fn pipe() -> (Writer, Reader) {
-        let region = Region::create().unwrap();
+        let (region, _) = Region::create().unwrap();
         (region.writer(Way::Up), region.reader(Way::Up, 1 << 20))
     }
 

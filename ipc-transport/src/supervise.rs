@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -116,6 +118,13 @@ pub type LifecycleHook = Arc<dyn Fn(&Lifecycle) + Send + Sync>;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Drops the children that ended for good and that no handle holds any
+/// more, so that spawning and stopping children of ever new names leaves
+/// main's table as it was.
+fn prune(children: &mut HashMap<String, Arc<ChildShared>>) {
+    children.retain(|_, c| c.handles.load(Ordering::Acquire) > 0 || c.lock().finished.is_none());
+}
+
 /// Main's supervisor: forks children on its own thread and tracks them.
 pub(crate) struct Supervisor {
     pub(crate) hub: Arc<Hub>,
@@ -213,15 +222,19 @@ impl Supervisor {
     ) -> Result<ChildHandle> {
         let shared = {
             let mut children = lock(&self.children);
+            prune(&mut children);
             if let Some(c) = children.get(name) {
                 if c.lock().finished.is_none() {
                     return Err(Error::NameTaken(name.to_owned()));
                 }
             }
+            let inherit = Arc::new(AtomicI32::new(-1));
             let shared = Arc::new(ChildShared {
                 name: name.to_owned(),
                 sup: Arc::downgrade(self),
-                cmd: Arc::new(Mutex::new(prepare(cmd, death_signal))),
+                cmd: Arc::new(Mutex::new(prepare(cmd, death_signal, inherit.clone()))),
+                inherit,
+                handles: AtomicUsize::new(0),
                 restart,
                 state: Mutex::default(),
                 changed: Condvar::new(),
@@ -237,14 +250,14 @@ impl Supervisor {
             }
             return Err(e);
         }
-        Ok(ChildHandle { shared })
+        Ok(ChildHandle::new(shared))
     }
 
     pub(crate) fn children(&self) -> Vec<ChildHandle> {
-        let mut v: Vec<_> = lock(&self.children)
-            .values()
-            .map(|s| ChildHandle { shared: s.clone() })
-            .collect();
+        let mut children = lock(&self.children);
+        prune(&mut children);
+        let mut v: Vec<_> = children.values().cloned().map(ChildHandle::new).collect();
+        drop(children);
         v.sort_by(|a, b| a.shared.name.cmp(&b.shared.name));
         v
     }
@@ -256,7 +269,7 @@ impl Supervisor {
             .find(|c| c.lock().peer == peer)
             .cloned();
         let Some(child) = child else { return };
-        let handle = ChildHandle { shared: child };
+        let handle = ChildHandle::new(child);
         let timeout = self.stop_timeout;
         let _ = std::thread::Builder::new()
             .name("yuki-request".into())
@@ -293,11 +306,24 @@ impl Supervisor {
     }
 }
 
-/// Sets what every start of this command needs: the parent-death signal.
-fn prepare(mut cmd: Command, death_signal: Option<i32>) -> Command {
+/// Sets what every start of this command needs: the link's memory file
+/// (whose descriptor `inherit` holds at each fork) stays open across exec,
+/// and the parent-death signal.
+fn prepare(mut cmd: Command, death_signal: Option<i32>, inherit: Arc<AtomicI32>) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls (an atomic load, fcntl) run
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = inherit.load(Ordering::Relaxed);
+            if fd >= 0 && libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     #[cfg(target_os = "linux")]
     if let Some(sig) = death_signal {
-        use std::os::unix::process::CommandExt;
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) run
         // between fork and exec.
@@ -365,6 +391,10 @@ pub(crate) struct ChildShared {
     name: String,
     sup: Weak<Supervisor>,
     cmd: Arc<Mutex<Command>>,
+    /// The descriptor of the link's memory file the next fork hands down.
+    inherit: Arc<AtomicI32>,
+    /// How many [`ChildHandle`]s hold it.
+    handles: AtomicUsize,
     restart: Restart,
     state: Mutex<ChildState>,
     changed: Condvar,
@@ -401,8 +431,13 @@ impl ChildShared {
 
     /// Starts one run: fork, handshake, link. On failure the process is gone.
     fn start(self: &Arc<Self>, sup: &Arc<Supervisor>) -> Result<()> {
-        let rendezvous = Rendezvous::open()?;
+        // Main makes the link's memory and seals its size before the child
+        // exists: the child inherits it, and never hands main memory to map.
+        let (region, file) =
+            Region::create().map_err(|e| Error::os("creating the link's memory", e))?;
+        let rendezvous = Rendezvous::open(file.as_raw_fd())?;
         lock(&self.cmd).env(BOOTSTRAP_ENV, rendezvous.bootstrap.encode());
+        self.inherit.store(file.as_raw_fd(), Ordering::Relaxed);
         let token = rendezvous.bootstrap.token.clone();
         let (exit_tx, exit_rx) = crossbeam_channel::bounded(1);
         let generation = {
@@ -412,7 +447,10 @@ impl ChildShared {
             st.generation += 1;
             st.generation
         };
-        let child = match sup.fork(&self.cmd) {
+        let forked = sup.fork(&self.cmd);
+        self.inherit.store(-1, Ordering::Relaxed);
+        drop(file);
+        let child = match forked {
             Ok(c) => c,
             Err(e) => {
                 self.lock().starting = false;
@@ -440,74 +478,74 @@ impl ChildShared {
         }
 
         let name = self.name.clone();
-        let arrival = rendezvous.wait(sup.handshake_timeout, &exit_rx, |status: ExitStatus| {
-            Error::ExitedEarly {
-                name,
-                status: status.to_string(),
+        // Any process of this user may connect first: one with a wrong
+        // token or another pid is refused, and main waits on for the child.
+        let admit = |presented: &str, their_pid: u32| {
+            if !wire::same_token(presented, &token) {
+                Err((
+                    "wrong token",
+                    "a process presented a wrong token".to_owned(),
+                ))
+            } else if their_pid != pid {
+                Err((
+                    "not the spawned process",
+                    format!(
+                        "process {their_pid} tried to join in place of the spawned child {pid}"
+                    ),
+                ))
+            } else {
+                Ok(())
             }
-        });
+        };
+        let on_exit = |status: ExitStatus| Error::ExitedEarly {
+            name,
+            status: status.to_string(),
+        };
+        let arrival = rendezvous.wait(sup.handshake_timeout, &exit_rx, on_exit, admit);
         let result = match arrival {
-            Arrival::Joined(Hello::Join {
-                token: presented,
-                pid: their_pid,
-                rings,
-                down,
-                welcome,
-            }) => {
-                let region = Region::open(rings);
-                match region {
-                    _ if !wire::same_token(&presented, &token) => {
-                        let _ = welcome.send(Welcome::Refused("wrong token".into()));
-                        Err(Error::Refused("the child presented a wrong token".into()))
-                    }
-                    _ if their_pid != pid => {
-                        let _ = welcome.send(Welcome::Refused("not the spawned process".into()));
-                        Err(Error::Refused(format!(
-                            "process {their_pid} joined in place of the spawned child {pid}"
-                        )))
-                    }
-                    Err(why) => {
-                        let _ = welcome.send(Welcome::Refused(why.clone()));
-                        Err(Error::Refused(why))
-                    }
-                    Ok(region) => {
-                        let peer = sup.hub.next_peer();
-                        let accepted = Welcome::Accepted {
-                            peer: peer.0,
-                            name: self.name.clone(),
-                            max_frame: sup.hub.max_frame as u64,
-                        };
-                        match welcome.send(accepted) {
-                            Err(e) => Err(Error::os("answering the handshake", format!("{e:?}"))),
-                            Ok(()) => {
-                                let weak = Arc::downgrade(self);
-                                let kill = Box::new(move || {
-                                    if let Some(c) = weak.upgrade() {
-                                        c.signal(libc::SIGKILL);
-                                    }
-                                });
-                                sup.hub
-                                    .attach(peer, &self.name, region, down, Some(kill))
-                                    .map_err(Error::from)
+            Arrival::Joined(Hello::Join { down, welcome, .. }) => {
+                let peer = sup.hub.next_peer();
+                // Before the welcome: a stop or restart the child asks for
+                // the moment it joins finds it by this id.
+                self.lock().peer = peer;
+                let accepted = Welcome::Accepted {
+                    peer: peer.0,
+                    name: self.name.clone(),
+                    max_frame: sup.hub.max_frame as u64,
+                };
+                match welcome.send(accepted) {
+                    Err(e) => Err(Error::os("answering the handshake", format!("{e:?}"))),
+                    Ok(()) => {
+                        let weak = Arc::downgrade(self);
+                        let kill = Box::new(move || {
+                            if let Some(c) = weak.upgrade() {
+                                c.signal(libc::SIGKILL);
                             }
-                        }
+                        });
+                        sup.hub
+                            .attach(peer, &self.name, region, down, Some(kill))
+                            .map_err(Error::from)
                     }
                 }
             }
-            Arrival::Joined(Hello::Abort) => Err(Error::os("the handshake", "aborted")),
             Arrival::Failed(e) => Err(e),
         };
 
         match result {
             Ok(link) => {
-                let exited_meanwhile = {
+                let (exited_meanwhile, asked_to_go) = {
                     let mut st = self.lock();
                     st.starting = false;
                     st.peer = link.peer;
-                    st.link = Some(link);
-                    !st.running
+                    st.link = Some(link.clone());
+                    (!st.running, st.stopping || st.restart_requested)
                 };
                 self.changed.notify_all();
+                if asked_to_go {
+                    // A stop or restart came while the link was not yet
+                    // stored here, so it could not send this itself.
+                    link.send_control(Control::Shutdown);
+                }
                 if exited_meanwhile {
                     // Its watcher left the exit to us.
                     let me = self.clone();
@@ -651,8 +689,15 @@ impl ChildShared {
                 });
             }
         }
+        let ended = st.finished.is_some();
         drop(st);
         self.changed.notify_all();
+        if ended {
+            // Forgotten now if no handle holds it (else when the last goes).
+            if let Some(sup) = self.sup.upgrade() {
+                prune(&mut lock(&sup.children));
+            }
+        }
     }
 }
 
@@ -677,9 +722,33 @@ fn wait_exited_keep_zombie(pid: u32) {
 }
 
 /// Main's handle on one supervised child (cheap to clone).
-#[derive(Clone)]
 pub struct ChildHandle {
     shared: Arc<ChildShared>,
+}
+
+impl ChildHandle {
+    fn new(shared: Arc<ChildShared>) -> ChildHandle {
+        shared.handles.fetch_add(1, Ordering::Relaxed);
+        ChildHandle { shared }
+    }
+}
+
+impl Clone for ChildHandle {
+    fn clone(&self) -> ChildHandle {
+        ChildHandle::new(self.shared.clone())
+    }
+}
+
+impl Drop for ChildHandle {
+    fn drop(&mut self) {
+        // The last handle of an ended child lets the table forget it now,
+        // whichever internal thread still holds it for a moment.
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(sup) = self.shared.sup.upgrade() {
+                prune(&mut lock(&sup.children));
+            }
+        }
+    }
 }
 
 /// How long [`ChildHandle::kill`] waits for a killed child's exit.

@@ -4,7 +4,7 @@
 //! [`codec::put_frame`]'s length prefix and encoded with bincode 2, so that
 //! many requests, replies and pushes share one message.
 
-use ipc_channel::ipc::{IpcBytesSender, IpcSender, IpcSharedMemory};
+use ipc_channel::ipc::{IpcBytesSender, IpcSender};
 use serde::{Deserialize, Serialize};
 use yuki_channel::codec;
 
@@ -13,20 +13,17 @@ use crate::error::{Error, Result};
 /// The first message a child sends to the one-shot server of its parent.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Hello {
-    /// A child presenting its token and the two halves of its link.
+    /// A child presenting its token and its half of the link. (The
+    /// link's memory is main's, inherited at spawn: see [`Bootstrap`].)
     Join {
         token: String,
         pid: u32,
-        /// The link's two pipes (see `pipe`), made by the child.
-        rings: IpcSharedMemory,
         /// Never written to: main keeps it, and the child sees main go
         /// when its end fails. (Main sees a child go from its exit.)
         down: IpcBytesSender,
         /// Main answers the handshake here.
         welcome: IpcSender<Welcome>,
     },
-    /// Sent by main to itself to end a wait on a server nobody joined.
-    Abort,
 }
 
 /// Main's answer to [`Hello::Join`].
@@ -158,32 +155,39 @@ pub(crate) fn parse(bytes: &[u8], max: usize) -> yuki_channel::Result<Frame<'_>>
 /// Room for a frame's header (ids, names) beside a body of the maximum size.
 pub(crate) const HEADER_ROOM: usize = 4096;
 
-/// The bootstrap value: `1 <token> <server name>`.
+/// The bootstrap value: `2 <token> <region descriptor> <server name>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Bootstrap {
     pub(crate) token: String,
+    /// The descriptor at which the child inherits its link's memory file,
+    /// made and sealed by main (a child never hands main memory to map).
+    pub(crate) region: i32,
     pub(crate) server: String,
 }
 
-const VERSION: &str = "1";
+const VERSION: &str = "2";
 const TOKEN_BYTES: usize = 16;
 
 impl Bootstrap {
     /// A fresh value for a child, with a random token of 128 bits.
-    pub(crate) fn new(server: String) -> Result<Bootstrap> {
+    pub(crate) fn new(server: String, region: i32) -> Result<Bootstrap> {
         let mut bytes = [0u8; TOKEN_BYTES];
         getrandom::fill(&mut bytes).map_err(|e| Error::os("drawing a random token", e))?;
         let token = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Bootstrap { token, server })
+        Ok(Bootstrap {
+            token,
+            region,
+            server,
+        })
     }
 
     pub(crate) fn encode(&self) -> String {
-        format!("{VERSION} {} {}", self.token, self.server)
+        format!("{VERSION} {} {} {}", self.token, self.region, self.server)
     }
 
     pub(crate) fn parse(value: &str) -> Result<Bootstrap> {
         let bad = |why: &str| Error::MalformedBootstrap(why.to_owned());
-        let mut parts = value.splitn(3, ' ');
+        let mut parts = value.splitn(4, ' ');
         let version = parts.next().unwrap_or_default();
         if version != VERSION {
             return Err(bad("unknown version"));
@@ -192,12 +196,18 @@ impl Bootstrap {
         if token.len() != TOKEN_BYTES * 2 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad("the token is not 32 hex digits"));
         }
+        let region = parts
+            .next()
+            .and_then(|r| r.parse::<i32>().ok())
+            .filter(|r| *r > 2)
+            .ok_or_else(|| bad("no descriptor for the link's memory"))?;
         let server = parts
             .next()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| bad("no server name"))?;
         Ok(Bootstrap {
             token: token.to_owned(),
+            region,
             server: server.to_owned(),
         })
     }
@@ -218,7 +228,7 @@ mod tests {
 
     #[test]
     fn bootstrap_round_trips_and_rejects_garbage() {
-        let b = Bootstrap::new("/tmp/x y/socket".into()).unwrap();
+        let b = Bootstrap::new("/tmp/x y/socket".into(), 7).unwrap();
         assert_eq!(b.token.len(), 32);
         assert_eq!(Bootstrap::parse(&b.encode()).unwrap(), b);
         for bad in [
@@ -226,16 +236,19 @@ mod tests {
             "2 00 /s",
             "1",
             "1 abc /s",
-            "1 zz000000000000000000000000000000 /s",
+            "2 zz000000000000000000000000000000 3 /s",
+            "1 00000000000000000000000000000000 /s",
+            "2 00000000000000000000000000000000 /s",
+            "2 00000000000000000000000000000000 1 /s",
         ] {
             assert!(
                 matches!(Bootstrap::parse(bad), Err(Error::MalformedBootstrap(_))),
                 "{bad:?}"
             );
         }
-        let no_server = format!("1 {} ", b.token);
+        let no_server = format!("2 {} 7 ", b.token);
         assert!(Bootstrap::parse(&no_server).is_err());
-        assert_ne!(Bootstrap::new("s".into()).unwrap().token, b.token);
+        assert_ne!(Bootstrap::new("s".into(), 7).unwrap().token, b.token);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{IpcOneShotServer, IpcSharedMemory, OpaqueIpcSender};
+use ipc_channel::ipc::{IpcOneShotServer, OpaqueIpcSender};
 use yuki_ipc_transport::{Error, Node};
 use yuki_testkit::{Harness, run_child};
 
@@ -30,7 +30,7 @@ fn a_malformed_bootstrap_value_is_refused_at_once() {
 #[test]
 fn a_gone_parent_is_reported_at_once() {
     let start = Instant::now();
-    let value = format!("1 {TOKEN} /nonexistent-yuki-dir/socket");
+    let value = format!("2 {TOKEN} 3 /nonexistent-yuki-dir/socket");
     let err = Node::builder().bootstrap(value).init().unwrap_err();
     assert!(matches!(err, Error::ParentGone(_)), "{err}");
     assert!(start.elapsed() < WAIT);
@@ -42,7 +42,7 @@ fn a_parent_that_never_answers_times_out() {
     let (_server, name) = IpcOneShotServer::<Vec<u8>>::new().unwrap();
     let start = Instant::now();
     let err = Node::builder()
-        .bootstrap(format!("1 {TOKEN} {name}"))
+        .bootstrap(format!("2 {TOKEN} 3 {name}"))
         .handshake_timeout(Duration::from_millis(200))
         .init()
         .unwrap_err();
@@ -56,26 +56,19 @@ fn a_parent_that_never_answers_times_out() {
 }
 
 /// How a child's hello looks on the wire, for a parent that only pretends.
-type RawHello = (
-    u32,
-    String,
-    u32,
-    IpcSharedMemory,
-    OpaqueIpcSender,
-    OpaqueIpcSender,
-);
+type RawHello = (u32, String, u32, OpaqueIpcSender, OpaqueIpcSender);
 
 #[test]
 fn a_parent_that_drops_the_handshake_is_gone() {
     let (server, name) = IpcOneShotServer::<RawHello>::new().unwrap();
     // Accept the hello, then drop every channel in it without answering.
     let acceptor = std::thread::spawn(move || {
-        let (_rx, (_, _, _, _, down, welcome)) = server.accept().unwrap();
+        let (_rx, (_, _, _, down, welcome)) = server.accept().unwrap();
         drop((down.to::<()>(), welcome.to::<()>()));
     });
     let start = Instant::now();
     let err = Node::builder()
-        .bootstrap(format!("1 {TOKEN} {name}"))
+        .bootstrap(format!("2 {TOKEN} 3 {name}"))
         .init()
         .unwrap_err();
     assert!(matches!(err, Error::ParentGone(_)), "{err}");
@@ -93,11 +86,12 @@ fn a_wrong_token_is_refused_on_both_sides() {
     if run_child(|_| {
         let value = std::env::var(yuki_channel::BOOTSTRAP_ENV).unwrap();
         // The socket must sit in a directory only this user can open.
-        let server = value.splitn(3, ' ').nth(2).unwrap();
+        let mut parts = value.splitn(4, ' ');
+        let (region, server) = (parts.nth(2).unwrap(), parts.next().unwrap());
         let dir = std::path::Path::new(server).parent().unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
-        let forged = format!("1 {TOKEN} {server}");
+        let forged = format!("2 {TOKEN} {region} {server}");
         let err = Node::builder().bootstrap(forged).init().unwrap_err();
         let out = std::env::var("VERDICT").unwrap();
         std::fs::write(
@@ -120,6 +114,44 @@ fn a_wrong_token_is_refused_on_both_sides() {
     let _ = std::fs::remove_file(&verdict);
     assert_eq!(seen, "700 true");
     assert!(node.transport().peers().is_empty());
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}
+
+#[test]
+fn an_impostor_connecting_first_is_refused_and_the_child_still_joins() {
+    if run_child(|s| match s.name() {
+        "genuine" => {
+            // Before joining, another process of this user connects to the
+            // child's rendezvous with a forged token, and is refused.
+            let value = std::env::var(yuki_channel::BOOTSTRAP_ENV).unwrap();
+            let mut parts: Vec<String> = value.splitn(4, ' ').map(str::to_owned).collect();
+            parts[1] = TOKEN.into();
+            let mut h = Harness::new();
+            let impostor = h
+                .spawn_with("impostor", |cmd| {
+                    cmd.env(yuki_channel::BOOTSTRAP_ENV, parts.join(" "));
+                })
+                .unwrap();
+            h.wait(impostor).assert_success();
+            let node = Node::init().unwrap();
+            assert_eq!(node.name(), "genuine");
+            node.request_stop().unwrap();
+            let (_tx, rx) = std::sync::mpsc::channel::<()>();
+            let _ = rx.recv();
+        }
+        _ => {
+            let err = Node::init().unwrap_err();
+            assert!(matches!(err, Error::Refused(_)), "{err}");
+        }
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::init().unwrap();
+    let child = node.spawn("genuine", h.command("genuine", 0)).unwrap();
+    let exit = child.wait_timeout(WAIT).expect("the child asked to stop");
+    assert!(exit.status.success(), "{exit:?}");
     drop(node);
     h.assert_no_leftovers(WAIT);
 }
@@ -196,5 +228,49 @@ fn an_unusable_temporary_directory_is_an_error_not_a_panic() {
     outcome.assert_success();
     let said = outcome.value("outcome").unwrap_or_default().to_owned();
     assert!(said.contains("TMPDIR"), "{said}");
+    h.assert_no_leftovers(WAIT);
+}
+
+#[test]
+fn a_rendezvous_leaves_nothing_in_the_temporary_directory() {
+    if run_child(|s| {
+        if s.name() == "worker" {
+            let node = Node::init().unwrap();
+            node.request_stop().unwrap();
+            let (_tx, rx) = std::sync::mpsc::channel::<()>();
+            let _ = rx.recv();
+        }
+        // Main, with a temporary directory of its own: a spawn whose fork
+        // fails, one whose child exits early, and one that joins and stops.
+        let node = Node::init().unwrap();
+        let err = node
+            .spawn("missing", Command::new("/nonexistent/yuki-binary"))
+            .unwrap_err();
+        assert!(matches!(err, Error::Os { .. }), "{err}");
+        let err = node.spawn("quitter", Command::new("true")).unwrap_err();
+        assert!(matches!(err, Error::ExitedEarly { .. }), "{err}");
+        let h = Harness::new();
+        let worker = node.spawn("worker", h.command("worker", 0)).unwrap();
+        worker.wait_timeout(WAIT).expect("the worker asked to stop");
+        let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        yuki_testkit::report("left", format!("{left:?}"));
+    }) {
+        return;
+    }
+    let tmp = std::env::temp_dir().join(format!("yuki-test-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut h = Harness::new();
+    let id = h
+        .spawn_with("main", |cmd| {
+            cmd.env("TMPDIR", &tmp);
+        })
+        .unwrap();
+    let outcome = h.wait(id);
+    let _ = std::fs::remove_dir_all(&tmp);
+    outcome.assert_success();
+    assert_eq!(outcome.value("left"), Some("[]"));
     h.assert_no_leftovers(WAIT);
 }

@@ -344,3 +344,46 @@ fn policies_decide_which_exits_restart() {
     drop(node);
     h.assert_no_leftovers(WAIT);
 }
+
+#[test]
+fn children_of_ever_new_names_are_forgotten_once_ended_and_unheld() {
+    if run_child(|_| {
+        // Exits when main asks it to stop (WhenMainGone::Exit).
+        let _node = Node::init().unwrap();
+        blocks_forever();
+    }) {
+        return;
+    }
+    let h = Harness::new().timeout(Duration::from_secs(300));
+    let node = Node::init().unwrap();
+    // A live child stays in the table without a handle.
+    drop(node.spawn("resident", h.command("worker", 0)).unwrap());
+    let base = node.children().len();
+    assert_eq!(base, 1);
+    for i in 0..1000 {
+        let c = node
+            .spawn(&format!("c{i}"), h.command("worker", 0))
+            .unwrap();
+        assert_eq!(node.children().len(), base + 1);
+        c.stop(WAIT).unwrap();
+        // Ended, but a handle holds it: still listed, with its exit.
+        let listed = node.children();
+        assert_eq!(listed.len(), base + 1, "cycle {i}");
+        assert!(
+            listed
+                .iter()
+                .any(|l| l.name() == c.name() && l.try_wait().is_some())
+        );
+        drop(listed);
+        drop(c);
+        assert_eq!(node.children().len(), base, "cycle {i}: the table grew");
+    }
+    let names: Vec<_> = node
+        .children()
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect();
+    assert_eq!(names, ["resident"]);
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}

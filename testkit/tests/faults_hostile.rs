@@ -23,6 +23,8 @@ use common::{Kids, WAIT, rss_kib};
 const MAX_FRAME: usize = 1 << 20;
 const MAX_BACKLOG: usize = 4 << 20;
 const REPLY: usize = 64 << 10;
+/// Well-behaved children at work beside each hostile one.
+const GOOD: usize = 3;
 
 /// A child's hello, laid out as the transport's own (a test plays the
 /// child by hand to break rules the real one never breaks).
@@ -31,9 +33,24 @@ enum RawHello {
     Join {
         token: String,
         pid: u32,
-        rings: IpcSharedMemory,
         down: IpcBytesSender,
         welcome: IpcSender<RawWelcome>,
+    },
+}
+
+/// A hello that offers main memory of the child's own making (as children
+/// did before main made the link's memory), in a variant main does not
+/// know: main must not take it.
+#[derive(Serialize, Deserialize)]
+enum OfferingHello {
+    _Join,
+    _Unknown,
+    // No channels: ipc-channel (in debug builds) panics twice, and so
+    // aborts, when it drops two channels of a message it cannot read.
+    JoinWithMemory {
+        token: String,
+        pid: u32,
+        rings: IpcSharedMemory,
     },
 }
 
@@ -63,26 +80,26 @@ enum RawFrame<'a> {
 /// main's answer.
 fn raw_join(token_of: impl FnOnce(&str) -> String) -> (RawRegion, IpcBytesReceiver, RawWelcome) {
     let value = std::env::var(BOOTSTRAP_ENV).unwrap();
-    let mut parts = value.splitn(3, ' ');
-    let (_version, token, server) = (
+    let mut parts = value.splitn(4, ' ');
+    let (_version, token, fd, server) = (
         parts.next().unwrap(),
         parts.next().unwrap(),
+        parts.next().unwrap().parse().unwrap(),
         parts.next().unwrap(),
     );
     let (down_tx, down_rx) = ipc::bytes_channel().unwrap();
     let (welcome_tx, welcome_rx) = ipc::channel::<RawWelcome>().unwrap();
-    let region = RawRegion::new().unwrap();
     let hello = IpcSender::<RawHello>::connect(server.to_owned()).unwrap();
     hello
         .send(RawHello::Join {
             token: token_of(token),
             pid: std::process::id(),
-            rings: region.share(),
             down: down_tx,
             welcome: welcome_tx,
         })
         .unwrap();
     let welcome = welcome_rx.try_recv_timeout(WAIT).unwrap();
+    let region = RawRegion::inherited(fd).unwrap();
     (region, down_rx, welcome)
 }
 
@@ -168,7 +185,97 @@ fn hostile(kind: &str) {
                 }
             }
         }
+        "shrinker" | "grower" | "resealer" => resize_region(kind),
+        "offerer" => {
+            let value = std::env::var(BOOTSTRAP_ENV).unwrap();
+            let parts: Vec<&str> = value.splitn(4, ' ').collect();
+            // ipc-channel's memory file: unsealed, so the child could
+            // shrink it under main's mapping.
+            let rings = IpcSharedMemory::from_byte(0, 4096);
+            IpcSender::<OfferingHello>::connect(parts[3].to_owned())
+                .unwrap()
+                .send(OfferingHello::JoinWithMemory {
+                    token: parts[1].to_owned(),
+                    pid: std::process::id(),
+                    rings,
+                })
+                .unwrap();
+            // Main refuses the hello and waits on for a real one until its
+            // handshake time-out, then kills this process.
+            let (_tx, rx) = std::sync::mpsc::channel::<()>();
+            let _ = rx.recv();
+        }
         other => panic!("unknown hostile kind {other}"),
+    }
+}
+
+/// The memory files this process holds, as a hostile child finds its
+/// link's region in `/proc/self/fd`.
+fn memfds() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            target.to_str()?.starts_with("/memfd:").then_some(fd)
+        })
+        .collect()
+}
+
+/// Why a system call failed, if it did.
+fn errno(r: i64) -> Option<i32> {
+    (r < 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
+/// A child that joins, works, then tries to change the size or the seals
+/// of its link's memory behind main's back: each attempt must fail with
+/// EPERM, and main must still answer afterwards.
+fn resize_region(kind: &str) {
+    let node = Node::builder()
+        .when_main_gone(WhenMainGone::Stay)
+        .init()
+        .unwrap();
+    let store = Store::attach(node.transport()).unwrap();
+    store.set(&format!("{kind}.before"), &1u8).unwrap();
+    let fds = memfds();
+    assert!(
+        !fds.is_empty(),
+        "the link's memory file is not in /proc/self/fd"
+    );
+    for fd in fds {
+        // SAFETY: fstat, ftruncate and fcntl on a descriptor this process
+        // holds; `st` is ours.
+        let (len, r) = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            assert_eq!(libc::fstat(fd, &mut st), 0);
+            let len = st.st_size;
+            let r = match kind {
+                "shrinker" => i64::from(libc::ftruncate(fd, 0)),
+                "grower" => i64::from(libc::ftruncate(fd, len * 2)),
+                _ => {
+                    let seals = libc::fcntl(fd, libc::F_GET_SEALS);
+                    let wanted = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+                    assert_eq!(seals & wanted, wanted, "seals {seals:#x}");
+                    // Sealing it further (or at all) is refused too.
+                    i64::from(libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_WRITE))
+                }
+            };
+            (len, r)
+        };
+        assert_eq!(
+            errno(r),
+            Some(libc::EPERM),
+            "{kind} on a file of {len} bytes"
+        );
+        // SAFETY: as above.
+        let shrunk = errno(i64::from(unsafe { libc::ftruncate(fd, 0) }));
+        assert_eq!(shrunk, Some(libc::EPERM), "{kind}: the file can be shrunk");
+    }
+    // Main is unharmed: calls still work.
+    for i in 0..100u64 {
+        store.set(kind, &i).unwrap();
+        assert_eq!(store.get::<u64>(kind).unwrap(), Some(i));
     }
 }
 
@@ -212,7 +319,7 @@ struct Main {
     _pubsub: PubSub,
 }
 
-/// Main with a service of large replies and two good children at work.
+/// Main with a service of large replies and [`GOOD`] children at work.
 fn start_main() -> Main {
     let h = Harness::new().timeout(Duration::from_secs(120));
     let node = Node::builder()
@@ -241,13 +348,13 @@ fn start_main() -> Main {
     }));
     let mut ready = store.watch("good.").unwrap();
     let mut goods = Kids::default();
-    for i in 0..2 {
+    for i in 0..GOOD {
         goods.0.push(
             node.spawn(&format!("good-{i}"), command(&h, "good", i))
                 .unwrap(),
         );
     }
-    for _ in 0..2 {
+    for _ in 0..GOOD {
         ready.recv_timeout(WAIT).expect("good children start");
     }
     Main {
@@ -349,5 +456,30 @@ fn a_child_flooding_requests_without_reading_replies_is_cut_off() {
         "main grew by {grown} KiB with a flooder bounded to {MAX_BACKLOG} bytes"
     );
     drop(flooder);
+    main.finish();
+}
+
+#[test]
+fn a_child_cannot_resize_or_reseal_its_links_memory() {
+    if run_child(children) {
+        return;
+    }
+    let main = start_main();
+    for kind in ["shrinker", "grower", "resealer"] {
+        let c = Kids(vec![
+            main.node.spawn(kind, command(&main.h, kind, 0)).unwrap(),
+        ]);
+        // The attempt failed in the child, and main answered it after.
+        c.wait_success(WAIT);
+        assert_eq!(main.store.get::<u64>(kind).unwrap(), Some(99), "{kind}");
+    }
+    // A child offering memory of its own making is refused, with a reason.
+    let err = main
+        .node
+        .spawn("offerer", command(&main.h, "offerer", 0))
+        .unwrap_err();
+    assert!(matches!(err, Error::Refused(_)), "{err}");
+    assert!(err.to_string().contains("cannot be read"), "{err}");
+    // The good children saw no error (checked as they finish).
     main.finish();
 }

@@ -24,7 +24,7 @@ const STREAMS: [&str; 3] = ["yuki.pubsub", "yuki.channel", "yuki.store.watch"];
 /// Before joining, looks at the rendezvous the parent prepared.
 fn inspect_rendezvous() -> String {
     let value = std::env::var(BOOTSTRAP_ENV).unwrap();
-    let server = value.splitn(3, ' ').nth(2).unwrap().to_owned();
+    let server = value.splitn(4, ' ').nth(3).unwrap().to_owned();
     let socket = std::path::Path::new(&server);
     let dir = socket.parent().unwrap();
     let d = std::fs::metadata(dir).unwrap();

@@ -18,6 +18,9 @@ use crate::bench::{child as bench_child, floor, placement};
 use crate::report::{Better, Line, Report};
 
 const WINDOW: usize = 4096;
+/// The request and reply size of the bulk figure: a quarter of a pipe, so
+/// copies in and out of the shared memory dominate.
+const BULK: usize = 64 << 10;
 const ROUNDS: usize = 21;
 
 /// Measures and adds this area's lines.
@@ -78,6 +81,14 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
             )
             .floor("1 / floor round trip", 1.0 / floor),
         );
+    }
+    if let Some(v) = get("bulk") {
+        report.add(Line::new(
+            format!("child echo calls of {} KiB (bytes both ways)", BULK >> 10),
+            "GB/s",
+            v,
+            Better::Higher,
+        ));
     }
     Ok(())
 }
@@ -174,7 +185,16 @@ pub(crate) fn child(quick: bool) -> Result<(), String> {
         &t,
         "threads",
         mops((per_thread * 8) as u64, start.elapsed()),
-    )
+    )?;
+
+    let big = vec![7u8; BULK];
+    let calls = if quick { 2_000 } else { 20_000 };
+    let start = Instant::now();
+    for _ in 0..calls {
+        t.call("echo", &big).map_err(|e| e.to_string())?;
+    }
+    let bytes = (2 * calls * BULK) as f64;
+    send_result(&t, "bulk", bytes / start.elapsed().as_secs_f64() / 1e9)
 }
 
 /// `ops` calls with `call_with`, at most [`WINDOW`] in flight: the caller
