@@ -82,6 +82,7 @@ mod pipe;
 mod raw;
 mod rendezvous;
 mod spin;
+mod stop;
 mod supervise;
 mod transport;
 mod wire;
@@ -91,5 +92,6 @@ pub use error::{Error, Result};
 pub use node::{ChildBuilder, Node, NodeBuilder};
 #[doc(hidden)]
 pub use raw::RawRegion;
+pub use stop::WaitForStop;
 pub use supervise::{ChildHandle, Exit, Lifecycle, LifecycleHook, Restart, RestartPolicy};
 pub use transport::IpcTransport;

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::main_side::Hub;
 use crate::rendezvous;
 use crate::spin;
+use crate::stop::{self, NOT_IN_MAIN, WaitForStop};
 use crate::supervise::{ChildHandle, LifecycleHook, Restart, RestartPolicy, Supervisor};
 use crate::transport::{IpcTransport, Side};
 use crate::wire::Control;
@@ -23,6 +24,51 @@ use crate::wire::Control;
 /// children, or a child connected to main.
 ///
 /// Dropping main's node kills its children and waits for them.
+///
+/// # Stopping
+///
+/// Either side may start a child's stop or restart; the child always ends
+/// the same way, by returning from its `main`:
+///
+/// | who asks | stop | restart |
+/// |---|---|---|
+/// | main | [`ChildHandle::stop`]`(grace)` | [`ChildHandle::restart`]`()` (grace: [`NodeBuilder::stop_timeout`]) |
+/// | the child itself | [`Node::request_stop`]`()` | [`Node::request_restart`]`()` (main then does as in the row above, with [`NodeBuilder::stop_timeout`]) |
+///
+/// 1. Main runs its [`Lifecycle::Stopping`](crate::Lifecycle::Stopping) or
+///    [`Lifecycle::Restarting`](crate::Lifecycle::Restarting) hooks and asks
+///    the child to stop over its link.
+/// 2. In the child, [`Node::stop_requested`] turns `true`,
+///    [`Node::wait_for_stop`] (and its timed and async forms) return, and
+///    the [`Node::on_stop`] hooks run. The link stays open: the child may
+///    still save its state in the store, publish or flush.
+/// 3. The child's program finishes its work and returns from `main`; the
+///    process exits with that status. Nothing ends it from a background
+///    thread while its code runs.
+/// 4. If it has not exited within the grace period, main sends SIGTERM,
+///    waits the grace period again, then sends SIGKILL. A restart then
+///    starts it again.
+///
+/// A child whose main is gone is asked to stop in the same way (and its
+/// calls fail with `Disconnected`); see [`WhenMainGone`].
+///
+/// ```no_run
+/// use yuki_ipc_transport::Node;
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let node = Node::init()?;
+///     if node.role().is_main() {
+///         let exe = std::env::current_exe()?;
+///         let worker = node.spawn("worker", std::process::Command::new(exe))?;
+///         let exit = worker.stop(std::time::Duration::from_secs(2))?;
+///         assert!(exit.status.success(), "it returned from main in time");
+///     } else {
+///         node.wait_for_stop()?;
+///         println!("saved my state; bye");
+///     }
+///     Ok(())
+/// }
+/// ```
 pub struct Node {
     transport: Arc<IpcTransport>,
     supervisor: Option<Arc<Supervisor>>,
@@ -64,8 +110,12 @@ impl NodeBuilder {
         self
     }
 
-    /// How long a child gets at each step of a stop or restart requested
-    /// by the child itself (default 5 s).
+    /// The stop grace period (default 5 s). In main: how long a child gets
+    /// at each step of a stop or restart that main starts by itself (a
+    /// child's [`Node::request_stop`] or [`Node::request_restart`], a
+    /// [`ChildHandle::restart`]) before main sends SIGTERM, then SIGKILL.
+    /// In a child: how long its program has to end by itself once main is
+    /// gone (see [`WhenMainGone::Exit`]).
     pub fn stop_timeout(mut self, timeout: Duration) -> NodeBuilder {
         self.stop_timeout = timeout;
         self
@@ -154,8 +204,13 @@ impl NodeBuilder {
     fn init_child(self, value: &str) -> Result<Node> {
         let joined = rendezvous::join(value, self.handshake_timeout)?;
         let (peer, name) = (joined.peer, joined.name.clone());
-        let link = ChildLink::start(joined, self.when_main_gone, self.reply_spin)
-            .map_err(|e| Error::os("starting the link threads", e))?;
+        let link = ChildLink::start(
+            joined,
+            self.when_main_gone,
+            self.reply_spin,
+            self.stop_timeout,
+        )
+        .map_err(|e| Error::os("starting the link threads", e))?;
         tracing::debug!(peer, %name, "joined main");
         Ok(Node {
             transport: Arc::new(IpcTransport::new(Side::Child(link))),
@@ -310,16 +365,117 @@ impl Node {
         }
     }
 
-    /// Asks main to stop this child (child only).
+    /// Asks main to stop this child (child only); main then asks it to stop
+    /// as [`ChildHandle::stop`] does. See [Stopping](Node#stopping).
     pub fn request_stop(&self) -> Result<()> {
         let link = self.child_link("only a child asks main to stop it")?;
         Ok(link.send_control(Control::Stop)?)
     }
 
-    /// Asks main to restart this child (child only).
+    /// Asks main to restart this child (child only); main then asks it to
+    /// stop as [`ChildHandle::restart`] does, and starts it again once it
+    /// has exited. See [Stopping](Node#stopping).
     pub fn request_restart(&self) -> Result<()> {
         let link = self.child_link("only a child asks main to restart it")?;
         Ok(link.send_control(Control::Restart)?)
+    }
+
+    /// Whether this child has been asked to stop, or main is gone (always
+    /// `false` in main). See [Stopping](Node#stopping).
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::Node;
+    /// let node = Node::init()?;
+    /// while !node.stop_requested() {
+    ///     // one unit of work
+    /// }
+    /// // save state, flush logs, then return from main
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn stop_requested(&self) -> bool {
+        match self.transport.side() {
+            Side::Child(link) => link.stop.is_requested(),
+            Side::Main(_) => false,
+        }
+    }
+
+    /// Blocks until this child is asked to stop, or main is gone; at once
+    /// if that happened already. [`Error::WrongRole`] in main. See
+    /// [Stopping](Node#stopping).
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::Node;
+    /// let node = Node::init()?;
+    /// // start worker threads, then:
+    /// node.wait_for_stop()?;
+    /// // finish the job, then return from main
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn wait_for_stop(&self) -> Result<()> {
+        let link = self.child_link(NOT_IN_MAIN)?;
+        link.stop.wait_until(None);
+        Ok(())
+    }
+
+    /// Like [`Node::wait_for_stop`], giving up after `timeout`: whether the
+    /// stop was requested.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use yuki_ipc_transport::Node;
+    /// let node = Node::init()?;
+    /// while !node.wait_for_stop_timeout(Duration::from_secs(1))? {
+    ///     // a periodic chore
+    /// }
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn wait_for_stop_timeout(&self, timeout: Duration) -> Result<bool> {
+        let link = self.child_link(NOT_IN_MAIN)?;
+        Ok(link.stop.wait_until(stop::deadline(timeout)))
+    }
+
+    /// The async form of [`Node::wait_for_stop`], for any executor; the
+    /// future owns what it waits on, so it fits a `select!` or a spawned
+    /// task. In main it resolves at once to [`Error::WrongRole`].
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::Node;
+    /// # async fn serve(node: Node) -> Result<(), yuki_ipc_transport::Error> {
+    /// let stop = node.wait_for_stop_async();
+    /// // tokio::select! { _ = stop => {}, _ = work() => {} }
+    /// stop.await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wait_for_stop_async(&self) -> WaitForStop {
+        WaitForStop::new(match self.transport.side() {
+            Side::Child(link) => Some(link.stop.clone()),
+            Side::Main(_) => None,
+        })
+    }
+
+    /// Runs `hook` once, on a thread of its own, when this child is asked
+    /// to stop or main is gone (at once if that happened already). The
+    /// process still ends only when the program returns from `main`: a
+    /// hook tells the program's threads to finish, or finishes a job
+    /// itself within the grace period. [`Error::WrongRole`] in main. See
+    /// [Stopping](Node#stopping).
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::Node;
+    /// let node = Node::init()?;
+    /// let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    /// node.on_stop(move || {
+    ///     // tell the workers to finish, then:
+    ///     let _ = done_tx.send(());
+    /// })?;
+    /// let _ = done_rx.recv();
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn on_stop(&self, hook: impl FnOnce() + Send + 'static) -> Result<()> {
+        let link = self.child_link(NOT_IN_MAIN)?;
+        link.stop.on_stop(Box::new(hook));
+        Ok(())
     }
 
     /// Sends `message` to main as one raw message, bypassing the

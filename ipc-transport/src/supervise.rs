@@ -714,9 +714,12 @@ impl ChildHandle {
             .ok_or_else(|| Error::NotRunning(self.shared.name.clone()))
     }
 
-    /// Stops it for good: a shutdown message over its link, then SIGTERM
-    /// after `timeout`, then SIGKILL after `timeout` again. Runs the
-    /// [`Lifecycle::Stopping`] hooks first.
+    /// Stops it for good: asks it over its link (its
+    /// [`Node::wait_for_stop`](crate::Node::wait_for_stop) returns and its
+    /// `on_stop` hooks run), waits up to `timeout` (the grace period) for
+    /// its program to return from `main`, then sends SIGTERM, waits
+    /// `timeout` again, then SIGKILL. Runs the [`Lifecycle::Stopping`]
+    /// hooks first. See [Stopping](crate::Node#stopping).
     pub fn stop(&self, timeout: Duration) -> Result<Exit> {
         let sup = self.sup()?;
         let (link, peer) = {
@@ -773,8 +776,10 @@ impl ChildHandle {
             .ok_or(Error::Transport(yuki_channel::Error::Timeout(KILL_WAIT)))
     }
 
-    /// Stops it (as [`ChildHandle::stop`], with the node's stop time-out)
-    /// and starts it again at once; returns when the new run has joined.
+    /// Stops it (as [`ChildHandle::stop`], with the node's
+    /// [`stop_timeout`](crate::NodeBuilder::stop_timeout) as the grace
+    /// period) and starts it again at once; returns when the new run has
+    /// joined. See [Stopping](crate::Node#stopping).
     pub fn restart(&self) -> Result<()> {
         let sup = self.sup()?;
         let (link, generation) = {

@@ -53,7 +53,12 @@ fn run_main() {
         .unwrap();
     let mut plain = h.command("plain", 0);
     plain.stdout(Stdio::inherit());
-    let plain = node.spawn("plain", plain).unwrap();
+    // No parent-death signal: it ends by itself after its grace period.
+    let plain = node
+        .child("plain", plain)
+        .parent_death_signal(None)
+        .spawn()
+        .unwrap();
     report("plain-pid", plain.pid());
     armed_rx.recv_timeout(WAIT).unwrap();
     report("ready", 1);
@@ -94,6 +99,8 @@ fn run_watcher() {
         "{later:?}"
     );
     assert!(node.is_disconnected());
+    assert!(node.stop_requested(), "main's end asks the child to stop");
+    node.wait_for_stop().unwrap();
     report("call", call_ns);
     report("recv", recv_ns);
     report("later", later_ns);
@@ -106,9 +113,12 @@ fn main_killed_children_fail_fast_and_exit() {
         "main" => run_main(),
         "watcher" => run_watcher(),
         "plain" => {
-            // Default settings: exits when main goes (or dies of the
-            // parent-death signal first).
-            let _node = Node::init().unwrap();
+            // Default settings but a short grace: exits when main goes,
+            // though its program never returns.
+            let _node = Node::builder()
+                .stop_timeout(Duration::from_millis(300))
+                .init()
+                .unwrap();
             blocks_forever();
         }
         other => panic!("unknown scenario {other}"),

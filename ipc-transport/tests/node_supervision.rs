@@ -108,9 +108,11 @@ fn stop_escalates_from_asking_to_sigterm_to_sigkill() {
     let node = Node::init().unwrap();
     let seen = record(&node);
 
-    // Ignores the shutdown message but dies of SIGTERM.
+    // Ignores the stop request but dies of SIGTERM, after the grace period.
     let stubborn = node.spawn("stubborn", h.command("stubborn", 0)).unwrap();
+    let asked = Instant::now();
     let exit = stubborn.stop(Duration::from_millis(200)).unwrap();
+    assert!(asked.elapsed() >= Duration::from_millis(200));
     assert_eq!(exit.status.signal(), Some(libc::SIGTERM));
 
     // Ignores SIGTERM too: SIGKILL.
@@ -135,8 +137,8 @@ fn stop_escalates_from_asking_to_sigterm_to_sigkill() {
 #[test]
 fn a_polite_child_exits_on_the_shutdown_message() {
     if run_child(|_| {
-        let _node = Node::init().unwrap();
-        blocks_forever();
+        let node = Node::init().unwrap();
+        node.wait_for_stop().unwrap();
     }) {
         return;
     }
@@ -161,8 +163,8 @@ fn a_polite_child_exits_on_the_shutdown_message() {
 #[test]
 fn kill_and_restart_from_main() {
     if run_child(|_| {
-        let _node = Node::init().unwrap();
-        blocks_forever();
+        let node = Node::init().unwrap();
+        node.wait_for_stop().unwrap();
     }) {
         return;
     }
@@ -211,8 +213,8 @@ fn a_child_asks_main_to_restart_then_stop_it() {
         } else {
             node.request_stop().unwrap();
         }
-        // Main answers with a shutdown message; the default is to exit then.
-        blocks_forever();
+        // Main answers by asking this child to stop.
+        node.wait_for_stop().unwrap();
     }) {
         return;
     }

@@ -46,8 +46,9 @@ fn a_child_restarted_a_hundred_times_leaks_nothing_in_main() {
         // Main may restart this run as soon as the count is applied, before
         // the reply arrives.
         let _ = store.incr("starts", 1);
-        // Blocks until main stops this run.
-        let _ = jobs.recv();
+        // Holds everything open until main stops this run.
+        let _ = node.wait_for_stop();
+        drop(jobs);
     }) {
         return;
     }
