@@ -13,7 +13,7 @@
 //!   process over a [`Transport`];
 //! - [`Registry`] with [`register`], [`lookup`] and [`names`]: channels found
 //!   by name;
-//! - [`Role`], [`role()`] and [`is_main_process()`]: which side this process is;
+//! - [`Role`], [`role()`], [`is_main_process()`] and [`set_role()`]: which side this process is;
 //! - [`Transport`]: the seam over which frames travel between processes
 //!   (calls to services in main, pushes to a peer, peer events), and
 //!   [`InThreadTransport`], its in-process implementation;
@@ -87,7 +87,7 @@ pub use hosted::host_channels;
 pub use inthread::InThreadTransport;
 pub use passive::ReceiveLoop;
 pub use registry::{Registry, lookup, names, register};
-pub use role::{BOOTSTRAP_ENV, Role, is_main_process, role};
+pub use role::{BOOTSTRAP_ENV, Role, is_main_process, role, set_role};
 pub use transport::{
     Extensions, PeerEvent, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Service, Transport,
 };

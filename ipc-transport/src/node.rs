@@ -2,7 +2,8 @@
 
 use std::fmt;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -73,7 +74,17 @@ pub struct Node {
     transport: Arc<IpcTransport>,
     supervisor: Option<Arc<Supervisor>>,
     name: String,
+    /// This node is the process's main node (see [`NodeBuilder::independent_main`]).
+    holds_main: bool,
 }
+
+/// Whether the process's main node is alive: a second `init` in main is
+/// an error rather than a second, separate main.
+static MAIN_ALIVE: AtomicBool = AtomicBool::new(false);
+
+/// A child joins main once (its one-time token is then spent): later
+/// `init` calls share this link.
+static JOINED: Mutex<Option<(Arc<IpcTransport>, String)>> = Mutex::new(None);
 
 /// Options for [`Node::init`]; start with [`Node::builder`].
 #[derive(Clone, Debug)]
@@ -86,6 +97,7 @@ pub struct NodeBuilder {
     when_main_gone: WhenMainGone,
     reply_spin: Duration,
     bootstrap: Option<String>,
+    independent: bool,
 }
 
 impl Default for NodeBuilder {
@@ -99,6 +111,7 @@ impl Default for NodeBuilder {
             when_main_gone: WhenMainGone::Exit,
             reply_spin: spin::DEFAULT,
             bootstrap: None,
+            independent: false,
         }
     }
 }
@@ -163,26 +176,83 @@ impl NodeBuilder {
     }
 
     /// Uses `value` in place of the `YUKI_BOOTSTRAP` environment variable
-    /// (the process then starts as a child).
+    /// (the process then starts as a child, and [`yuki_channel::role()`]
+    /// says so too).
     pub fn bootstrap(mut self, value: impl Into<String>) -> NodeBuilder {
         self.bootstrap = Some(value.into());
         self
     }
 
+    /// Lets this main start beside the process's main node, with its own
+    /// store, channels and children: several applications in one process,
+    /// as tests run them. Without it a second main fails with
+    /// [`Error::AlreadyMain`]. No effect in a child.
+    ///
+    /// ```
+    /// use yuki_ipc_transport::Node;
+    /// let a = Node::builder().independent_main().init()?;
+    /// let b = Node::builder().independent_main().init()?;
+    /// assert!(a.role().is_main() && b.role().is_main());
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn independent_main(mut self) -> NodeBuilder {
+        self.independent = true;
+        self
+    }
+
     /// Starts the node: the server side in main; in a child, the handshake
     /// with main, which fails within the handshake time-out.
+    ///
+    /// The role comes from [`NodeBuilder::bootstrap`] if given, else from
+    /// [`yuki_channel::role()`]: both always agree. A process starts once:
+    /// in a child a second `init` returns a node on the same link (the
+    /// options of the first apply); in main it fails with
+    /// [`Error::AlreadyMain`] while the first main node lives.
+    ///
+    /// ```
+    /// use yuki_ipc_transport::{Error, Node};
+    /// let node = Node::init()?; // main: no YUKI_BOOTSTRAP here
+    /// assert_eq!(Node::init().unwrap_err(), Error::AlreadyMain);
+    /// drop(node);
+    /// let again = Node::init()?; // once the first is gone, a new main may start
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
     pub fn init(self) -> Result<Node> {
-        let value = self
-            .bootstrap
-            .clone()
-            .or_else(|| std::env::var_os(BOOTSTRAP_ENV).map(|v| v.to_string_lossy().into_owned()));
-        match value {
-            None => self.init_main(),
-            Some(v) => self.init_child(&v),
+        if let Some((transport, name)) = lock(&JOINED).clone() {
+            return Ok(Node {
+                transport,
+                supervisor: None,
+                name,
+                holds_main: false,
+            });
+        }
+        if let Some(v) = self.bootstrap.clone() {
+            return self.init_child(&v);
+        }
+        match yuki_channel::role() {
+            Role::Main => self.init_main(),
+            Role::Child => match std::env::var_os(BOOTSTRAP_ENV) {
+                Some(v) => self.init_child(&v.to_string_lossy()),
+                None => Err(Error::MalformedBootstrap(format!(
+                    "{BOOTSTRAP_ENV} was removed from the environment after this process read its role"
+                ))),
+            },
         }
     }
 
     fn init_main(self) -> Result<Node> {
+        let holds_main = !self.independent;
+        if holds_main && MAIN_ALIVE.swap(true, Ordering::AcqRel) {
+            return Err(Error::AlreadyMain);
+        }
+        let node = self.start_main(holds_main);
+        if node.is_err() && holds_main {
+            MAIN_ALIVE.store(false, Ordering::Release);
+        }
+        node
+    }
+
+    fn start_main(self, holds_main: bool) -> Result<Node> {
         let hub = Arc::new(Hub::new(self.max_frame, self.max_backlog, self.reply_spin));
         let supervisor = Supervisor::start(
             hub.clone(),
@@ -198,11 +268,31 @@ impl NodeBuilder {
             transport,
             supervisor: Some(supervisor),
             name: "main".into(),
+            holds_main,
         })
     }
 
     fn init_child(self, value: &str) -> Result<Node> {
+        // One join at a time: a second caller waits and shares the link.
+        let mut joined_slot = lock(&JOINED);
+        if let Some((transport, name)) = joined_slot.clone() {
+            return Ok(Node {
+                transport,
+                supervisor: None,
+                name,
+                holds_main: false,
+            });
+        }
         let joined = rendezvous::join(value, self.handshake_timeout)?;
+        // Fixed only once joined, so a failed join leaves the role alone;
+        // on a conflict the joined link is dropped, which main sees as this
+        // child leaving.
+        if let Err(fixed) = yuki_channel::set_role(Role::Child) {
+            return Err(Error::RoleConflict {
+                fixed,
+                wanted: Role::Child,
+            });
+        }
         let (peer, name) = (joined.peer, joined.name.clone());
         let link = ChildLink::start(
             joined,
@@ -212,10 +302,13 @@ impl NodeBuilder {
         )
         .map_err(|e| Error::os("starting the link threads", e))?;
         tracing::debug!(peer, %name, "joined main");
+        let transport = Arc::new(IpcTransport::new(Side::Child(link)));
+        *joined_slot = Some((transport.clone(), name.clone()));
         Ok(Node {
-            transport: Arc::new(IpcTransport::new(Side::Child(link))),
+            transport,
             supervisor: None,
             name,
+            holds_main: false,
         })
     }
 }
@@ -500,7 +593,14 @@ impl Drop for Node {
         if let Some(s) = &self.supervisor {
             s.shutdown();
         }
+        if self.holds_main {
+            MAIN_ALIVE.store(false, Ordering::Release);
+        }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl fmt::Debug for Node {

@@ -495,6 +495,12 @@ impl ChildShared {
                 }
             }
             Arrival::Joined(Hello::Abort) => Err(Error::os("the handshake", "aborted")),
+            // No hello at all: the child never connected.
+            Arrival::Failed(Error::HandshakeTimeout(waited)) => Err(Error::NeverConnected {
+                name: self.name.clone(),
+                pid,
+                waited,
+            }),
             Arrival::Failed(e) => Err(e),
         };
 

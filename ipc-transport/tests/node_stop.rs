@@ -82,7 +82,7 @@ fn a_child_asked_to_stop_finishes_its_log_line_saves_through_main_and_exits_clea
     let dir = std::env::temp_dir().join(format!("yuki-stop-{}", h.run_id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("child.log");
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let saved = inbox(&node, "saved");
     let mut cmd = h.command("writer", 0);
     cmd.env(LOG_ENV, &path);
@@ -109,7 +109,7 @@ fn a_child_that_ignores_the_stop_is_killed_after_the_grace_period() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let child = node.spawn("deaf", h.command("deaf", 0)).unwrap();
     let grace = Duration::from_millis(300);
     let asked = Instant::now();
@@ -137,7 +137,7 @@ fn an_on_stop_hook_runs_and_may_call_main() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let hook = inbox(&node, "hook");
     let child = node.spawn("hooked", h.command("hooked", 0)).unwrap();
     assert_eq!(hook.recv_timeout(WAIT).unwrap(), b"armed");
@@ -170,7 +170,7 @@ fn the_polled_timed_and_async_forms_see_the_stop() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let seen = inbox(&node, "seen");
     let child = node.spawn("forms", h.command("forms", 0)).unwrap();
     let before: (bool, bool) = codec::decode(&seen.recv_timeout(WAIT).unwrap()).unwrap();
@@ -188,7 +188,7 @@ fn main_is_never_asked_to_stop() {
     if run_child(|_| {}) {
         return;
     }
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     assert!(!node.stop_requested());
     assert!(matches!(node.wait_for_stop(), Err(Error::WrongRole(_))));
     assert!(matches!(

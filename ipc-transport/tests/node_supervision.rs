@@ -37,7 +37,7 @@ fn a_crashing_child_is_restarted_with_backoff_until_the_budget_runs_out() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let seen = record(&node);
     let child = node
         .child("crasher", h.command("crasher", 0))
@@ -105,7 +105,7 @@ fn stop_escalates_from_asking_to_sigterm_to_sigkill() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let seen = record(&node);
 
     // Ignores the stop request but dies of SIGTERM, after the grace period.
@@ -143,7 +143,7 @@ fn a_polite_child_exits_on_the_shutdown_message() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let seen = record(&node);
     let child = node.spawn("polite", h.command("polite", 0)).unwrap();
     assert!(child.is_running());
@@ -169,7 +169,7 @@ fn kill_and_restart_from_main() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let seen = record(&node);
     let child = node
         .child("worker", h.command("worker", 0))
@@ -219,7 +219,7 @@ fn a_child_asks_main_to_restart_then_stop_it() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let seen = record(&node);
     let runs = Arc::new(AtomicU32::new(0));
     let r = runs.clone();
@@ -268,7 +268,7 @@ fn killing_a_child_while_it_sends_leaves_main_and_the_others_serving() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let t = node.transport();
     let victim_calls = Arc::new(AtomicU32::new(0));
     let (started_tx, started_rx) = crossbeam_channel::bounded(1);
@@ -321,7 +321,7 @@ fn policies_decide_which_exits_restart() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let on_failure = node
         .child("clean-on-failure", h.command("clean", 0))
         .restart(RestartPolicy::OnFailure)

@@ -31,7 +31,10 @@ struct Main {
 }
 
 fn start_main() -> Main {
-    let node = Node::init().expect("main starts");
+    let node = Node::builder()
+        .independent_main()
+        .init()
+        .expect("main starts");
     let clock = Arc::new(ManualClock::default());
     let store =
         Store::attach_with(node.transport(), Config::default().clock(clock.clone())).unwrap();

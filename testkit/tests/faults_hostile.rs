@@ -216,6 +216,7 @@ struct Main {
 fn start_main() -> Main {
     let h = Harness::new().timeout(Duration::from_secs(120));
     let node = Node::builder()
+        .independent_main()
         .max_frame(MAX_FRAME)
         .max_backlog(MAX_BACKLOG)
         .init()
