@@ -82,7 +82,14 @@ fn run_watcher() {
     let inbox = node.channel::<u32>("inbox").unwrap();
     let receiver = std::thread::spawn(move || {
         let r = inbox.recv();
-        (r.is_err(), now_ns())
+        let at = now_ns();
+        // The reason is said once, not wrapped in itself.
+        let said = r.as_ref().map_err(|e| e.to_string()).err();
+        let once = said
+            .as_deref()
+            .is_some_and(|s| s.matches("main is gone").count() == 1);
+        assert!(once, "{said:?}");
+        (r.is_err(), at)
     });
     let in_flight = t.call("slow", b"");
     let call_ns = now_ns();

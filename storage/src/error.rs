@@ -8,7 +8,9 @@ use std::time::Duration;
 pub enum Error {
     /// Main is gone (or this endpoint was shut down): nothing was applied
     /// after this point, and no call waits for an answer that cannot come.
-    #[error("disconnected from main: {0}; main is gone, so restart this process or reconnect")]
+    #[error(
+        "disconnected: {0}; nothing from now on reaches main's store and yuki does not reconnect, so finish up and end this process (main starts it again if its restart policy says so)"
+    )]
     Disconnected(String),
 
     /// A Redis server could not be reached or failed a command.
