@@ -34,6 +34,14 @@ use crate::passive::{Passive, ReceiveLoop};
 /// explicitly with [`close`](Channel::close), since every handle may both
 /// send and receive. [`Error::Disconnected`] means main is gone.
 ///
+/// **Byte payloads**: a hosted channel encodes its items with serde, which
+/// writes a plain `Vec<u8>` one element at a time (about ten times slower
+/// than a copy for large payloads). Carry bytes as
+/// `serde_bytes::ByteBuf` (or a field marked `#[serde(with = "serde_bytes")]`)
+/// and they are copied whole. An item too large for the transport's frame
+/// is refused with [`Error::FrameTooLarge`] while it is encoded, before it
+/// costs more memory than the limit.
+///
 /// ```
 /// use std::time::Duration;
 /// use yuki_channel::{Channel, Error};

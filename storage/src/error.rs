@@ -35,9 +35,11 @@ pub enum Error {
         max: usize,
     },
 
-    /// An encoded value larger than [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN).
+    /// An encoded value larger than the store's
+    /// [`Config::max_value_len`](crate::Config::max_value_len) (default
+    /// [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN)).
     #[error(
-        "the value for key {key:?} is {len} bytes encoded, over the maximum of {max}; store smaller values or split them over several keys"
+        "the value for key {key:?} is {len} bytes encoded, over the maximum of {max}; store smaller values, split them over several keys, or raise Config::max_value_len (main's setting decides; give children the same)"
     )]
     ValueTooLarge {
         /// The key it was meant for.
