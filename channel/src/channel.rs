@@ -10,6 +10,7 @@ use crate::error::{Error, Result, SendError, TrySendError};
 use crate::hosted::Hosted;
 use crate::local::{Fail, Local};
 use crate::passive::{Passive, ReceiveLoop};
+use crate::stream::Pending;
 
 /// A named FIFO queue of `T`; clones are handles to the same queue.
 ///
@@ -65,6 +66,8 @@ use crate::passive::{Passive, ReceiveLoop};
 /// ```
 pub struct Channel<T> {
     shared: Arc<Shared<T>>,
+    /// This handle's receive in flight as a `Stream` (each clone has its own).
+    pub(crate) pending: Pending<T>,
 }
 
 /// In this order (`repr(C)`), so that what every send and receive reads
@@ -91,6 +94,7 @@ impl<T> Clone for Channel<T> {
     fn clone(&self) -> Self {
         Channel {
             shared: self.shared.clone(),
+            pending: Pending::default(),
         }
     }
 }
@@ -132,11 +136,15 @@ impl<T: Send + 'static> Channel<T> {
                 queue,
                 passive: Passive::default(),
             }),
+            pending: Pending::default(),
         }
     }
 
     pub(crate) fn from_shared(shared: Arc<Shared<T>>) -> Channel<T> {
-        Channel { shared }
+        Channel {
+            shared,
+            pending: Pending::default(),
+        }
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared<T>> {

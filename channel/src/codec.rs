@@ -60,7 +60,7 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
 /// let big = serde_bytes::ByteBuf::from(vec![0u8; 1000]);
 /// assert!(matches!(
 ///     codec::encode_limited(&big, 16),
-///     Err(Error::FrameTooLarge { size: 1002, max: 16 })
+///     Err(Error::FrameTooLarge { size: 1003, max: 16 })
 /// ));
 /// ```
 pub fn encode_limited<T: Serialize + ?Sized>(value: &T, max: usize) -> Result<Vec<u8>> {

@@ -79,6 +79,7 @@ mod local;
 mod passive;
 mod registry;
 mod role;
+mod stream;
 mod transport;
 
 pub use channel::Channel;

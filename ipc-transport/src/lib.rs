@@ -93,5 +93,5 @@ pub use node::{ChildBuilder, Node, NodeBuilder};
 #[doc(hidden)]
 pub use raw::RawRegion;
 pub use stop::WaitForStop;
-pub use supervise::{ChildHandle, Exit, Lifecycle, LifecycleHook, Restart, RestartPolicy};
+pub use supervise::{ChildHandle, Exit, Lifecycle, Restart, RestartPolicy};
 pub use transport::IpcTransport;

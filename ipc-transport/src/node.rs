@@ -17,7 +17,7 @@ use crate::main_side::Hub;
 use crate::rendezvous;
 use crate::spin;
 use crate::stop::{self, NOT_IN_MAIN, WaitForStop};
-use crate::supervise::{ChildHandle, LifecycleHook, Restart, RestartPolicy, Supervisor};
+use crate::supervise::{ChildHandle, Lifecycle, Restart, RestartPolicy, Supervisor};
 use crate::transport::{IpcTransport, Side};
 use crate::wire::Control;
 
@@ -324,8 +324,20 @@ pub struct ChildBuilder<'a> {
 }
 
 impl ChildBuilder<'_> {
-    /// When to restart it (default: never).
-    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+    /// When to restart it (default: never). (Named apart from
+    /// [`ChildHandle::restart`], which restarts a child now.)
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::{Node, RestartPolicy};
+    /// # let node = Node::init()?;
+    /// let exe = std::env::current_exe().unwrap();
+    /// let worker = node
+    ///     .child("worker", std::process::Command::new(exe))
+    ///     .restart_policy(RestartPolicy::OnFailure)
+    ///     .spawn()?;
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
         self.restart.policy = policy;
         self
     }
@@ -444,10 +456,22 @@ impl Node {
     }
 
     /// Adds a hook run in main before a child stops, before it restarts,
-    /// and when it exits. Does nothing in a child.
-    pub fn on_lifecycle(&self, hook: LifecycleHook) {
+    /// and when it exits. Does nothing in a child (a child learns of its
+    /// own stop with [`Node::on_stop`]).
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::{Lifecycle, Node};
+    /// # let node = Node::init()?;
+    /// node.on_lifecycle(|moment| {
+    ///     if let Lifecycle::Exited { name, status, .. } = moment {
+    ///         println!("{name} exited ({status})");
+    ///     }
+    /// });
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn on_lifecycle(&self, hook: impl Fn(&Lifecycle) + Send + Sync + 'static) {
         if let Some(s) = &self.supervisor {
-            s.on_lifecycle(hook);
+            s.on_lifecycle(Arc::new(hook));
         }
     }
 

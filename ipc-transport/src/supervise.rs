@@ -112,7 +112,7 @@ pub enum Lifecycle {
 }
 
 /// A hook run at each [`Lifecycle`] moment.
-pub type LifecycleHook = Arc<dyn Fn(&Lifecycle) + Send + Sync>;
+pub(crate) type LifecycleHook = Arc<dyn Fn(&Lifecycle) + Send + Sync>;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -752,7 +752,7 @@ impl ChildHandle {
             if let Some(s) = signal {
                 self.shared.signal(s);
             }
-            if let Some(exit) = self.wait_timeout(wait) {
+            if let Ok(exit) = self.wait_timeout(wait) {
                 return Ok(exit);
             }
         }
@@ -779,7 +779,6 @@ impl ChildHandle {
         self.shared.changed.notify_all();
         self.shared.signal(libc::SIGKILL);
         self.wait_timeout(KILL_WAIT)
-            .ok_or(Error::Transport(yuki_channel::Error::Timeout(KILL_WAIT)))
     }
 
     /// Stops it (as [`ChildHandle::stop`], with the node's
@@ -827,20 +826,35 @@ impl ChildHandle {
         Ok(())
     }
 
-    /// Waits until it has ended for good (stopped, or not restarted).
-    pub fn wait(&self) -> Exit {
+    /// Waits until it has ended for good (stopped, or not restarted), and
+    /// says how: the same shape as [`ChildHandle::stop`] and
+    /// [`ChildHandle::kill`].
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::Node;
+    /// # let node = Node::init()?;
+    /// let exe = std::env::current_exe().unwrap();
+    /// let child = node.spawn("worker", std::process::Command::new(exe))?;
+    /// let exit = child.wait()?;
+    /// println!("worker ended: {}", exit.status);
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn wait(&self) -> Result<Exit> {
         loop {
-            if let Some(exit) = self.wait_timeout(Duration::from_secs(3600)) {
-                return exit;
+            match self.wait_timeout(Duration::from_secs(3600)) {
+                Err(Error::Transport(yuki_channel::Error::Timeout(_))) => {}
+                other => return other,
             }
         }
     }
 
-    /// Like [`ChildHandle::wait`], giving up after `timeout`.
-    pub fn wait_timeout(&self, timeout: Duration) -> Option<Exit> {
+    /// Like [`ChildHandle::wait`], giving up after `timeout` with
+    /// [`Error::Transport`] holding a time-out, as `stop` does.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Exit> {
         self.shared
             .wait_until(Instant::now() + timeout, |st| st.finished.is_some());
         self.try_wait()
+            .ok_or(Error::Transport(yuki_channel::Error::Timeout(timeout)))
     }
 
     /// How it ended, if it has ended for good.

@@ -111,11 +111,17 @@ fn a_child_that_ignores_the_stop_is_killed_after_the_grace_period() {
     let h = Harness::new();
     let node = Node::builder().independent_main().init().unwrap();
     let child = node.spawn("deaf", h.command("deaf", 0)).unwrap();
+    // wait_timeout has stop's shape: a time-out is an error.
+    assert!(matches!(
+        child.wait_timeout(Duration::from_millis(1)),
+        Err(Error::Transport(yuki_channel::Error::Timeout(_)))
+    ));
     let grace = Duration::from_millis(300);
     let asked = Instant::now();
     let exit = child.stop(grace).unwrap();
     assert!(asked.elapsed() >= grace, "killed before its grace ran out");
     assert_eq!(exit.status.signal(), Some(libc::SIGTERM), "{exit:?}");
+    assert_eq!(child.wait().unwrap(), exit);
     drop(node);
     h.assert_no_leftovers(WAIT);
 }

@@ -17,9 +17,7 @@ type Seen = Arc<Mutex<Vec<(Instant, Lifecycle)>>>;
 fn record(node: &Node) -> Seen {
     let seen: Seen = Arc::default();
     let s = seen.clone();
-    node.on_lifecycle(Arc::new(move |e| {
-        s.lock().unwrap().push((Instant::now(), e.clone()))
-    }));
+    node.on_lifecycle(move |e| s.lock().unwrap().push((Instant::now(), e.clone())));
     seen
 }
 
@@ -41,7 +39,7 @@ fn a_crashing_child_is_restarted_with_backoff_until_the_budget_runs_out() {
     let seen = record(&node);
     let child = node
         .child("crasher", h.command("crasher", 0))
-        .restart(RestartPolicy::OnFailure)
+        .restart_policy(RestartPolicy::OnFailure)
         .backoff(Duration::from_millis(20), Duration::from_millis(50))
         .restart_budget(3)
         .spawn()
@@ -173,7 +171,7 @@ fn kill_and_restart_from_main() {
     let seen = record(&node);
     let child = node
         .child("worker", h.command("worker", 0))
-        .restart(RestartPolicy::Always)
+        .restart_policy(RestartPolicy::Always)
         .spawn()
         .unwrap();
     let (pid, peer) = (child.pid(), child.id());
@@ -192,7 +190,7 @@ fn kill_and_restart_from_main() {
     let exit = child.kill().unwrap();
     assert_eq!(exit.status.signal(), Some(libc::SIGKILL));
     assert!(child.restart().is_err());
-    assert!(child.wait_timeout(Duration::from_millis(1)).is_some());
+    assert!(child.wait_timeout(Duration::from_millis(1)).is_ok());
     // The name can be used again once the child has ended.
     let again = node.spawn("worker", h.command("worker", 1)).unwrap();
     assert!(node.spawn("worker", h.command("worker", 2)).is_err());
@@ -324,7 +322,7 @@ fn policies_decide_which_exits_restart() {
     let node = Node::builder().independent_main().init().unwrap();
     let on_failure = node
         .child("clean-on-failure", h.command("clean", 0))
-        .restart(RestartPolicy::OnFailure)
+        .restart_policy(RestartPolicy::OnFailure)
         .spawn()
         .unwrap();
     let exit = on_failure.wait_timeout(WAIT).unwrap();
@@ -333,7 +331,7 @@ fn policies_decide_which_exits_restart() {
 
     let always = node
         .child("clean-always", h.command("clean", 1))
-        .restart(RestartPolicy::Always)
+        .restart_policy(RestartPolicy::Always)
         .backoff(Duration::from_millis(1), Duration::from_millis(1))
         .restart_budget(2)
         .spawn()
@@ -342,7 +340,7 @@ fn policies_decide_which_exits_restart() {
     assert!(exit.status.success());
     assert_eq!((exit.restarts, exit.gave_up), (2, true));
     // wait() returns at once for a child that has ended.
-    assert_eq!(always.wait(), exit);
+    assert_eq!(always.wait().unwrap(), exit);
     drop(node);
     h.assert_no_leftovers(WAIT);
 }

@@ -124,6 +124,10 @@ pub enum Error {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
 
+    /// Nothing is queued right now (from `Watch::try_recv`).
+    #[error("no change is waiting; wait for one with recv or recv_timeout")]
+    Empty,
+
     /// Main answered something this process cannot read.
     #[error(
         "main sent a reply this process cannot read ({0}); main and this process run different versions of yuki"

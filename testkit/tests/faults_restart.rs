@@ -59,7 +59,7 @@ fn a_child_restarted_a_hundred_times_leaks_nothing_in_main() {
     let store = Store::attach(t.clone()).unwrap();
     let pubsub = PubSub::attach(t.clone()).unwrap();
     let _jobs = Channel::<u8>::open(&t, "jobs").unwrap();
-    let mut starts = store.watch("starts").unwrap();
+    let starts = store.watch("starts").unwrap();
     // Warm up every lazily started part of main once.
     store.set("w.x", &1u8).unwrap();
     pubsub.publish("news", &1u8).unwrap();
