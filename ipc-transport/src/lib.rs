@@ -24,7 +24,7 @@
 //!     }))?;
 //!     let exe = std::env::current_exe().unwrap();
 //!     let worker = node.spawn("worker", Command::new(exe))?;
-//!     worker.wait_timeout(Duration::from_secs(10));
+//!     worker.wait_timeout(Duration::from_secs(10))?;
 //! } else {
 //!     assert_eq!(transport.call("echo", b"hi")?, b"hi");
 //! }
