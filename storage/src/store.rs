@@ -104,7 +104,7 @@ impl Config {
 /// `Vec<u8>` one element at a time; store bytes as `serde_bytes::ByteBuf`
 /// (or a field marked `#[serde(with = "serde_bytes")]`) and they are copied
 /// whole, many times faster for large values (the benchmark's "1 MiB
-/// Vec<u8>" line measures it).
+/// `Vec<u8>`" line measures it).
 ///
 /// In main the data is a sharded map in this process and every operation
 /// works on it directly. In a child every operation is one call to main.
