@@ -10,6 +10,7 @@ use crate::error::{Error, Result, SendError, SendTimeoutError, TrySendError};
 use crate::hosted::Hosted;
 use crate::local::{Fail, Local};
 use crate::passive::{Passive, ReceiveLoop};
+use crate::stream::Pending;
 
 /// A named FIFO queue of `T`; clones are handles to the same queue.
 ///
@@ -34,6 +35,14 @@ use crate::passive::{Passive, ReceiveLoop};
 /// explicitly with [`close`](Channel::close), since every handle may both
 /// send and receive. [`Error::Disconnected`] means main is gone.
 ///
+/// **Byte payloads**: a hosted channel encodes its items with serde, which
+/// writes a plain `Vec<u8>` one element at a time (about ten times slower
+/// than a copy for large payloads). Carry bytes as
+/// `serde_bytes::ByteBuf` (or a field marked `#[serde(with = "serde_bytes")]`)
+/// and they are copied whole. An item too large for the transport's frame
+/// is refused with [`Error::FrameTooLarge`] while it is encoded, before it
+/// costs more memory than the limit.
+///
 /// ```
 /// use std::time::Duration;
 /// use yuki_channel::{Channel, Error};
@@ -57,6 +66,8 @@ use crate::passive::{Passive, ReceiveLoop};
 /// ```
 pub struct Channel<T> {
     shared: Arc<Shared<T>>,
+    /// This handle's receive in flight as a `Stream` (each clone has its own).
+    pub(crate) pending: Pending<T>,
 }
 
 /// In this order (`repr(C)`), so that what every send and receive reads
@@ -83,6 +94,7 @@ impl<T> Clone for Channel<T> {
     fn clone(&self) -> Self {
         Channel {
             shared: self.shared.clone(),
+            pending: Pending::default(),
         }
     }
 }
@@ -124,11 +136,15 @@ impl<T: Send + 'static> Channel<T> {
                 queue,
                 passive: Passive::default(),
             }),
+            pending: Pending::default(),
         }
     }
 
     pub(crate) fn from_shared(shared: Arc<Shared<T>>) -> Channel<T> {
-        Channel { shared }
+        Channel {
+            shared,
+            pending: Pending::default(),
+        }
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared<T>> {

@@ -7,6 +7,8 @@
 //! the input holds is refused before anything is allocated for it.
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+use bincode::enc::write::{SizeWriter, Writer};
+use bincode::error::EncodeError;
 use serde::Serialize;
 use serde::de::{Deserialize, DeserializeOwned};
 
@@ -45,6 +47,60 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
             type_name: std::any::type_name::<T>(),
             reason: e.to_string(),
         })
+}
+
+/// Encodes `value` into a new buffer of at most `max` bytes. A value whose
+/// encoding is larger is refused with [`Error::FrameTooLarge`] as soon as
+/// the encoder passes `max`, so it never costs more memory than the
+/// maximum; its full size is then counted without storing it.
+///
+/// ```
+/// use yuki_channel::{Error, codec};
+/// assert_eq!(codec::encode_limited(&7u8, 16).unwrap(), [7]);
+/// let big = serde_bytes::ByteBuf::from(vec![0u8; 1000]);
+/// assert!(matches!(
+///     codec::encode_limited(&big, 16),
+///     Err(Error::FrameTooLarge { size: 1003, max: 16 })
+/// ));
+/// ```
+pub fn encode_limited<T: Serialize + ?Sized>(value: &T, max: usize) -> Result<Vec<u8>> {
+    struct Capped {
+        out: Vec<u8>,
+        max: usize,
+        over: bool,
+    }
+    impl Writer for Capped {
+        fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), EncodeError> {
+            if bytes.len() > self.max - self.out.len() {
+                self.over = true;
+                return Err(EncodeError::Other("the value is larger than the maximum"));
+            }
+            self.out.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+    let encode_error = |e: EncodeError| Error::Encode {
+        type_name: std::any::type_name::<T>(),
+        reason: e.to_string(),
+    };
+    let mut capped = Capped {
+        out: Vec::new(),
+        max,
+        over: false,
+    };
+    match bincode::serde::encode_into_writer(value, &mut capped, CONFIG) {
+        Ok(()) => Ok(capped.out),
+        Err(_) if capped.over => {
+            drop(capped);
+            let mut size = SizeWriter::default();
+            bincode::serde::encode_into_writer(value, &mut size, CONFIG).map_err(encode_error)?;
+            Err(Error::FrameTooLarge {
+                size: size.bytes_written,
+                max,
+            })
+        }
+        Err(e) => Err(encode_error(e)),
+    }
 }
 
 /// Decodes a `T` that must fill `bytes` exactly: trailing bytes are an error,
@@ -305,6 +361,31 @@ mod tests {
         assert_eq!(results.len(), 3);
         assert!(results[2].is_err());
         assert!(Frames::new(&[1, 0]).next().unwrap().is_err());
+    }
+
+    #[test]
+    fn a_limited_encoding_is_the_encoding_or_the_exact_size_refused() {
+        let values = [
+            encode(&"text").unwrap(),
+            encode(&vec![1u32, 300, 70_000]).unwrap(),
+            encode(&(7u8, "k", serde_bytes::ByteBuf::from(vec![9u8; 500]))).unwrap(),
+        ];
+        assert_eq!(encode_limited(&"text", 100).unwrap(), values[0]);
+        assert_eq!(
+            encode_limited(&vec![1u32, 300, 70_000], values[1].len()).unwrap(),
+            values[1]
+        );
+        let big = (7u8, "k", serde_bytes::ByteBuf::from(vec![9u8; 500]));
+        assert_eq!(encode_limited(&big, values[2].len()).unwrap(), values[2]);
+        for max in [0, 1, 3, values[2].len() - 1] {
+            assert_eq!(
+                encode_limited(&big, max),
+                Err(Error::FrameTooLarge {
+                    size: values[2].len(),
+                    max
+                })
+            );
+        }
     }
 
     #[test]

@@ -13,12 +13,14 @@ use std::fmt;
 pub enum Error {
     /// The other side of the transport is gone (main exited, the link broke,
     /// or this endpoint was shut down).
-    #[error("disconnected: {0}; the peer is gone, so reconnect or restart this process")]
+    #[error(
+        "disconnected: {0}; yuki does not reconnect a link, so finish up and end this process (main starts it again if its restart policy says so)"
+    )]
     Disconnected(String),
 
     /// A frame is larger than the transport accepts.
     #[error(
-        "frame of {size} bytes exceeds the maximum of {max} bytes; send smaller values or raise the limit"
+        "frame of {size} bytes exceeds the maximum of {max} bytes; send smaller values, or raise the limit (NodeBuilder::max_frame in main, InThreadTransport::with_max_frame in one process)"
     )]
     FrameTooLarge {
         /// Size of the refused frame.

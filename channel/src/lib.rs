@@ -13,7 +13,7 @@
 //!   process over a [`Transport`];
 //! - [`Registry`] with [`register`], [`lookup`] and [`names`]: channels found
 //!   by name;
-//! - [`Role`], [`role()`] and [`is_main_process()`]: which side this process is;
+//! - [`Role`], [`role()`], [`is_main_process()`] and [`set_role()`]: which side this process is;
 //! - [`Transport`]: the seam over which frames travel between processes
 //!   (calls to services in main, each with a deadline, pushes to a peer,
 //!   peer events), and
@@ -80,6 +80,7 @@ mod local;
 mod passive;
 mod registry;
 mod role;
+mod stream;
 mod transport;
 
 pub use channel::Channel;
@@ -88,7 +89,7 @@ pub use hosted::host_channels;
 pub use inthread::InThreadTransport;
 pub use passive::ReceiveLoop;
 pub use registry::{Registry, lookup, names, register};
-pub use role::{BOOTSTRAP_ENV, Role, is_main_process, role};
+pub use role::{BOOTSTRAP_ENV, Role, is_main_process, role, set_role};
 pub use transport::{
     DEFAULT_CALL_TIMEOUT, Extensions, PeerEvent, PeerEventHandler, PeerId, PushHandler,
     ReplyHandler, Service, Transport,

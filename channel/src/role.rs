@@ -55,6 +55,25 @@ pub fn role() -> Role {
     *ROLE.get_or_init(|| Role::from_bootstrap(std::env::var_os(BOOTSTRAP_ENV).as_deref()))
 }
 
+/// Fixes this process's role for [`role()`] when the transport learned it
+/// from elsewhere than [`BOOTSTRAP_ENV`] (a bootstrap value given in code),
+/// so that every part of the process agrees on one answer.
+///
+/// Returns `Err` with the role already fixed when it differs: a process
+/// does not change sides, so the caller reports the conflict.
+///
+/// ```
+/// use yuki_channel::{Role, role, set_role};
+/// let now = role();
+/// assert_eq!(set_role(now), Ok(()));
+/// let other = if now.is_main() { Role::Child } else { Role::Main };
+/// assert_eq!(set_role(other), Err(now));
+/// ```
+pub fn set_role(role: Role) -> Result<(), Role> {
+    let fixed = *ROLE.get_or_init(|| role);
+    if fixed == role { Ok(()) } else { Err(fixed) }
+}
+
 /// Whether this process is the main process (the seed's `IS_MAIN_PROCESS`).
 pub fn is_main_process() -> bool {
     role().is_main()

@@ -21,16 +21,21 @@ use crate::outbound::{Outbound, Refused, Tx};
 use crate::pipe::{self, PipeError, Reader, Way};
 use crate::rendezvous::Joined;
 use crate::spin::Spin;
+use crate::stop::StopSignal;
 use crate::wire::{self, Control, Failure, Frame};
 
 /// What a child does when its link to main closes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WhenMainGone {
-    /// Fail pending calls, tell the peer-event handlers, then exit the process
-    /// (status 0 when main asked it to shut down, 1 when main vanished).
+    /// Fail pending calls, tell the peer-event handlers, request this
+    /// child's stop (see [`Node::wait_for_stop`](crate::Node::wait_for_stop)),
+    /// and exit the process with status 1 if the program has not ended by
+    /// itself within its stop time-out
+    /// ([`NodeBuilder::stop_timeout`](crate::NodeBuilder::stop_timeout)):
+    /// nobody is left to stop it.
     Exit,
-    /// Fail pending calls and tell the peer-event handlers; the program
-    /// decides what to do.
+    /// Fail pending calls, tell the peer-event handlers and request this
+    /// child's stop; the program decides what to do and when to end.
     Stay,
 }
 
@@ -260,6 +265,10 @@ pub(crate) struct ChildLink {
     pub(crate) push: RwLock<HashMap<String, Arc<[PushHandler]>>>,
     pub(crate) events: RwLock<Vec<PeerEventHandler>>,
     when_gone: WhenMainGone,
+    /// Set when main asks this child to stop, or is gone.
+    pub(crate) stop: Arc<StopSignal>,
+    /// How long the program has to end by itself once main is gone.
+    grace: Duration,
 }
 
 impl ChildLink {
@@ -268,6 +277,7 @@ impl ChildLink {
         when_gone: WhenMainGone,
         spin: Duration,
         call_timeout: Duration,
+        grace: Duration,
     ) -> std::io::Result<Arc<ChildLink>> {
         let Joined {
             peer,
@@ -291,6 +301,8 @@ impl ChildLink {
             push: RwLock::default(),
             events: RwLock::default(),
             when_gone,
+            stop: Arc::default(),
+            grace,
         });
         let writer = link.clone();
         std::thread::Builder::new()
@@ -785,9 +797,11 @@ impl ChildLink {
                     }
                 }
                 Frame::Control(Control::Shutdown) => {
-                    finish(&mut replies);
-                    self.main_gone("main asked this child to shut down".into(), true);
-                    return Read::Closed;
+                    // The link stays open: the program may still save its
+                    // state through main before it returns from `main`.
+                    if self.stop.request() {
+                        tracing::info!("main asked this child to stop");
+                    }
                 }
                 other => {
                     finish(&mut replies);
@@ -801,8 +815,10 @@ impl ChildLink {
         Read::Handled
     }
 
-    /// Fails every call, tells the handlers, and exits unless told to stay.
-    fn main_gone(&self, reason: String, asked: bool) {
+    /// Fails every call, tells the handlers and requests this child's stop;
+    /// unless told to stay, ends the process if the program has not ended
+    /// by itself within its grace period.
+    fn main_gone(&self, reason: String, _asked: bool) {
         let calls = {
             let mut p = self.pending();
             if p.gone.is_some() {
@@ -826,9 +842,21 @@ impl ChildLink {
         for h in handlers {
             h(&event);
         }
+        self.stop.request();
         if self.when_gone == WhenMainGone::Exit {
-            tracing::info!(%reason, "link to main closed; exiting");
-            std::process::exit(if asked { 0 } else { 1 });
+            let grace = self.grace;
+            tracing::info!(%reason, ?grace, "link to main closed; exiting unless the program ends first");
+            // Nobody is left to stop this process: after the grace period
+            // it ends itself, as main would have killed it.
+            let spawned = std::thread::Builder::new()
+                .name("yuki-orphan".into())
+                .spawn(move || {
+                    std::thread::sleep(grace);
+                    std::process::exit(1);
+                });
+            if spawned.is_err() {
+                std::process::exit(1);
+            }
         }
     }
 

@@ -25,11 +25,45 @@ pub enum Error {
     )]
     Refused(String),
 
-    /// The handshake did not finish in time.
+    /// The handshake started but did not finish in time: the other side
+    /// connected (or was connected to) and did not answer.
     #[error(
-        "the handshake did not finish within {0:?}; the other side is stuck or too slow (raise the handshake time-out)"
+        "the handshake started but did not finish within {0:?}; the other side is stuck or too slow (raise NodeBuilder::handshake_timeout)"
     )]
     HandshakeTimeout(Duration),
+
+    /// A spawned child ran but never connected to main: its program does
+    /// not call `Node::init()`, or not before the handshake time-out.
+    #[error(
+        "child {name:?} (pid {pid}) started but never connected within {waited:?}; its program must call Node::init() first thing at start-up (if it does and starts slowly, raise NodeBuilder::handshake_timeout)"
+    )]
+    NeverConnected {
+        /// The child's name.
+        name: String,
+        /// Its process id (it has been killed).
+        pid: u32,
+        /// How long main waited.
+        waited: Duration,
+    },
+
+    /// `Node::init` was called in main while this process's main node is
+    /// alive.
+    #[error(
+        "this process already has a main Node; Node::init runs once per process: share that Node (in an Arc) or its transport, or build a separate main with NodeBuilder::independent_main"
+    )]
+    AlreadyMain,
+
+    /// The role this process was started with disagrees with the role
+    /// `yuki_channel::role()` already gave.
+    #[error(
+        "this process already runs as {fixed:?} (yuki_channel::role() answered before Node::init), so it cannot join as {wanted:?}; call Node::init before anything asks for the role"
+    )]
+    RoleConflict {
+        /// The role already fixed.
+        fixed: yuki_channel::Role,
+        /// The role this init would have given.
+        wanted: yuki_channel::Role,
+    },
 
     /// A child exited before it finished its handshake.
     #[error(

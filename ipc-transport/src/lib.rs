@@ -24,7 +24,7 @@
 //!     }))?;
 //!     let exe = std::env::current_exe().unwrap();
 //!     let worker = node.spawn("worker", Command::new(exe))?;
-//!     worker.wait_timeout(Duration::from_secs(10));
+//!     worker.wait_timeout(Duration::from_secs(10))?;
 //! } else {
 //!     assert_eq!(transport.call("echo", b"hi")?, b"hi");
 //! }
@@ -93,6 +93,7 @@ mod raw;
 mod rendezvous;
 mod sealed;
 mod spin;
+mod stop;
 mod supervise;
 mod transport;
 mod wire;
@@ -102,5 +103,6 @@ pub use error::{Error, Result};
 pub use node::{ChildBuilder, Node, NodeBuilder};
 #[doc(hidden)]
 pub use raw::RawRegion;
-pub use supervise::{ChildHandle, Exit, Lifecycle, LifecycleHook, Restart, RestartPolicy};
+pub use stop::WaitForStop;
+pub use supervise::{ChildHandle, Exit, Lifecycle, Restart, RestartPolicy};
 pub use transport::IpcTransport;

@@ -2,7 +2,8 @@
 
 use std::fmt;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -15,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::main_side::Hub;
 use crate::rendezvous;
 use crate::spin;
-use crate::supervise::{ChildHandle, LifecycleHook, Restart, RestartPolicy, Supervisor};
+use crate::stop::{self, NOT_IN_MAIN, WaitForStop};
+use crate::supervise::{ChildHandle, Lifecycle, Restart, RestartPolicy, Supervisor};
 use crate::transport::{IpcTransport, Side};
 use crate::wire::Control;
 
@@ -23,11 +25,66 @@ use crate::wire::Control;
 /// children, or a child connected to main.
 ///
 /// Dropping main's node kills its children and waits for them.
+///
+/// # Stopping
+///
+/// Either side may start a child's stop or restart; the child always ends
+/// the same way, by returning from its `main`:
+///
+/// | who asks | stop | restart |
+/// |---|---|---|
+/// | main | [`ChildHandle::stop`]`(grace)` | [`ChildHandle::restart`]`()` (grace: [`NodeBuilder::stop_timeout`]) |
+/// | the child itself | [`Node::request_stop`]`()` | [`Node::request_restart`]`()` (main then does as in the row above, with [`NodeBuilder::stop_timeout`]) |
+///
+/// 1. Main runs its [`Lifecycle::Stopping`](crate::Lifecycle::Stopping) or
+///    [`Lifecycle::Restarting`](crate::Lifecycle::Restarting) hooks and asks
+///    the child to stop over its link.
+/// 2. In the child, [`Node::stop_requested`] turns `true`,
+///    [`Node::wait_for_stop`] (and its timed and async forms) return, and
+///    the [`Node::on_stop`] hooks run. The link stays open: the child may
+///    still save its state in the store, publish or flush.
+/// 3. The child's program finishes its work and returns from `main`; the
+///    process exits with that status. Nothing ends it from a background
+///    thread while its code runs.
+/// 4. If it has not exited within the grace period, main sends SIGTERM,
+///    waits the grace period again, then sends SIGKILL. A restart then
+///    starts it again.
+///
+/// A child whose main is gone is asked to stop in the same way (and its
+/// calls fail with `Disconnected`); see [`WhenMainGone`].
+///
+/// ```no_run
+/// use yuki_ipc_transport::Node;
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let node = Node::init()?;
+///     if node.role().is_main() {
+///         let exe = std::env::current_exe()?;
+///         let worker = node.spawn("worker", std::process::Command::new(exe))?;
+///         let exit = worker.stop(std::time::Duration::from_secs(2))?;
+///         assert!(exit.status.success(), "it returned from main in time");
+///     } else {
+///         node.wait_for_stop()?;
+///         println!("saved my state; bye");
+///     }
+///     Ok(())
+/// }
+/// ```
 pub struct Node {
     transport: Arc<IpcTransport>,
     supervisor: Option<Arc<Supervisor>>,
     name: String,
+    /// This node is the process's main node (see [`NodeBuilder::independent_main`]).
+    holds_main: bool,
 }
+
+/// Whether the process's main node is alive: a second `init` in main is
+/// an error rather than a second, separate main.
+static MAIN_ALIVE: AtomicBool = AtomicBool::new(false);
+
+/// A child joins main once (its one-time token is then spent): later
+/// `init` calls share this link.
+static JOINED: Mutex<Option<(Arc<IpcTransport>, String)>> = Mutex::new(None);
 
 /// Options for [`Node::init`]; start with [`Node::builder`].
 #[derive(Clone, Debug)]
@@ -41,6 +98,7 @@ pub struct NodeBuilder {
     reply_spin: Duration,
     call_timeout: Duration,
     bootstrap: Option<String>,
+    independent: bool,
 }
 
 impl Default for NodeBuilder {
@@ -55,6 +113,7 @@ impl Default for NodeBuilder {
             reply_spin: spin::DEFAULT,
             call_timeout: yuki_channel::DEFAULT_CALL_TIMEOUT,
             bootstrap: None,
+            independent: false,
         }
     }
 }
@@ -66,8 +125,12 @@ impl NodeBuilder {
         self
     }
 
-    /// How long a child gets at each step of a stop or restart requested
-    /// by the child itself (default 5 s).
+    /// The stop grace period (default 5 s). In main: how long a child gets
+    /// at each step of a stop or restart that main starts by itself (a
+    /// child's [`Node::request_stop`] or [`Node::request_restart`], a
+    /// [`ChildHandle::restart`]) before main sends SIGTERM, then SIGKILL.
+    /// In a child: how long its program has to end by itself once main is
+    /// gone (see [`WhenMainGone::Exit`]).
     pub fn stop_timeout(mut self, timeout: Duration) -> NodeBuilder {
         self.stop_timeout = timeout;
         self
@@ -137,26 +200,83 @@ impl NodeBuilder {
     }
 
     /// Uses `value` in place of the `YUKI_BOOTSTRAP` environment variable
-    /// (the process then starts as a child).
+    /// (the process then starts as a child, and [`yuki_channel::role()`]
+    /// says so too).
     pub fn bootstrap(mut self, value: impl Into<String>) -> NodeBuilder {
         self.bootstrap = Some(value.into());
         self
     }
 
+    /// Lets this main start beside the process's main node, with its own
+    /// store, channels and children: several applications in one process,
+    /// as tests run them. Without it a second main fails with
+    /// [`Error::AlreadyMain`]. No effect in a child.
+    ///
+    /// ```
+    /// use yuki_ipc_transport::Node;
+    /// let a = Node::builder().independent_main().init()?;
+    /// let b = Node::builder().independent_main().init()?;
+    /// assert!(a.role().is_main() && b.role().is_main());
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn independent_main(mut self) -> NodeBuilder {
+        self.independent = true;
+        self
+    }
+
     /// Starts the node: the server side in main; in a child, the handshake
     /// with main, which fails within the handshake time-out.
+    ///
+    /// The role comes from [`NodeBuilder::bootstrap`] if given, else from
+    /// [`yuki_channel::role()`]: both always agree. A process starts once:
+    /// in a child a second `init` returns a node on the same link (the
+    /// options of the first apply); in main it fails with
+    /// [`Error::AlreadyMain`] while the first main node lives.
+    ///
+    /// ```
+    /// use yuki_ipc_transport::{Error, Node};
+    /// let node = Node::init()?; // main: no YUKI_BOOTSTRAP here
+    /// assert_eq!(Node::init().unwrap_err(), Error::AlreadyMain);
+    /// drop(node);
+    /// let again = Node::init()?; // once the first is gone, a new main may start
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
     pub fn init(self) -> Result<Node> {
-        let value = self
-            .bootstrap
-            .clone()
-            .or_else(|| std::env::var_os(BOOTSTRAP_ENV).map(|v| v.to_string_lossy().into_owned()));
-        match value {
-            None => self.init_main(),
-            Some(v) => self.init_child(&v),
+        if let Some((transport, name)) = lock(&JOINED).clone() {
+            return Ok(Node {
+                transport,
+                supervisor: None,
+                name,
+                holds_main: false,
+            });
+        }
+        if let Some(v) = self.bootstrap.clone() {
+            return self.init_child(&v);
+        }
+        match yuki_channel::role() {
+            Role::Main => self.init_main(),
+            Role::Child => match std::env::var_os(BOOTSTRAP_ENV) {
+                Some(v) => self.init_child(&v.to_string_lossy()),
+                None => Err(Error::MalformedBootstrap(format!(
+                    "{BOOTSTRAP_ENV} was removed from the environment after this process read its role"
+                ))),
+            },
         }
     }
 
     fn init_main(self) -> Result<Node> {
+        let holds_main = !self.independent;
+        if holds_main && MAIN_ALIVE.swap(true, Ordering::AcqRel) {
+            return Err(Error::AlreadyMain);
+        }
+        let node = self.start_main(holds_main);
+        if node.is_err() && holds_main {
+            MAIN_ALIVE.store(false, Ordering::Release);
+        }
+        node
+    }
+
+    fn start_main(self, holds_main: bool) -> Result<Node> {
         let hub = Arc::new(Hub::new(self.max_frame, self.max_backlog, self.reply_spin));
         let supervisor = Supervisor::start(
             hub.clone(),
@@ -172,24 +292,48 @@ impl NodeBuilder {
             transport,
             supervisor: Some(supervisor),
             name: "main".into(),
+            holds_main,
         })
     }
 
     fn init_child(self, value: &str) -> Result<Node> {
+        // One join at a time: a second caller waits and shares the link.
+        let mut joined_slot = lock(&JOINED);
+        if let Some((transport, name)) = joined_slot.clone() {
+            return Ok(Node {
+                transport,
+                supervisor: None,
+                name,
+                holds_main: false,
+            });
+        }
         let joined = rendezvous::join(value, self.handshake_timeout)?;
+        // Fixed only once joined, so a failed join leaves the role alone;
+        // on a conflict the joined link is dropped, which main sees as this
+        // child leaving.
+        if let Err(fixed) = yuki_channel::set_role(Role::Child) {
+            return Err(Error::RoleConflict {
+                fixed,
+                wanted: Role::Child,
+            });
+        }
         let (peer, name) = (joined.peer, joined.name.clone());
         let link = ChildLink::start(
             joined,
             self.when_main_gone,
             self.reply_spin,
             self.call_timeout,
+            self.stop_timeout,
         )
         .map_err(|e| Error::os("starting the link threads", e))?;
         tracing::debug!(peer, %name, "joined main");
+        let transport = Arc::new(IpcTransport::new(Side::Child(link), self.call_timeout));
+        *joined_slot = Some((transport.clone(), name.clone()));
         Ok(Node {
-            transport: Arc::new(IpcTransport::new(Side::Child(link), self.call_timeout)),
+            transport,
             supervisor: None,
             name,
+            holds_main: false,
         })
     }
 }
@@ -205,8 +349,20 @@ pub struct ChildBuilder<'a> {
 }
 
 impl ChildBuilder<'_> {
-    /// When to restart it (default: never).
-    pub fn restart(mut self, policy: RestartPolicy) -> Self {
+    /// When to restart it (default: never). (Named apart from
+    /// [`ChildHandle::restart`], which restarts a child now.)
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::{Node, RestartPolicy};
+    /// # let node = Node::init()?;
+    /// let exe = std::env::current_exe().unwrap();
+    /// let worker = node
+    ///     .child("worker", std::process::Command::new(exe))
+    ///     .restart_policy(RestartPolicy::OnFailure)
+    ///     .spawn()?;
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
         self.restart.policy = policy;
         self
     }
@@ -341,10 +497,22 @@ impl Node {
     }
 
     /// Adds a hook run in main before a child stops, before it restarts,
-    /// and when it exits. Does nothing in a child.
-    pub fn on_lifecycle(&self, hook: LifecycleHook) {
+    /// and when it exits. Does nothing in a child (a child learns of its
+    /// own stop with [`Node::on_stop`]).
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::{Lifecycle, Node};
+    /// # let node = Node::init()?;
+    /// node.on_lifecycle(|moment| {
+    ///     if let Lifecycle::Exited { name, status, .. } = moment {
+    ///         println!("{name} exited ({status})");
+    ///     }
+    /// });
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn on_lifecycle(&self, hook: impl Fn(&Lifecycle) + Send + Sync + 'static) {
         if let Some(s) = &self.supervisor {
-            s.on_lifecycle(hook);
+            s.on_lifecycle(Arc::new(hook));
         }
     }
 
@@ -355,16 +523,117 @@ impl Node {
         }
     }
 
-    /// Asks main to stop this child (child only).
+    /// Asks main to stop this child (child only); main then asks it to stop
+    /// as [`ChildHandle::stop`] does. See [Stopping](Node#stopping).
     pub fn request_stop(&self) -> Result<()> {
         let link = self.child_link("only a child asks main to stop it")?;
         Ok(link.send_control(Control::Stop)?)
     }
 
-    /// Asks main to restart this child (child only).
+    /// Asks main to restart this child (child only); main then asks it to
+    /// stop as [`ChildHandle::restart`] does, and starts it again once it
+    /// has exited. See [Stopping](Node#stopping).
     pub fn request_restart(&self) -> Result<()> {
         let link = self.child_link("only a child asks main to restart it")?;
         Ok(link.send_control(Control::Restart)?)
+    }
+
+    /// Whether this child has been asked to stop, or main is gone (always
+    /// `false` in main). See [Stopping](Node#stopping).
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::Node;
+    /// let node = Node::init()?;
+    /// while !node.stop_requested() {
+    ///     // one unit of work
+    /// }
+    /// // save state, flush logs, then return from main
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn stop_requested(&self) -> bool {
+        match self.transport.side() {
+            Side::Child(link) => link.stop.is_requested(),
+            Side::Main(_) => false,
+        }
+    }
+
+    /// Blocks until this child is asked to stop, or main is gone; at once
+    /// if that happened already. [`Error::WrongRole`] in main. See
+    /// [Stopping](Node#stopping).
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::Node;
+    /// let node = Node::init()?;
+    /// // start worker threads, then:
+    /// node.wait_for_stop()?;
+    /// // finish the job, then return from main
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn wait_for_stop(&self) -> Result<()> {
+        let link = self.child_link(NOT_IN_MAIN)?;
+        link.stop.wait_until(None);
+        Ok(())
+    }
+
+    /// Like [`Node::wait_for_stop`], giving up after `timeout`: whether the
+    /// stop was requested.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use yuki_ipc_transport::Node;
+    /// let node = Node::init()?;
+    /// while !node.wait_for_stop_timeout(Duration::from_secs(1))? {
+    ///     // a periodic chore
+    /// }
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn wait_for_stop_timeout(&self, timeout: Duration) -> Result<bool> {
+        let link = self.child_link(NOT_IN_MAIN)?;
+        Ok(link.stop.wait_until(stop::deadline(timeout)))
+    }
+
+    /// The async form of [`Node::wait_for_stop`], for any executor; the
+    /// future owns what it waits on, so it fits a `select!` or a spawned
+    /// task. In main it resolves at once to [`Error::WrongRole`].
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::Node;
+    /// # async fn serve(node: Node) -> Result<(), yuki_ipc_transport::Error> {
+    /// let stop = node.wait_for_stop_async();
+    /// // tokio::select! { _ = stop => {}, _ = work() => {} }
+    /// stop.await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wait_for_stop_async(&self) -> WaitForStop {
+        WaitForStop::new(match self.transport.side() {
+            Side::Child(link) => Some(link.stop.clone()),
+            Side::Main(_) => None,
+        })
+    }
+
+    /// Runs `hook` once, on a thread of its own, when this child is asked
+    /// to stop or main is gone (at once if that happened already). The
+    /// process still ends only when the program returns from `main`: a
+    /// hook tells the program's threads to finish, or finishes a job
+    /// itself within the grace period. [`Error::WrongRole`] in main. See
+    /// [Stopping](Node#stopping).
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::Node;
+    /// let node = Node::init()?;
+    /// let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    /// node.on_stop(move || {
+    ///     // tell the workers to finish, then:
+    ///     let _ = done_tx.send(());
+    /// })?;
+    /// let _ = done_rx.recv();
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn on_stop(&self, hook: impl FnOnce() + Send + 'static) -> Result<()> {
+        let link = self.child_link(NOT_IN_MAIN)?;
+        link.stop.on_stop(Box::new(hook));
+        Ok(())
     }
 
     /// Sends `message` to main as one raw message, bypassing the
@@ -389,7 +658,14 @@ impl Drop for Node {
         if let Some(s) = &self.supervisor {
             s.shutdown();
         }
+        if self.holds_main {
+            MAIN_ALIVE.store(false, Ordering::Release);
+        }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl fmt::Debug for Node {

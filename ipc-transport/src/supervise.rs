@@ -114,7 +114,7 @@ pub enum Lifecycle {
 }
 
 /// A hook run at each [`Lifecycle`] moment.
-pub type LifecycleHook = Arc<dyn Fn(&Lifecycle) + Send + Sync>;
+pub(crate) type LifecycleHook = Arc<dyn Fn(&Lifecycle) + Send + Sync>;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -528,6 +528,12 @@ impl ChildShared {
                     }
                 }
             }
+            // No hello at all: the child never connected.
+            Arrival::Failed(Error::HandshakeTimeout(waited)) => Err(Error::NeverConnected {
+                name: self.name.clone(),
+                pid,
+                waited,
+            }),
             Arrival::Failed(e) => Err(e),
         };
 
@@ -783,9 +789,12 @@ impl ChildHandle {
             .ok_or_else(|| Error::NotRunning(self.shared.name.clone()))
     }
 
-    /// Stops it for good: a shutdown message over its link, then SIGTERM
-    /// after `timeout`, then SIGKILL after `timeout` again. Runs the
-    /// [`Lifecycle::Stopping`] hooks first.
+    /// Stops it for good: asks it over its link (its
+    /// [`Node::wait_for_stop`](crate::Node::wait_for_stop) returns and its
+    /// `on_stop` hooks run), waits up to `timeout` (the grace period) for
+    /// its program to return from `main`, then sends SIGTERM, waits
+    /// `timeout` again, then SIGKILL. Runs the [`Lifecycle::Stopping`]
+    /// hooks first. See [Stopping](crate::Node#stopping).
     pub fn stop(&self, timeout: Duration) -> Result<Exit> {
         let sup = self.sup()?;
         let (link, peer) = {
@@ -812,7 +821,7 @@ impl ChildHandle {
             if let Some(s) = signal {
                 self.shared.signal(s);
             }
-            if let Some(exit) = self.wait_timeout(wait) {
+            if let Ok(exit) = self.wait_timeout(wait) {
                 return Ok(exit);
             }
         }
@@ -839,11 +848,12 @@ impl ChildHandle {
         self.shared.changed.notify_all();
         self.shared.signal(libc::SIGKILL);
         self.wait_timeout(KILL_WAIT)
-            .ok_or(Error::Transport(yuki_channel::Error::Timeout(KILL_WAIT)))
     }
 
-    /// Stops it (as [`ChildHandle::stop`], with the node's stop time-out)
-    /// and starts it again at once; returns when the new run has joined.
+    /// Stops it (as [`ChildHandle::stop`], with the node's
+    /// [`stop_timeout`](crate::NodeBuilder::stop_timeout) as the grace
+    /// period) and starts it again at once; returns when the new run has
+    /// joined. See [Stopping](crate::Node#stopping).
     pub fn restart(&self) -> Result<()> {
         let sup = self.sup()?;
         let (link, generation) = {
@@ -885,20 +895,35 @@ impl ChildHandle {
         Ok(())
     }
 
-    /// Waits until it has ended for good (stopped, or not restarted).
-    pub fn wait(&self) -> Exit {
+    /// Waits until it has ended for good (stopped, or not restarted), and
+    /// says how: the same shape as [`ChildHandle::stop`] and
+    /// [`ChildHandle::kill`].
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::Node;
+    /// # let node = Node::init()?;
+    /// let exe = std::env::current_exe().unwrap();
+    /// let child = node.spawn("worker", std::process::Command::new(exe))?;
+    /// let exit = child.wait()?;
+    /// println!("worker ended: {}", exit.status);
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn wait(&self) -> Result<Exit> {
         loop {
-            if let Some(exit) = self.wait_timeout(Duration::from_secs(3600)) {
-                return exit;
+            match self.wait_timeout(Duration::from_secs(3600)) {
+                Err(Error::Transport(yuki_channel::Error::Timeout(_))) => {}
+                other => return other,
             }
         }
     }
 
-    /// Like [`ChildHandle::wait`], giving up after `timeout`.
-    pub fn wait_timeout(&self, timeout: Duration) -> Option<Exit> {
+    /// Like [`ChildHandle::wait`], giving up after `timeout` with
+    /// [`Error::Transport`] holding a time-out, as `stop` does.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Exit> {
         self.shared
             .wait_until(Instant::now() + timeout, |st| st.finished.is_some());
         self.try_wait()
+            .ok_or(Error::Transport(yuki_channel::Error::Timeout(timeout)))
     }
 
     /// How it ended, if it has ended for good.

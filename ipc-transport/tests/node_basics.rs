@@ -77,7 +77,11 @@ fn a_child_joins_and_calls_from_many_threads() {
         return;
     }
     let h = Harness::new();
-    let node = Node::builder().max_frame(1 << 16).init().unwrap();
+    let node = Node::builder()
+        .independent_main()
+        .max_frame(1 << 16)
+        .init()
+        .unwrap();
     assert_eq!(node.role(), Role::Main);
     let t = node.transport();
     echo(&t);
@@ -129,7 +133,7 @@ fn main_pushes_reach_the_child_in_order() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let t = node.transport();
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
     let ready = ready_tx.clone();
@@ -286,7 +290,7 @@ fn main_pushes_when_called(
     scenario: &str,
 ) {
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let t = node.transport();
     echo(&t);
     let pusher = Arc::downgrade(&t);
@@ -341,7 +345,11 @@ fn calls_complete_with_the_reply_spin_off_or_on_at_either_end() {
         return;
     }
     let h = Harness::new();
-    let node = Node::builder().reply_spin(Duration::ZERO).init().unwrap();
+    let node = Node::builder()
+        .independent_main()
+        .reply_spin(Duration::ZERO)
+        .init()
+        .unwrap();
     echo(&node.transport());
     for index in 0..2 {
         let child = node

@@ -29,7 +29,7 @@ fn eight_children_of_four_threads_send_into_one_channel_exactly_once_in_order() 
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let jobs = node.channel::<(u32, u32, u32)>("jobs").unwrap();
     let children: Vec<_> = (0..8)
         .map(|i| {
@@ -82,7 +82,7 @@ fn items_flow_main_to_child_child_to_main_and_child_to_child() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let to_first = node.channel::<u64>("to-first").unwrap();
     let results = node.channel::<String>("results").unwrap();
     let _relay = node.channel::<u64>("relay").unwrap();
@@ -100,7 +100,7 @@ fn items_flow_main_to_child_child_to_main_and_child_to_child() {
 
 #[test]
 fn a_bounded_channel_opened_through_the_node_refuses_when_full() {
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let small = node.channel_bounded::<u8>("small", 2).unwrap();
     small.try_send(1).unwrap();
     small.try_send(2).unwrap();

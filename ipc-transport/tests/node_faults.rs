@@ -82,7 +82,7 @@ fn malformed_frames_and_refused_requests_cut_off_only_their_child() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let t = node.transport();
     serve_echo(&t);
     let left = left_reasons(&t);
@@ -135,6 +135,7 @@ fn a_child_that_does_not_read_its_pushes_is_backlogged_then_cut_off() {
     }
     let h = Harness::new();
     let node = Node::builder()
+        .independent_main()
         .max_backlog(16 << 20)
         .stall_timeout(Duration::from_millis(300))
         .init()
@@ -217,6 +218,7 @@ fn a_child_that_floods_requests_without_reading_replies_is_cut_off() {
     }
     let h = Harness::new();
     let node = Node::builder()
+        .independent_main()
         .stall_timeout(Duration::from_millis(300))
         .init()
         .unwrap();

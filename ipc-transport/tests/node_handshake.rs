@@ -1,9 +1,11 @@
 //! Each way a handshake can succeed or fail, on both sides, within bounded time.
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{IpcOneShotServer, OpaqueIpcSender};
+use yuki_channel::{PeerId, Role};
 use yuki_ipc_transport::{Error, Node};
 use yuki_testkit::{Harness, run_child};
 
@@ -47,6 +49,9 @@ fn a_parent_that_never_answers_times_out() {
         .init()
         .unwrap_err();
     assert_eq!(err, Error::HandshakeTimeout(Duration::from_millis(200)));
+    let said = err.to_string();
+    assert!(said.contains("started but did not finish"), "{said}");
+    assert!(said.contains("NodeBuilder::handshake_timeout"), "{said}");
     let took = start.elapsed();
     // poll(2) counts whole milliseconds, so allow for rounding.
     assert!(
@@ -103,7 +108,7 @@ fn a_wrong_token_is_refused_on_both_sides() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let mut cmd = h.command("forger", 0);
     let verdict = verdict_file(&h);
     cmd.env("VERDICT", &verdict);
@@ -167,12 +172,20 @@ fn a_child_that_never_joins_times_out_and_is_killed() {
     }
     let h = Harness::new();
     let node = Node::builder()
+        .independent_main()
         .handshake_timeout(Duration::from_millis(300))
         .init()
         .unwrap();
     let start = Instant::now();
     let err = node.spawn("mute", h.command("mute", 0)).unwrap_err();
-    assert_eq!(err, Error::HandshakeTimeout(Duration::from_millis(300)));
+    assert!(
+        matches!(err, Error::NeverConnected { ref name, waited, .. }
+            if name == "mute" && waited == Duration::from_millis(300)),
+        "{err:?}"
+    );
+    let said = err.to_string();
+    assert!(said.contains("started but never connected"), "{said}");
+    assert!(said.contains("must call Node::init() first"), "{said}");
     assert!(start.elapsed() < WAIT);
     h.assert_no_leftovers(WAIT);
     // The name is free again.
@@ -183,6 +196,7 @@ fn a_child_that_never_joins_times_out_and_is_killed() {
 #[test]
 fn a_child_that_exits_early_is_reported_without_waiting_for_the_timeout() {
     let node = Node::builder()
+        .independent_main()
         .handshake_timeout(Duration::from_secs(60))
         .init()
         .unwrap();
@@ -198,7 +212,7 @@ fn a_child_that_exits_early_is_reported_without_waiting_for_the_timeout() {
 
 #[test]
 fn only_main_spawns_and_only_a_child_requests() {
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     assert!(matches!(node.request_stop(), Err(Error::WrongRole(_))));
     assert!(matches!(node.request_restart(), Err(Error::WrongRole(_))));
     assert!(!node.is_disconnected());
@@ -272,5 +286,110 @@ fn a_rendezvous_leaves_nothing_in_the_temporary_directory() {
     let _ = std::fs::remove_dir_all(&tmp);
     outcome.assert_success();
     assert_eq!(outcome.value("left"), Some("[]"));
+}
+
+#[test]
+fn init_twice_in_a_child_shares_the_one_link() {
+    if run_child(|_| {
+        let first = Node::init().unwrap();
+        // The one-time token is spent: a second join would be refused.
+        let second = Node::init().unwrap();
+        assert_eq!(second.peer_id(), first.peer_id());
+        assert_eq!(second.name(), first.name());
+        drop(first);
+        assert_eq!(
+            second.transport().call("echo", b"still here").unwrap(),
+            b"still here"
+        );
+        assert_eq!(yuki_channel::role(), Role::Child);
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::builder().independent_main().init().unwrap();
+    node.transport()
+        .serve(
+            "echo",
+            Arc::new(|_: PeerId, req: &[u8], reply: &mut Vec<u8>| {
+                reply.extend_from_slice(req);
+                Ok(())
+            }),
+        )
+        .unwrap();
+    let child = node.spawn("twice", h.command("twice", 0)).unwrap();
+    let exit = child.wait_timeout(WAIT).expect("the child finishes");
+    assert!(exit.status.success(), "{exit:?}");
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}
+
+#[test]
+fn init_twice_in_main_is_an_error_while_the_first_lives() {
+    if run_child(|_| {
+        // A harness child has no YUKI_BOOTSTRAP: it is a main.
+        let first = Node::init().unwrap();
+        let err = Node::init().unwrap_err();
+        assert_eq!(err, Error::AlreadyMain);
+        assert!(err.to_string().contains("once per process"), "{err}");
+        let independent = Node::builder().independent_main().init().unwrap();
+        drop(independent);
+        assert_eq!(Node::init().unwrap_err(), Error::AlreadyMain);
+        drop(first);
+        let _again = Node::init().unwrap();
+        yuki_testkit::report("checked", 1);
+    }) {
+        return;
+    }
+    let mut h = Harness::new();
+    let id = h.spawn("twice-main").unwrap();
+    let outcome = h.wait(id);
+    outcome.assert_success();
+    assert_eq!(outcome.value("checked"), Some("1"));
+    h.assert_no_leftovers(WAIT);
+}
+
+/// Takes the bootstrap value out of the environment, as a program that
+/// gets it some other way would run.
+fn take_bootstrap() -> String {
+    let value = std::env::var(yuki_channel::BOOTSTRAP_ENV).unwrap();
+    // SAFETY: the child's test thread is the only one that reads the
+    // environment at this point.
+    unsafe { std::env::remove_var(yuki_channel::BOOTSTRAP_ENV) };
+    value
+}
+
+#[test]
+fn a_bootstrap_given_in_code_makes_role_agree() {
+    if run_child(|s| {
+        let value = take_bootstrap();
+        if s.name() == "asked-first" {
+            // Something read the role before the node started: main.
+            assert_eq!(yuki_channel::role(), Role::Main);
+            let err = Node::builder().bootstrap(value).init().unwrap_err();
+            assert_eq!(
+                err,
+                Error::RoleConflict {
+                    fixed: Role::Main,
+                    wanted: Role::Child
+                }
+            );
+            assert!(err.to_string().contains("call Node::init before"), "{err}");
+        } else {
+            let node = Node::builder().bootstrap(value).init().unwrap();
+            assert_eq!(node.role(), Role::Child);
+            assert_eq!(yuki_channel::role(), Role::Child);
+            assert!(!yuki_channel::is_main_process());
+        }
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::builder().independent_main().init().unwrap();
+    for name in ["agrees", "asked-first"] {
+        let child = node.spawn(name, h.command(name, 0)).unwrap();
+        let exit = child.wait_timeout(WAIT).expect("the child finishes");
+        assert!(exit.status.success(), "{name}: {exit:?}");
+    }
+    drop(node);
     h.assert_no_leftovers(WAIT);
 }

@@ -53,7 +53,12 @@ fn run_main() {
         .unwrap();
     let mut plain = h.command("plain", 0);
     plain.stdout(Stdio::inherit());
-    let plain = node.spawn("plain", plain).unwrap();
+    // No parent-death signal: it ends by itself after its grace period.
+    let plain = node
+        .child("plain", plain)
+        .parent_death_signal(None)
+        .spawn()
+        .unwrap();
     report("plain-pid", plain.pid());
     armed_rx.recv_timeout(WAIT).unwrap();
     report("ready", 1);
@@ -77,7 +82,14 @@ fn run_watcher() {
     let inbox = node.channel::<u32>("inbox").unwrap();
     let receiver = std::thread::spawn(move || {
         let r = inbox.recv();
-        (r.is_err(), now_ns())
+        let at = now_ns();
+        // The reason is said once, not wrapped in itself.
+        let said = r.as_ref().map_err(|e| e.to_string()).err();
+        let once = said
+            .as_deref()
+            .is_some_and(|s| s.matches("main is gone").count() == 1);
+        assert!(once, "{said:?}");
+        (r.is_err(), at)
     });
     let in_flight = t.call("slow", b"");
     let call_ns = now_ns();
@@ -94,6 +106,8 @@ fn run_watcher() {
         "{later:?}"
     );
     assert!(node.is_disconnected());
+    assert!(node.stop_requested(), "main's end asks the child to stop");
+    node.wait_for_stop().unwrap();
     report("call", call_ns);
     report("recv", recv_ns);
     report("later", later_ns);
@@ -106,9 +120,12 @@ fn main_killed_children_fail_fast_and_exit() {
         "main" => run_main(),
         "watcher" => run_watcher(),
         "plain" => {
-            // Default settings: exits when main goes (or dies of the
-            // parent-death signal first).
-            let _node = Node::init().unwrap();
+            // Default settings but a short grace: exits when main goes,
+            // though its program never returns.
+            let _node = Node::builder()
+                .stop_timeout(Duration::from_millis(300))
+                .init()
+                .unwrap();
             blocks_forever();
         }
         other => panic!("unknown scenario {other}"),

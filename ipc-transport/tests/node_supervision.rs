@@ -17,9 +17,7 @@ type Seen = Arc<Mutex<Vec<(Instant, Lifecycle)>>>;
 fn record(node: &Node) -> Seen {
     let seen: Seen = Arc::default();
     let s = seen.clone();
-    node.on_lifecycle(Arc::new(move |e| {
-        s.lock().unwrap().push((Instant::now(), e.clone()))
-    }));
+    node.on_lifecycle(move |e| s.lock().unwrap().push((Instant::now(), e.clone())));
     seen
 }
 
@@ -37,11 +35,11 @@ fn a_crashing_child_is_restarted_with_backoff_until_the_budget_runs_out() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let seen = record(&node);
     let child = node
         .child("crasher", h.command("crasher", 0))
-        .restart(RestartPolicy::OnFailure)
+        .restart_policy(RestartPolicy::OnFailure)
         .backoff(Duration::from_millis(20), Duration::from_millis(50))
         .restart_budget(3)
         .spawn()
@@ -105,12 +103,14 @@ fn stop_escalates_from_asking_to_sigterm_to_sigkill() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let seen = record(&node);
 
-    // Ignores the shutdown message but dies of SIGTERM.
+    // Ignores the stop request but dies of SIGTERM, after the grace period.
     let stubborn = node.spawn("stubborn", h.command("stubborn", 0)).unwrap();
+    let asked = Instant::now();
     let exit = stubborn.stop(Duration::from_millis(200)).unwrap();
+    assert!(asked.elapsed() >= Duration::from_millis(200));
     assert_eq!(exit.status.signal(), Some(libc::SIGTERM));
 
     // Ignores SIGTERM too: SIGKILL.
@@ -135,13 +135,13 @@ fn stop_escalates_from_asking_to_sigterm_to_sigkill() {
 #[test]
 fn a_polite_child_exits_on_the_shutdown_message() {
     if run_child(|_| {
-        let _node = Node::init().unwrap();
-        blocks_forever();
+        let node = Node::init().unwrap();
+        node.wait_for_stop().unwrap();
     }) {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let seen = record(&node);
     let child = node.spawn("polite", h.command("polite", 0)).unwrap();
     assert!(child.is_running());
@@ -161,17 +161,17 @@ fn a_polite_child_exits_on_the_shutdown_message() {
 #[test]
 fn kill_and_restart_from_main() {
     if run_child(|_| {
-        let _node = Node::init().unwrap();
-        blocks_forever();
+        let node = Node::init().unwrap();
+        node.wait_for_stop().unwrap();
     }) {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let seen = record(&node);
     let child = node
         .child("worker", h.command("worker", 0))
-        .restart(RestartPolicy::Always)
+        .restart_policy(RestartPolicy::Always)
         .spawn()
         .unwrap();
     let (pid, peer) = (child.pid(), child.id());
@@ -190,7 +190,7 @@ fn kill_and_restart_from_main() {
     let exit = child.kill().unwrap();
     assert_eq!(exit.status.signal(), Some(libc::SIGKILL));
     assert!(child.restart().is_err());
-    assert!(child.wait_timeout(Duration::from_millis(1)).is_some());
+    assert!(child.wait_timeout(Duration::from_millis(1)).is_ok());
     // The name can be used again once the child has ended.
     let again = node.spawn("worker", h.command("worker", 1)).unwrap();
     assert!(node.spawn("worker", h.command("worker", 2)).is_err());
@@ -211,13 +211,13 @@ fn a_child_asks_main_to_restart_then_stop_it() {
         } else {
             node.request_stop().unwrap();
         }
-        // Main answers with a shutdown message; the default is to exit then.
-        blocks_forever();
+        // Main answers by asking this child to stop.
+        node.wait_for_stop().unwrap();
     }) {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let seen = record(&node);
     let runs = Arc::new(AtomicU32::new(0));
     let r = runs.clone();
@@ -266,7 +266,7 @@ fn killing_a_child_while_it_sends_leaves_main_and_the_others_serving() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let t = node.transport();
     let victim_calls = Arc::new(AtomicU32::new(0));
     let (started_tx, started_rx) = crossbeam_channel::bounded(1);
@@ -319,10 +319,10 @@ fn policies_decide_which_exits_restart() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let on_failure = node
         .child("clean-on-failure", h.command("clean", 0))
-        .restart(RestartPolicy::OnFailure)
+        .restart_policy(RestartPolicy::OnFailure)
         .spawn()
         .unwrap();
     let exit = on_failure.wait_timeout(WAIT).unwrap();
@@ -331,7 +331,7 @@ fn policies_decide_which_exits_restart() {
 
     let always = node
         .child("clean-always", h.command("clean", 1))
-        .restart(RestartPolicy::Always)
+        .restart_policy(RestartPolicy::Always)
         .backoff(Duration::from_millis(1), Duration::from_millis(1))
         .restart_budget(2)
         .spawn()
@@ -340,7 +340,7 @@ fn policies_decide_which_exits_restart() {
     assert!(exit.status.success());
     assert_eq!((exit.restarts, exit.gave_up), (2, true));
     // wait() returns at once for a child that has ended.
-    assert_eq!(always.wait(), exit);
+    assert_eq!(always.wait().unwrap(), exit);
     drop(node);
     h.assert_no_leftovers(WAIT);
 }

@@ -99,7 +99,9 @@ pub enum Error {
 
     /// Main is gone (seen in a child): nothing more will arrive, and nothing
     /// can be published.
-    #[error("disconnected from main: {0}; restart this process or reconnect")]
+    #[error(
+        "disconnected: {0}; nothing more arrives or can be published and yuki does not reconnect, so finish up and end this process (main starts it again if its restart policy says so)"
+    )]
     Disconnected(String),
 
     /// The subscription was closed by its [`Listener`](crate::Listener) guard.

@@ -38,6 +38,11 @@ use crate::wire::{Reply, Request, SERVICE};
 /// [`DEFAULT_CAPACITY`]): a slow subscriber loses its oldest messages and
 /// learns how many ([`Error::Lagged`]); it never stalls a publisher, main or
 /// other subscribers.
+///
+/// **Byte payloads**: messages are encoded with serde, which writes a plain
+/// `Vec<u8>` one element at a time; publish bytes as
+/// `serde_bytes::ByteBuf` (or a field marked `#[serde(with = "serde_bytes")]`)
+/// and they are copied whole, about ten times faster for large payloads.
 #[derive(Clone)]
 pub struct PubSub {
     shared: Arc<Shared>,

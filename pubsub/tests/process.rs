@@ -24,7 +24,10 @@ struct Main {
 }
 
 fn main_side() -> Main {
-    let node = Node::init().expect("main starts");
+    let node = Node::builder()
+        .independent_main()
+        .init()
+        .expect("main starts");
     let pubsub = PubSub::attach(node.transport()).unwrap();
     let ready = pubsub.subscribe("ctl.ready").unwrap();
     let done = pubsub.subscribe("ctl.done").unwrap();
@@ -406,7 +409,11 @@ fn a_stopped_child_costs_main_nothing_and_learns_what_it_lost() {
         return;
     }
     let h = Harness::new();
-    let node = Node::builder().max_backlog(64 << 10).init().unwrap();
+    let node = Node::builder()
+        .independent_main()
+        .max_backlog(64 << 10)
+        .init()
+        .unwrap();
     let pubsub = PubSub::attach(node.transport()).unwrap();
     let ready = pubsub.subscribe::<u64>("ctl.ready").unwrap();
     let result = pubsub.subscribe::<(u64, u64, u64)>("ctl.result").unwrap();

@@ -93,7 +93,8 @@ impl Batch {
         self.push(key, || {
             Ok(OwnedOp::Set {
                 key: key.to_owned(),
-                value: value::encode(key, value)?,
+                // The store it runs on checks the size against its limit.
+                value: value::encode(key, value, usize::MAX)?,
                 ttl_nanos: None,
             })
         })
@@ -109,7 +110,8 @@ impl Batch {
         self.push(key, || {
             Ok(OwnedOp::Set {
                 key: key.to_owned(),
-                value: value::encode(key, value)?,
+                // The store it runs on checks the size against its limit.
+                value: value::encode(key, value, usize::MAX)?,
                 ttl_nanos: Some(ttl_nanos(ttl)),
             })
         })
@@ -151,8 +153,10 @@ impl Batch {
         self.push(key, || {
             Ok(OwnedOp::Cas {
                 key: key.to_owned(),
-                expected: expected.map(|v| value::encode(key, v)).transpose()?,
-                new: new.map(|v| value::encode(key, v)).transpose()?,
+                expected: expected
+                    .map(|v| value::encode(key, v, usize::MAX))
+                    .transpose()?,
+                new: new.map(|v| value::encode(key, v, usize::MAX)).transpose()?,
             })
         })
     }

@@ -8,7 +8,9 @@ use std::time::Duration;
 pub enum Error {
     /// Main is gone (or this endpoint was shut down): nothing was applied
     /// after this point, and no call waits for an answer that cannot come.
-    #[error("disconnected from main: {0}; main is gone, so restart this process or reconnect")]
+    #[error(
+        "disconnected: {0}; nothing from now on reaches main's store and yuki does not reconnect, so finish up and end this process (main starts it again if its restart policy says so)"
+    )]
     Disconnected(String),
 
     /// A Redis server could not be reached or failed a command.
@@ -33,9 +35,11 @@ pub enum Error {
         max: usize,
     },
 
-    /// An encoded value larger than [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN).
+    /// An encoded value larger than the store's
+    /// [`Config::max_value_len`](crate::Config::max_value_len) (default
+    /// [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN)).
     #[error(
-        "the value for key {key:?} is {len} bytes encoded, over the maximum of {max}; store smaller values or split them over several keys"
+        "the value for key {key:?} is {len} bytes encoded, over the maximum of {max}; store smaller values, split them over several keys, or raise Config::max_value_len (main's setting decides; give children the same)"
     )]
     ValueTooLarge {
         /// The key it was meant for.
@@ -132,6 +136,10 @@ pub enum Error {
         /// The deadline that passed.
         after: Duration,
     },
+
+    /// Nothing is queued right now (from `Watch::try_recv`).
+    #[error("no change is waiting; wait for one with recv or recv_timeout")]
+    Empty,
 
     /// Main answered something this process cannot read.
     #[error(

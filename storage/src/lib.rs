@@ -37,7 +37,8 @@
 //! Keys are UTF-8, at most [`MAX_KEY_LEN`] bytes, and never empty (an empty
 //! key is refused with [`Error::EmptyKey`] everywhere: it is almost always a
 //! name that was never filled in). Encoded values are at most
-//! [`MAX_VALUE_LEN`] bytes. Both are checked before anything is sent.
+//! [`Config::max_value_len`] bytes (default [`MAX_VALUE_LEN`]). Both are
+//! checked before anything is sent, and again by main.
 //! Values are compared (compare-and-swap) and counted (`incr`, an `i64`) by
 //! their encoding, bincode 2 as in `yuki_channel::codec`.
 //!

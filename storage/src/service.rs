@@ -7,13 +7,15 @@ use yuki_channel::{PeerId, Service, codec};
 
 use crate::data::Data;
 use crate::error::Error;
-use crate::limits::{check_key, check_prefix, check_value};
+use crate::limits::{check_batch, check_op, check_prefix};
 use crate::protocol::{Failure, Op, Reply, Request};
 
 /// Serves the store's requests from children, straight from main's map.
 pub(crate) struct StoreService {
     pub(crate) data: Arc<Data>,
     pub(crate) max_frame: usize,
+    /// Main's [`Config::max_value_len`](crate::Config::max_value_len).
+    pub(crate) max_value: usize,
 }
 
 impl Service for StoreService {
@@ -39,21 +41,6 @@ fn failed(e: &Error, reply: &mut Vec<u8>) -> yuki_channel::Result<()> {
     codec::encode_into(&Reply::Failed(Failure::from_error(e)), reply)
 }
 
-/// A child checks these before sending; main checks again, as it trusts no frame.
-fn check_op(op: &Op<'_>) -> Result<(), Error> {
-    check_key(op.key())?;
-    match op {
-        Op::Set { key, value, .. } => check_value(key, value),
-        Op::Cas { key, expected, new } => {
-            for v in [expected, new].into_iter().flatten() {
-                check_value(key, v)?;
-            }
-            Ok(())
-        }
-        _ => Ok(()),
-    }
-}
-
 impl StoreService {
     fn answer(
         &self,
@@ -64,7 +51,9 @@ impl StoreService {
         let data = &self.data;
         match request {
             Request::Op(op) => {
-                if let Err(e) = check_op(&op) {
+                // A child checks before sending; main checks again, as it
+                // trusts no frame, and its own limit decides.
+                if let Err(e) = check_op(&op, self.max_value) {
                     return failed(&e, reply);
                 }
                 match op {
@@ -82,15 +71,7 @@ impl StoreService {
                 }
             }
             Request::Batch(ops) => {
-                if let Some((index, e)) = ops
-                    .iter()
-                    .enumerate()
-                    .find_map(|(i, op)| check_op(op).err().map(|e| (i, e)))
-                {
-                    let e = Error::InvalidBatch {
-                        index,
-                        source: Box::new(e),
-                    };
+                if let Err(e) = check_batch(&ops, self.max_value) {
                     return failed(&e, reply);
                 }
                 let outcomes = data.apply_batch(&ops);

@@ -14,7 +14,7 @@ use crate::batch::{Batch, Outcome, ttl_nanos};
 use crate::clock::{Clock, SystemClock};
 use crate::data::Data;
 use crate::error::{Error, Result};
-use crate::limits::{check_key, check_prefix};
+use crate::limits::{MAX_VALUE_LEN, check_batch, check_key, check_prefix};
 use crate::protocol::{Op, Reply, Request, SERVICE};
 use crate::remote::{Remote, unexpected};
 use crate::service::StoreService;
@@ -22,13 +22,15 @@ use crate::value;
 use crate::watch::{Inbox, Watch};
 
 /// How a store is set up. Only main's settings matter for the data; a
-/// child uses only `watch_capacity`.
+/// child uses `watch_capacity`, and `max_value_len` to refuse a value
+/// before sending it (main checks again with its own).
 #[derive(Debug, Clone)]
 pub struct Config {
     clock: Arc<dyn Clock>,
     shards: usize,
     purge_every: Duration,
     watch_capacity: usize,
+    max_value_len: usize,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             shards: 64,
             purge_every: Duration::from_secs(1),
             watch_capacity: 65_536,
+            max_value_len: MAX_VALUE_LEN,
         }
     }
 }
@@ -68,14 +71,40 @@ impl Config {
         self.watch_capacity = capacity.max(1);
         self
     }
+
+    /// The largest encoded value a write accepts, in bytes (default
+    /// [`MAX_VALUE_LEN`], 4 MiB); a larger one fails with
+    /// [`Error::ValueTooLarge`]. Main's setting decides for every process;
+    /// give children the same, since they check theirs before sending. A
+    /// value must also fit the transport's frame
+    /// (`NodeBuilder::max_frame`).
+    ///
+    /// ```
+    /// use yuki_storage::{Config, Error, Store};
+    /// let store = Store::local_with(Config::default().max_value_len(8));
+    /// store.set("small", "1234").unwrap();
+    /// let err = store.set("big", "123456789").unwrap_err();
+    /// assert!(matches!(err, Error::ValueTooLarge { max: 8, .. }));
+    /// ```
+    pub fn max_value_len(mut self, bytes: usize) -> Config {
+        self.max_value_len = bytes;
+        self
+    }
 }
 
 /// A key-value store shared by main and every child.
 ///
 /// Keys are non-empty UTF-8 strings of at most [`MAX_KEY_LEN`](crate::MAX_KEY_LEN)
 /// bytes; values are any serde type, kept encoded, at most
-/// [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN) bytes. Cloning is cheap: clones
+/// [`Config::max_value_len`] bytes (default
+/// [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN)). Cloning is cheap: clones
 /// share the same data.
+///
+/// **Byte payloads**: values are encoded with serde, which writes a plain
+/// `Vec<u8>` one element at a time; store bytes as `serde_bytes::ByteBuf`
+/// (or a field marked `#[serde(with = "serde_bytes")]`) and they are copied
+/// whole, many times faster for large values (the benchmark's "1 MiB
+/// `Vec<u8>`" line measures it).
 ///
 /// In main the data is a sharded map in this process and every operation
 /// works on it directly. In a child every operation is one call to main.
@@ -96,6 +125,7 @@ pub struct Store {
     watch_capacity: usize,
     /// This handle's call deadline in a child (`None`: the transport's).
     timeout: Option<Duration>,
+    max_value: usize,
 }
 
 #[derive(Clone)]
@@ -121,6 +151,7 @@ impl Store {
             backend: Backend::Local(Data::new(config.shards, config.clock, config.purge_every)),
             watch_capacity: config.watch_capacity,
             timeout: None,
+            max_value: config.max_value_len,
         }
     }
 
@@ -155,6 +186,7 @@ impl Store {
             backend: Backend::Redis(Arc::new(redis)),
             watch_capacity: capacity,
             timeout: None,
+            max_value: MAX_VALUE_LEN,
         })
     }
 
@@ -177,6 +209,7 @@ impl Store {
                 let service = StoreService {
                     data: data.clone(),
                     max_frame: transport.max_frame(),
+                    max_value: config.max_value_len,
                 };
                 transport.serve(SERVICE, Arc::new(service))?;
                 let weak = Arc::downgrade(&data);
@@ -189,6 +222,7 @@ impl Store {
                     backend: Backend::Local(data),
                     watch_capacity: config.watch_capacity,
                     timeout: None,
+                    max_value: config.max_value_len,
                 }))
             } else {
                 let remote = Remote::new(transport.clone(), config.watch_capacity)?;
@@ -196,6 +230,7 @@ impl Store {
                     backend: Backend::Remote(remote),
                     watch_capacity: config.watch_capacity,
                     timeout: None,
+                    max_value: config.max_value_len,
                 }))
             }
         })?;
@@ -309,7 +344,7 @@ impl Store {
     /// ```
     pub fn set<V: Serialize + ?Sized>(&self, key: &str, value: &V) -> Result<()> {
         check_key(key)?;
-        value::with_encoded(key, value, |bytes| {
+        value::with_encoded(key, value, self.max_value, |bytes| {
             expect_set(self.run_op(Op::Set {
                 key,
                 value: Bytes::new(bytes),
@@ -327,7 +362,7 @@ impl Store {
         ttl: Duration,
     ) -> Result<()> {
         check_key(key)?;
-        value::with_encoded(key, value, |bytes| {
+        value::with_encoded(key, value, self.max_value, |bytes| {
             expect_set(self.run_op(Op::Set {
                 key,
                 value: Bytes::new(bytes),
@@ -416,13 +451,14 @@ impl Store {
         expected: Option<&V>,
         new: Option<&V>,
     ) -> Result<bool> {
-        let cas = Cas::encode(key, expected, new)?;
+        let cas = Cas::encode(key, expected, new, self.max_value)?;
         expect_bool(self.run_op(cas.op(key))?)
     }
 
     /// Runs `batch` atomically in main; one [`Outcome`] per operation, in order.
     pub fn batch(&self, batch: &Batch) -> Result<Vec<Outcome>> {
         let ops = batch.ops()?;
+        check_batch(&ops, self.max_value)?;
         self.run(
             Request::Batch(ops.clone()),
             |data| Ok(data.apply_batch(&ops)),
@@ -501,7 +537,7 @@ impl Store {
     /// The async form of [`Store::set`].
     pub async fn set_async<V: Serialize + ?Sized>(&self, key: &str, value: &V) -> Result<()> {
         check_key(key)?;
-        let bytes = value::encode(key, value)?;
+        let bytes = value::encode(key, value, self.max_value)?;
         expect_set(
             self.run_op_async(Op::Set {
                 key,
@@ -520,7 +556,7 @@ impl Store {
         ttl: Duration,
     ) -> Result<()> {
         check_key(key)?;
-        let bytes = value::encode(key, value)?;
+        let bytes = value::encode(key, value, self.max_value)?;
         expect_set(
             self.run_op_async(Op::Set {
                 key,
@@ -585,13 +621,14 @@ impl Store {
         expected: Option<&V>,
         new: Option<&V>,
     ) -> Result<bool> {
-        let cas = Cas::encode(key, expected, new)?;
+        let cas = Cas::encode(key, expected, new, self.max_value)?;
         expect_bool(self.run_op_async(cas.op(key)).await?)
     }
 
     /// The async form of [`Store::batch`].
     pub async fn batch_async(&self, batch: &Batch) -> Result<Vec<Outcome>> {
         let ops = batch.ops()?;
+        check_batch(&ops, self.max_value)?;
         let shapes: Vec<OwnedOpShape> = ops.iter().map(OwnedOpShape::of).collect();
         self.run_async(
             Request::Batch(ops.clone()),
@@ -689,11 +726,12 @@ impl Cas {
         key: &str,
         expected: Option<&V>,
         new: Option<&V>,
+        max: usize,
     ) -> Result<Cas> {
         check_key(key)?;
         Ok(Cas {
-            expected: expected.map(|v| value::encode(key, v)).transpose()?,
-            new: new.map(|v| value::encode(key, v)).transpose()?,
+            expected: expected.map(|v| value::encode(key, v, max)).transpose()?,
+            new: new.map(|v| value::encode(key, v, max)).transpose()?,
         })
     }
 

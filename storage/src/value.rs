@@ -54,11 +54,13 @@ pub(crate) fn wrong_type<V>(key: &str, e: yuki_channel::Error) -> Error {
     }
 }
 
-/// Encodes `value` (checked against the size limit) and hands the bytes to `f`.
+/// Encodes `value` (checked against the size limit `max`) and hands the
+/// bytes to `f`.
 #[inline]
 pub(crate) fn with_encoded<V, R>(
     key: &str,
     value: &V,
+    max: usize,
     f: impl FnOnce(&[u8]) -> Result<R>,
 ) -> Result<R>
 where
@@ -67,7 +69,7 @@ where
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             buf.clear();
-            let r = encode_checked(key, value, &mut buf).and_then(|()| f(&buf));
+            let r = encode_checked(key, value, max, &mut buf).and_then(|()| f(&buf));
             if buf.capacity() > 64 << 10 {
                 *buf = Vec::new();
             }
@@ -76,18 +78,23 @@ where
         // Only reached if a Serialize impl itself uses the store.
         Err(_) => {
             let mut buf = Vec::new();
-            encode_checked(key, value, &mut buf)?;
+            encode_checked(key, value, max, &mut buf)?;
             f(&buf)
         }
     })
 }
 
-/// Encodes `value` into a buffer of its exact size.
-pub(crate) fn encode<V: Serialize + ?Sized>(key: &str, value: &V) -> Result<Vec<u8>> {
-    with_encoded(key, value, |b| Ok(b.to_vec()))
+/// Encodes `value` into a buffer of its exact size (at most `max` bytes).
+pub(crate) fn encode<V: Serialize + ?Sized>(key: &str, value: &V, max: usize) -> Result<Vec<u8>> {
+    with_encoded(key, value, max, |b| Ok(b.to_vec()))
 }
 
-fn encode_checked<V: Serialize + ?Sized>(key: &str, value: &V, buf: &mut Vec<u8>) -> Result<()> {
+fn encode_checked<V: Serialize + ?Sized>(
+    key: &str,
+    value: &V,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
     codec::encode_into(value, buf).map_err(|e| Error::Encode {
         key: key.to_owned(),
         type_name: std::any::type_name::<V>(),
@@ -96,7 +103,7 @@ fn encode_checked<V: Serialize + ?Sized>(key: &str, value: &V, buf: &mut Vec<u8>
             other => other.to_string(),
         },
     })?;
-    check_value(key, buf)
+    check_value(key, buf, max)
 }
 
 #[cfg(test)]

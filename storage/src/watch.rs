@@ -115,17 +115,21 @@ impl Inbox {
 /// applied them, from [`Store::watch`](crate::Store::watch).
 ///
 /// Read it blocking ([`Watch::recv`], the [`Iterator`]), with a time-out,
-/// without waiting ([`Watch::try_recv`]) or from async code
-/// ([`Watch::recv_async`], the `futures_core::Stream`). It ends with an
+/// without waiting ([`Watch::try_recv`], [`Error::Empty`] when nothing is
+/// queued) or from async code ([`Watch::recv_async`], the
+/// `futures_core::Stream`): the same shapes as `Channel` and
+/// `Subscription`, every receive through `&self`. It ends with an
 /// error: [`Error::WatchLagged`] when the watcher fell more than its buffer
 /// behind, [`Error::Disconnected`] when main is gone. Dropping it stops the
 /// notifications.
 pub struct Watch {
     inbox: Arc<Inbox>,
     rx: Receiver<Event>,
-    finished: Option<Error>,
-    waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    cancel: Option<Box<dyn FnOnce() + Send>>,
+    finished: OnceLock<Error>,
+    // In mutexes only so that a watch is `Sync` like the other receivers;
+    // they are reached through `&mut self`, without locking.
+    waiting: Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>>,
+    cancel: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl Watch {
@@ -137,14 +141,14 @@ impl Watch {
         Watch {
             inbox,
             rx,
-            finished: None,
-            waiting: None,
-            cancel: Some(cancel),
+            finished: OnceLock::new(),
+            waiting: Mutex::new(None),
+            cancel: Mutex::new(Some(cancel)),
         }
     }
 
     /// Waits for the next change.
-    pub fn recv(&mut self) -> Result<Change> {
+    pub fn recv(&self) -> Result<Change> {
         loop {
             if let Some(r) = self.try_next() {
                 return r;
@@ -161,7 +165,7 @@ impl Watch {
     }
 
     /// Waits at most `timeout` for the next change ([`Error::Timeout`] if none came).
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Change> {
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Change> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(r) = self.try_next() {
@@ -181,13 +185,24 @@ impl Watch {
         }
     }
 
-    /// The next change if one is queued, `Ok(None)` if none is.
-    pub fn try_recv(&mut self) -> Result<Option<Change>> {
-        self.try_next().transpose()
+    /// The next change if one is queued; [`Error::Empty`] if none is.
+    ///
+    /// ```
+    /// use yuki_storage::{Error, Store};
+    /// let store = Store::local();
+    /// let watch = store.watch("k")?;
+    /// assert!(matches!(watch.try_recv(), Err(Error::Empty)));
+    /// store.set("k", &1u8)?;
+    /// assert_eq!(watch.try_recv()?.key, "k");
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn try_recv(&self) -> Result<Change> {
+        self.try_next().unwrap_or(Err(Error::Empty))
     }
 
-    /// Waits for the next change without blocking a thread.
-    pub async fn recv_async(&mut self) -> Result<Change> {
+    /// Waits for the next change without blocking a thread. Cancel-safe:
+    /// dropping the future before it completes takes no change.
+    pub async fn recv_async(&self) -> Result<Change> {
         loop {
             if let Some(r) = self.try_next() {
                 return r;
@@ -196,8 +211,8 @@ impl Watch {
         }
     }
 
-    fn try_next(&mut self) -> Option<Result<Change>> {
-        if let Some(e) = &self.finished {
+    fn try_next(&self) -> Option<Result<Change>> {
+        if let Some(e) = self.finished.get() {
             return Some(Err(e.clone()));
         }
         match self.rx.try_recv() {
@@ -209,7 +224,7 @@ impl Watch {
         }
     }
 
-    fn take(&mut self, event: Event) -> Option<Result<Change>> {
+    fn take(&self, event: Event) -> Option<Result<Change>> {
         match event {
             Event::Change(c) => Some(Ok(c)),
             // More changes may still be queued ahead of the end only if the
@@ -221,9 +236,9 @@ impl Watch {
         }
     }
 
-    fn finish<T>(&mut self, e: Error) -> Result<T> {
-        self.finished = Some(e.clone());
-        Err(e)
+    fn finish<T>(&self, e: Error) -> Result<T> {
+        // The first end is the one every later receive repeats.
+        Err(self.finished.get_or_init(|| e).clone())
     }
 }
 
@@ -232,7 +247,7 @@ impl Iterator for Watch {
 
     /// Blocks for the next change; the end of the watch is one `Err`, then `None`.
     fn next(&mut self) -> Option<Result<Change>> {
-        if self.finished.is_some() {
+        if self.finished.get().is_some() {
             return None;
         }
         Some(self.recv())
@@ -245,20 +260,21 @@ impl futures_core::Stream for Watch {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Change>>> {
         let this = &mut *self;
         loop {
-            if this.finished.is_some() {
+            if this.finished.get().is_some() {
                 return Poll::Ready(None);
             }
-            if let Some(r) = this.try_next() {
-                this.waiting = None;
+            let next = this.try_next();
+            let waiting = this.waiting.get_mut().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = next {
+                *waiting = None;
                 return Poll::Ready(Some(r));
             }
             let inbox = this.inbox.clone();
-            let wait = this
-                .waiting
+            let wait = waiting
                 .get_or_insert_with(|| Box::pin(async move { inbox.notify.notified().await }));
             match wait.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) => this.waiting = None,
+                Poll::Ready(()) => *waiting = None,
             }
         }
     }
@@ -266,7 +282,8 @@ impl futures_core::Stream for Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        if let Some(cancel) = self.cancel.take() {
+        let cancel = self.cancel.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(cancel) = cancel.take() {
             cancel();
         }
     }

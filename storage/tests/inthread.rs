@@ -58,7 +58,7 @@ fn attaching_twice_gives_the_same_store() {
     let a = Store::attach(child_t.clone()).unwrap();
     let b = Store::attach(child_t).unwrap();
     assert!(!a.is_owner());
-    let mut watch = a.watch("k").unwrap();
+    let watch = a.watch("k").unwrap();
     b.set("k", &2).unwrap();
     assert_eq!(
         watch.recv_timeout(WAIT).unwrap().decode::<i32>().unwrap(),
@@ -106,7 +106,7 @@ fn a_child_that_leaves_loses_its_watchers_and_others_go_on() {
     let leaving = Store::attach(leaving_t.clone()).unwrap();
     let _watch = leaving.watch("").unwrap();
     let staying = h.child("staying");
-    let mut watch = staying.watch("").unwrap();
+    let watch = staying.watch("").unwrap();
     leaving_t.disconnect("crashed");
     assert!(matches!(
         leaving.get::<i32>("k"),
@@ -151,7 +151,7 @@ fn a_watcher_that_falls_behind_is_closed_with_lagged() {
     )
     .unwrap();
     for store in [&h.main, &child] {
-        let mut watch = store.watch("").unwrap();
+        let watch = store.watch("").unwrap();
         for i in 0..10 {
             h.main.set("k", &i).unwrap();
         }
@@ -173,7 +173,7 @@ fn expired_keys_are_purged_in_the_background() {
         Config::default().purge_every(Duration::from_millis(1)),
     );
     let child = h.child("c");
-    let mut watch = child.watch("").unwrap();
+    let watch = child.watch("").unwrap();
     child.set_with_ttl("t", &1, Duration::from_secs(5)).unwrap();
     assert!(watch.recv_timeout(WAIT).unwrap().value.is_some());
     h.clock.advance(Duration::from_secs(5));

@@ -13,7 +13,7 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
 use yuki_channel::{PeerId, Transport, codec};
 use yuki_ipc_transport::{Node, WhenMainGone};
-use yuki_storage::{Batch, Config, ManualClock, Store};
+use yuki_storage::{Batch, Config, Error, ManualClock, Store};
 use yuki_testkit::kv_model::{KvModel, KvOp, KvValue, kv_op};
 use yuki_testkit::{Harness, run_child};
 
@@ -31,7 +31,10 @@ struct Main {
 }
 
 fn start_main() -> Main {
-    let node = Node::init().expect("main starts");
+    let node = Node::builder()
+        .independent_main()
+        .init()
+        .expect("main starts");
     let clock = Arc::new(ManualClock::default());
     let store =
         Store::attach_with(node.transport(), Config::default().clock(clock.clone())).unwrap();
@@ -268,7 +271,7 @@ fn killing_a_child_mid_batches_leaves_every_batch_whole() {
     }
     let h = Harness::new();
     let main = start_main();
-    let mut progress = main.store.watch("g0.count").unwrap();
+    let progress = main.store.watch("g0.count").unwrap();
     let children: Vec<_> = (0..3).map(|i| spawn(&main, &h, "batcher", i)).collect();
     for _ in 0..50 {
         progress.recv_timeout(WAIT).unwrap();
@@ -290,7 +293,7 @@ fn a_watch_in_a_child_sees_every_change_of_main_in_order() {
     const N: i64 = 500;
     if run_child(|_| {
         let (_node, store) = child_store();
-        let mut watch = store.watch("w.").unwrap();
+        let watch = store.watch("w.").unwrap();
         store.set("ready", &true).unwrap();
         for i in 0..N {
             let c = watch.recv_timeout(WAIT).unwrap();
@@ -305,13 +308,13 @@ fn a_watch_in_a_child_sees_every_change_of_main_in_order() {
         }
         removed.sort();
         assert_eq!(removed.len(), 100);
-        assert_eq!(watch.try_recv().unwrap(), None);
+        assert_eq!(watch.try_recv(), Err(Error::Empty));
     }) {
         return;
     }
     let h = Harness::new();
     let main = start_main();
-    let mut ready = main.store.watch("ready").unwrap();
+    let ready = main.store.watch("ready").unwrap();
     let child = spawn(&main, &h, "watcher", 0);
     ready.recv_timeout(WAIT).unwrap();
     for i in 0..N {
@@ -328,7 +331,7 @@ fn a_watch_in_a_child_sees_every_change_of_main_in_order() {
 fn run_doomed_main() {
     let h = Harness::for_test("a_child_gets_disconnected_when_main_is_killed");
     let main = start_main();
-    let mut ready = main.store.watch("ready").unwrap();
+    let ready = main.store.watch("ready").unwrap();
     // The grandchild reports into the pipe the harness reads.
     let mut cmd = h.command("orphan", 0);
     cmd.stdout(std::process::Stdio::inherit());
@@ -346,7 +349,7 @@ fn run_doomed_main() {
 
 fn run_orphan() {
     let (_node, store) = child_store();
-    let mut watch = store.watch("never.").unwrap();
+    let watch = store.watch("never.").unwrap();
     // Main tells the test as soon as it applied this, so main may be killed
     // before its reply arrives: then the reply is Disconnected too.
     let set = store.set("ready", &true);

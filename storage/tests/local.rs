@@ -96,7 +96,7 @@ fn a_watch_ends_when_its_store_is_dropped() {
     store
         .set_with_ttl("t", &1, Duration::from_secs(60))
         .unwrap();
-    let mut watch = store.watch("").unwrap();
+    let watch = store.watch("").unwrap();
     store.set("k", &1).unwrap();
     drop(store);
     // Changes made before still arrive; then the end, not a hang.

@@ -132,7 +132,7 @@ fn fifty_children_killed_mid_work_leave_main_whole() {
         tasks.send(task).unwrap();
     }
     let mut steady_kids = Kids::default();
-    let mut ready = store.watch("steady.").unwrap();
+    let ready = store.watch("steady.").unwrap();
     for i in 0..STEADY {
         let child = node.spawn(&format!("steady-{i}"), h.command("steady", i));
         steady_kids.0.push(child.unwrap());
@@ -143,7 +143,7 @@ fn fifty_children_killed_mid_work_leave_main_whole() {
 
     let mut kids = Kids::default();
     for n in 0..KILLS {
-        let mut progress = store.watch(&format!("w{n}.last")).unwrap();
+        let progress = store.watch(&format!("w{n}.last")).unwrap();
         let child = node
             .spawn(&format!("victim-{n}"), h.command("victim", n))
             .unwrap();

@@ -323,6 +323,7 @@ struct Main {
 fn start_main() -> Main {
     let h = Harness::new().timeout(Duration::from_secs(120));
     let node = Node::builder()
+        .independent_main()
         .max_frame(MAX_FRAME)
         .max_backlog(MAX_BACKLOG)
         .init()
@@ -346,7 +347,7 @@ fn start_main() -> Main {
             let _ = left_tx.send((*peer, reason.clone()));
         }
     }));
-    let mut ready = store.watch("good.").unwrap();
+    let ready = store.watch("good.").unwrap();
     let mut goods = Kids::default();
     for i in 0..GOOD {
         goods.0.push(
@@ -447,7 +448,7 @@ fn a_child_flooding_requests_without_reading_replies_is_cut_off() {
     ]);
     let c = &flooder.0[0];
     c.wait_timeout(WAIT)
-        .unwrap_or_else(|| panic!("the flooder was never cut off"));
+        .unwrap_or_else(|e| panic!("the flooder was never cut off: {e}"));
     let why = main.reason(c);
     assert!(why.contains("does not read its replies"), "{why:?}");
     let grown = rss_kib().saturating_sub(before);

@@ -132,7 +132,7 @@ fn run_busy(index: usize) {
                         format!("{e}")
                     }
                     "watcher" => {
-                        let mut w = store.watch("never.").unwrap();
+                        let w = store.watch("never.").unwrap();
                         // Main may die before it answers: the item may still have arrived.
                         let _ = ready.send(me);
                         let e = w.recv().expect_err("nobody writes");

@@ -46,8 +46,9 @@ fn a_child_restarted_a_hundred_times_leaks_nothing_in_main() {
         // Main may restart this run as soon as the count is applied, before
         // the reply arrives.
         let _ = store.incr("starts", 1);
-        // Blocks until main stops this run.
-        let _ = jobs.recv();
+        // Holds everything open until main stops this run.
+        let _ = node.wait_for_stop();
+        drop(jobs);
     }) {
         return;
     }
@@ -58,7 +59,7 @@ fn a_child_restarted_a_hundred_times_leaks_nothing_in_main() {
     let store = Store::attach(t.clone()).unwrap();
     let pubsub = PubSub::attach(t.clone()).unwrap();
     let _jobs = Channel::<u8>::open(&t, "jobs").unwrap();
-    let mut starts = store.watch("starts").unwrap();
+    let starts = store.watch("starts").unwrap();
     // Warm up every lazily started part of main once.
     store.set("w.x", &1u8).unwrap();
     pubsub.publish("news", &1u8).unwrap();

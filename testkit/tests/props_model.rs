@@ -335,7 +335,7 @@ fn programs_over_the_ipc_transport_match_the_model() {
         return;
     }
     let h = Harness::new().timeout(Duration::from_secs(300));
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let t = node.transport();
     let store = Store::attach(t.clone()).unwrap();
     let pubsub = PubSub::attach(t.clone()).unwrap().with_capacity(CAPACITY);

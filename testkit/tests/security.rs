@@ -48,7 +48,7 @@ fn receiver() {
     let pubsub = PubSub::attach(t.clone()).unwrap();
     let sub = pubsub.subscribe::<u64>("secret.*").unwrap();
     let private = Channel::<u64>::open(&t, "private").unwrap();
-    let mut watch = store.watch("secret.").unwrap();
+    let watch = store.watch("secret.").unwrap();
     store.set("modes", &modes).unwrap();
     store.set("receiver.ready", &1u8).unwrap();
     for i in 0..MESSAGES {
@@ -116,7 +116,7 @@ fn the_rendezvous_is_private_and_no_child_reads_anothers_pushes() {
     )
     .unwrap();
 
-    let mut ready = store.watch("receiver.").unwrap();
+    let ready = store.watch("receiver.").unwrap();
     let mut kids = Kids::default();
     kids.0
         .push(node.spawn("receiver", h.command("receiver", 0)).unwrap());

@@ -45,7 +45,7 @@ fn child(index: usize) {
     let work = Channel::<(u8, u32)>::open(&t, "soak.work").unwrap();
     let reports = Channel::<Report>::open(&t, "soak.reports").unwrap();
     // Start together, so every publish reaches every subscription.
-    let mut go = store.watch("go").unwrap();
+    let go = store.watch("go").unwrap();
     store.set(&format!("ready.{index}"), &1u8).unwrap();
     go.recv_timeout(WAIT).expect("main says go");
     let mut seed = [0u8; 32];
@@ -107,7 +107,7 @@ fn child(index: usize) {
     }
     // Finish together too: every publish reaches every subscription, and
     // each subscription gets every message or learns it lagged.
-    let mut end = store.watch("end").unwrap();
+    let end = store.watch("end").unwrap();
     store.set(&format!("done.{index}"), &published).unwrap();
     end.recv_timeout(WAIT).expect("main says end");
     let total: u64 = (0..CHILDREN)
@@ -151,7 +151,7 @@ fn eight_children_soak_without_error_or_growth() {
     let work = Channel::<(u8, u32)>::open(&t, "soak.work").unwrap();
     let reports = Channel::<Report>::open(&t, "soak.reports").unwrap();
     let deadline = now_ns() + secs * 1_000_000_000;
-    let mut ready = store.watch("ready.").unwrap();
+    let ready = store.watch("ready.").unwrap();
     let mut kids = Kids::default();
     for i in 0..CHILDREN {
         let mut cmd = h.command("soak", i);
@@ -161,7 +161,7 @@ fn eight_children_soak_without_error_or_growth() {
     for _ in 0..CHILDREN {
         ready.recv_timeout(WAIT).expect("every child starts");
     }
-    let mut done = store.watch("done.").unwrap();
+    let done = store.watch("done.").unwrap();
     store.set("go", &1u8).unwrap();
     // Memory after a quarter of the run, against the end.
     let quarter = Instant::now() + Duration::from_secs(secs / 4);

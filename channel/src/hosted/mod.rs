@@ -47,7 +47,7 @@ use remote::{Remote, SendFail};
 /// The typed face of a hosted queue: encode and decode captured at `open`,
 /// where `T`'s serde bounds are known, so `Channel<T>` needs none.
 pub(crate) struct Hosted<T> {
-    encode: fn(&T) -> Result<Vec<u8>>,
+    encode: fn(&T, usize) -> Result<Vec<u8>>,
     decode: fn(&[u8]) -> Result<T>,
     side: Side,
     /// A handle keeps its transport alive (the queue parts hold it weakly,
@@ -79,7 +79,8 @@ impl<T> Hosted<T> {
         block: bool,
         timeout: Option<Duration>,
     ) -> Result<(), TrySendError<T>> {
-        let bytes = match (self.encode)(&value) {
+        // A value that cannot fit a frame is refused while it is encoded.
+        let bytes = match (self.encode)(&value, self._transport.max_frame()) {
             Ok(b) => b,
             Err(e) => return Err(TrySendError::Failed(SendError::new(value, e))),
         };
@@ -309,8 +310,8 @@ pub fn host_channels(transport: &Arc<dyn Transport>) -> Result<()> {
     Hosting::attach(transport).map(|_| ())
 }
 
-fn encode_fn<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    codec::encode(value)
+fn encode_fn<T: Serialize>(value: &T, max: usize) -> Result<Vec<u8>> {
+    codec::encode_limited(value, max)
 }
 
 fn decode_fn<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {

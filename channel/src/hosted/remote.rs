@@ -438,7 +438,8 @@ impl Remote {
     /// Main is gone.
     pub(crate) fn disconnected(&self, reason: &str) {
         let mut st = self.lock();
-        st.gone = Some(format!("main is gone ({reason})"));
+        // The transport's reason already says main is gone, and why.
+        st.gone = Some(reason.to_owned());
         self.wake_all(&mut st);
     }
 

@@ -55,7 +55,7 @@ pub fn spawn_and_wait(node: &Node, area: &str, cmd: Command) -> Result<(), Strin
         .map_err(|e| e.to_string())?;
     let exit = child
         .wait_timeout(TIME_LIMIT)
-        .ok_or_else(|| format!("the {area} child did not finish within {TIME_LIMIT:?}"))?;
+        .map_err(|e| format!("the {area} child did not finish within {TIME_LIMIT:?}: {e}"))?;
     if exit.status.success() {
         Ok(())
     } else {

@@ -204,9 +204,50 @@ fn main_process(report: &mut Report, quick: bool) {
     }
 }
 
+/// A 1 MiB payload set in main as a plain `Vec<u8>` (serde encodes it a
+/// byte at a time) against the same bytes as a `serde_bytes::ByteBuf` (one
+/// copy): why the docs ask for `serde_bytes`.
+fn byte_payloads(report: &mut Report, quick: bool) {
+    let store = Store::local();
+    let bytes = vec![7u8; 1 << 20];
+    let buf = serde_bytes::ByteBuf::from(bytes.clone());
+    let (sets, rounds) = if quick { (4, 2) } else { (32, 8) };
+    // GB/s of payload stored.
+    let rate = |set: &dyn Fn()| {
+        let begun = Instant::now();
+        for _ in 0..sets {
+            set();
+        }
+        (sets << 20) as f64 / begun.elapsed().as_secs_f64() / 1e9
+    };
+    let (ours, floor) = best_pair(
+        rounds,
+        || {
+            rate(&|| {
+                black_box(store.set("blob", &bytes).is_ok());
+            })
+        },
+        || {
+            rate(&|| {
+                black_box(store.set("blob", &buf).is_ok());
+            })
+        },
+    );
+    report.add(
+        Line::new(
+            "main set of a 1 MiB Vec<u8>, no serde_bytes",
+            "GB/s",
+            ours,
+            Better::Higher,
+        )
+        .floor("the same bytes as serde_bytes::ByteBuf", floor),
+    );
+}
+
 /// Measures the store's figures.
 pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     main_process(report, quick);
+    byte_payloads(report, quick);
     let redis = redis_peer::server()
         .and_then(|server| redis_peer::store(&server, &Workload::new(KEYS), quick));
     let child = child_figures(quick)?;

@@ -44,7 +44,7 @@ pub fn run(node: Node, run_for: Duration, epoch: SystemTime) -> Result<(), DemoE
     store.set(BotConfig::KEY, &config)?;
     info!(?config, "configuration stored");
 
-    let mut runs = store.watch("runs.")?;
+    let runs = store.watch("runs.")?;
     std::thread::spawn(move || {
         while let Ok(change) = runs.recv() {
             if let Ok(Some(run)) = change.decode::<i64>() {
@@ -65,7 +65,7 @@ pub fn run(node: Node, run_for: Duration, epoch: SystemTime) -> Result<(), DemoE
         }
     })?;
 
-    node.on_lifecycle(Arc::new(|moment: &Lifecycle| match moment {
+    node.on_lifecycle(|moment: &Lifecycle| match moment {
         Lifecycle::Stopping { name, .. } => info!("hook: {name} is stopping"),
         Lifecycle::Restarting {
             name, attempt: 0, ..
@@ -79,7 +79,7 @@ pub fn run(node: Node, run_for: Duration, epoch: SystemTime) -> Result<(), DemoE
         Lifecycle::GaveUp { name, restarts } => {
             warn!("hook: {name} stays down after {restarts} restarts")
         }
-    }));
+    });
 
     let quit = control.clone();
     if let Err(e) = ctrlc::set_handler(move || {
@@ -95,7 +95,7 @@ pub fn run(node: Node, run_for: Duration, epoch: SystemTime) -> Result<(), DemoE
         command.env(log::EPOCH_ENV, log::epoch_value(epoch));
         let handle = node
             .child(name, command)
-            .restart(policy)
+            .restart_policy(policy)
             .backoff(Duration::from_millis(200), Duration::from_secs(1))
             .spawn()?;
         info!("spawned plugin host {name} (pid {})", handle.pid());

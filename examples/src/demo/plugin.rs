@@ -5,7 +5,8 @@
 //! `msg.<host>` and counts it with `incr`. It listens to the other host's
 //! events and counts those too. On its first run, `chat` asks main to
 //! restart it (as a host does to load new plugins) and `games` crashes on
-//! purpose; the store remembers the runs, so neither does it twice.
+//! purpose; the store remembers the runs, so neither does it twice. Asked to
+//! stop, it finishes the message in hand and returns.
 
 use std::time::Duration;
 
@@ -25,7 +26,8 @@ const CRASH_AFTER: u64 = 20;
 const USERS: [&str; 3] = ["ann", "bo", "cy"];
 const TEXTS: [&str; 4] = ["hello", "/weather tokyo", "/roll 2d6", "good bot"];
 
-/// Runs the plugin host until main stops it.
+/// Runs the plugin host until main asks it to stop, then returns (the
+/// process exits cleanly when `main` returns).
 pub fn run(node: Node) -> Result<(), DemoError> {
     // Ctrl+C reaches the whole process group: main stops the hosts itself.
     if let Err(e) = ctrlc::set_handler(|| {}) {
@@ -64,7 +66,11 @@ pub fn run(node: Node) -> Result<(), DemoError> {
     let received_key = format!("count.{name}.received");
     let tick = Duration::from_millis(config.tick_ms.max(1));
     for n in 1u64.. {
-        std::thread::sleep(tick);
+        // The tick doubles as the wait for main's stop request.
+        if node.wait_for_stop_timeout(tick)? {
+            info!("asked to stop after {} message(s)", n - 1);
+            break;
+        }
         let event = Incoming {
             host: name.clone(),
             user: USERS[n as usize % USERS.len()].into(),

@@ -34,7 +34,7 @@ impl Kids {
             let left = deadline.saturating_duration_since(Instant::now());
             let exit = c
                 .wait_timeout(left)
-                .unwrap_or_else(|| panic!("{} did not finish", c.name()));
+                .unwrap_or_else(|e| panic!("{} did not finish: {e}", c.name()));
             assert!(exit.status.success(), "{} failed: {exit:?}", c.name());
         }
     }
