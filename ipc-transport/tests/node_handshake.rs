@@ -142,8 +142,7 @@ fn an_impostor_connecting_first_is_refused_and_the_child_still_joins() {
             let node = Node::init().unwrap();
             assert_eq!(node.name(), "genuine");
             node.request_stop().unwrap();
-            let (_tx, rx) = std::sync::mpsc::channel::<()>();
-            let _ = rx.recv();
+            node.wait_for_stop().unwrap();
         }
         _ => {
             let err = Node::init().unwrap_err();
@@ -153,7 +152,7 @@ fn an_impostor_connecting_first_is_refused_and_the_child_still_joins() {
         return;
     }
     let h = Harness::new();
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let child = node.spawn("genuine", h.command("genuine", 0)).unwrap();
     let exit = child.wait_timeout(WAIT).expect("the child asked to stop");
     assert!(exit.status.success(), "{exit:?}");
@@ -251,8 +250,8 @@ fn a_rendezvous_leaves_nothing_in_the_temporary_directory() {
         if s.name() == "worker" {
             let node = Node::init().unwrap();
             node.request_stop().unwrap();
-            let (_tx, rx) = std::sync::mpsc::channel::<()>();
-            let _ = rx.recv();
+            node.wait_for_stop().unwrap();
+            return;
         }
         // Main, with a temporary directory of its own: a spawn whose fork
         // fails, one whose child exits early, and one that joins and stops.

@@ -348,14 +348,14 @@ fn policies_decide_which_exits_restart() {
 #[test]
 fn children_of_ever_new_names_are_forgotten_once_ended_and_unheld() {
     if run_child(|_| {
-        // Exits when main asks it to stop (WhenMainGone::Exit).
-        let _node = Node::init().unwrap();
-        blocks_forever();
+        // Ends when main asks it to stop.
+        let node = Node::init().unwrap();
+        node.wait_for_stop().unwrap();
     }) {
         return;
     }
     let h = Harness::new().timeout(Duration::from_secs(300));
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     // A live child stays in the table without a handle.
     drop(node.spawn("resident", h.command("worker", 0)).unwrap());
     let base = node.children().len();

@@ -462,7 +462,11 @@ fn run_ipc(case: fn() -> (ChildHalf, MainHalf)) {
         h.run_id(),
         NEXT_OUT.fetch_add(1, Ordering::Relaxed)
     ));
-    let node = Node::builder().max_frame(MAX).init().unwrap();
+    let node = Node::builder()
+        .independent_main()
+        .max_frame(MAX)
+        .init()
+        .unwrap();
     let world = World::new(node.transport());
     let mut cmd = h.command("child", 0);
     cmd.env(OUT_ENV, &out);

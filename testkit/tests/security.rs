@@ -90,7 +90,7 @@ fn the_rendezvous_is_private_and_no_child_reads_anothers_pushes() {
         return;
     }
     let h = Harness::new().timeout(Duration::from_secs(60));
-    let node = Node::init().unwrap();
+    let node = Node::builder().independent_main().init().unwrap();
     let t = node.transport();
     let store = Store::attach(t.clone()).unwrap();
     let pubsub = PubSub::attach(t.clone()).unwrap();
