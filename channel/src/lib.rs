@@ -89,5 +89,6 @@ pub use passive::ReceiveLoop;
 pub use registry::{Registry, lookup, names, register};
 pub use role::{BOOTSTRAP_ENV, Role, is_main_process, role};
 pub use transport::{
-    Extensions, PeerEvent, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Service, Transport,
+    DropHandler, Extensions, PeerEvent, PeerEventHandler, PeerId, PushHandler, ReplyHandler,
+    Service, Transport,
 };

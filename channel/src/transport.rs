@@ -90,6 +90,10 @@ where
 /// Receives the frames pushed to this process on one stream.
 pub type PushHandler = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
+/// Receives, in main, frames pushed to `peer` on one stream that the
+/// transport dropped unsent, oldest first (see [`Transport::on_push_dropped`]).
+pub type DropHandler = Arc<dyn Fn(PeerId, &[&[u8]]) + Send + Sync>;
+
 /// Receives peer events.
 pub type PeerEventHandler = Arc<dyn Fn(&PeerEvent) + Send + Sync>;
 
@@ -137,6 +141,24 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// Adds a handler for frames pushed to this process on `stream`. Handlers
     /// run on a transport thread, in order, and must be quick.
     fn on_push(&self, stream: &str, handler: PushHandler) -> Result<()>;
+
+    /// Makes pushes on `stream` lossy, oldest first (main only): when a
+    /// peer does not keep up, the transport drops the oldest pushes queued
+    /// for it on such streams to make room, and a new push on them is never
+    /// refused with [`Error::PeerBacklogged`]. The frames dropped together
+    /// are handed to `handler` at once, on the thread whose push or reply
+    /// made room, after the transport's own locks are released (so
+    /// `handler` may push again, to tell the peer what it lost). A
+    /// transport drops well below its limit at once, not one frame per
+    /// push, so that such a notice fits without dropping more.
+    ///
+    /// A transport that queues nothing for a peer (it delivers each push
+    /// before returning, or refuses it) drops nothing and may keep this
+    /// default, which accepts the handler and never calls it.
+    fn on_push_dropped(&self, stream: &str, handler: DropHandler) -> Result<()> {
+        let _ = (stream, handler);
+        Ok(())
+    }
 
     /// Adds a handler for peer events.
     fn on_peer_event(&self, handler: PeerEventHandler);

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use yuki_channel::{
-    Error, Extensions, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Result, Role, Service,
+    DropHandler, Error, Extensions, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Result, Role, Service,
     Transport,
 };
 
@@ -113,6 +113,16 @@ impl Transport for IpcTransport {
             .or_insert_with(|| Arc::new([]));
         *entry = entry.iter().cloned().chain([handler]).collect();
         Ok(())
+    }
+
+    fn on_push_dropped(&self, stream: &str, handler: DropHandler) -> Result<()> {
+        match &self.side {
+            Side::Main(hub) => {
+                hub.on_push_dropped(stream, handler);
+                Ok(())
+            }
+            Side::Child(_) => Err(main_only("handling dropped pushes")),
+        }
     }
 
     fn on_peer_event(&self, handler: PeerEventHandler) {
