@@ -126,7 +126,7 @@ impl Data {
                 self.changed(key, Some(value));
                 Outcome::Set
             }
-            Op::Delete(key) => match shard.remove(hash, key) {
+            Op::Delete(key) => match shard.remove(self.shards.hasher(), hash, key) {
                 Some(e) => {
                     self.changed(key, None);
                     Outcome::Deleted(e.live(now))
@@ -176,7 +176,7 @@ impl Data {
                         self.changed(key, Some(v));
                     }
                     None => {
-                        if shard.remove(hash, key).is_some() {
+                        if shard.remove(self.shards.hasher(), hash, key).is_some() {
                             self.changed(key, None);
                         }
                     }
@@ -242,6 +242,13 @@ impl Data {
             .sum()
     }
 
+    /// How many entries the shards' tables have room for: what their
+    /// memory is sized for.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.shards.read_all().iter().map(|g| g.capacity()).sum()
+    }
+
     /// Removes expired keys now, one shard at a time; returns how many.
     pub(crate) fn purge_expired(&self) -> usize {
         (0..self.shards.count())
@@ -249,7 +256,7 @@ impl Data {
                 let mut now = self.now();
                 self.shards
                     .write(i)
-                    .purge(&mut now, |k| self.changed(k, None))
+                    .purge(self.shards.hasher(), &mut now, |k| self.changed(k, None))
             })
             .sum()
     }
@@ -288,5 +295,47 @@ impl Data {
             tracing::warn!(error = %e, "cannot start the background purge of expired keys");
             self.purger_started.store(false, Ordering::Release);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    #[test]
+    fn clearing_or_deleting_most_keys_gives_the_tables_memory_back() {
+        let data = Data::new(64, Arc::new(SystemClock::default()), Duration::from_secs(60));
+        let keys: Vec<String> = (0..400_000).map(|i| format!("key:{i}")).collect();
+        let fill = || {
+            for key in &keys {
+                let value = serde_bytes::Bytes::new(key.as_bytes());
+                let set = Op::Set {
+                    key,
+                    value,
+                    ttl_nanos: None,
+                };
+                assert!(matches!(data.apply_one(&set), Outcome::Set));
+            }
+        };
+        fill();
+        let full = data.capacity();
+        assert!(full >= keys.len(), "{full}");
+        assert_eq!(data.clear(), keys.len());
+        assert_eq!(data.capacity(), 0, "clear keeps no table");
+        fill();
+        // Deleting all but one key in twenty.
+        for (i, key) in keys.iter().enumerate() {
+            if i % 20 != 0 {
+                assert!(matches!(
+                    data.apply_one(&Op::Delete(key)),
+                    Outcome::Deleted(true)
+                ));
+            }
+        }
+        assert_eq!(data.len(), keys.len() / 20);
+        let left = data.capacity();
+        assert!(left <= full / 4, "{left} slots of {full} kept for {} keys", data.len());
+        assert!(data.contains("key:0") && !data.contains("key:1"));
     }
 }
