@@ -155,6 +155,23 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// A transport that queues nothing for a peer (it delivers each push
     /// before returning, or refuses it) drops nothing and may keep this
     /// default, which accepts the handler and never calls it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use yuki_channel::{InThreadTransport, PeerId, Transport};
+    ///
+    /// let main = InThreadTransport::main();
+    /// let lost = Arc::new(AtomicUsize::new(0));
+    /// let count = lost.clone();
+    /// main.on_push_dropped("feed", Arc::new(move |_peer: PeerId, frames: &[&[u8]]| {
+    ///     count.fetch_add(frames.len(), Ordering::Relaxed);
+    /// })).unwrap();
+    /// let child = main.connect("reader").unwrap();
+    /// main.push(child.peer_id(), "feed", b"news").unwrap();
+    /// // In one process a push is delivered at once: nothing is ever dropped.
+    /// assert_eq!(lost.load(Ordering::Relaxed), 0);
+    /// ```
     fn on_push_dropped(&self, stream: &str, handler: DropHandler) -> Result<()> {
         let _ = (stream, handler);
         Ok(())
