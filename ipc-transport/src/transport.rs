@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use yuki_channel::{
-    DropHandler, Error, Extensions, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Result, Role, Service,
-    Transport,
+    DropHandler, Error, Extensions, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Result,
+    Role, Service, Transport,
 };
 
 use crate::child_side::ChildLink;

@@ -714,8 +714,15 @@ fn a_held_subscriber_loses_the_oldest_and_learns_every_loss_even_at_the_end() {
                 Err(e) => panic!("{e}"),
             }
         }
-        assert!(lagged > 0, "the held child lost nothing: the test is too gentle");
-        assert_eq!(u64::from(received) + lagged, u64::from(seq), "every message arrived or was reported lost");
+        assert!(
+            lagged > 0,
+            "the held child lost nothing: the test is too gentle"
+        );
+        assert_eq!(
+            u64::from(received) + lagged,
+            u64::from(seq),
+            "every message arrived or was reported lost"
+        );
         assert_eq!(last, Some(seq - 1), "the last message published arrived");
     }
 }

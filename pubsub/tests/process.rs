@@ -472,7 +472,9 @@ fn a_throttled_subscriber_loses_the_oldest_and_learns_every_loss() {
     let node = Node::builder().max_backlog(1 << 20).init().unwrap();
     let pubsub = PubSub::attach(node.transport()).unwrap();
     let ready = pubsub.subscribe::<u64>("ctl.ready").unwrap();
-    let result = pubsub.subscribe::<(u64, u64, u64, u64)>("ctl.result").unwrap();
+    let result = pubsub
+        .subscribe::<(u64, u64, u64, u64)>("ctl.result")
+        .unwrap();
     let child = node.spawn("throttled", h.command("throttled", 0)).unwrap();
     expect(&ready);
     let mut throttle = Throttle::start(
@@ -510,8 +512,14 @@ fn a_throttled_subscriber_loses_the_oldest_and_learns_every_loss() {
     for _ in 0..2 {
         let (index, received, lagged, last) = expect(&result);
         seen[index as usize] = true;
-        assert_eq!(last, seq, "subscription {index}: the last message published arrived");
-        assert!(lagged > 0, "subscription {index} lost nothing: the test is too gentle");
+        assert_eq!(
+            last, seq,
+            "subscription {index}: the last message published arrived"
+        );
+        assert!(
+            lagged > 0,
+            "subscription {index} lost nothing: the test is too gentle"
+        );
         assert_eq!(
             received + lagged,
             published,

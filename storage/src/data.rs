@@ -305,7 +305,11 @@ mod tests {
 
     #[test]
     fn clearing_or_deleting_most_keys_gives_the_tables_memory_back() {
-        let data = Data::new(64, Arc::new(SystemClock::default()), Duration::from_secs(60));
+        let data = Data::new(
+            64,
+            Arc::new(SystemClock::default()),
+            Duration::from_secs(60),
+        );
         let keys: Vec<String> = (0..400_000).map(|i| format!("key:{i}")).collect();
         let fill = || {
             for key in &keys {
@@ -335,7 +339,11 @@ mod tests {
         }
         assert_eq!(data.len(), keys.len() / 20);
         let left = data.capacity();
-        assert!(left <= full / 4, "{left} slots of {full} kept for {} keys", data.len());
+        assert!(
+            left <= full / 4,
+            "{left} slots of {full} kept for {} keys",
+            data.len()
+        );
         assert!(data.contains("key:0") && !data.contains("key:1"));
     }
 }

@@ -110,8 +110,7 @@ impl Shard {
     fn shrink_if_sparse(&mut self, hasher: &Hasher) {
         let (len, slots) = (self.table.len(), self.table.capacity());
         if slots > KEEP_SLOTS && len < slots / 8 {
-            self.table
-                .shrink_to(len * 2, |e| hasher.hash_one(e.key()));
+            self.table.shrink_to(len * 2, |e| hasher.hash_one(e.key()));
         }
     }
 
@@ -271,7 +270,11 @@ mod tests {
         assert_eq!(shard.with_ttl, 2);
         shard.replace_value(shards.hash("c"), "c", b"4"); // keeps the deadline
         assert_eq!(shard.with_ttl, 2);
-        assert!(shard.remove(shards.hasher(), shards.hash("b"), "b").is_some());
+        assert!(
+            shard
+                .remove(shards.hasher(), shards.hash("b"), "b")
+                .is_some()
+        );
         assert_eq!(shard.with_ttl, 1);
 
         clock.advance(Duration::from_nanos(10));
@@ -338,9 +341,15 @@ mod tests {
         for k in &keys[1_000..] {
             assert!(shard.remove(shards.hasher(), shards.hash(k), k).is_some());
         }
-        assert!(shard.capacity() <= full / 16, "{} of {full}", shard.capacity());
+        assert!(
+            shard.capacity() <= full / 16,
+            "{} of {full}",
+            shard.capacity()
+        );
         for k in &keys[..1_000] {
-            let e = shard.find(shards.hash(k), k).expect("a key kept through the shrinks");
+            let e = shard
+                .find(shards.hash(k), k)
+                .expect("a key kept through the shrinks");
             assert_eq!(e.value(), k.as_bytes());
         }
         assert!(shard.find(shards.hash("key:1000"), "key:1000").is_none());
@@ -352,7 +361,11 @@ mod tests {
         clock.advance(Duration::from_nanos(10));
         let mut later = Now::new(&clock);
         assert_eq!(shard.purge(shards.hasher(), &mut later, |_| {}), 99_000);
-        assert!(shard.capacity() <= full / 16, "{} of {full}", shard.capacity());
+        assert!(
+            shard.capacity() <= full / 16,
+            "{} of {full}",
+            shard.capacity()
+        );
         assert_eq!(shard.live_len(&mut now), 1_000);
         // Clearing gives everything back.
         for k in &keys {
@@ -364,7 +377,11 @@ mod tests {
         put(&mut shard, &shards, "a", b"1", NEVER);
         put(&mut shard, &shards, "b", b"1", NEVER);
         let small = shard.capacity();
-        assert!(shard.remove(shards.hasher(), shards.hash("a"), "a").is_some());
+        assert!(
+            shard
+                .remove(shards.hasher(), shards.hash("a"), "a")
+                .is_some()
+        );
         assert_eq!(shard.capacity(), small);
     }
 

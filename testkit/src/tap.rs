@@ -4,8 +4,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use yuki_channel::{
-    DropHandler, Error, Extensions, InThreadTransport, PeerEventHandler, PeerId, PushHandler, ReplyHandler,
-    Role, Service, Transport,
+    DropHandler, Error, Extensions, InThreadTransport, PeerEventHandler, PeerId, PushHandler,
+    ReplyHandler, Role, Service, Transport,
 };
 
 /// Wraps an in-thread endpoint: counts pushes per peer and can make pushes
@@ -147,7 +147,12 @@ impl Tap {
     }
 
     /// Holds `frame` if its peer is held: `None` if it is not.
-    fn hold_push(&self, to: PeerId, stream: &str, frame: &[u8]) -> Option<yuki_channel::Result<()>> {
+    fn hold_push(
+        &self,
+        to: PeerId,
+        stream: &str,
+        frame: &[u8],
+    ) -> Option<yuki_channel::Result<()>> {
         let mut dropped = Vec::new();
         {
             let mut held = lock(&self.held);
