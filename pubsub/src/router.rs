@@ -4,13 +4,14 @@
 //!
 //! A message goes to each child at most once, however many of its
 //! subscriptions match; the child fans it out locally. A child that does not
-//! keep up loses messages: the transport drops the oldest pushes queued for
-//! it and hands them back ([`Router::dropped`]), or refuses a new one
-//! (`PeerBacklogged`, on a transport that queues nothing). Either way the
-//! loss is counted per pattern and sent to the child as a notice at once,
-//! behind what is queued, so its subscriptions learn it as `Lagged` once
-//! they have read that far, even if nothing is published afterwards. A
-//! notice dropped in turn is counted again.
+//! keep up loses messages, counted per pattern. Main's transport drops the
+//! oldest pushes queued for it and hands them back ([`Router::dropped`]):
+//! the loss is sent to the child as a notice at once, behind what is
+//! queued, so its subscriptions learn it as `Lagged` once they have read
+//! that far, even if nothing is published afterwards (a notice dropped in
+//! turn is counted again). A transport that refuses a push instead
+//! (`PeerBacklogged`) has no room for a notice either: that loss is sent
+//! ahead of the next message that gets through.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -282,7 +283,13 @@ impl Router {
                         pattern: pattern.as_str(),
                         count,
                     })
-                    .is_ok_and(|f| transport.push(peer, SERVICE, &f).is_ok());
+                    .is_ok_and(|f| {
+                        // A child that left has nothing left to learn.
+                        matches!(
+                            transport.push(peer, SERVICE, &f),
+                            Ok(()) | Err(yuki_channel::Error::NoPeer(_))
+                        )
+                    });
                 if !sent {
                     unsent.push((pattern, count));
                 }
