@@ -241,9 +241,15 @@ fn handlers_and_batches_in_a_child_process() {
     if run_child(|_| {
         let (_node, pubsub) = child_side();
         let echo = pubsub.clone();
+        // Dropping a listener drops what it has not handled yet: the child
+        // waits for the last one before it does.
+        let (sync_done, synced) = std::sync::mpsc::channel::<()>();
         let sync = pubsub
             .on_message("h.sync", move |m: yuki_pubsub::Message<u64>| {
                 echo.publish("ctl.done", &(1u64, *m.value())).unwrap();
+                if *m.value() == 99 {
+                    let _ = sync_done.send(());
+                }
             })
             .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -273,6 +279,7 @@ fn handlers_and_batches_in_a_child_process() {
             let batch: Vec<u64> = (0..100).collect();
             assert_eq!(pubsub.publish_batch("ctl.batch", &batch).unwrap(), 100);
         });
+        synced.recv_timeout(WAIT).expect("the sync handler saw the last message");
         drop(sync);
     }) {
         return;
