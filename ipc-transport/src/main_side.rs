@@ -148,7 +148,7 @@ impl Hub {
     /// Makes room in a child's full buffer by dropping its oldest pushes on
     /// lossy streams, down to three quarters of the limit, into `dropped`.
     /// Says whether a frame for `stream` goes in anyway: one on a lossy
-    /// stream always does, so the newest push is never the one lost.
+    /// stream always does: it is never refused.
     fn shed(
         &self,
         buf: &mut Vec<u8>,

@@ -279,7 +279,9 @@ fn handlers_and_batches_in_a_child_process() {
             let batch: Vec<u64> = (0..100).collect();
             assert_eq!(pubsub.publish_batch("ctl.batch", &batch).unwrap(), 100);
         });
-        synced.recv_timeout(WAIT).expect("the sync handler saw the last message");
+        synced
+            .recv_timeout(WAIT)
+            .expect("the sync handler saw the last message");
         drop(sync);
     }) {
         return;
