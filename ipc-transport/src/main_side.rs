@@ -26,7 +26,8 @@ pub(crate) type KillHook = Box<dyn Fn() + Send + Sync>;
 /// Everything main's transport shares between its links.
 pub(crate) struct Hub {
     pub(crate) max_frame: usize,
-    /// Bytes a child's outgoing buffer may hold before pushes are refused.
+    /// Bytes a child's outgoing buffer may hold: past it, lossy pushes drop
+    /// the oldest, and other pushes are refused unless that made room.
     pub(crate) max_backlog: usize,
     /// How long a link's reader polls for the next request before blocking.
     reply_spin: Duration,
