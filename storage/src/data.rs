@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::entry::{Entry, NEVER};
 use crate::error::Error;
 use crate::protocol::Op;
-use crate::shards::{Now, Shard, Shards};
+use crate::shards::{Now, Shard, Shards, give_back};
 use crate::watch::Watchers;
 
 pub(crate) struct Data {
@@ -76,7 +76,10 @@ impl Data {
         let hash = self.shards.hash(key);
         let mut shard = self.shards.write(self.shards.index(hash));
         let mut now = self.now();
-        self.apply(&mut shard, hash, op, &mut now)
+        let outcome = self.apply(&mut shard, hash, op, &mut now);
+        drop(shard);
+        give_back();
+        outcome
     }
 
     /// Applies `ops` in order with every shard they touch locked, so no
@@ -94,13 +97,17 @@ impl Data {
         wanted.dedup();
         let mut guards: Vec<_> = wanted.iter().map(|&i| self.shards.write(i)).collect();
         let mut now = self.now();
-        ops.iter()
+        let outcomes = ops
+            .iter()
             .zip(&placed)
             .map(|(op, &(hash, index))| {
                 let slot = wanted.binary_search(&index).unwrap_or_default();
                 self.apply(&mut guards[slot], hash, op, &mut now)
             })
-            .collect()
+            .collect();
+        drop(guards);
+        give_back();
+        outcomes
     }
 
     fn apply(&self, shard: &mut Shard, hash: u64, op: &Op<'_>, now: &mut Now<'_>) -> Outcome {
@@ -236,10 +243,13 @@ impl Data {
     pub(crate) fn clear(&self) -> usize {
         let mut guards = self.shards.write_all();
         let mut now = self.now();
-        guards
+        let cleared = guards
             .iter_mut()
             .map(|g| g.clear(&mut now, |k| self.changed(k, None)))
-            .sum()
+            .sum();
+        drop(guards);
+        give_back();
+        cleared
     }
 
     /// How many entries the shards' tables have room for: what their
@@ -254,9 +264,12 @@ impl Data {
         (0..self.shards.count())
             .map(|i| {
                 let mut now = self.now();
-                self.shards
+                let purged = self
+                    .shards
                     .write(i)
-                    .purge(self.shards.hasher(), &mut now, |k| self.changed(k, None))
+                    .purge(self.shards.hasher(), &mut now, |k| self.changed(k, None));
+                give_back();
+                purged
             })
             .sum()
     }

@@ -5,6 +5,7 @@
 //! seven, which the table uses), so no lookup hashes twice.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crossbeam_utils::CachePadded;
@@ -36,6 +37,46 @@ impl<'a> Now<'a> {
 /// A table of this many slots or fewer is kept whatever it holds: below
 /// it, giving memory back is not worth the moves.
 const KEEP_SLOTS: usize = 64;
+
+/// Once tables have freed this many bytes, the allocator is asked to hand
+/// free memory back to the system ([`give_back`]): often enough that a
+/// store emptied key by key shrinks in the system's eyes too, rarely
+/// enough that the walk of the heap this costs stays a small share of the
+/// deletes that freed it.
+const GIVE_BACK_BYTES: usize = 16 << 20;
+
+/// Bytes freed by tables since the last [`give_back`] that gave back.
+static FREED: AtomicUsize = AtomicUsize::new(0);
+
+/// Notes that a table of `slots` entries was freed.
+fn freed(slots: usize) {
+    FREED.fetch_add(slots * std::mem::size_of::<Entry>(), Ordering::Relaxed);
+}
+
+/// Asks the allocator to return free memory to the system once tables
+/// have freed much: without it, glibc keeps freed memory that lies below
+/// memory still in use, and the process's resident size stays at its
+/// peak. Costs one load otherwise; call it with no shard locked, as it
+/// may take a while.
+pub(crate) fn give_back() {
+    if FREED.load(Ordering::Relaxed) >= GIVE_BACK_BYTES
+        && FREED.swap(0, Ordering::Relaxed) >= GIVE_BACK_BYTES
+    {
+        trim();
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() {
+    // SAFETY: malloc_trim only releases memory the allocator holds free;
+    // it may be called at any time, from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() {}
 
 /// One shard's table.
 #[derive(Default)]
@@ -111,6 +152,7 @@ impl Shard {
         let (len, slots) = (self.table.len(), self.table.capacity());
         if slots > KEEP_SLOTS && len < slots / 8 {
             self.table.shrink_to(len * 2, |e| hasher.hash_one(e.key()));
+            freed(slots - self.table.capacity());
         }
     }
 
@@ -171,6 +213,7 @@ impl Shard {
             removed += 1;
         }
         // The table's memory goes too, not only its entries.
+        freed(self.table.capacity());
         self.table = HashTable::new();
         self.with_ttl = 0;
         removed
