@@ -21,8 +21,8 @@ use crate::Role;
 use crate::codec::{DEFAULT_MAX_FRAME, check_frame};
 use crate::error::{Error, Result};
 use crate::transport::{
-    DEFAULT_CALL_TIMEOUT, Extensions, PeerEvent, PeerEventHandler, PeerId, PushHandler,
-    ReplyHandler, Service, Transport,
+    DEFAULT_CALL_TIMEOUT, DropHandler, Extensions, PeerEvent, PeerEventHandler, PeerId,
+    PushHandler, ReplyHandler, Service, Transport,
 };
 
 /// One endpoint of an in-thread network: the main endpoint, or a child
@@ -319,6 +319,19 @@ impl Transport for InThreadTransport {
         Ok(())
     }
 
+    /// Main only, as across processes. Nothing is ever dropped here: a
+    /// push runs the peer's handlers before it returns, so no backlog
+    /// builds up and `handler` is never called.
+    fn on_push_dropped(&self, _stream: &str, _handler: DropHandler) -> Result<()> {
+        if !self.me.role.is_main() {
+            return Err(Error::WrongRole {
+                operation: "handling dropped pushes",
+                needed: Role::Main,
+            });
+        }
+        Ok(())
+    }
+
     fn on_peer_event(&self, handler: PeerEventHandler) {
         write(&self.me.events).push(handler);
     }
@@ -414,6 +427,13 @@ mod tests {
             child.push(PeerId::MAIN, "s", b""),
             Err(Error::WrongRole { .. })
         ));
+        let never: DropHandler = Arc::new(|_, _| panic!("nothing is queued in-thread"));
+        assert!(matches!(
+            child.on_push_dropped("s", never.clone()),
+            Err(Error::WrongRole { .. })
+        ));
+        main.on_push_dropped("s", never).unwrap();
+        main.push(child.peer_id(), "s", b"x").unwrap();
         main.serve("s", echo()).unwrap();
         assert_eq!(
             main.serve("s", echo()),

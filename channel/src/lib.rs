@@ -91,6 +91,6 @@ pub use passive::ReceiveLoop;
 pub use registry::{Registry, lookup, names, register};
 pub use role::{BOOTSTRAP_ENV, Role, is_main_process, role, set_role};
 pub use transport::{
-    DEFAULT_CALL_TIMEOUT, Extensions, PeerEvent, PeerEventHandler, PeerId, PushHandler,
-    ReplyHandler, Service, Transport,
+    DEFAULT_CALL_TIMEOUT, DropHandler, Extensions, PeerEvent, PeerEventHandler, PeerId,
+    PushHandler, ReplyHandler, Service, Transport,
 };

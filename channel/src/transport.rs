@@ -93,6 +93,10 @@ where
 /// Receives the frames pushed to this process on one stream.
 pub type PushHandler = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
+/// Receives, in main, frames pushed to `peer` on one stream that the
+/// transport dropped unsent, oldest first (see [`Transport::on_push_dropped`]).
+pub type DropHandler = Arc<dyn Fn(PeerId, &[&[u8]]) + Send + Sync>;
+
 /// Receives peer events.
 pub type PeerEventHandler = Arc<dyn Fn(&PeerEvent) + Send + Sync>;
 
@@ -190,6 +194,41 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// Adds a handler for frames pushed to this process on `stream`. Handlers
     /// run on a transport thread, in order, and must be quick.
     fn on_push(&self, stream: &str, handler: PushHandler) -> Result<()>;
+
+    /// Makes pushes on `stream` lossy, oldest first (main only): when a
+    /// peer does not keep up, the transport drops the oldest pushes queued
+    /// for it on such streams to make room, and a new push on them is never
+    /// refused with [`Error::PeerBacklogged`]. The frames dropped together
+    /// are handed to `handler` at once, on the thread whose push or reply
+    /// made room, after the transport's own locks are released (so
+    /// `handler` may push again, to tell the peer what it lost). A
+    /// transport drops well below its limit at once, not one frame per
+    /// push, so that such a notice fits without dropping more.
+    ///
+    /// A transport that queues nothing for a peer (it delivers each push
+    /// before returning, or refuses it) drops nothing and may keep this
+    /// default, which accepts the handler and never calls it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use yuki_channel::{InThreadTransport, PeerId, Transport};
+    ///
+    /// let main = InThreadTransport::main();
+    /// let lost = Arc::new(AtomicUsize::new(0));
+    /// let count = lost.clone();
+    /// main.on_push_dropped("feed", Arc::new(move |_peer: PeerId, frames: &[&[u8]]| {
+    ///     count.fetch_add(frames.len(), Ordering::Relaxed);
+    /// })).unwrap();
+    /// let child = main.connect("reader").unwrap();
+    /// main.push(child.peer_id(), "feed", b"news").unwrap();
+    /// // In one process a push is delivered at once: nothing is ever dropped.
+    /// assert_eq!(lost.load(Ordering::Relaxed), 0);
+    /// ```
+    fn on_push_dropped(&self, stream: &str, handler: DropHandler) -> Result<()> {
+        let _ = (stream, handler);
+        Ok(())
+    }
 
     /// Adds a handler for peer events.
     fn on_peer_event(&self, handler: PeerEventHandler);

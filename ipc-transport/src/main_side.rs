@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use ipc_channel::ipc::IpcBytesSender;
 use yuki_channel::codec::{self, Frames};
-use yuki_channel::{Error, PeerEvent, PeerEventHandler, PeerId, PushHandler, Result, Service};
+use yuki_channel::{
+    DropHandler, Error, PeerEvent, PeerEventHandler, PeerId, PushHandler, Result, Service,
+};
 
-use crate::outbound::{Outbound, Refused, Tx};
+use crate::outbound::{Outbound, Refused, Tx, shed_oldest};
 use crate::pipe::{self, PipeError, Reader, Region, Way};
 use crate::spin::Spin;
 use crate::wire::{self, Control, Failure, Frame};
@@ -24,7 +26,8 @@ pub(crate) type KillHook = Box<dyn Fn() + Send + Sync>;
 /// Everything main's transport shares between its links.
 pub(crate) struct Hub {
     pub(crate) max_frame: usize,
-    /// Bytes a child's outgoing buffer may hold before pushes are refused.
+    /// Bytes a child's outgoing buffer may hold: past it, lossy pushes drop
+    /// the oldest, and other pushes are refused unless that made room.
     pub(crate) max_backlog: usize,
     /// How long a link's reader polls for the next request before blocking.
     reply_spin: Duration,
@@ -34,6 +37,8 @@ pub(crate) struct Hub {
     links: RwLock<HashMap<PeerId, Arc<Link>>>,
     /// Handlers per stream, shared so that a delivery clones a pointer, not a list.
     pub(crate) push: RwLock<HashMap<String, Arc<[PushHandler]>>>,
+    /// The lossy streams, with who learns of each push dropped on them.
+    pub(crate) dropped: RwLock<HashMap<String, Arc<[DropHandler]>>>,
     pub(crate) events: RwLock<Vec<PeerEventHandler>>,
     next_peer: AtomicU64,
     pub(crate) control: RwLock<Option<ControlSink>>,
@@ -68,6 +73,7 @@ impl Hub {
             services_version: AtomicU64::new(0),
             links: RwLock::default(),
             push: RwLock::default(),
+            dropped: RwLock::default(),
             events: RwLock::default(),
             next_peer: AtomicU64::new(1),
             control: RwLock::default(),
@@ -124,14 +130,86 @@ impl Hub {
             return Ok(());
         }
         let link = self.link(to).ok_or(Error::NoPeer(to))?;
-        match link.out.append_then(self.max_backlog, true, |buf| {
-            wire::put_push(buf, stream, frame)
-        }) {
+        let mut dropped = Vec::new();
+        let queued = link.out.append_or_shed(
+            self.max_backlog,
+            true,
+            |buf, keep| self.shed(buf, keep, &mut dropped, Some(stream)),
+            |buf| wire::put_push(buf, stream, frame),
+        );
+        self.hand_dropped(to, &dropped);
+        match queued {
             Ok(r) => r?,
             Err(Refused::Full) => return Err(Error::PeerBacklogged(to)),
             Err(Refused::Closed) => return Err(Error::NoPeer(to)),
         }
         Ok(())
+    }
+
+    /// Makes room in a child's full buffer by dropping its oldest pushes on
+    /// lossy streams, down to three quarters of the limit, into `dropped`.
+    /// Says whether a frame for `stream` goes in anyway: one on a lossy
+    /// stream always does: it is never refused.
+    fn shed(
+        &self,
+        buf: &mut Vec<u8>,
+        keep: &mut usize,
+        dropped: &mut Vec<u8>,
+        stream: Option<&str>,
+    ) -> bool {
+        let lossy = read(&self.dropped);
+        if lossy.is_empty() {
+            return false;
+        }
+        let target = self.max_backlog / 4 * 3;
+        // Most frames are on one stream: it is looked up once.
+        let mut last = (String::new(), false);
+        let is_lossy = |f: &[u8]| {
+            let Some(s) = wire::push_stream(f) else {
+                return false;
+            };
+            if last.0 != s {
+                last = (s.to_owned(), lossy.contains_key(s));
+            }
+            last.1
+        };
+        shed_oldest(buf, keep, target, is_lossy, dropped);
+        stream.is_some_and(|s| lossy.contains_key(s))
+    }
+
+    /// Hands the pushes dropped for `peer` to their streams' drop
+    /// handlers, each run of one stream at once.
+    fn hand_dropped(&self, peer: PeerId, dropped: &[u8]) {
+        if dropped.is_empty() {
+            return;
+        }
+        let mut frames = Frames::new(dropped)
+            .filter_map(|f| match f.and_then(|f| wire::parse(f, usize::MAX)) {
+                Ok(Frame::Push { stream, body }) => Some((stream, body)),
+                _ => None,
+            })
+            .peekable();
+        let mut run = Vec::new();
+        while let Some((stream, body)) = frames.next() {
+            run.push(body);
+            if frames.peek().is_some_and(|(next, _)| *next == stream) {
+                continue;
+            }
+            let handlers = read(&self.dropped).get(stream).cloned();
+            for h in handlers.iter().flat_map(|hs| hs.iter()) {
+                h(peer, &run);
+            }
+            run.clear();
+        }
+    }
+
+    /// Makes pushes on `stream` lossy, telling `handler` of each one dropped.
+    pub(crate) fn on_push_dropped(&self, stream: &str, handler: DropHandler) {
+        let mut dropped = write(&self.dropped);
+        let entry = dropped
+            .entry(stream.to_owned())
+            .or_insert_with(|| Arc::new([]));
+        *entry = entry.iter().cloned().chain([handler]).collect();
     }
 
     /// Starts serving a child that finished its handshake.
@@ -337,7 +415,8 @@ const REPLY_BATCH: usize = 64 << 10;
 
 /// Replies up to this many bytes are sent by the link's reader itself: a
 /// child's pipe takes that much at once unless it has left far more
-/// unread (and a reader stuck there is cut loose by the stall watchdog).
+/// unread (then only that child's link waits, or the stall watchdog, when
+/// turned on, cuts it loose).
 const INLINE_REPLY: usize = 16 << 10;
 
 /// Reads one child's link until it closes: runs each call inline and sends
@@ -400,7 +479,17 @@ fn serve_link(hub: &Hub, link: &Link, up: &mut Reader) {
             continue;
         }
         let batch = &serving.batch;
-        match link.out.append(limit, |buf| buf.extend_from_slice(batch)) {
+        // Replies are never dropped, but pushes on lossy streams may make
+        // room for them.
+        let mut dropped = Vec::new();
+        let queued = link.out.append_or_shed(
+            limit,
+            false,
+            |buf, keep| hub.shed(buf, keep, &mut dropped, None),
+            |buf| buf.extend_from_slice(batch),
+        );
+        hub.hand_dropped(link.peer, &dropped);
+        match queued {
             Ok(()) => {}
             Err(Refused::Closed) => return cut(hub, link, up.closed()),
             Err(Refused::Full) => {

@@ -108,7 +108,7 @@ impl Default for NodeBuilder {
             stop_timeout: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
             max_backlog: 64 << 20,
-            stall_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::MAX,
             when_main_gone: WhenMainGone::Exit,
             reply_spin: spin::DEFAULT,
             call_timeout: yuki_channel::DEFAULT_CALL_TIMEOUT,
@@ -143,15 +143,22 @@ impl NodeBuilder {
         self
     }
 
-    /// How many bytes may wait for one child before pushes to it fail with
-    /// `PeerBacklogged` (default 64 MiB).
+    /// How many bytes may wait for one child (default 64 MiB). Past that,
+    /// pushes on lossy streams (pub/sub's: see `Transport::on_push_dropped`)
+    /// drop the oldest ones queued on such streams, down to three quarters
+    /// of this, and are queued; other pushes fail with `PeerBacklogged`
+    /// unless that made room, and a child whose replies alone fill it is
+    /// cut off.
     pub fn max_backlog(mut self, bytes: usize) -> NodeBuilder {
         self.max_backlog = bytes;
         self
     }
 
-    /// How long main waits on a child that does not read what main sends
-    /// it before it cuts the child off and kills it (default 10 s).
+    /// Turns on the stall watchdog: a child that has not read what main
+    /// sends it for `timeout` (one send to it blocked that long) is cut off
+    /// and killed. Off by default: a child that is merely slow, or stopped
+    /// for a while, costs main at most its bounded backlog, and its lossy
+    /// pushes drop the oldest.
     pub fn stall_timeout(mut self, timeout: Duration) -> NodeBuilder {
         self.stall_timeout = timeout;
         self

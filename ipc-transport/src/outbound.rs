@@ -54,6 +54,10 @@ struct State {
     send_started: Option<Instant>,
     writer_idle: bool,
     closed: bool,
+    /// How many bytes at the front of `buf` are known to hold no frame
+    /// that may be dropped: shedding starts after them, so a buffer full
+    /// of frames that must stay is not scanned again on every append.
+    keep: usize,
 }
 
 /// Why an append was refused.
@@ -96,12 +100,29 @@ impl Outbound {
         kick: bool,
         write: impl FnOnce(&mut Vec<u8>) -> R,
     ) -> Result<R, Refused> {
+        self.append_or_shed(limit, kick, |_, _| false, write)
+    }
+
+    /// Like [`Outbound::append_then`], but when the buffer holds `limit`
+    /// bytes or more, `full` gets it first (under the lock) to drop what it
+    /// may (see [`shed_oldest`], whose `keep` it is given), and says
+    /// whether the new frame goes in even if the buffer is still that full.
+    pub(crate) fn append_or_shed<R>(
+        &self,
+        limit: usize,
+        kick: bool,
+        full: impl FnOnce(&mut Vec<u8>, &mut usize) -> bool,
+        write: impl FnOnce(&mut Vec<u8>) -> R,
+    ) -> Result<R, Refused> {
         let mut st = self.lock();
         if st.closed {
             return Err(Refused::Closed);
         }
         if st.buf.len() >= limit {
-            return Err(Refused::Full);
+            let st = &mut *st;
+            if !full(&mut st.buf, &mut st.keep) && st.buf.len() >= limit {
+                return Err(Refused::Full);
+            }
         }
         let r = write(&mut st.buf);
         if kick && st.writer_idle && !st.sending && !st.buf.is_empty() {
@@ -158,6 +179,7 @@ impl Outbound {
             st.send_started = Some(Instant::now());
             let spare = std::mem::take(&mut st.spare);
             let mut data = std::mem::replace(&mut st.buf, spare);
+            st.keep = 0;
             drop(st);
             let sent = match &mut *self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
                 Some(tx) => tx.pipe.send(&data).is_ok(),
@@ -211,6 +233,7 @@ impl Outbound {
         let mut st = self.lock();
         st.closed = true;
         st.buf = Vec::new();
+        st.keep = 0;
         let sending = st.sending;
         drop(st);
         self.region.close();
@@ -244,5 +267,95 @@ impl Outbound {
         }
         // Whoever ends last drops the sender.
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+/// Drops the oldest frames of `buf` that `lossy` accepts (given a frame
+/// without its length prefix) until `buf` holds at most `target` bytes or
+/// none is left to drop, keeping the others in order. The dropped frames
+/// are appended to `dropped`, each with its length prefix.
+///
+/// The first `keep` bytes are known to hold only frames that stay and are
+/// not looked at; on return `keep` covers every frame found to stay.
+/// Dropping down to a target below the limit, not just one frame, lets
+/// the appends that follow go in without moving the buffer again.
+pub(crate) fn shed_oldest(
+    buf: &mut Vec<u8>,
+    keep: &mut usize,
+    target: usize,
+    mut lossy: impl FnMut(&[u8]) -> bool,
+    dropped: &mut Vec<u8>,
+) {
+    let mut excess = buf.len().saturating_sub(target);
+    let (mut read, mut kept) = ((*keep).min(buf.len()), (*keep).min(buf.len()));
+    while excess > 0 && read + 4 <= buf.len() {
+        let mut len = [0; 4];
+        len.copy_from_slice(&buf[read..read + 4]);
+        let end = (read + 4)
+            .saturating_add(u32::from_le_bytes(len) as usize)
+            .min(buf.len());
+        if lossy(&buf[read + 4..end]) {
+            dropped.extend_from_slice(&buf[read..end]);
+            excess = excess.saturating_sub(end - read);
+        } else {
+            if kept != read {
+                buf.copy_within(read..end, kept);
+            }
+            kept += end - read;
+        }
+        read = end;
+    }
+    *keep = kept;
+    if read > kept {
+        buf.copy_within(read.., kept);
+        buf.truncate(buf.len() - (read - kept));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(parts: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in parts {
+            out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            out.extend_from_slice(p);
+        }
+        out
+    }
+
+    #[test]
+    fn shedding_drops_the_oldest_lossy_frames_and_keeps_the_rest_in_order() {
+        let lossy = |f: &[u8]| f.first() == Some(&b'p');
+        let mut buf = frames(&[b"p1", b"r1", b"p2", b"p3", b"r2", b"p4"]);
+        let (mut dropped, mut keep) = (Vec::new(), 0);
+        // Down to 3 frames of 6 bytes: p1, p2 and p3 go.
+        shed_oldest(&mut buf, &mut keep, 18, lossy, &mut dropped);
+        assert_eq!(buf, frames(&[b"r1", b"r2", b"p4"]));
+        assert_eq!(dropped, frames(&[b"p1", b"p2", b"p3"]));
+        assert_eq!(keep, 6, "r1 was seen to stay");
+        // Under the target already: nothing moves.
+        shed_oldest(&mut buf, &mut keep, 18, lossy, &mut dropped);
+        assert_eq!(buf, frames(&[b"r1", b"r2", b"p4"]));
+        // Only what is lossy may go, however far over the target.
+        shed_oldest(&mut buf, &mut keep, 0, lossy, &mut dropped);
+        assert_eq!(buf, frames(&[b"r1", b"r2"]));
+        assert_eq!(dropped, frames(&[b"p1", b"p2", b"p3", b"p4"]));
+        shed_oldest(&mut buf, &mut keep, 0, lossy, &mut dropped);
+        assert_eq!(buf, frames(&[b"r1", b"r2"]));
+        // What is known to stay is not looked at again.
+        buf.extend_from_slice(&frames(&[b"p5"]));
+        let mut looked = Vec::new();
+        let record = |f: &[u8]| {
+            looked.push(f.to_vec());
+            lossy(f)
+        };
+        shed_oldest(&mut buf, &mut keep, 0, record, &mut dropped);
+        assert_eq!(looked, [b"p5".to_vec()]);
+        assert_eq!(buf, frames(&[b"r1", b"r2"]));
+        let (mut empty, mut none) = (Vec::new(), 0);
+        shed_oldest(&mut empty, &mut none, 0, lossy, &mut dropped);
+        assert!(empty.is_empty());
     }
 }

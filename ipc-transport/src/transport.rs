@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use yuki_channel::{
-    Error, Extensions, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Result, Role, Service,
-    Transport,
+    DropHandler, Error, Extensions, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Result,
+    Role, Service, Transport,
 };
 
 use crate::child_side::ChildLink;
@@ -154,6 +154,16 @@ impl Transport for IpcTransport {
             .or_insert_with(|| Arc::new([]));
         *entry = entry.iter().cloned().chain([handler]).collect();
         Ok(())
+    }
+
+    fn on_push_dropped(&self, stream: &str, handler: DropHandler) -> Result<()> {
+        match &self.side {
+            Side::Main(hub) => {
+                hub.on_push_dropped(stream, handler);
+                Ok(())
+            }
+            Side::Child(_) => Err(main_only("handling dropped pushes")),
+        }
     }
 
     fn on_peer_event(&self, handler: PeerEventHandler) {

@@ -135,6 +135,16 @@ pub(crate) fn put_push(out: &mut Vec<u8>, stream: &str, body: &[u8]) -> yuki_cha
     Ok(())
 }
 
+/// The stream of a frame [`put_push`] wrote (without its length prefix),
+/// or `None` for any other frame.
+pub(crate) fn push_stream(frame: &[u8]) -> Option<&str> {
+    let (&PUSH, rest) = frame.split_first()? else {
+        return None;
+    };
+    let (stream, _) = codec::split_bytes(rest)?;
+    std::str::from_utf8(stream).ok()
+}
+
 /// Decodes one frame, refusing frames over `max` (plus room for the header).
 pub(crate) fn parse(bytes: &[u8], max: usize) -> yuki_channel::Result<Frame<'_>> {
     codec::check_frame(bytes.len(), max.saturating_add(HEADER_ROOM))?;

@@ -29,8 +29,10 @@ pub enum Error {
     },
 
     /// The subscription fell behind: its buffer overflowed and this many of
-    /// the oldest messages were dropped (or main could not deliver them to
-    /// this process). The next receive returns the next message kept.
+    /// the oldest messages were dropped (or main's backlog for this process
+    /// dropped them, oldest first, or could not take them). The next receive
+    /// returns the next message kept; a loss is reported even when no
+    /// message follows it.
     #[error(
         "this subscription fell behind and lost {0} messages; receive faster or subscribe with a larger capacity"
     )]

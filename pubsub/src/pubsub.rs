@@ -148,6 +148,19 @@ impl PubSub {
                 }
             }),
         )?;
+        // Pushes to a child that does not keep up drop the oldest, and the
+        // child is told what it lost.
+        let (me, link) = (Arc::downgrade(&shared), Arc::downgrade(transport));
+        transport.on_push_dropped(
+            SERVICE,
+            Arc::new(move |peer: PeerId, frames: &[&[u8]]| {
+                if let (Some(me), Some(link)) = (me.upgrade(), link.upgrade()) {
+                    if let Some(router) = &me.router {
+                        router.dropped(&*link, peer, frames);
+                    }
+                }
+            }),
+        )?;
         let me = Arc::downgrade(&shared);
         transport.on_peer_event(Arc::new(move |event| {
             if let (PeerEvent::Left { peer, .. }, Some(me)) = (event, me.upgrade()) {
@@ -248,11 +261,13 @@ impl PubSub {
     /// in every process, it reached (from a child, as counted by main).
     ///
     /// It never waits for a subscriber: a full buffer drops its oldest
-    /// message, and a child that does not read what main sends it (its
-    /// transport reports it backlogged) loses the message; neither is
-    /// counted, and the subscriptions concerned learn it as
-    /// [`Error::Lagged`] before their next message. With no subscriber at
-    /// all the message goes nowhere and the count is 0.
+    /// message, and so does main's backlog for a child that does not keep
+    /// up with what main sends it (past the transport's limit, such as
+    /// `NodeBuilder::max_backlog`). A message queued for a child counts as
+    /// reached; one dropped later is not taken back from the count, but
+    /// the subscriptions concerned learn every loss as [`Error::Lagged`],
+    /// even when nothing is published after it. With no subscriber at all
+    /// the message goes nowhere and the count is 0.
     ///
     /// Fails with [`Error::InvalidTopic`], [`Error::Encode`], and in a child
     /// with [`Error::Disconnected`] when main is gone or

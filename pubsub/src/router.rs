@@ -4,9 +4,14 @@
 //!
 //! A message goes to each child at most once, however many of its
 //! subscriptions match; the child fans it out locally. A child that does not
-//! read its pushes (`PeerBacklogged`) loses the message: the loss is counted
-//! per pattern and sent ahead of the next message that reaches it, so its
-//! subscriptions learn it as `Lagged`.
+//! keep up loses messages, counted per pattern. Main's transport drops the
+//! oldest pushes queued for it and hands them back ([`Router::dropped`]):
+//! the loss is sent to the child as a notice at once, behind what is
+//! queued, so its subscriptions learn it as `Lagged` once they have read
+//! that far, even if nothing is published afterwards (a notice dropped in
+//! turn is counted again). A transport that refuses a push instead
+//! (`PeerBacklogged`) has no room for a notice either: that loss is sent
+//! ahead of the next message that gets through.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +38,14 @@ type Targets = Vec<(PeerId, u64)>;
 thread_local! {
     /// The targets of the last topic routed on this thread.
     static LAST: std::cell::Cell<Option<Memo<Targets>>> = const { std::cell::Cell::new(None) };
+    /// This thread is sending loss notices: a loss counted meanwhile (a
+    /// notice pushing out older pushes) is sent by that loop, not by a
+    /// nested one.
+    static REPORTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
+
+/// How many times one report sends again what its own notices pushed out.
+const REPORT_ROUNDS: usize = 4;
 
 #[derive(Debug, Default)]
 struct Routes {
@@ -196,32 +208,106 @@ impl Router {
         self.any_loss.store(true, Ordering::Release);
     }
 
-    /// Sends `peer` what it lost so far; false if that could not be sent.
-    fn report_losses(&self, transport: &dyn Transport, peer: PeerId) -> bool {
-        let mut losses = self.lock_losses();
-        let Some(mine) = losses.remove(&peer) else {
-            return true;
-        };
-        if losses.is_empty() {
-            self.any_loss.store(false, Ordering::Release);
-        }
-        let mut unsent = HashMap::new();
-        for (pattern, count) in mine {
-            let sent = unsent.is_empty()
-                && codec::encode(&Push::Lost {
-                    pattern: pattern.as_str(),
-                    count,
-                })
-                .is_ok_and(|f| transport.push(peer, SERVICE, &f).is_ok());
-            if !sent {
-                unsent.insert(pattern, count);
+    /// Counts the pushes the transport dropped for `peer` (oldest first)
+    /// and tells the child at once.
+    pub(crate) fn dropped(&self, transport: &dyn Transport, peer: PeerId, frames: &[&[u8]]) {
+        // Consecutive messages on one topic are counted together: a flood
+        // is one topic, and one pattern lookup.
+        let mut run: Option<(&[u8], u64)> = None;
+        for frame in frames {
+            let (topic, count) = match Push::decode(frame) {
+                Ok(Push::Message { topic, .. }) => (topic, 1),
+                Ok(Push::Batch { topic, payloads }) => {
+                    (topic, codec::Frames::new(payloads).count() as u64)
+                }
+                Ok(Push::Lost { pattern, count }) => {
+                    if let Ok(pattern) = Pattern::new(pattern) {
+                        self.record_pattern_loss(peer, pattern, count);
+                    }
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            match &mut run {
+                Some((t, n)) if *t == topic => *n += count,
+                _ => {
+                    if let Some((t, n)) = run.replace((topic, count)) {
+                        self.record_topic_loss(peer, t, n);
+                    }
+                }
             }
         }
-        if unsent.is_empty() {
-            return true;
+        if let Some((t, n)) = run {
+            self.record_topic_loss(peer, t, n);
         }
-        losses.insert(peer, unsent);
+        if !REPORTING.get() {
+            self.report_losses(transport, peer);
+        }
+    }
+
+    fn record_topic_loss(&self, peer: PeerId, topic: &[u8], count: u64) {
+        if let Ok(topic) = std::str::from_utf8(topic) {
+            self.record_loss(peer, topic, count);
+        }
+    }
+
+    fn record_pattern_loss(&self, peer: PeerId, pattern: Pattern, count: u64) {
+        let mut losses = self.lock_losses();
+        *losses.entry(peer).or_default().entry(pattern).or_default() += count;
         self.any_loss.store(true, Ordering::Release);
-        false
+    }
+
+    /// Sends `peer` what it lost so far; false if some could not be sent
+    /// (it stays counted, for the next try).
+    fn report_losses(&self, transport: &dyn Transport, peer: PeerId) -> bool {
+        let outer = !REPORTING.replace(true);
+        let mut sent_all = true;
+        for _ in 0..REPORT_ROUNDS {
+            let mine = {
+                let mut losses = self.lock_losses();
+                let mine = losses.remove(&peer);
+                if losses.is_empty() {
+                    self.any_loss.store(false, Ordering::Release);
+                }
+                mine
+            };
+            let Some(mine) = mine else {
+                break;
+            };
+            // Pushed without the lock: a push may hand back dropped
+            // notices, which are counted again (and sent in the next round).
+            let mut unsent = Vec::new();
+            for (pattern, count) in mine {
+                let sent = unsent.is_empty()
+                    && codec::encode(&Push::Lost {
+                        pattern: pattern.as_str(),
+                        count,
+                    })
+                    .is_ok_and(|f| {
+                        // A child that left has nothing left to learn.
+                        matches!(
+                            transport.push(peer, SERVICE, &f),
+                            Ok(()) | Err(yuki_channel::Error::NoPeer(_))
+                        )
+                    });
+                if !sent {
+                    unsent.push((pattern, count));
+                }
+            }
+            if !unsent.is_empty() {
+                for (pattern, count) in unsent {
+                    self.record_pattern_loss(peer, pattern, count);
+                }
+                sent_all = false;
+                break;
+            }
+            if !outer {
+                break;
+            }
+        }
+        if outer {
+            REPORTING.set(false);
+        }
+        sent_all
     }
 }

@@ -663,3 +663,66 @@ fn handles_are_clone_send_and_sync() {
     send_sync::<yuki_pubsub::Subscription<std::rc::Rc<u8>>>();
     send_sync::<yuki_pubsub::Listener>();
 }
+
+#[test]
+fn a_held_subscriber_loses_the_oldest_and_learns_every_loss_even_at_the_end() {
+    let n = net(2);
+    let (t, child) = &n.children[0];
+    let child = child.with_capacity(64);
+    let subs = [
+        child.subscribe::<u32>("flood.*").unwrap(),
+        child.subscribe::<u32>("flood.a").unwrap(),
+    ];
+    let other = n.children[1].1.subscribe::<u32>("flood.a").unwrap();
+    // Held and released stretches, like a process stopped and continued;
+    // the flood ends held, and nothing is published after the release.
+    let mut seq = 0u32;
+    for _ in 0..8 {
+        n.tap.hold(t.peer_id(), 100);
+        for i in 0..300 {
+            if i % 3 == 0 {
+                let batch: Vec<u32> = (seq..seq + 10).collect();
+                n.main.publish_batch("flood.a", &batch).unwrap();
+                seq += 10;
+            } else {
+                n.main.publish("flood.a", &seq).unwrap();
+                seq += 1;
+            }
+            // The reading child keeps up: it never lags.
+            loop {
+                match other.try_recv() {
+                    Ok(_) => {}
+                    Err(Error::Empty) => break,
+                    Err(e) => panic!("the reading child: {e}"),
+                }
+            }
+        }
+        n.tap.release();
+    }
+    for sub in &subs {
+        let (mut received, mut lagged, mut last) = (0u32, 0u64, None);
+        loop {
+            match sub.try_recv() {
+                Ok(m) => {
+                    let v = m.into_value();
+                    assert!(last.is_none_or(|l| v > l), "{v} after {last:?}");
+                    last = Some(v);
+                    received += 1;
+                }
+                Err(Error::Lagged(k)) => lagged += k,
+                Err(Error::Empty) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(
+            lagged > 0,
+            "the held child lost nothing: the test is too gentle"
+        );
+        assert_eq!(
+            u64::from(received) + lagged,
+            u64::from(seq),
+            "every message arrived or was reported lost"
+        );
+        assert_eq!(last, Some(seq - 1), "the last message published arrived");
+    }
+}

@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::entry::{Entry, NEVER};
 use crate::error::Error;
 use crate::protocol::Op;
-use crate::shards::{Now, Shard, Shards};
+use crate::shards::{Now, Shard, Shards, give_back};
 use crate::watch::Watchers;
 
 pub(crate) struct Data {
@@ -76,7 +76,10 @@ impl Data {
         let hash = self.shards.hash(key);
         let mut shard = self.shards.write(self.shards.index(hash));
         let mut now = self.now();
-        self.apply(&mut shard, hash, op, &mut now)
+        let outcome = self.apply(&mut shard, hash, op, &mut now);
+        drop(shard);
+        give_back();
+        outcome
     }
 
     /// Applies `ops` in order with every shard they touch locked, so no
@@ -94,13 +97,17 @@ impl Data {
         wanted.dedup();
         let mut guards: Vec<_> = wanted.iter().map(|&i| self.shards.write(i)).collect();
         let mut now = self.now();
-        ops.iter()
+        let outcomes = ops
+            .iter()
             .zip(&placed)
             .map(|(op, &(hash, index))| {
                 let slot = wanted.binary_search(&index).unwrap_or_default();
                 self.apply(&mut guards[slot], hash, op, &mut now)
             })
-            .collect()
+            .collect();
+        drop(guards);
+        give_back();
+        outcomes
     }
 
     fn apply(&self, shard: &mut Shard, hash: u64, op: &Op<'_>, now: &mut Now<'_>) -> Outcome {
@@ -126,7 +133,7 @@ impl Data {
                 self.changed(key, Some(value));
                 Outcome::Set
             }
-            Op::Delete(key) => match shard.remove(hash, key) {
+            Op::Delete(key) => match shard.remove(self.shards.hasher(), hash, key) {
                 Some(e) => {
                     self.changed(key, None);
                     Outcome::Deleted(e.live(now))
@@ -176,7 +183,7 @@ impl Data {
                         self.changed(key, Some(v));
                     }
                     None => {
-                        if shard.remove(hash, key).is_some() {
+                        if shard.remove(self.shards.hasher(), hash, key).is_some() {
                             self.changed(key, None);
                         }
                     }
@@ -236,10 +243,20 @@ impl Data {
     pub(crate) fn clear(&self) -> usize {
         let mut guards = self.shards.write_all();
         let mut now = self.now();
-        guards
+        let cleared = guards
             .iter_mut()
             .map(|g| g.clear(&mut now, |k| self.changed(k, None)))
-            .sum()
+            .sum();
+        drop(guards);
+        give_back();
+        cleared
+    }
+
+    /// How many entries the shards' tables have room for: what their
+    /// memory is sized for.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.shards.read_all().iter().map(|g| g.capacity()).sum()
     }
 
     /// Removes expired keys now, one shard at a time; returns how many.
@@ -247,9 +264,12 @@ impl Data {
         (0..self.shards.count())
             .map(|i| {
                 let mut now = self.now();
-                self.shards
+                let purged = self
+                    .shards
                     .write(i)
-                    .purge(&mut now, |k| self.changed(k, None))
+                    .purge(self.shards.hasher(), &mut now, |k| self.changed(k, None));
+                give_back();
+                purged
             })
             .sum()
     }
@@ -288,5 +308,55 @@ impl Data {
             tracing::warn!(error = %e, "cannot start the background purge of expired keys");
             self.purger_started.store(false, Ordering::Release);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    #[test]
+    fn clearing_or_deleting_most_keys_gives_the_tables_memory_back() {
+        let data = Data::new(
+            64,
+            Arc::new(SystemClock::default()),
+            Duration::from_secs(60),
+        );
+        let keys: Vec<String> = (0..400_000).map(|i| format!("key:{i}")).collect();
+        let fill = || {
+            for key in &keys {
+                let value = serde_bytes::Bytes::new(key.as_bytes());
+                let set = Op::Set {
+                    key,
+                    value,
+                    ttl_nanos: None,
+                };
+                assert!(matches!(data.apply_one(&set), Outcome::Set));
+            }
+        };
+        fill();
+        let full = data.capacity();
+        assert!(full >= keys.len(), "{full}");
+        assert_eq!(data.clear(), keys.len());
+        assert_eq!(data.capacity(), 0, "clear keeps no table");
+        fill();
+        // Deleting all but one key in twenty.
+        for (i, key) in keys.iter().enumerate() {
+            if i % 20 != 0 {
+                assert!(matches!(
+                    data.apply_one(&Op::Delete(key)),
+                    Outcome::Deleted(true)
+                ));
+            }
+        }
+        assert_eq!(data.len(), keys.len() / 20);
+        let left = data.capacity();
+        assert!(
+            left <= full / 4,
+            "{left} slots of {full} kept for {} keys",
+            data.len()
+        );
+        assert!(data.contains("key:0") && !data.contains("key:1"));
     }
 }

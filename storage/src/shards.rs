@@ -5,6 +5,7 @@
 //! seven, which the table uses), so no lookup hashes twice.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crossbeam_utils::CachePadded;
@@ -32,6 +33,50 @@ impl<'a> Now<'a> {
             .get_or_insert_with(|| u64::try_from(self.clock.now().as_nanos()).unwrap_or(NEVER - 1))
     }
 }
+
+/// A table of this many slots or fewer is kept whatever it holds: below
+/// it, giving memory back is not worth the moves.
+const KEEP_SLOTS: usize = 64;
+
+/// Once tables have freed this many bytes, the allocator is asked to hand
+/// free memory back to the system ([`give_back`]): often enough that a
+/// store emptied key by key shrinks in the system's eyes too, rarely
+/// enough that the walk of the heap this costs stays a small share of the
+/// deletes that freed it.
+const GIVE_BACK_BYTES: usize = 16 << 20;
+
+/// Bytes freed by tables since the last [`give_back`] that gave back.
+static FREED: AtomicUsize = AtomicUsize::new(0);
+
+/// Notes that a table of `slots` entries was freed.
+fn freed(slots: usize) {
+    FREED.fetch_add(slots * std::mem::size_of::<Entry>(), Ordering::Relaxed);
+}
+
+/// Asks the allocator to return free memory to the system once tables
+/// have freed much: without it, glibc keeps freed memory that lies below
+/// memory still in use, and the process's resident size stays at its
+/// peak. Costs one load otherwise; call it with no shard locked, as it
+/// may take a while.
+pub(crate) fn give_back() {
+    if FREED.load(Ordering::Relaxed) >= GIVE_BACK_BYTES
+        && FREED.swap(0, Ordering::Relaxed) >= GIVE_BACK_BYTES
+    {
+        trim();
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() {
+    // SAFETY: malloc_trim only releases memory the allocator holds free;
+    // it may be called at any time, from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() {}
 
 /// One shard's table.
 #[derive(Default)]
@@ -89,11 +134,32 @@ impl Shard {
     }
 
     /// Removes `key`, returning its entry (live or expired).
-    pub(crate) fn remove(&mut self, hash: u64, key: &str) -> Option<Entry> {
+    /// `hasher` rehashes the keys when the table shrinks.
+    pub(crate) fn remove(&mut self, hasher: &Hasher, hash: u64, key: &str) -> Option<Entry> {
         let found = self.table.find_entry(hash, |e| e.is(key)).ok()?;
         let (e, _) = found.remove();
         self.with_ttl -= usize::from(e.expires() != NEVER);
+        self.shrink_if_sparse(hasher);
         Some(e)
+    }
+
+    /// Gives memory back once the table is mostly empty: at under an
+    /// eighth full it shrinks to about twice what it holds, so a table
+    /// emptied key by key shrinks a few times, each costing a move of
+    /// what is left, never once per removal.
+    #[inline]
+    fn shrink_if_sparse(&mut self, hasher: &Hasher) {
+        let (len, slots) = (self.table.len(), self.table.capacity());
+        if slots > KEEP_SLOTS && len < slots / 8 {
+            self.table.shrink_to(len * 2, |e| hasher.hash_one(e.key()));
+            freed(slots - self.table.capacity());
+        }
+    }
+
+    /// How many entries the table has room for (its memory, in entries).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.table.capacity()
     }
 
     /// The live entries.
@@ -114,7 +180,13 @@ impl Shard {
     }
 
     /// Removes every expired entry, handing each key to `gone`.
-    pub(crate) fn purge(&mut self, now: &mut Now<'_>, mut gone: impl FnMut(&str)) -> usize {
+    /// `hasher` rehashes the keys when the table shrinks.
+    pub(crate) fn purge(
+        &mut self,
+        hasher: &Hasher,
+        now: &mut Now<'_>,
+        mut gone: impl FnMut(&str),
+    ) -> usize {
         if self.with_ttl == 0 {
             return 0;
         }
@@ -129,6 +201,7 @@ impl Shard {
             keep
         });
         self.with_ttl -= removed;
+        self.shrink_if_sparse(hasher);
         removed
     }
 
@@ -139,7 +212,9 @@ impl Shard {
             gone(e.key());
             removed += 1;
         }
-        self.table.clear();
+        // The table's memory goes too, not only its entries.
+        freed(self.table.capacity());
+        self.table = HashTable::new();
         self.with_ttl = 0;
         removed
     }
@@ -238,14 +313,21 @@ mod tests {
         assert_eq!(shard.with_ttl, 2);
         shard.replace_value(shards.hash("c"), "c", b"4"); // keeps the deadline
         assert_eq!(shard.with_ttl, 2);
-        assert!(shard.remove(shards.hash("b"), "b").is_some());
+        assert!(
+            shard
+                .remove(shards.hasher(), shards.hash("b"), "b")
+                .is_some()
+        );
         assert_eq!(shard.with_ttl, 1);
 
         clock.advance(Duration::from_nanos(10));
         let mut now = Now::new(&clock);
         assert_eq!(shard.live_len(&mut now), 1);
         let mut gone = Vec::new();
-        assert_eq!(shard.purge(&mut now, |k| gone.push(k.to_owned())), 1);
+        assert_eq!(
+            shard.purge(shards.hasher(), &mut now, |k| gone.push(k.to_owned())),
+            1
+        );
         assert_eq!(gone, ["c"]);
         assert_eq!(shard.with_ttl, 0);
         assert_eq!(shard.live_len(&mut now), 1);
@@ -284,6 +366,66 @@ mod tests {
             assert_eq!((e.key(), e.value()), (k.as_str(), &i.to_le_bytes()[..]));
         }
         assert!(shard.find(shards.hash("key:2000"), "key:2000").is_none());
+    }
+
+    #[test]
+    fn a_table_gives_memory_back_when_mostly_empty_and_keeps_its_keys() {
+        let shards = Shards::new(1);
+        let clock = ManualClock::default();
+        let mut now = Now::new(&clock);
+        let mut shard = Shard::default();
+        let keys: Vec<String> = (0..100_000).map(|i| format!("key:{i}")).collect();
+        for k in &keys {
+            put(&mut shard, &shards, k, k.as_bytes(), NEVER);
+        }
+        let full = shard.capacity();
+        assert!(full >= keys.len());
+        // Deleting most keys, one by one, shrinks the table.
+        for k in &keys[1_000..] {
+            assert!(shard.remove(shards.hasher(), shards.hash(k), k).is_some());
+        }
+        assert!(
+            shard.capacity() <= full / 16,
+            "{} of {full}",
+            shard.capacity()
+        );
+        for k in &keys[..1_000] {
+            let e = shard
+                .find(shards.hash(k), k)
+                .expect("a key kept through the shrinks");
+            assert_eq!(e.value(), k.as_bytes());
+        }
+        assert!(shard.find(shards.hash("key:1000"), "key:1000").is_none());
+        // Purging most keys does too.
+        for k in &keys[1_000..] {
+            put(&mut shard, &shards, k, k.as_bytes(), 10);
+        }
+        assert!(shard.capacity() >= keys.len());
+        clock.advance(Duration::from_nanos(10));
+        let mut later = Now::new(&clock);
+        assert_eq!(shard.purge(shards.hasher(), &mut later, |_| {}), 99_000);
+        assert!(
+            shard.capacity() <= full / 16,
+            "{} of {full}",
+            shard.capacity()
+        );
+        assert_eq!(shard.live_len(&mut now), 1_000);
+        // Clearing gives everything back.
+        for k in &keys {
+            put(&mut shard, &shards, k, k.as_bytes(), NEVER);
+        }
+        assert_eq!(shard.clear(&mut now, |_| {}), keys.len());
+        assert_eq!(shard.capacity(), 0);
+        // A small table is left as it is.
+        put(&mut shard, &shards, "a", b"1", NEVER);
+        put(&mut shard, &shards, "b", b"1", NEVER);
+        let small = shard.capacity();
+        assert!(
+            shard
+                .remove(shards.hasher(), shards.hash("a"), "a")
+                .is_some()
+        );
+        assert_eq!(shard.capacity(), small);
     }
 
     #[test]
