@@ -74,7 +74,11 @@ fn a_stopped_child_loses_the_oldest_lossy_pushes_and_main_learns_which() {
         return;
     }
     let h = Harness::new();
-    let node = Node::builder().max_backlog(256 << 10).init().unwrap();
+    let node = Node::builder()
+        .independent_main()
+        .max_backlog(256 << 10)
+        .init()
+        .unwrap();
     let t = node.transport();
     let (tx, rx) = crossbeam_channel::unbounded();
     for name in ["ready", "report"] {
