@@ -241,9 +241,16 @@ fn handlers_and_batches_in_a_child_process() {
     if run_child(|_| {
         let (_node, pubsub) = child_side();
         let echo = pubsub.clone();
+        // The two handlers run at their own pace: the child ends only once
+        // both handled their last message (dropping a listener drops what
+        // its handler has not taken yet, and so does the process's exit).
+        let (synced_tx, synced_rx) = std::sync::mpsc::channel::<()>();
         let sync = pubsub
             .on_message("h.sync", move |m: yuki_pubsub::Message<u64>| {
                 echo.publish("ctl.done", &(1u64, *m.value())).unwrap();
+                if *m.value() == 99 {
+                    let _ = synced_tx.send(());
+                }
             })
             .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -273,6 +280,9 @@ fn handlers_and_batches_in_a_child_process() {
             let batch: Vec<u64> = (0..100).collect();
             assert_eq!(pubsub.publish_batch("ctl.batch", &batch).unwrap(), 100);
         });
+        synced_rx
+            .recv_timeout(WAIT)
+            .expect("the sync handler handles every message");
         drop(sync);
     }) {
         return;
@@ -338,6 +348,10 @@ fn run_watcher() {
     let pubsub = PubSub::attach(node.transport()).unwrap();
     let sub = pubsub.subscribe::<u64>("never").unwrap();
     pubsub.publish("ctl.ready", &0u64).unwrap();
+    // Main takes the message before it answers the publish: main may be
+    // killed as soon as it has it, so the test waits for this report, not
+    // for main's, before it kills main.
+    yuki_testkit::report("watching", 1);
     let woke = sub.recv_timeout(WAIT);
     assert!(matches!(woke, Err(Error::Disconnected(_))), "{woke:?}");
     yuki_testkit::report("woke", "disconnected");
@@ -366,6 +380,10 @@ fn main_killed_wakes_a_blocked_subscriber_in_a_child() {
     assert!(
         h.wait_report(main, "ready").is_some(),
         "main and its child start"
+    );
+    assert!(
+        h.wait_report(main, "watching").is_some(),
+        "the child's publish is answered"
     );
     h.kill(main);
     let outcome = h.wait(main);
