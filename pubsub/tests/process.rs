@@ -350,6 +350,10 @@ fn run_watcher() {
     let pubsub = PubSub::attach(node.transport()).unwrap();
     let sub = pubsub.subscribe::<u64>("never").unwrap();
     pubsub.publish("ctl.ready", &0u64).unwrap();
+    // Main takes the message before it answers the publish: main may be
+    // killed as soon as it has it, so the test waits for this report, not
+    // for main's, before it kills main.
+    yuki_testkit::report("watching", 1);
     let woke = sub.recv_timeout(WAIT);
     assert!(matches!(woke, Err(Error::Disconnected(_))), "{woke:?}");
     yuki_testkit::report("woke", "disconnected");
@@ -378,6 +382,10 @@ fn main_killed_wakes_a_blocked_subscriber_in_a_child() {
     assert!(
         h.wait_report(main, "ready").is_some(),
         "main and its child start"
+    );
+    assert!(
+        h.wait_report(main, "watching").is_some(),
+        "the child's publish is answered"
     );
     h.kill(main);
     let outcome = h.wait(main);
