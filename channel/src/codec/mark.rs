@@ -511,7 +511,12 @@ impl ser::Serializer for Marker<'_> {
     fn serialize_unit_struct(self, _: &'static str) -> Result<(), Refusal> {
         Err(Refusal::Named)
     }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), Refusal> {
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> Result<(), Refusal> {
         Err(Refusal::Named)
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
@@ -555,11 +560,7 @@ impl ser::Serializer for Marker<'_> {
     fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Refusal> {
         Err(Refusal::Named)
     }
-    fn serialize_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStruct, Refusal> {
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Refusal> {
         Err(Refusal::Named)
     }
     fn serialize_struct_variant(
@@ -789,7 +790,11 @@ impl<'de> de::Deserializer<'de> for Scalar<'de> {
 
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Refused> {
         // An f32 widens exactly.
-        self.visit_if(|h| matches!(h, Held::F32(_) | Held::F64(_)), "a float", visitor)
+        self.visit_if(
+            |h| matches!(h, Held::F32(_) | Held::F64(_)),
+            "a float",
+            visitor,
+        )
     }
 
     fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Refused> {

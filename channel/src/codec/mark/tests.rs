@@ -45,7 +45,10 @@ fn floats_narrow_only_when_exact() {
     assert_eq!(decode::<f32>(&marked(&1.5f64)).unwrap(), 1.5);
     assert!(decode::<f32>(&marked(&0.1f64)).is_err());
     assert!(decode::<f32>(&marked(&f64::NAN)).unwrap().is_nan());
-    assert_eq!(decode::<f32>(&marked(&f64::INFINITY)).unwrap(), f32::INFINITY);
+    assert_eq!(
+        decode::<f32>(&marked(&f64::INFINITY)).unwrap(),
+        f32::INFINITY
+    );
     assert!(decode::<i64>(&marked(&1.0f64)).is_err());
 }
 
@@ -70,9 +73,15 @@ fn strings_are_any_string_type_and_nothing_else() {
 
 #[test]
 fn options_are_read_as_their_contents_are() {
-    assert_eq!(decode::<Option<u64>>(&marked(&Some(7i64))).unwrap(), Some(7));
+    assert_eq!(
+        decode::<Option<u64>>(&marked(&Some(7i64))).unwrap(),
+        Some(7)
+    );
     assert!(decode::<Option<u64>>(&marked(&Some(-7i64))).is_err());
-    assert_eq!(decode::<Option<String>>(&marked(&None::<u8>)).unwrap(), None);
+    assert_eq!(
+        decode::<Option<String>>(&marked(&None::<u8>)).unwrap(),
+        None
+    );
     assert!(decode::<u64>(&marked(&Some(7u64))).is_err());
     assert!(decode::<Option<u64>>(&marked(&7u64)).is_err());
     assert_eq!(
@@ -109,7 +118,15 @@ fn malformed_input_is_refused_without_panicking() {
     let deep = vec![SOME; 10_000];
     assert!(decode::<Option<u8>>(&deep).is_err());
     assert_eq!(written(&[]), "nothing (no bytes)");
-    for bytes in [&[][..], &[0], &[99], &[NAMED], &[NAMED, 5, b'a'], &[UNIT, 0], &[I64]] {
+    for bytes in [
+        &[][..],
+        &[0],
+        &[99],
+        &[NAMED],
+        &[NAMED, 5, b'a'],
+        &[UNIT, 0],
+        &[I64],
+    ] {
         assert!(decode::<u8>(bytes).is_err(), "{bytes:?}");
         assert!(decode::<Point>(bytes).is_err(), "{bytes:?}");
         let _ = written(bytes);
