@@ -63,7 +63,8 @@ pub enum Error {
         /// The topic the message was published on.
         topic: String,
         /// The type it was published as: a scalar's shape (`i64`,
-        /// `string`, ...) or the name of any other type.
+        /// `string`, ...) or the name of any other type without its paths
+        /// (`Point`, `Vec<Point>`).
         written: String,
         /// The type the subscription expects.
         type_name: &'static str,

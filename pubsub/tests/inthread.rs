@@ -724,11 +724,7 @@ fn a_message_of_another_type_is_the_same_value_or_an_error_naming_topic_and_type
         wrong(unsigned.recv_timeout(WAIT), "t.int", "string");
         assert_eq!(value(unsigned.recv_timeout(WAIT)), 8);
         wrong(unsigned.recv_timeout(WAIT), "t.int", "i32");
-        wrong(
-            point.recv_timeout(WAIT),
-            "t.point",
-            std::any::type_name::<Point>(),
-        );
+        wrong(point.recv_timeout(WAIT), "t.point", "Point");
         assert_eq!(value(point.recv_timeout(WAIT)), Size { w: 3, h: 4 });
         assert_eq!(unsigned.try_recv().unwrap_err(), Error::Empty);
     }

@@ -66,7 +66,8 @@ pub enum Error {
         /// The key whose value did not decode.
         key: String,
         /// The type it was written as: a scalar's shape (`i64`, `string`,
-        /// `Option<u8>`, ...) or the name of any other type.
+        /// `Option<u8>`, ...) or the name of any other type without
+        /// its paths (`Point`, `Vec<Point>`).
         written: String,
         /// The type that was asked for.
         type_name: &'static str,

@@ -43,8 +43,8 @@
 //! # Types
 //!
 //! Values are stored marked with their type (`yuki_channel::codec::mark`:
-//! one byte naming a scalar's shape, or the name of any other type, then
-//! bincode 2 bytes), the same bytes in every backend. Reading a value as
+//! one byte naming a scalar's shape, or a fingerprint and the short name
+//! of any other type, then bincode 2 bytes), the same bytes in every backend. Reading a value as
 //! another type than it was written with gives the same value when the
 //! asked type holds it (an integer as any integer type in whose range it
 //! is, a string as any string type, `Some`/`None` as their contents are)

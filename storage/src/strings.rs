@@ -7,8 +7,13 @@
 //! buffer of its size. The bytes are the codec's: bincode's standard
 //! configuration writes a string as its varint length and its bytes.
 //!
+//! The caller has read the value's mark (`yuki_channel::codec::mark`) and
+//! hands over what follows it with its kind: a string is served only to a
+//! `Deserialize` that asks for a string, a byte string only to one that
+//! asks for bytes, as the marked decoder does.
+//!
 //! The shortcut gives an answer only when it is sure to be the codec's: the
-//! value's `Deserialize` asked for a string or byte string, the bytes hold
+//! value's `Deserialize` asked for the kind the mark names, the bytes hold
 //! exactly one, and the visitor took it. Anything else (another type, bad
 //! bytes, a rejected value) gives `None` and the caller decodes with the
 //! codec, so every value and every error message is the codec's own.

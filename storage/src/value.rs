@@ -1,8 +1,8 @@
 //! Typed values to and from the bytes the store keeps.
 //!
 //! A value is kept marked with its type (`yuki_channel::codec::mark`: a
-//! byte naming a scalar's shape, or the name of any other type, before the
-//! codec's bytes), so reading it as another type gives the same value or
+//! byte naming a scalar's shape, or a fingerprint and the short name of any
+//! other type, before the codec's bytes), so reading it as another type gives the same value or
 //! [`Error::WrongType`] naming the key and both types, never another value.
 
 use std::cell::RefCell;

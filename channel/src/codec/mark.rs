@@ -22,7 +22,7 @@
 //! | 17 | `()` |
 //! | 18 | `None` |
 //! | 19 | `Some`, followed by the marked inner value |
-//! | 20 | any other type: its name ([`std::any::type_name`], written as a byte string), then the value as the codec encodes it |
+//! | 20 | any other type: a fingerprint of its name ([`std::any::type_name`], 8 bytes), its name without paths as a byte string (`Vec<Point>`), then the value as the codec encodes it |
 //!
 //! `usize` and `isize` are `u64` and `i64` to serde, so they are marked so.
 //!
@@ -40,13 +40,22 @@
 //!
 //! For every other shape (structs, enums, tuples, sequences, maps, an
 //! `Option` of one of these) there is no cheap rule for which other types
-//! read the same value, so the mark is the type's name and only a type of
-//! the same name reads it. Keeping the name itself rather than a hash of it
-//! costs its length in bytes but lets the error name the written type in
-//! any process, even one that never saw the type, and comparing it is one
-//! `memcmp`. A type renamed or moved between builds reads as another type:
-//! an error, never a wrong value. Two different types of the same name
-//! (two versions of one crate) are not told apart.
+//! read the same value, so the mark is the type's identity and only the
+//! same type reads it: a 64-bit fingerprint of its full name, which every
+//! process and build computes alike, and the name without its paths
+//! (`Option<Point>` for `core::option::Option<app::geo::Point>`), kept
+//! only so that an error in any process, even one that never saw the
+//! type, can name it. The full name itself would name it best but costs
+//! its length in every value (`yuki_examples::bench::pubsub::Tick` is 34
+//! bytes, more than the message it marks), and pushes small values out of
+//! the inline slots of the store and of subscriptions; the short name
+//! costs a few bytes. A type renamed or moved between builds reads as
+//! another type: an error, never a wrong value. Two different types of
+//! the same full name (two versions of one crate) are not told apart.
+//! References and smart pointers around the whole value (`&T`, `Box<T>`,
+//! `Arc<T>`, `Rc<T>`, `Cow<T>`) are left out of the name, as serde leaves
+//! them out of the encoding; inside it (`Vec<Box<T>>` against `Vec<T>`)
+//! they are not, and the two read as different types.
 //!
 //! `None` is marked alone, so it reads as `None` of any `Option`; `Some`
 //! of a scalar is the scalar's mark after the `Some` byte, so an
@@ -126,8 +135,10 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
         Ok(()) => Ok(()),
         Err(Refusal::Named) => {
             out.truncate(start);
+            let name = bare(type_name::<T>());
             out.push(NAMED);
-            put_bytes(out, type_name::<T>().as_bytes());
+            out.extend_from_slice(&fingerprint(name).to_le_bytes());
+            put_short(name, out);
             encode_plain(value, out)
         }
         Err(Refusal::Custom(reason)) => {
@@ -189,13 +200,20 @@ pub fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Mismatch>
     };
     match bytes.split_first() {
         Some((&NAMED, rest)) => {
-            let Some((name, body)) = split_bytes(rest) else {
-                return Err(mismatch("the type name is cut short".into()));
+            let Some((print, name, body)) = named(rest) else {
+                return Err(mismatch("the type's mark is cut short".into()));
             };
-            if name != type_name::<T>().as_bytes() {
-                return Err(mismatch(
-                    "a value of another type; read it with the type it was written with".into(),
-                ));
+            let asked = bare(type_name::<T>());
+            if print != fingerprint(asked) {
+                let mut short = Vec::new();
+                put_short(asked, &mut short);
+                let same_name = split_bytes(&short).is_some_and(|(s, _)| s == name);
+                return Err(mismatch(if same_name {
+                    "another type of the same name; read it with the type it was written with"
+                        .into()
+                } else {
+                    "a value of another type; read it with the type it was written with".into()
+                }));
             }
             decode_borrowed::<T>(body).map_err(|e| {
                 mismatch(match e {
@@ -206,6 +224,86 @@ pub fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Mismatch>
         }
         _ => T::deserialize(Scalar { bytes, depth: 0 }).map_err(|e| mismatch(e.0)),
     }
+}
+
+/// `name` without the references and smart pointers around it that serde
+/// sees through (`&T`, `Box<T>`, `Arc<T>`, `Rc<T>`, `Cow<T>` encode as `T`
+/// does), so that a `T` written through one of them reads as a `T`.
+fn bare(mut name: &str) -> &str {
+    const WRAPPERS: [&str; 4] = [
+        "alloc::boxed::Box<",
+        "alloc::sync::Arc<",
+        "alloc::rc::Rc<",
+        "alloc::borrow::Cow<",
+    ];
+    'strip: loop {
+        // A lifetime, as in `Cow<'_, T>` or `&'_ T`.
+        if let Some((_, rest)) = name
+            .strip_prefix('\'')
+            .and_then(|rest| rest.split_once([',', ' ']))
+        {
+            name = rest.trim_start();
+            continue;
+        }
+        if let Some(rest) = name.strip_prefix('&') {
+            name = rest.strip_prefix("mut ").unwrap_or(rest);
+            continue;
+        }
+        for wrapper in WRAPPERS {
+            if let Some(inner) = name
+                .strip_prefix(wrapper)
+                .and_then(|rest| rest.strip_suffix('>'))
+            {
+                name = inner;
+                continue 'strip;
+            }
+        }
+        return name;
+    }
+}
+
+/// What follows [`NAMED`]: the type's fingerprint, its short name and the
+/// value's bytes.
+fn named(bytes: &[u8]) -> Option<(u64, &[u8], &[u8])> {
+    let (print, rest) = bytes.split_first_chunk::<8>()?;
+    let (name, body) = split_bytes(rest)?;
+    Some((u64::from_le_bytes(*print), name, body))
+}
+
+/// A fingerprint of a type's full name (64-bit FNV-1a): the same in every
+/// process and build that names the type the same.
+fn fingerprint(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Calls `emit` with the pieces of `name` without its paths:
+/// `alloc::vec::Vec<my::Point>` is `Vec<Point>`.
+fn shorten<'a>(name: &'a str, mut emit: impl FnMut(&'a str)) {
+    let mut rest = name;
+    while let Some(c) = rest.chars().next() {
+        let end = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(rest.len());
+        if end == 0 {
+            emit(&rest[..c.len_utf8()]);
+            rest = &rest[c.len_utf8()..];
+        } else {
+            let path = &rest[..end];
+            emit(path.rsplit("::").next().unwrap_or(path));
+            rest = &rest[end..];
+        }
+    }
+}
+
+/// Appends `name` without its paths as a byte string.
+fn put_short(name: &str, out: &mut Vec<u8>) {
+    let mut len = 0;
+    shorten(name, |piece| len += piece.len());
+    let mut short = Vec::with_capacity(len);
+    shorten(name, |piece| short.extend_from_slice(piece.as_bytes()));
+    put_bytes(out, &short);
 }
 
 /// The type a marked value was written as, for messages: `i64`, `string`,
@@ -225,8 +323,8 @@ pub fn written(bytes: &[u8]) -> String {
         rest = inner;
     }
     let inner = match rest.split_first() {
-        Some((&NAMED, body)) => match split_bytes(body) {
-            Some((name, _)) => String::from_utf8_lossy(name).into_owned(),
+        Some((&NAMED, body)) => match named(body) {
+            Some((_, name, _)) => String::from_utf8_lossy(name).into_owned(),
             None => "an unreadable value".into(),
         },
         Some((&tag, _)) => shape(tag).unwrap_or("an unmarked value").into(),
