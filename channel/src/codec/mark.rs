@@ -135,10 +135,11 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
         Ok(()) => Ok(()),
         Err(Refusal::Named) => {
             out.truncate(start);
-            let name = bare(type_name::<T>());
             out.push(NAMED);
-            out.extend_from_slice(&fingerprint(name).to_le_bytes());
-            put_short(name, out);
+            identity(type_name::<T>(), |print, short| {
+                out.extend_from_slice(&print.to_le_bytes());
+                out.extend_from_slice(short);
+            });
             encode_plain(value, out)
         }
         Err(Refusal::Custom(reason)) => {
@@ -203,11 +204,12 @@ pub fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Mismatch>
             let Some((print, name, body)) = named(rest) else {
                 return Err(mismatch("the type's mark is cut short".into()));
             };
-            let asked = bare(type_name::<T>());
-            if print != fingerprint(asked) {
-                let mut short = Vec::new();
-                put_short(asked, &mut short);
-                let same_name = split_bytes(&short).is_some_and(|(s, _)| s == name);
+            let asked = identity(type_name::<T>(), |print, short| {
+                (print, split_bytes(short).is_some_and(|(s, _)| s == name))
+            });
+            if let (asked, same_name) = asked
+                && print != asked
+            {
                 return Err(mismatch(if same_name {
                     "another type of the same name; read it with the type it was written with"
                         .into()
@@ -268,6 +270,58 @@ fn named(bytes: &[u8]) -> Option<(u64, &[u8], &[u8])> {
     let (print, rest) = bytes.split_first_chunk::<8>()?;
     let (name, body) = split_bytes(rest)?;
     Some((u64::from_le_bytes(*print), name, body))
+}
+
+/// A type's identity as [`NAMED`] writes it, computed once per type and
+/// thread.
+struct Identity {
+    /// Where the type's name is (`type_name` gives each type one string).
+    name: (usize, usize),
+    print: u64,
+    /// The short name, written as a byte string.
+    short: Vec<u8>,
+}
+
+thread_local! {
+    /// Recent types' identities, by where their name is: hashing a name
+    /// and shortening it on every value costs a tenth of a small message.
+    static IDENTITIES: std::cell::RefCell<[Option<Identity>; 8]> =
+        const { std::cell::RefCell::new([const { None }; 8]) };
+}
+
+/// Calls `f` with the fingerprint and the short name (a byte string) of
+/// the type named `name`.
+#[inline]
+fn identity<R>(name: &'static str, mut f: impl FnMut(u64, &[u8]) -> R) -> R {
+    let key = (name.as_ptr() as usize, name.len());
+    let compute = || {
+        let bare = bare(name);
+        let mut short = Vec::new();
+        put_short(bare, &mut short);
+        Identity {
+            name: key,
+            print: fingerprint(bare),
+            short,
+        }
+    };
+    let slot = (key.0 >> 3 ^ key.1) % 8;
+    let cached = IDENTITIES.try_with(|cell| {
+        let mut slots = cell.try_borrow_mut().ok()?;
+        let entry = &mut slots[slot];
+        if entry.as_ref().is_none_or(|e| e.name != key) {
+            *entry = Some(compute());
+        }
+        entry.as_ref().map(|e| f(e.print, &e.short))
+    });
+    match cached {
+        Ok(Some(r)) => r,
+        // Only while the thread ends, or when a value's `Serialize` encodes
+        // another value itself.
+        _ => {
+            let e = compute();
+            f(e.print, &e.short)
+        }
+    }
 }
 
 /// A fingerprint of a type's full name (64-bit FNV-1a): the same in every
