@@ -14,6 +14,8 @@ use serde::de::{Deserialize, DeserializeOwned};
 
 use crate::error::{Error, Result};
 
+pub mod mark;
+
 /// The default largest frame, in bytes, that yuki sends or accepts (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 

@@ -55,17 +55,22 @@ pub enum Error {
         reason: String,
     },
 
-    /// A message could not be decoded as the subscription's type. The
+    /// A message was published as another type than the subscription's,
+    /// and cannot be read as it without becoming another value. The
     /// subscription goes on with the next message.
     #[error(
-        "a message on topic {topic:?} is not a {type_name}: {reason}; publish and subscribe with the same type"
+        "a message on topic {topic:?} was published as {written} and cannot be read as {type_name} ({reason}); publish and subscribe with the same type"
     )]
     Decode {
         /// The topic the message was published on.
         topic: String,
+        /// The type it was published as: a scalar's shape (`i64`,
+        /// `string`, ...) or the name of any other type without its paths
+        /// (`Point`, `Vec<Point>`).
+        written: String,
         /// The type the subscription expects.
         type_name: &'static str,
-        /// What the decoder reported.
+        /// Why it cannot be read so.
         reason: String,
     },
 

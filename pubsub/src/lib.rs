@@ -22,6 +22,12 @@
 //! # }
 //! ```
 //!
+//! Messages are marked with their type (`yuki_channel::codec::mark`), so a
+//! subscription of another type than the message's gets the same value
+//! when its type holds it (a non-negative `i64` as a `u64`, a `&str` as a
+//! `String`) and otherwise [`Error::Decode`] naming the topic and both
+//! types: never another value.
+//!
 //! - [`Pattern`]: topics and patterns (NATS-like: `*` is one segment, `>`
 //!   one or more trailing segments);
 //! - [`Subscription`]: the receiving end, bounded, with [`Error::Lagged`]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use yuki_channel::codec;
+use yuki_channel::codec::{self, mark};
 use yuki_channel::{PeerEvent, PeerId, Role, Transport};
 
 use crate::error::{Error, Result};
@@ -276,10 +276,10 @@ impl PubSub {
         check_topic(topic)?;
         #[cfg(feature = "redis")]
         if let Some(link) = &self.redis {
-            return link.publish_blocking(topic, vec![codec::encode(message)?]);
+            return link.publish_blocking(topic, vec![mark::encode(message)?]);
         }
         let mut payload = scratch();
-        let result = codec::encode_into(message, &mut payload)
+        let result = mark::encode_into(message, &mut payload)
             .map_err(Error::from)
             .and_then(|()| match self.child_link() {
                 None => {
@@ -319,7 +319,7 @@ impl PubSub {
             #[cfg(feature = "redis")]
             Redis(std::pin::Pin<Box<dyn Future<Output = Result<usize>> + Send>>),
         }
-        let encoded = codec::encode(message).map_err(Error::from);
+        let encoded = mark::encode(message).map_err(Error::from);
         let pending = match (check_topic(topic), encoded) {
             (Err(e), _) | (_, Err(e)) => Pending::Done(Err(e)),
             #[cfg(feature = "redis")]
@@ -381,7 +381,7 @@ impl PubSub {
         if let Some(link) = &self.redis {
             let payloads = messages
                 .into_iter()
-                .map(|m| codec::encode(m).map_err(Error::from))
+                .map(|m| mark::encode(m).map_err(Error::from))
                 .collect::<Result<Vec<_>>>()?;
             return link.publish_blocking(topic, payloads);
         }
@@ -391,7 +391,7 @@ impl PubSub {
         let mut result = Ok(());
         for message in messages {
             one.clear();
-            if let Err(e) = codec::encode_into(message, &mut one) {
+            if let Err(e) = mark::encode_into(message, &mut one) {
                 result = Err(e.into());
                 break;
             }
@@ -638,7 +638,7 @@ mod tests {
         for topic in [&b"\xff\xfe"[..], b"x"] {
             let message = Push::Message {
                 topic,
-                payload: &codec::encode(&7u8).unwrap(),
+                payload: &mark::encode(&7u8).unwrap(),
             };
             main.push(
                 child_t.peer_id(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use serde::de::DeserializeOwned;
-use yuki_channel::codec;
+use yuki_channel::codec::mark;
 
 use crate::error::{Error, Result};
 use crate::inbox::{Envelope, Inbox};
@@ -41,22 +41,22 @@ impl<M> Message<M> {
     }
 }
 
-/// Decodes one buffered message as `M`.
+/// Decodes one buffered message as `M`: the value published, or (when it
+/// was published as another type that cannot be read as `M` without
+/// becoming another value) [`Error::Decode`] naming the topic and both types.
 pub(crate) fn open_envelope<M: DeserializeOwned>(envelope: Envelope) -> Result<Message<M>> {
-    match codec::decode::<M>(&envelope.payload) {
+    match mark::decode::<M>(&envelope.payload) {
         // The topic is moved, not cloned: its count is shared with the
         // thread that delivered, and each change of it costs both threads.
         Ok(value) => Ok(Message {
             topic: envelope.topic,
             value,
         }),
-        Err(e) => Err(Error::Decode {
+        Err(m) => Err(Error::Decode {
             topic: envelope.topic.to_string(),
-            type_name: std::any::type_name::<M>(),
-            reason: match e {
-                yuki_channel::Error::Decode { reason, .. } => reason,
-                other => other.to_string(),
-            },
+            written: m.written,
+            type_name: m.asked,
+            reason: m.reason,
         }),
     }
 }

@@ -726,3 +726,69 @@ fn a_held_subscriber_loses_the_oldest_and_learns_every_loss_even_at_the_end() {
         assert_eq!(last, Some(seq - 1), "the last message published arrived");
     }
 }
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Point {
+    x: i32,
+    y: i32,
+}
+
+/// The same shape as `Point` under another name.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Size {
+    w: i32,
+    h: i32,
+}
+
+/// Checks that `r` is a decode error naming `topic`, the type published
+/// and the subscription's.
+fn wrong<M: std::fmt::Debug>(r: yuki_pubsub::Result<Message<M>>, topic: &str, published: &str) {
+    match r {
+        Err(Error::Decode {
+            topic: t,
+            written,
+            type_name,
+            reason,
+        }) => {
+            assert_eq!((t.as_str(), written.as_str()), (topic, published));
+            assert_eq!(type_name, std::any::type_name::<M>());
+            let message = Error::Decode {
+                topic: t,
+                written,
+                type_name,
+                reason,
+            }
+            .to_string();
+            assert!(
+                message.contains(topic) && message.contains(published),
+                "{message}"
+            );
+        }
+        other => panic!("expected a decode error naming {topic} and {published}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_message_of_another_type_is_the_same_value_or_an_error_naming_topic_and_types() {
+    let n = net(1);
+    let child = &n.children[0].1;
+    // Both directions: main to a child, a child to main.
+    for (publisher, subscriber) in [(&n.main, child), (child, &n.main)] {
+        let unsigned = subscriber.subscribe::<u64>("t.int").unwrap();
+        let point = subscriber.subscribe::<Size>("t.point").unwrap();
+        publisher.publish("t.int", &7i64).unwrap();
+        publisher.publish("t.int", &-1i64).unwrap();
+        publisher.publish("t.int", "7").unwrap();
+        publisher.publish_batch("t.int", &[8i32, -8]).unwrap();
+        publisher.publish("t.point", &Point { x: 1, y: 2 }).unwrap();
+        publisher.publish("t.point", &Size { w: 3, h: 4 }).unwrap();
+        assert_eq!(value(unsigned.recv_timeout(WAIT)), 7);
+        wrong(unsigned.recv_timeout(WAIT), "t.int", "i64");
+        wrong(unsigned.recv_timeout(WAIT), "t.int", "string");
+        assert_eq!(value(unsigned.recv_timeout(WAIT)), 8);
+        wrong(unsigned.recv_timeout(WAIT), "t.int", "i32");
+        wrong(point.recv_timeout(WAIT), "t.point", "Point");
+        assert_eq!(value(point.recv_timeout(WAIT)), Size { w: 3, h: 4 });
+        assert_eq!(unsigned.try_recv().unwrap_err(), Error::Empty);
+    }
+}

@@ -555,3 +555,72 @@ fn a_throttled_subscriber_loses_the_oldest_and_learns_every_loss() {
     drop(node);
     h.assert_no_leftovers(WAIT);
 }
+
+/// What the `typed` child saw of one message: its value, or the names in
+/// its decode error.
+type Seen = (Option<u64>, String, String, String);
+
+#[test]
+fn a_child_subscribed_as_another_type_gets_the_same_value_or_an_error_naming_both_types() {
+    if run_child(|_| {
+        let (_node, pubsub) = child_side();
+        let sub = pubsub.subscribe::<u64>("typed.x").unwrap();
+        pubsub.publish("ctl.ready", &0u64).unwrap();
+        for _ in 0..3 {
+            let seen: Seen = match sub.recv_timeout(WAIT) {
+                Ok(m) => (
+                    Some(*m.value()),
+                    m.topic().to_string(),
+                    String::new(),
+                    String::new(),
+                ),
+                Err(Error::Decode {
+                    topic,
+                    written,
+                    type_name,
+                    ..
+                }) => (None, topic, written, type_name.to_string()),
+                Err(other) => panic!("{other}"),
+            };
+            pubsub.publish("typed.seen", &seen).unwrap();
+        }
+        // And the other way: main subscribes as u8.
+        pubsub.publish("typed.back", &-3i32).unwrap();
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let m = main_side();
+    let seen = m.pubsub.subscribe::<Seen>("typed.seen").unwrap();
+    let back = m.pubsub.subscribe::<u8>("typed.back").unwrap();
+    let child = m.node.spawn("typed", h.command("typed", 0)).unwrap();
+    expect(&m.ready);
+    assert_eq!(m.pubsub.publish("typed.x", &-5i64).unwrap(), 1);
+    assert_eq!(m.pubsub.publish("typed.x", &5i64).unwrap(), 1);
+    assert_eq!(m.pubsub.publish("typed.x", &(1u32, 2u32)).unwrap(), 1);
+    let none = String::new;
+    assert_eq!(
+        expect(&seen),
+        (None, "typed.x".into(), "i64".into(), "u64".into())
+    );
+    assert_eq!(expect(&seen), (Some(5), "typed.x".into(), none(), none()));
+    assert_eq!(
+        expect(&seen),
+        (None, "typed.x".into(), "(u32, u32)".into(), "u64".into())
+    );
+    match back.recv_timeout(WAIT) {
+        Err(Error::Decode {
+            topic,
+            written,
+            type_name,
+            ..
+        }) => assert_eq!(
+            (topic.as_str(), written.as_str(), type_name),
+            ("typed.back", "i32", "u8")
+        ),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    assert!(child.wait_timeout(WAIT).unwrap().status.success());
+    drop(m);
+    h.assert_no_leftovers(WAIT);
+}

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
-use yuki_channel::codec;
+use yuki_channel::codec::mark::{IntType, Integer};
 
 use crate::batch::Outcome;
 use crate::clock::Clock;
@@ -142,9 +142,9 @@ impl Data {
             },
             Op::Incr { key, by } => {
                 let current = match shard.find_live(hash, key, now) {
-                    Some(e) => match codec::decode::<i64>(e.value()) {
-                        Ok(n) => Some(n),
-                        Err(_) => {
+                    Some(e) => match Integer::read(e.value()) {
+                        Some(n) => Some(n),
+                        None => {
                             return Outcome::Failed(Error::NotAnInteger {
                                 key: key.to_owned(),
                             });
@@ -152,17 +152,20 @@ impl Data {
                     },
                     None => None,
                 };
-                let Some(next) = current.unwrap_or(0).checked_add(by) else {
+                // A new counter is an i64; an existing one keeps its type.
+                let start = current.or_else(|| Integer::new(IntType::I64, 0));
+                let next = start.and_then(|n| n.checked_add(by)).and_then(|n| {
+                    let returned = i64::try_from(n.value()).ok()?;
+                    Some((n, returned))
+                });
+                let Some((next, returned)) = next else {
                     return Outcome::Failed(Error::Overflow {
                         key: key.to_owned(),
                         by,
                     });
                 };
-                let Ok(bytes) = codec::encode(&next) else {
-                    return Outcome::Failed(Error::NotAnInteger {
-                        key: key.to_owned(),
-                    });
-                };
+                let mut bytes = Vec::with_capacity(10);
+                next.encode_into(&mut bytes);
                 if current.is_some() {
                     // A counter keeps its time to live, as in Redis.
                     shard.replace_value(hash, key, &bytes);
@@ -170,7 +173,7 @@ impl Data {
                     shard.put(self.shards.hasher(), hash, key, &bytes, NEVER);
                 }
                 self.changed(key, Some(&bytes));
-                Outcome::Incremented(next)
+                Outcome::Incremented(returned)
             }
             Op::Cas { key, expected, new } => {
                 let current = shard.find_live(hash, key, now).map(Entry::value);

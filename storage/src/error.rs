@@ -61,30 +61,39 @@ pub enum Error {
         reason: String,
     },
 
-    /// The stored value is not of the type asked for.
+    /// The stored value was written as another type than the one asked
+    /// for, and cannot be read as it without becoming another value.
     #[error(
-        "the value of key {key:?} cannot be read as a {type_name} ({reason}); read it with the type it was written with"
+        "the value of key {key:?} was written as {written} and cannot be read as {type_name} ({reason}); read it as the type it was written with"
     )]
     WrongType {
         /// The key whose value did not decode.
         key: String,
-        /// The type that was expected.
+        /// The type it was written as: a scalar's shape (`i64`, `string`,
+        /// `Option<u8>`, ...) or the name of any other type without
+        /// its paths (`Point`, `Vec<Point>`).
+        written: String,
+        /// The type that was asked for.
         type_name: &'static str,
-        /// What the decoder reported.
+        /// Why it cannot be read so.
         reason: String,
     },
 
-    /// `incr` on a value that is not an `i64` counter.
+    /// `incr` on a value that was not written as an integer of at most 64
+    /// bits.
     #[error(
-        "the value of key {key:?} is not an i64 counter; incr works on values written as i64 or created by incr"
+        "the value of key {key:?} is not an integer counter; incr works on values written as an integer type (i8 to i64, u8 to u64, isize, usize) or created by incr"
     )]
     NotAnInteger {
         /// The key.
         key: String,
     },
 
-    /// `incr` would overflow an `i64`.
-    #[error("incrementing key {key:?} by {by} overflows an i64; the value is unchanged")]
+    /// `incr` would leave the range of the counter's integer type, or of
+    /// the `i64` it returns.
+    #[error(
+        "incrementing key {key:?} by {by} leaves the range of the integer type it was written with (or of the i64 incr returns); the value is unchanged"
+    )]
     Overflow {
         /// The key.
         key: String,

@@ -39,8 +39,22 @@
 //! name that was never filled in). Encoded values are at most
 //! [`Config::max_value_len`] bytes (default [`MAX_VALUE_LEN`]). Both are
 //! checked before anything is sent, and again by main.
-//! Values are compared (compare-and-swap) and counted (`incr`, an `i64`) by
-//! their encoding, bincode 2 as in `yuki_channel::codec`.
+//! Values are compared (compare-and-swap) by their stored bytes.
+//!
+//! # Types
+//!
+//! Values are stored marked with their type (`yuki_channel::codec::mark`:
+//! one byte naming a scalar's shape, or a fingerprint and the short name
+//! of any other type, then bincode 2 bytes), the same bytes in every backend. Reading a value as
+//! another type than it was written with gives the same value when the
+//! asked type holds it (an integer as any integer type in whose range it
+//! is, a string as any string type, `Some`/`None` as their contents are)
+//! and otherwise [`Error::WrongType`] naming the key and both types: never
+//! another value, never a panic. Structs, enums, tuples and sequences read
+//! only as a type of the same name. [`Store::incr`] works on a value
+//! written as any integer type up to 64 bits and keeps its type.
+//! [`Store::get_raw`] gives the marked bytes; [`Store::set_raw`] stores
+//! bytes of a program's own format as they are.
 //!
 //! ```
 //! use yuki_channel::InThreadTransport;

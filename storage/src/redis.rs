@@ -4,13 +4,15 @@
 //! it is touched: `len`, `keys`, `get_all` and `clear` walk the namespace with
 //! `SCAN` (never `KEYS`), so unlike the other backends they do not see one
 //! instant of a store that others write meanwhile. Values are the same
-//! bincode bytes as in the local store, so a value written by one backend
+//! marked bytes as in the local store, so a value written by one backend
 //! reads the same from another.
 //!
 //! Every operation and every batch runs as one Lua script (`apply.lua`),
-//! atomically: `incr` reads, adds and writes the bincode `i64` in the
-//! script (not `INCRBY`, which works on decimal text), exact over all 64
-//! bits and with the same `NotAnInteger`/`Overflow` errors;
+//! atomically: `incr` reads the counter's integer type from its mark
+//! (`yuki_channel::codec::mark`), adds within that type's range and writes
+//! it back as the same type, in the script (not `INCRBY`, which works on
+//! decimal text), exact over all 64 bits and with the same
+//! `NotAnInteger`/`Overflow` errors as the other backends;
 //! `compare_and_swap` compares encoded bytes; a time-to-live is `PX`.
 //!
 //! `watch` uses a companion channel (`<namespace>\0watch`) on which the same
@@ -27,7 +29,7 @@ use std::sync::{Arc, Mutex, Weak};
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
 use serde_bytes::Bytes;
-use yuki_channel::codec;
+use yuki_channel::codec::{self, mark};
 use yuki_redis_link as link;
 
 use crate::error::{Error, Result};
@@ -571,7 +573,8 @@ fn read_result(result: &[Value], key: &str, by: i64) -> Result<Owned> {
         (b"b", Some(Value::Int(n))) => Owned::Bool(*n != 0),
         (b"d", _) => Owned::Done,
         (b"i", Some(Value::BulkString(v))) => {
-            Owned::Int(codec::decode::<i64>(v).map_err(|e| Error::Protocol(e.to_string()))?)
+            // The script writes only sums that fit an i64.
+            Owned::Int(mark::decode::<i64>(v).map_err(|e| Error::Protocol(e.to_string()))?)
         }
         (b"e", Some(Value::BulkString(e))) if e == b"nan" => Owned::Failed(Failure::NotAnInteger {
             key: key.to_owned(),

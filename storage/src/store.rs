@@ -14,7 +14,7 @@ use crate::batch::{Batch, Outcome, ttl_nanos};
 use crate::clock::{Clock, SystemClock};
 use crate::data::Data;
 use crate::error::{Error, Result};
-use crate::limits::{MAX_VALUE_LEN, check_batch, check_key, check_prefix};
+use crate::limits::{MAX_VALUE_LEN, check_batch, check_key, check_prefix, check_value};
 use crate::protocol::{Op, Reply, Request, SERVICE};
 use crate::remote::{Remote, unexpected};
 use crate::service::StoreService;
@@ -373,7 +373,18 @@ impl Store {
 
     /// The value of `key` as a `V`, `None` if it does not exist.
     ///
-    /// A value of another type is [`Error::WrongType`], naming the key.
+    /// A value written as another type is read as the same value when `V`
+    /// holds it (an integer as any integer type in whose range it is, a
+    /// string as any string type, `Some`/`None` as their contents are);
+    /// otherwise it is [`Error::WrongType`] naming the key and both types.
+    /// Never another value.
+    ///
+    /// ```
+    /// let store = yuki_storage::Store::local();
+    /// store.set("visits", &7i64).unwrap();
+    /// assert_eq!(store.get::<u64>("visits").unwrap(), Some(7));
+    /// assert!(store.get::<String>("visits").is_err());
+    /// ```
     #[inline]
     pub fn get<V: DeserializeOwned>(&self, key: &str) -> Result<Option<V>> {
         check_key(key)?;
@@ -403,7 +414,10 @@ impl Store {
         Ok(self.get(key)?.unwrap_or(default))
     }
 
-    /// The encoded value of `key`, undecoded.
+    /// The stored bytes of `key`, undecoded: the value as
+    /// [`yuki_channel::codec::mark`] encodes it (a mark of its type, then
+    /// bincode), or, when it was written with [`Store::set_raw`], exactly
+    /// the bytes given there.
     pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
         self.run(
@@ -411,6 +425,28 @@ impl Store {
             |data| Ok(data.get_with(key, <[u8]>::to_vec)),
             parse_value,
         )
+    }
+
+    /// Sets `key` to `bytes` exactly as given, for programs that keep their
+    /// own format and read it back with [`Store::get_raw`].
+    ///
+    /// [`Store::get`] reads the stored bytes as a marked value
+    /// ([`yuki_channel::codec::mark`]), so give it only bytes that were
+    /// marked so; and `incr` counts only marked integers.
+    ///
+    /// ```
+    /// let store = yuki_storage::Store::local();
+    /// store.set_raw("blob", b"my own format").unwrap();
+    /// assert_eq!(store.get_raw("blob").unwrap().as_deref(), Some(&b"my own format"[..]));
+    /// ```
+    pub fn set_raw(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        check_key(key)?;
+        check_value(key, bytes, self.max_value)?;
+        expect_set(self.run_op(Op::Set {
+            key,
+            value: Bytes::new(bytes),
+            ttl_nanos: None,
+        })?)
     }
 
     /// Whether `key` exists.
@@ -429,11 +465,22 @@ impl Store {
         expect_bool(self.run_op(Op::Delete(key))?)
     }
 
-    /// Adds `by` to the `i64` counter `key` (a missing key counts as 0) and
-    /// returns the new value. The key keeps its time-to-live.
+    /// Adds `by` to the counter `key` and returns the new value. The key
+    /// keeps its time-to-live and its type: a counter is any value written
+    /// as an integer type (`i8` to `i64`, `u8` to `u64`, `isize`, `usize`),
+    /// and a missing key starts as an `i64` 0.
     ///
-    /// A value that is not an `i64` is [`Error::NotAnInteger`]; overflow is
-    /// [`Error::Overflow`]; in both cases nothing changes.
+    /// A value that is not such an integer is [`Error::NotAnInteger`]; a
+    /// sum that its type cannot hold, or (for a `u64`) that is over
+    /// `i64::MAX`, is [`Error::Overflow`]; in both cases nothing changes.
+    ///
+    /// ```
+    /// let store = yuki_storage::Store::local();
+    /// store.set("count", &250u8).unwrap();
+    /// assert_eq!(store.incr("count", 5).unwrap(), 255);
+    /// assert!(store.incr("count", 1).is_err());
+    /// assert_eq!(store.get::<u8>("count").unwrap(), Some(255));
+    /// ```
     pub fn incr(&self, key: &str, by: i64) -> Result<i64> {
         check_key(key)?;
         expect_int(self.run_op(Op::Incr { key, by })?)

@@ -7,8 +7,13 @@
 //! buffer of its size. The bytes are the codec's: bincode's standard
 //! configuration writes a string as its varint length and its bytes.
 //!
+//! The caller has read the value's mark (`yuki_channel::codec::mark`) and
+//! hands over what follows it with its kind: a string is served only to a
+//! `Deserialize` that asks for a string, a byte string only to one that
+//! asks for bytes, as the marked decoder does.
+//!
 //! The shortcut gives an answer only when it is sure to be the codec's: the
-//! value's `Deserialize` asked for a string or byte string, the bytes hold
+//! value's `Deserialize` asked for the kind the mark names, the bytes hold
 //! exactly one, and the visitor took it. Anything else (another type, bad
 //! bytes, a rejected value) gives `None` and the caller decodes with the
 //! codec, so every value and every error message is the codec's own.
@@ -22,9 +27,20 @@ use yuki_channel::codec;
 
 use crate::limits::MAX_VALUE_LEN;
 
-/// `bytes` decoded as a `V` if `V` is a string or byte string, else `None`.
+/// What the bytes hold, as their mark says: a string is never served as a
+/// byte string, nor the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A string.
+    Text,
+    /// A byte string.
+    Binary,
+}
+
+/// `bytes` (a marked value without its mark) decoded as a `V` if `V` is a
+/// string or byte string of `kind`, else `None`.
 #[inline]
-pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Option<V> {
+pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8], kind: Kind) -> Option<V> {
     // Larger values (only a transport's frame could hold one) go the
     // codec's way, with its limits.
     if bytes.len() > MAX_VALUE_LEN {
@@ -33,6 +49,7 @@ pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Option<V> {
     let declined = Cell::new(false);
     match V::deserialize(Whole {
         bytes,
+        kind,
         declined: &declined,
     }) {
         // A `Deserialize` that swallowed the refusal and made up a value
@@ -56,10 +73,21 @@ fn contents(bytes: &[u8]) -> Option<&[u8]> {
 /// strings, and declines everything else.
 struct Whole<'de, 'a> {
     bytes: &'de [u8],
+    kind: Kind,
     declined: &'a Cell<bool>,
 }
 
-impl Whole<'_, '_> {
+impl<'de> Whole<'de, '_> {
+    #[inline]
+    fn text(&self) -> Option<&'de [u8]> {
+        contents(self.bytes).filter(|_| self.kind == Kind::Text)
+    }
+
+    #[inline]
+    fn binary(&self) -> Option<&'de [u8]> {
+        contents(self.bytes).filter(|_| self.kind == Kind::Binary)
+    }
+
     fn decline(&self) -> Declined {
         self.declined.set(true);
         Declined
@@ -91,7 +119,7 @@ impl<'de> de::Deserializer<'de> for Whole<'de, '_> {
     // from the bytes.
     #[inline]
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Declined> {
-        match contents(self.bytes).and_then(|b| std::str::from_utf8(b).ok()) {
+        match self.text().and_then(|b| std::str::from_utf8(b).ok()) {
             Some(s) => visitor.visit_borrowed_str(s),
             None => Err(self.decline()),
         }
@@ -99,7 +127,7 @@ impl<'de> de::Deserializer<'de> for Whole<'de, '_> {
 
     #[inline]
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Declined> {
-        match contents(self.bytes).and_then(|b| std::str::from_utf8(b).ok()) {
+        match self.text().and_then(|b| std::str::from_utf8(b).ok()) {
             Some(s) => visitor.visit_string(s.to_owned()),
             None => Err(self.decline()),
         }
@@ -107,7 +135,7 @@ impl<'de> de::Deserializer<'de> for Whole<'de, '_> {
 
     #[inline]
     fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Declined> {
-        match contents(self.bytes) {
+        match self.binary() {
             Some(b) => visitor.visit_borrowed_bytes(b),
             None => Err(self.decline()),
         }
@@ -115,7 +143,7 @@ impl<'de> de::Deserializer<'de> for Whole<'de, '_> {
 
     #[inline]
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Declined> {
-        match contents(self.bytes) {
+        match self.binary() {
             Some(b) => visitor.visit_byte_buf(b.to_vec()),
             None => Err(self.decline()),
         }
@@ -147,6 +175,26 @@ mod tests {
     use yuki_channel::codec;
 
     use super::*;
+
+    /// The shortcut's answer for whichever kind serves `V`.
+    fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Option<V> {
+        super::decode::<V>(bytes, Kind::Text).or_else(|| super::decode::<V>(bytes, Kind::Binary))
+    }
+
+    #[test]
+    fn a_string_is_never_served_as_a_byte_string_nor_the_other_way() {
+        let text = encoded("abc");
+        assert_eq!(super::decode::<String>(&text, Kind::Binary), None);
+        assert_eq!(super::decode::<ByteBuf>(&text, Kind::Text), None);
+        assert_eq!(
+            super::decode::<String>(&text, Kind::Text).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            super::decode::<ByteBuf>(&text, Kind::Binary).map(ByteBuf::into_vec),
+            Some(b"abc".to_vec())
+        );
+    }
 
     /// The shortcut's answer, when it gives one, is the codec's.
     fn agrees<V>(bytes: &[u8]) -> Option<V>

@@ -1,21 +1,26 @@
 //! Typed values to and from the bytes the store keeps.
+//!
+//! A value is kept marked with its type (`yuki_channel::codec::mark`: a
+//! byte naming a scalar's shape, or a fingerprint and the short name of any
+//! other type, before the codec's bytes), so reading it as another type gives the same value or
+//! [`Error::WrongType`] naming the key and both types, never another value.
 
 use std::cell::RefCell;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use yuki_channel::codec;
+use yuki_channel::codec::mark::{self, Mismatch};
 
 use crate::error::{Error, Result};
 use crate::limits::check_value;
-use crate::strings;
+use crate::strings::{self, Kind};
 
 thread_local! {
     /// Reused for encoding, so a `set` allocates only what the map keeps.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Decodes the value of `key`; a wrong type names the key and the type.
+/// Decodes the value of `key`; a wrong type names the key and both types.
 ///
 /// A string or byte string is read directly ([`strings`]); everything else
 /// goes through the borrowing decoder, used even for owned types: it hands
@@ -23,9 +28,14 @@ thread_local! {
 /// zero-fills a buffer first.
 #[inline]
 pub(crate) fn decode<V: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<V> {
-    match strings::decode::<V>(bytes) {
+    let fast = match bytes.split_first() {
+        Some((&mark::STR, rest)) => strings::decode::<V>(rest, Kind::Text),
+        Some((&mark::BYTES, rest)) => strings::decode::<V>(rest, Kind::Binary),
+        _ => None,
+    };
+    match fast {
         Some(v) => Ok(v),
-        None => codec::decode_borrowed::<V>(bytes).map_err(|e| wrong_type::<V>(key, e)),
+        None => mark::decode::<V>(bytes).map_err(|m| wrong_type(key, m)),
     }
 }
 
@@ -42,15 +52,12 @@ pub(crate) fn decode_found<V: DeserializeOwned>(
     }
 }
 
-pub(crate) fn wrong_type<V>(key: &str, e: yuki_channel::Error) -> Error {
-    let reason = match e {
-        yuki_channel::Error::Decode { reason, .. } => reason,
-        other => other.to_string(),
-    };
+pub(crate) fn wrong_type(key: &str, m: Mismatch) -> Error {
     Error::WrongType {
         key: key.to_owned(),
-        type_name: std::any::type_name::<V>(),
-        reason,
+        written: m.written,
+        type_name: m.asked,
+        reason: m.reason,
     }
 }
 
@@ -95,7 +102,7 @@ fn encode_checked<V: Serialize + ?Sized>(
     max: usize,
     buf: &mut Vec<u8>,
 ) -> Result<()> {
-    codec::encode_into(value, buf).map_err(|e| Error::Encode {
+    mark::encode_into(value, buf).map_err(|e| Error::Encode {
         key: key.to_owned(),
         type_name: std::any::type_name::<V>(),
         reason: match e {
@@ -110,27 +117,62 @@ fn encode_checked<V: Serialize + ?Sized>(
 mod tests {
     use super::*;
 
+    fn marked<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
+        mark::encode(v).unwrap()
+    }
+
     #[test]
-    fn strings_and_other_types_decode_as_the_codec_does() {
-        let text = codec::encode("text").unwrap();
-        assert_eq!(decode::<String>("k", &text).unwrap(), "text");
-        assert_eq!(decode::<Option<u8>>("k", &[1, 7]).unwrap(), Some(7));
-        assert_eq!(decode::<(u8, u8)>("k", &[1, 7]).unwrap(), (1, 7));
+    fn strings_and_other_types_decode_as_marked() {
+        assert_eq!(decode::<String>("k", &marked("text")).unwrap(), "text");
+        assert_eq!(
+            decode::<Option<u8>>("k", &marked(&Some(7u8))).unwrap(),
+            Some(7)
+        );
+        assert_eq!(
+            decode::<(u8, u8)>("k", &marked(&(1u8, 7u8))).unwrap(),
+            (1, 7)
+        );
+        let bytes = serde_bytes::ByteBuf::from(vec![1, 2]);
+        assert_eq!(
+            decode::<serde_bytes::ByteBuf>("k", &marked(&bytes)).unwrap(),
+            bytes
+        );
+    }
+
+    #[test]
+    fn the_string_shortcut_keeps_strings_and_byte_strings_apart() {
+        let text = marked("text");
+        let bytes = marked(&serde_bytes::ByteBuf::from(b"text".to_vec()));
+        for (value, asked) in [
+            (&text, "serde_bytes::bytebuf::ByteBuf"),
+            (&bytes, "alloc::string::String"),
+        ] {
+            let e = if asked.ends_with("String") {
+                decode::<String>("k", value).unwrap_err()
+            } else {
+                decode::<serde_bytes::ByteBuf>("k", value).unwrap_err()
+            };
+            match e {
+                Error::WrongType { type_name, .. } => assert_eq!(type_name, asked),
+                other => panic!("expected WrongType, got {other:?}"),
+            }
+        }
     }
 
     #[test]
     fn a_found_value_decodes_as_decode_does_and_a_missing_one_is_none() {
-        let text = codec::encode("text").unwrap();
         assert_eq!(decode_found::<String>("k", None).unwrap(), None);
         assert_eq!(
-            decode_found::<String>("k", Some(&text)).unwrap().as_deref(),
+            decode_found::<String>("k", Some(&marked("text")))
+                .unwrap()
+                .as_deref(),
             Some("text")
         );
-        assert_eq!(
-            decode_found::<(u8, u8)>("k", Some(&[1, 7])).unwrap(),
-            Some((1, 7))
-        );
-        for bytes in [&[2, 0xff, 0xfe][..], &[5, b'a']] {
+        for bytes in [
+            &[mark::STR, 2, 0xff, 0xfe][..],
+            &[mark::STR, 5, b'a'],
+            &[2, 1],
+        ] {
             let found = decode_found::<String>("key", Some(bytes)).unwrap_err();
             let direct = decode::<String>("key", bytes).unwrap_err();
             assert_eq!(found.to_string(), direct.to_string());
@@ -139,24 +181,20 @@ mod tests {
     }
 
     #[test]
-    fn a_wrong_type_gives_the_codec_reason_with_the_key_and_type() {
-        let cases: [&[u8]; 4] = [&[2, 0xff, 0xfe], &[5, b'a'], &[1, b'a', 0], &[]];
-        for bytes in cases {
-            let reason = match codec::decode_borrowed::<String>(bytes) {
-                Err(yuki_channel::Error::Decode { reason, .. }) => reason,
-                other => panic!("the codec decoded {bytes:?}: {other:?}"),
-            };
-            match decode::<String>("key", bytes) {
-                Err(Error::WrongType {
-                    key,
-                    type_name,
-                    reason: ours,
-                }) => {
-                    assert_eq!((key.as_str(), type_name), ("key", "alloc::string::String"));
-                    assert_eq!(ours, reason);
-                }
-                other => panic!("expected WrongType for {bytes:?}, got {other:?}"),
+    fn a_wrong_type_names_the_key_and_both_types() {
+        match decode::<String>("key", &marked(&7i64)) {
+            Err(Error::WrongType {
+                key,
+                written,
+                type_name,
+                ..
+            }) => {
+                assert_eq!(
+                    (key.as_str(), written.as_str(), type_name),
+                    ("key", "i64", "alloc::string::String")
+                );
             }
+            other => panic!("expected WrongType, got {other:?}"),
         }
     }
 }

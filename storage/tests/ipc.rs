@@ -235,11 +235,11 @@ fn check_groups(all: &BTreeMap<String, Vec<u8>>, groups: usize) -> Vec<Option<u6
         .map(|g| {
             let values: Vec<u64> = (0..GROUP)
                 .filter_map(|j| all.get(&format!("g{g}.{j:02}")))
-                .map(|b| codec::decode::<u64>(b).unwrap())
+                .map(|b| codec::mark::decode::<u64>(b).unwrap())
                 .collect();
             let count = all
                 .get(&format!("g{g}.count"))
-                .map(|b| codec::decode::<i64>(b).unwrap());
+                .map(|b| codec::mark::decode::<i64>(b).unwrap());
             if values.is_empty() {
                 assert_eq!(count, None, "group {g}: a counter without values");
                 return None;

@@ -63,6 +63,8 @@ redis_suite!(
     writes_are_visible_everywhere_at_once,
     batches_are_atomic_under_snapshots,
     concurrent_incr_loses_nothing,
+    values_are_read_as_written_or_refused,
+    incr_works_on_every_integer_type,
 );
 
 #[test]

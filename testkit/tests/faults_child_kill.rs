@@ -34,11 +34,11 @@ fn group_batch(n: usize, i: u64) -> Batch {
 fn check_group(all: &BTreeMap<String, Vec<u8>>, n: usize) {
     let values: Vec<u64> = (0..GROUP)
         .filter_map(|j| all.get(&format!("g{n}.{j}")))
-        .map(|b| codec::decode::<u64>(b).unwrap())
+        .map(|b| codec::mark::decode::<u64>(b).unwrap())
         .collect();
     let count = all
         .get(&format!("g{n}.count"))
-        .map(|b| codec::decode::<i64>(b).unwrap());
+        .map(|b| codec::mark::decode::<i64>(b).unwrap());
     if values.is_empty() {
         assert_eq!(count, None, "group {n}: a counter without values");
         return;
@@ -160,11 +160,11 @@ fn fifty_children_killed_mid_work_leave_main_whole() {
 
         let all = store.get_all_raw().unwrap();
         check_group(&all, n);
-        let last = codec::decode::<u64>(&all[&format!("w{n}.last")]).unwrap();
+        let last = codec::mark::decode::<u64>(&all[&format!("w{n}.last")]).unwrap();
         for i in 0..=last {
             let v = all
                 .get(&format!("w{n}.{i}"))
-                .map(|b| codec::decode::<u64>(b).unwrap());
+                .map(|b| codec::mark::decode::<u64>(b).unwrap());
             assert_eq!(v, Some(i), "victim {n}: an acknowledged write is gone");
         }
     }

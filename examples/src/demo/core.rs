@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{info, warn};
 use yuki_channel::Error as ChannelError;
-use yuki_channel::codec::decode;
+use yuki_channel::codec::mark;
 use yuki_ipc_transport::{ChildHandle, Lifecycle, Node, RestartPolicy};
 use yuki_pubsub::PubSub;
 use yuki_storage::Store;
@@ -162,6 +162,14 @@ fn describe(counts: &BTreeMap<String, u64>) -> String {
 
 /// Prints what the store holds and what main counted, one `summary:` line
 /// each, so a reader (or a test) finds them at once.
+/// Reads a stored value as the store marks it.
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ChannelError> {
+    mark::decode(bytes).map_err(|m| ChannelError::Decode {
+        type_name: m.asked,
+        reason: m.to_string(),
+    })
+}
+
 fn summary(
     store: &Store,
     counts: &Counts,

@@ -1,9 +1,11 @@
 -- Applies store operations atomically: KEYS are the namespaced keys, ARGV[1]
 -- the namespace, ARGV[2] the watch channel, then five arguments per key:
 -- the operation and its arguments. Every write publishes the change on the
--- watch channel. Integers are bincode's (varint, zigzag) i64, handled as
--- sign and magnitude in two 32-bit halves so that all 64 bits stay exact
--- in Lua's doubles.
+-- watch channel. A counter is a marked integer (yuki_channel::codec::mark):
+-- a byte naming its type, then bincode's encoding of it (u8 and i8 one raw
+-- byte, wider types a varint, zigzag when signed). Numbers are handled as
+-- sign and magnitude in two 32-bit halves so that all 64 bits stay exact in
+-- Lua's doubles.
 local P32 = 4294967296
 local H63 = 2147483648
 local ns, chan = ARGV[1], ARGV[2]
@@ -20,28 +22,36 @@ local function wr(v, n)
   return table.concat(t)
 end
 
--- Returns negative, high, low of the magnitude; nil when not an i64.
-local function dec(s)
-  if not s then return false, 0, 0 end
-  local n = #s
-  if n == 0 then return nil end
-  local b = string.byte(s, 1)
-  local hi, lo
+-- Reads a varint that fills s from pos: high, low; nil when it does not.
+local function varint(s, pos)
+  local n = #s - pos + 1
+  if n < 1 then return nil end
+  local b = string.byte(s, pos)
   if b < 251 then
     if n ~= 1 then return nil end
-    hi, lo = 0, b
+    return 0, b
   elseif b == 251 then
     if n ~= 3 then return nil end
-    hi, lo = 0, rd(s, 2, 2)
+    return 0, rd(s, pos + 1, 2)
   elseif b == 252 then
     if n ~= 5 then return nil end
-    hi, lo = 0, rd(s, 2, 4)
+    return 0, rd(s, pos + 1, 4)
   elseif b == 253 then
     if n ~= 9 then return nil end
-    lo, hi = rd(s, 2, 4), rd(s, 6, 4)
-  else
-    return nil
+    return rd(s, pos + 5, 4), rd(s, pos + 1, 4)
   end
+  return nil
+end
+
+local function putvarint(hi, lo)
+  if hi == 0 and lo < 251 then return string.char(lo) end
+  if hi == 0 and lo < 65536 then return string.char(251) .. wr(lo, 2) end
+  if hi == 0 then return string.char(252) .. wr(lo, 4) end
+  return string.char(253) .. wr(lo, 4) .. wr(hi, 4)
+end
+
+-- Zigzag to negative, high, low of the magnitude.
+local function unzig(hi, lo)
   local odd = lo % 2
   lo = math.floor(lo / 2) + (hi % 2) * H63
   hi = math.floor(hi / 2)
@@ -53,16 +63,64 @@ local function dec(s)
   return false, hi, lo
 end
 
-local function enc(neg, hi, lo)
+local function zig(neg, hi, lo)
   lo = lo * 2; hi = hi * 2
   if lo >= P32 then lo = lo - P32; hi = hi + 1 end
   if neg then
     if lo == 0 then lo = P32 - 1; hi = hi - 1 else lo = lo - 1 end
   end
-  if hi == 0 and lo < 251 then return string.char(lo) end
-  if hi == 0 and lo < 65536 then return string.char(251) .. wr(lo, 2) end
-  if hi == 0 then return string.char(252) .. wr(lo, 4) end
-  return string.char(253) .. wr(lo, 4) .. wr(hi, 4)
+  return hi, lo
+end
+
+-- The type bytes of the counters: unsigned, then signed, 8 to 64 bits.
+local U8, U64, I8 = 1, 4, 6
+local SIGNED = {[6] = true, [7] = true, [8] = true, [9] = true}
+-- The largest magnitude each type holds, negative then positive, as
+-- high, low; a u64 result stops at i64's maximum, which incr returns.
+local LIMIT = {
+  [1] = {0, 0, 0, 255}, [2] = {0, 0, 0, 65535}, [3] = {0, 0, 0, P32 - 1},
+  [4] = {0, 0, H63 - 1, P32 - 1},
+  [6] = {0, 128, 0, 127}, [7] = {0, 32768, 0, 32767}, [8] = {0, H63, 0, H63 - 1},
+  [9] = {H63, 0, H63 - 1, P32 - 1},
+}
+
+local function fits(t, neg, hi, lo)
+  local l = LIMIT[t]
+  local mh, ml = l[3], l[4]
+  if neg then mh, ml = l[1], l[2] end
+  return hi < mh or (hi == mh and lo <= ml)
+end
+
+-- Reads a counter: its type byte, negative, high, low; a missing one is a
+-- new i64 0; nil when the value is not an integer of at most 64 bits.
+local function counter(s)
+  if not s then return 9, false, 0, 0 end
+  if #s < 2 then return nil end
+  local t = string.byte(s, 1)
+  if not LIMIT[t] then return nil end
+  if t == U8 or t == I8 then
+    if #s ~= 2 then return nil end
+    local b = string.byte(s, 2)
+    if t == I8 and b >= 128 then return t, true, 0, 256 - b end
+    return t, false, 0, b
+  end
+  local hi, lo = varint(s, 2)
+  if hi == nil then return nil end
+  local neg = false
+  if SIGNED[t] then neg, hi, lo = unzig(hi, lo) end
+  -- Any u64 is read; only a result is held to i64's maximum.
+  if t ~= U64 and not fits(t, neg, hi, lo) then return nil end
+  return t, neg, hi, lo
+end
+
+local function encode(t, neg, hi, lo)
+  if t == U8 then return string.char(t, lo) end
+  if t == I8 then
+    if neg then return string.char(t, 256 - lo) end
+    return string.char(t, lo)
+  end
+  if SIGNED[t] then hi, lo = zig(neg, hi, lo) end
+  return string.char(t) .. putvarint(hi, lo)
 end
 
 -- Adds two sign-magnitude numbers; nil on overflow of i64.
@@ -107,16 +165,18 @@ for i = 1, #KEYS do
     out[i] = {'b', n}
   elseif op == 'i' then
     local cur = redis.call('GET', k)
-    local an, ah, al = dec(cur)
-    if an == nil then
+    local t, an, ah, al = counter(cur)
+    local bh, bl = varint(a, 1)
+    if t == nil or bh == nil then
       out[i] = {'e', 'nan'}
     else
-      local bn, bh, bl = dec(a)
+      local bn
+      bn, bh, bl = unzig(bh, bl)
       local rn, rh, rl = add(an, ah, al, bn, bh, bl)
-      if rn == nil then
+      if rn == nil or not fits(t, rn, rh, rl) then
         out[i] = {'e', 'ovf'}
       else
-        local v = enc(rn, rh, rl)
+        local v = encode(t, rn, rh, rl)
         if cur then redis.call('SET', k, v, 'KEEPTTL') else redis.call('SET', k, v) end
         note('s', k, v)
         out[i] = {'i', v}

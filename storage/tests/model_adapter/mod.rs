@@ -9,11 +9,11 @@ use yuki_testkit::kv_model::{KvOp, KvResult, KvValue};
 /// Reads encoded bytes back as a model value (texts are never empty, so a
 /// text never decodes as an integer).
 pub fn value_of(bytes: &[u8]) -> KvValue {
-    match yuki_channel::codec::decode::<i64>(bytes) {
+    match yuki_channel::codec::mark::decode::<i64>(bytes) {
         Ok(n) => KvValue::Int(n),
-        Err(_) => {
-            KvValue::Text(yuki_channel::codec::decode::<String>(bytes).expect("an i64 or a String"))
-        }
+        Err(_) => KvValue::Text(
+            yuki_channel::codec::mark::decode::<String>(bytes).expect("an i64 or a String"),
+        ),
     }
 }
 

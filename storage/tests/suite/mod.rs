@@ -10,6 +10,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use yuki_storage::{Batch, Change, Error, MAX_KEY_LEN, MAX_VALUE_LEN, Outcome, Store};
 
+mod typed;
+pub use typed::{incr_works_on_every_integer_type, values_are_read_as_written_or_refused};
+
 /// A bound on every wait of the suite.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -34,7 +37,8 @@ macro_rules! store_suite {
             batch_applies_in_order_with_one_result_each, invalid_input_is_refused,
             writes_are_visible_everywhere_at_once, watch_sees_every_change_in_order,
             batches_are_atomic_under_snapshots, concurrent_incr_loses_nothing,
-            async_forms_match_blocking_forms);
+            async_forms_match_blocking_forms, values_are_read_as_written_or_refused,
+            incr_works_on_every_integer_type);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -88,6 +92,14 @@ pub const ALL: &[(&str, Body)] = &[
     (
         "concurrent_incr_loses_nothing",
         concurrent_incr_loses_nothing,
+    ),
+    (
+        "values_are_read_as_written_or_refused",
+        values_are_read_as_written_or_refused,
+    ),
+    (
+        "incr_works_on_every_integer_type",
+        incr_works_on_every_integer_type,
     ),
     (
         "async_forms_match_blocking_forms",
@@ -167,7 +179,7 @@ pub fn get_or_and_raw(h: &dyn Harness) {
     main.set("k", &9i32).unwrap();
     assert_eq!(child.get_or("k", 5i32).unwrap(), 9);
     let raw = child.get_raw("k").unwrap().unwrap();
-    assert_eq!(raw, yuki_channel::codec::encode(&9i32).unwrap());
+    assert_eq!(raw, yuki_channel::codec::mark::encode(&9i32).unwrap());
     assert_eq!(child.get_raw("none").unwrap(), None);
     assert!(matches!(
         child.get_or("k", String::new()),
@@ -223,7 +235,10 @@ pub fn get_all_is_a_typed_snapshot_copy(h: &dyn Harness) {
     }
     let raw = child.get_all_raw().unwrap();
     assert_eq!(raw.len(), 4);
-    assert_eq!(raw["b-text"], yuki_channel::codec::encode("hello").unwrap());
+    assert_eq!(
+        raw["b-text"],
+        yuki_channel::codec::mark::encode("hello").unwrap()
+    );
 }
 
 pub fn incr_counts(h: &dyn Harness) {
@@ -463,7 +478,7 @@ pub fn watch_sees_every_change_in_order(h: &dyn Harness) {
 }
 
 fn enc<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
-    yuki_channel::codec::encode(v).unwrap()
+    yuki_channel::codec::mark::encode(v).unwrap()
 }
 
 pub fn batches_are_atomic_under_snapshots(h: &dyn Harness) {

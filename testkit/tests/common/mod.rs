@@ -14,11 +14,11 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// Reads a stored value back (texts are never empty, so a text never
 /// decodes as an integer).
 pub fn val_of(bytes: &[u8]) -> Val {
-    match yuki_channel::codec::decode::<i64>(bytes) {
+    match yuki_channel::codec::mark::decode::<i64>(bytes) {
         Ok(n) => Val::Int(n),
-        Err(_) => {
-            Val::Text(yuki_channel::codec::decode::<String>(bytes).expect("an i64 or a String"))
-        }
+        Err(_) => Val::Text(
+            yuki_channel::codec::mark::decode::<String>(bytes).expect("an i64 or a String"),
+        ),
     }
 }
 
