@@ -72,6 +72,7 @@
 
 mod channel;
 pub mod codec;
+mod delivery;
 mod error;
 mod hosted;
 mod inthread;
@@ -82,8 +83,9 @@ mod role;
 mod transport;
 
 pub use channel::Channel;
+pub use delivery::Delivery;
 pub use error::{Error, Result, SendError, TrySendError};
-pub use hosted::host_channels;
+pub use hosted::{ChannelOptions, DEFAULT_PREFETCH, host_channels};
 pub use inthread::InThreadTransport;
 pub use passive::ReceiveLoop;
 pub use registry::{Registry, lookup, names, register};

@@ -22,8 +22,11 @@
 //! sent may be delivered again (see [`Channel::open`]).
 
 mod host;
+mod options;
 mod protocol;
 mod remote;
+
+pub use options::{ChannelOptions, DEFAULT_PREFETCH};
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -40,9 +43,9 @@ use crate::local::Fail;
 use crate::passive::Passive;
 use crate::transport::{PeerEvent, PeerId, Transport};
 
-use host::{Host, HostQueue};
+use host::{Host, HostQueue, Queued};
 use protocol::{Push, Reply, Request, SERVICE, STREAM};
-use remote::{Remote, SendFail};
+use remote::{Buffered, Remote, SendFail};
 
 /// The typed face of a hosted queue: encode and decode captured at `open`,
 /// where `T`'s serde bounds are known, so `Channel<T>` needs none.
@@ -66,7 +69,7 @@ impl<T> Drop for Hosted<T> {
     /// child leaves.
     fn drop(&mut self) {
         if let Side::Child(remote) = &self.side {
-            remote.flush_acks();
+            remote.flush();
         }
     }
 }
@@ -110,29 +113,83 @@ impl<T> Hosted<T> {
         self.send_inner(name, value, false)
     }
 
-    fn decoded(&self, name: &str, bytes: Result<Vec<u8>, Fail>) -> Result<T> {
-        let bytes = bytes.map_err(|f| f.into_error(name, self.capacity()))?;
-        (self.decode)(&bytes)
+    fn decoded(&self, name: &str, item: Result<Queued, Fail>) -> Result<T> {
+        let item = item.map_err(|f| f.into_error(name, self.capacity()))?;
+        (self.decode)(&item.bytes)
     }
 
     pub(crate) fn recv(&self, name: &str, timeout: Option<Duration>) -> Result<T> {
         match &self.side {
             Side::Main(q) => self.decoded(name, q.recv(timeout)),
-            Side::Child(r) => (self.decode)(&r.recv(timeout)?),
+            Side::Child(r) => (self.decode)(&r.recv(timeout, true)?.bytes),
         }
     }
 
     pub(crate) fn try_recv(&self, name: &str) -> Result<T> {
         match &self.side {
             Side::Main(q) => self.decoded(name, q.try_recv()),
-            Side::Child(r) => (self.decode)(&r.try_recv()?),
+            Side::Child(r) => (self.decode)(&r.try_recv(true)?.bytes),
         }
     }
 
     pub(crate) async fn recv_async(&self, name: &str) -> Result<T> {
         match &self.side {
             Side::Main(q) => self.decoded(name, q.recv_async().await),
-            Side::Child(r) => (self.decode)(&r.recv_async().await?),
+            Side::Child(r) => (self.decode)(&r.recv_async(true).await?.bytes),
+        }
+    }
+
+    /// An unsettled delivery from main's queue. An item that does not
+    /// decode is settled as done: given back, it would fail every receiver.
+    fn held_in_main(&self, q: &Arc<HostQueue>, name: &str, item: Result<Queued, Fail>) -> Held<T> {
+        let item = item.map_err(|f| f.into_error(name, self.capacity()))?;
+        let value = (self.decode)(&item.bytes)?;
+        Ok((
+            value,
+            item.redelivered,
+            Holder::Main {
+                queue: q.clone(),
+                bytes: item.bytes,
+            },
+        ))
+    }
+
+    fn held_in_child(&self, r: &Arc<Remote>, item: Result<Buffered>) -> Held<T> {
+        let item = item?;
+        match (self.decode)(&item.bytes) {
+            Ok(value) => Ok((
+                value,
+                item.redelivered,
+                Holder::Child {
+                    remote: r.clone(),
+                    seq: item.seq,
+                },
+            )),
+            Err(e) => {
+                r.settle(item.seq, false);
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn recv_held(&self, name: &str, timeout: Option<Duration>) -> Held<T> {
+        match &self.side {
+            Side::Main(q) => self.held_in_main(q, name, q.recv(timeout)),
+            Side::Child(r) => self.held_in_child(r, r.recv(timeout, false)),
+        }
+    }
+
+    pub(crate) fn try_recv_held(&self, name: &str) -> Held<T> {
+        match &self.side {
+            Side::Main(q) => self.held_in_main(q, name, q.try_recv()),
+            Side::Child(r) => self.held_in_child(r, r.try_recv(false)),
+        }
+    }
+
+    pub(crate) async fn recv_held_async(&self, name: &str) -> Held<T> {
+        match &self.side {
+            Side::Main(q) => self.held_in_main(q, name, q.recv_async().await),
+            Side::Child(r) => self.held_in_child(r, r.recv_async(false).await),
         }
     }
 
@@ -164,6 +221,36 @@ impl<T> Hosted<T> {
         match &self.side {
             Side::Main(q) => q.capacity(),
             Side::Child(r) => r.capacity(),
+        }
+    }
+}
+
+/// A received item not yet settled: its value, whether it was delivered
+/// before, and what settles it.
+pub(crate) type Held<T> = Result<(T, bool, Holder)>;
+
+/// Where an unsettled delivery of a hosted channel came from, and so how
+/// it is settled.
+pub(crate) enum Holder {
+    /// Taken by a receiver in main: its bytes go back on requeue.
+    Main { queue: Arc<HostQueue>, bytes: Vec<u8> },
+    /// Pushed to this child as `seq`.
+    Child { remote: Arc<Remote>, seq: u64 },
+}
+
+impl Holder {
+    /// Done with it.
+    pub(crate) fn ack(self) {
+        if let Holder::Child { remote, seq } = self {
+            remote.settle(seq, false);
+        }
+    }
+
+    /// Back to the head of the queue, for another receiver.
+    pub(crate) fn requeue(self) {
+        match self {
+            Holder::Main { queue, bytes } => queue.requeue(bytes),
+            Holder::Child { remote, seq } => remote.settle(seq, true),
         }
     }
 }
@@ -261,7 +348,12 @@ fn on_push(remotes: &Mutex<HashMap<String, Arc<Remote>>>, frame: &[u8]) {
         return;
     };
     match push {
-        Push::Items { items, .. } => remote.deliver(items.into_iter().map(|b| &b[..])),
+        Push::Items {
+            first,
+            items,
+            redelivered,
+            ..
+        } => remote.deliver(first, items.into_iter().map(|b| &b[..]), &redelivered),
         Push::Closed { .. } => remote.closed(),
         Push::Drained { .. } => remote.drained(),
         Push::Space { .. } => remote.space(),
@@ -356,7 +448,36 @@ where
     /// assert_eq!(in_child.recv().unwrap(), "from main");
     /// ```
     pub fn open(transport: &Arc<dyn Transport>, name: &str) -> Result<Channel<T>> {
-        Channel::open_with(transport, name, None)
+        Channel::open_inner(transport, name, &ChannelOptions::new())
+    }
+
+    /// Like [`open`](Channel::open), with [`ChannelOptions`]: a capacity
+    /// for a channel this open creates (as
+    /// [`open_bounded`](Channel::open_bounded)) and this process's
+    /// prefetch, how many unsettled items main may push ahead to its
+    /// receivers (see [`ChannelOptions::prefetch`]).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use yuki_channel::{Channel, ChannelOptions, InThreadTransport, Transport};
+    ///
+    /// let network = InThreadTransport::main();
+    /// let child: Arc<dyn Transport> = network.connect("worker").unwrap();
+    /// let main: Arc<dyn Transport> = network;
+    /// let jobs = Channel::<u32>::open(&main, "jobs").unwrap();
+    /// let options = ChannelOptions::new().prefetch(16);
+    /// let worker = Channel::<u32>::open_with(&child, "jobs", &options).unwrap();
+    /// jobs.send(7).unwrap();
+    /// let job = worker.recv_delivery().unwrap();
+    /// assert_eq!(*job, 7);
+    /// job.ack();
+    /// ```
+    pub fn open_with(
+        transport: &Arc<dyn Transport>,
+        name: &str,
+        options: &ChannelOptions,
+    ) -> Result<Channel<T>> {
+        Channel::open_inner(transport, name, options)
     }
 
     /// Like [`open`](Channel::open), for a bounded channel: the first open
@@ -372,14 +493,15 @@ where
         name: &str,
         capacity: usize,
     ) -> Result<Channel<T>> {
-        Channel::open_with(transport, name, Some(capacity.max(1)))
+        Channel::open_inner(transport, name, &ChannelOptions::new().capacity(capacity))
     }
 
-    fn open_with(
+    fn open_inner(
         transport: &Arc<dyn Transport>,
         name: &str,
-        capacity: Option<usize>,
+        options: &ChannelOptions,
     ) -> Result<Channel<T>> {
+        let capacity = options.capacity_wanted();
         let hosting = Hosting::attach(transport)?;
         let mut opened = lock(&hosting.opened);
         if let Some(existing) = opened.get(name) {
@@ -400,6 +522,12 @@ where
                         actual: channel.capacity(),
                     });
                 }
+                if let (Queue::Hosted(h), Some(prefetch)) =
+                    (&channel.shared().queue, options.prefetch_wanted())
+                    && let Side::Child(remote) = &h.side
+                {
+                    remote.set_prefetch(prefetch);
+                }
                 return Ok(channel);
             }
         }
@@ -413,9 +541,21 @@ where
                         actual: q.capacity(),
                     });
                 }
+                q.check_type(std::any::type_name::<T>())
+                    .map_err(|actual| Error::ChannelTypeMismatch {
+                        channel: name.to_owned(),
+                        requested: std::any::type_name::<T>(),
+                        actual,
+                    })?;
                 Side::Main(q)
             }
-            None => Side::Child(open_remote(transport, &hosting, name, capacity)?),
+            None => Side::Child(open_remote(
+                transport,
+                &hosting,
+                name,
+                options,
+                std::any::type_name::<T>(),
+            )?),
         };
         let hosted = Hosted {
             encode: encode_fn::<T>,
@@ -444,10 +584,12 @@ fn open_remote(
     transport: &Arc<dyn Transport>,
     hosting: &Hosting,
     name: &str,
-    capacity: Option<usize>,
+    options: &ChannelOptions,
+    item_type: &'static str,
 ) -> Result<Arc<Remote>> {
-    // All handles were dropped: the remote part, with what main already
-    // pushed to it, lives on.
+    let capacity = options.capacity_wanted();
+    // All handles were dropped: the remote part, with the deliveries it
+    // still holds, lives on (its item type was checked when it was made).
     if let Some(remote) = lock(&hosting.remotes).get(name) {
         if capacity.is_some() && remote.capacity() != capacity {
             return Err(Error::CapacityMismatch {
@@ -456,11 +598,15 @@ fn open_remote(
                 actual: remote.capacity(),
             });
         }
+        if let Some(prefetch) = options.prefetch_wanted() {
+            remote.set_prefetch(prefetch);
+        }
         return Ok(remote.clone());
     }
     let request = Request::Open {
         name,
         capacity: capacity.map(|c| c as u64),
+        item_type,
     };
     let reply = transport.call(SERVICE, &codec::encode(&request)?)?;
     let (capacity, state) = match codec::decode::<Reply>(&reply)? {
@@ -476,6 +622,13 @@ fn open_remote(
                 actual: actual.map(|c| usize::try_from(c).unwrap_or(usize::MAX)),
             });
         }
+        Reply::WrongType { actual } => {
+            return Err(Error::ChannelTypeMismatch {
+                channel: name.to_owned(),
+                requested: item_type,
+                actual,
+            });
+        }
         other => {
             return Err(Error::Remote(format!(
                 "unexpected reply {other:?} to opening channel {name:?}"
@@ -484,7 +637,8 @@ fn open_remote(
     };
     let capacity = capacity.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
     let weak: Weak<dyn Transport> = Arc::downgrade(transport);
-    let remote = Arc::new(Remote::new(name, capacity, state, weak));
+    let prefetch = options.prefetch_wanted().unwrap_or(DEFAULT_PREFETCH);
+    let remote = Arc::new(Remote::new(name, capacity, state, prefetch, weak));
     lock(&hosting.remotes).insert(name.to_owned(), remote.clone());
     Ok(remote)
 }
