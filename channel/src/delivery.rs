@@ -108,13 +108,17 @@ impl<T> Deref for Delivery<T> {
 
     fn deref(&self) -> &T {
         // Taken only by `give_back`, which consumes or drops the delivery.
-        self.value.as_ref().expect("a delivery holds its value until settled")
+        self.value
+            .as_ref()
+            .expect("a delivery holds its value until settled")
     }
 }
 
 impl<T> DerefMut for Delivery<T> {
     fn deref_mut(&mut self) -> &mut T {
-        self.value.as_mut().expect("a delivery holds its value until settled")
+        self.value
+            .as_mut()
+            .expect("a delivery holds its value until settled")
     }
 }
 
@@ -167,7 +171,9 @@ impl<T: Send + 'static> Channel<T> {
         let shared = self.shared();
         match &shared.queue {
             Queue::Local(q) => {
-                let value = q.try_recv().map_err(|f| f.into_error(&shared.name, q.capacity()))?;
+                let value = q
+                    .try_recv()
+                    .map_err(|f| f.into_error(&shared.name, q.capacity()))?;
                 Ok(self.local_delivery(value))
             }
             Queue::Hosted(h) => Ok(hosted_delivery(h.try_recv_held(&shared.name)?)),

@@ -73,7 +73,10 @@ fn a_requeued_or_dropped_delivery_reaches_another_consumer_marked_redelivered() 
         let again = b.recv_delivery_timeout(WAIT).unwrap();
         assert_eq!(*again, 7);
         assert!(again.redelivered());
-        assert!(empty(a.try_recv_delivery()), "it went to the other consumer");
+        assert!(
+            empty(a.try_recv_delivery()),
+            "it went to the other consumer"
+        );
         again.ack();
         assert_eq!(m.len(), 0);
     }
@@ -132,9 +135,16 @@ fn dropping_the_last_handles_of_an_in_thread_child_requeues_what_it_held() {
     }
     drop(held);
     done.sort_unstable();
-    assert_eq!(done, (0..30).collect::<Vec<_>>(), "each job once, none lost");
+    assert_eq!(
+        done,
+        (0..30).collect::<Vec<_>>(),
+        "each job once, none lost"
+    );
     for v in held_values {
-        assert!(redelivered.contains(&v), "{v} was held by the worker that went");
+        assert!(
+            redelivered.contains(&v),
+            "{v} was held by the worker that went"
+        );
     }
     assert!(empty(w2.try_recv_delivery()));
     assert_eq!(m.len(), 0);
@@ -157,7 +167,11 @@ fn a_slow_consumer_holds_at_most_its_prefetch_and_the_fast_one_never_waits() {
         while let Ok(d) = slow.try_recv_delivery() {
             held.push(d);
         }
-        assert!(!held.is_empty() && held.len() <= prefetch as usize, "{}", held.len());
+        assert!(
+            !held.is_empty() && held.len() <= prefetch as usize,
+            "{}",
+            held.len()
+        );
         let mut got = 0;
         loop {
             match fast.try_recv_delivery() {
@@ -166,7 +180,11 @@ fn a_slow_consumer_holds_at_most_its_prefetch_and_the_fast_one_never_waits() {
                     d.ack();
                 }
                 Err(Error::Empty { .. }) => {
-                    assert_eq!(m.len(), 0, "the fast consumer waited while jobs were queued");
+                    assert_eq!(
+                        m.len(),
+                        0,
+                        "the fast consumer waited while jobs were queued"
+                    );
                     break;
                 }
                 Err(e) => panic!("{e}"),
@@ -206,7 +224,9 @@ fn main_receives_deliveries_too() {
     let d = m.try_recv_delivery().unwrap();
     assert_eq!((*d, d.redelivered()), (1, true));
     d.ack();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let d = rt.block_on(m.recv_delivery_async()).unwrap();
     assert_eq!(*d, 2);
     d.ack();

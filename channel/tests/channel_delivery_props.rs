@@ -75,7 +75,10 @@ impl Model {
             prop_assert!(c.held.iter().all(|d| **d != v), "{v} held twice");
         }
         if !self.outstanding.contains(&v) {
-            prop_assert!(self.may_return.remove(&v), "{v} came back after it was settled");
+            prop_assert!(
+                self.may_return.remove(&v),
+                "{v} came back after it was settled"
+            );
             self.outstanding.insert(v);
         }
         if let Some(redelivered) = redelivered {
@@ -92,8 +95,7 @@ impl Model {
 fn join(main: &Arc<InThreadTransport>, prefetch: u32, i: usize) -> Consumer {
     let endpoint = main.connect(&format!("c{i}")).unwrap();
     let t: Arc<dyn Transport> = endpoint.clone();
-    let channel =
-        Channel::open_with(&t, "q", &ChannelOptions::new().prefetch(prefetch)).unwrap();
+    let channel = Channel::open_with(&t, "q", &ChannelOptions::new().prefetch(prefetch)).unwrap();
     Consumer {
         endpoint,
         channel,
@@ -162,7 +164,12 @@ fn run(ops: Vec<Op>, prefetch: u32) -> Result<(), TestCaseError> {
                 }
                 // The channel and endpoint go first, as when a process
                 // ends; the deliveries it held must come back regardless.
-                let Consumer { endpoint, channel, held, .. } = gone;
+                let Consumer {
+                    endpoint,
+                    channel,
+                    held,
+                    ..
+                } = gone;
                 drop(channel);
                 drop(endpoint);
                 drop(held);
@@ -171,7 +178,12 @@ fn run(ops: Vec<Op>, prefetch: u32) -> Result<(), TestCaseError> {
     }
     // Every consumer leaves; what is left must all be in main.
     for gone in consumers {
-        let Consumer { endpoint, channel, held, .. } = gone;
+        let Consumer {
+            endpoint,
+            channel,
+            held,
+            ..
+        } = gone;
         drop(channel);
         drop(endpoint);
         drop(held);
@@ -187,7 +199,11 @@ fn run(ops: Vec<Op>, prefetch: u32) -> Result<(), TestCaseError> {
             Err(e) => return Err(TestCaseError::fail(format!("drain: {e}"))),
         }
     }
-    prop_assert!(model.outstanding.is_empty(), "lost: {:?}", model.outstanding);
+    prop_assert!(
+        model.outstanding.is_empty(),
+        "lost: {:?}",
+        model.outstanding
+    );
     Ok(())
 }
 

@@ -132,8 +132,8 @@ fn a_busy_queue_costs_one_frame_per_batch() {
     let main: Arc<dyn Transport> = tap.clone();
     let m = Channel::<u32>::open(&main, "batch").unwrap();
     let (_c, child) = net.child("c");
-    let c = Channel::<u32>::open_with(&child, "batch", &ChannelOptions::new().prefetch(64))
-        .unwrap();
+    let c =
+        Channel::<u32>::open_with(&child, "batch", &ChannelOptions::new().prefetch(64)).unwrap();
     for i in 0..1000 {
         m.send(i).unwrap();
     }
@@ -292,8 +292,7 @@ fn items_pushed_to_a_child_that_leaves_go_back_to_the_queue() {
     let net = Net::new();
     let m = Channel::<u32>::open(&net.main(), "requeue").unwrap();
     let (leaver, lt) = net.child("leaver");
-    let l = Channel::<u32>::open_with(&lt, "requeue", &ChannelOptions::new().prefetch(64))
-        .unwrap();
+    let l = Channel::<u32>::open_with(&lt, "requeue", &ChannelOptions::new().prefetch(64)).unwrap();
     for i in 0..10 {
         m.send(i).unwrap();
     }
@@ -341,7 +340,10 @@ fn a_child_opening_another_item_type_than_main_fails_with_both_names() {
     assert!(matches!(err, Error::ChannelTypeMismatch { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("\"typed\""), "{text}");
-    assert!(text.contains("(u64, u64)") && text.contains("String"), "{text}");
+    assert!(
+        text.contains("(u64, u64)") && text.contains("String"),
+        "{text}"
+    );
     // Bytes that happen to fit: a u128 is two u64s to bincode, yet refused.
     assert!(matches!(
         Channel::<u128>::open(&child, "typed"),
@@ -363,11 +365,14 @@ fn the_first_opener_sets_the_item_type_even_a_child() {
     let err = Channel::<i64>::open(&second, "t").unwrap_err();
     assert!(err.to_string().contains("u8") && err.to_string().contains("i64"));
     let err = Channel::<String>::open(&net.main(), "t").unwrap_err();
-    assert!(matches!(
-        &err,
-        Error::ChannelTypeMismatch { requested, actual, .. }
-            if requested.contains("String") && actual == "u8"
-    ), "{err}");
+    assert!(
+        matches!(
+            &err,
+            Error::ChannelTypeMismatch { requested, actual, .. }
+                if requested.contains("String") && actual == "u8"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -95,7 +95,9 @@ fn workers_killed_while_holding_jobs_lose_none_and_only_their_jobs_come_twice() 
         seen.insert(report.0);
         pending_kills += usize::from(kill_at.contains(&reports.len()));
         // A report from a worker killed already waits for the next one.
-        if pending_kills > 0 && let Some(i) = workers.iter().position(|w| w.pid() == report.1) {
+        if pending_kills > 0
+            && let Some(i) = workers.iter().position(|w| w.pid() == report.1)
+        {
             let victim = workers.swap_remove(i);
             victim.kill().unwrap();
             killed.insert(report.1);
@@ -105,7 +107,12 @@ fn workers_killed_while_holding_jobs_lose_none_and_only_their_jobs_come_twice() 
     }
     jobs.close();
     for w in &workers {
-        assert!(w.wait_timeout(WAIT).expect("a worker ends once the queue is drained").status.success());
+        assert!(
+            w.wait_timeout(WAIT)
+                .expect("a worker ends once the queue is drained")
+                .status
+                .success()
+        );
     }
     reports.extend(done.try_iter());
     assert_eq!(jobs.len(), 0, "seed {seed}: every job was acknowledged");
@@ -197,11 +204,23 @@ fn a_stuck_worker_holds_at_most_its_prefetch_and_the_fast_one_does_the_rest() {
     // beyond what it holds, the fast worker could never reach the rest.
     while held.len() + done.len() < JOBS as usize {
         let (kind, job) = report.recv_timeout(WAIT).unwrap_or_else(|e| {
-            panic!("{} held, {} done: jobs are out of reach: {e}", held.len(), done.len())
+            panic!(
+                "{} held, {} done: jobs are out of reach: {e}",
+                held.len(),
+                done.len()
+            )
         });
-        let fresh = if kind == "held" { held.insert(job) } else { done.insert(job) };
+        let fresh = if kind == "held" {
+            held.insert(job)
+        } else {
+            done.insert(job)
+        };
         assert!(fresh, "{job} delivered twice");
-        assert!(held.len() <= 3, "the stuck worker holds {} jobs, prefetch 3", held.len());
+        assert!(
+            held.len() <= 3,
+            "the stuck worker holds {} jobs, prefetch 3",
+            held.len()
+        );
     }
     assert!(held.is_disjoint(&done));
     assert_eq!(jobs.len(), 0);

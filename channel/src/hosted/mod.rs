@@ -233,7 +233,10 @@ pub(crate) type Held<T> = Result<(T, bool, Holder)>;
 /// it is settled.
 pub(crate) enum Holder {
     /// Taken by a receiver in main: its bytes go back on requeue.
-    Main { queue: Arc<HostQueue>, bytes: Vec<u8> },
+    Main {
+        queue: Arc<HostQueue>,
+        bytes: Vec<u8>,
+    },
     /// Pushed to this child as `seq`.
     Child { remote: Arc<Remote>, seq: u64 },
 }
@@ -541,12 +544,13 @@ where
                         actual: q.capacity(),
                     });
                 }
-                q.check_type(std::any::type_name::<T>())
-                    .map_err(|actual| Error::ChannelTypeMismatch {
+                q.check_type(std::any::type_name::<T>()).map_err(|actual| {
+                    Error::ChannelTypeMismatch {
                         channel: name.to_owned(),
                         requested: std::any::type_name::<T>(),
                         actual,
-                    })?;
+                    }
+                })?;
                 Side::Main(q)
             }
             None => Side::Child(open_remote(

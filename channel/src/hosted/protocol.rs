@@ -10,7 +10,6 @@ pub(crate) const SERVICE: &str = "yuki.channel";
 /// The push stream main delivers items and notices on.
 pub(crate) const STREAM: &str = "yuki.channel";
 
-
 /// A child's request to main.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request<'a> {
