@@ -2,24 +2,26 @@
 //! [`Transport`].
 //!
 //! Main holds each queue (encoded items) in [`host`]; it serves the
-//! `yuki.channel` service that children call to open, send, grant credit,
-//! close and count. A child's receivers pull with a credit window
-//! ([`remote`]): main pushes up to that many items ahead, coalesced into one
-//! frame per child per turn, so a busy queue costs one frame per batch rather
-//! than a round trip per item.
+//! `yuki.channel` service that children call to open, send, settle and
+//! grant credit, close and count. A child's receivers pull with credit
+//! ([`remote`]): main pushes up to the child's prefetch of unsettled items
+//! ahead, coalesced into one frame per child per turn, numbered so the
+//! child can settle each one.
 //!
-//! Delivery: every item is received once, and each receiver gets items in
-//! the order main accepted them, with one exception: items pushed ahead to a
-//! child that leaves before consuming them go back to the head of the queue,
-//! so another receiver may get them after later ones (as in message brokers
-//! that requeue a departed consumer's unacknowledged messages). A child with no acknowledgement in flight acknowledges as
-//! soon as a consumed item empties its buffer, or every 8 items while more
-//! wait there (counts accumulate behind the one in flight and go together),
-//! and its last handle of a channel flushes what is left. When a child leaves, the items pushed to
-//! it that it had not acknowledged go back to the head of the queue for the
-//! other receivers: exactly once for a child that leaves cleanly; after a
-//! crash, at most the items it consumed since its last acknowledgement was
-//! sent may be delivered again (see [`Channel::open`]).
+//! Settling: an item `recv` returns is settled at once; a [`Delivery`]
+//! when it is acknowledged, requeued or dropped. Settlements travel with
+//! the next pull: at once when nothing else is pending, else every 8
+//! items or half the prefetch, accumulating behind the pull in flight; a
+//! requeue goes at once, and the last handle of a channel in a process
+//! flushes them and gives back what its buffer holds. When a child
+//! leaves, every item main pushed to it that it had not settled goes back
+//! to the head of the queue, marked redelivered, for the other receivers.
+//!
+//! Order: each receiver gets items in the order main accepted them, except
+//! that an item given back goes to the head of the queue, after later
+//! items may have gone elsewhere.
+//!
+//! [`Delivery`]: crate::Delivery
 
 mod host;
 mod options;
@@ -411,29 +413,37 @@ where
     /// item too large to be pushed to a child is refused with
     /// [`Error::FrameTooLarge`].
     ///
-    /// Receiving in a child: from its first receive on, a child lets main
-    /// push up to 64 items ahead of its receivers (its credit window), so a
-    /// busy queue costs one frame per batch, not a round trip per item. Items
-    /// pushed ahead belong to that child: its receivers get them, even after
-    /// a `recv_timeout` gave up. With no acknowledgement in flight, a child
-    /// acknowledges at once when a consumed item empties its buffer, and
-    /// every 8 items while more wait there; what it consumes while one is
-    /// in flight goes with the next (so under load acknowledgements batch
-    /// too). Dropping its last handle of the channel acknowledges whatever
-    /// is left.
+    /// A child opening a channel with another `T` than the one main
+    /// recorded for the name (that of the first open in any process) fails
+    /// with [`Error::ChannelTypeMismatch`], naming both types: the names
+    /// are `std::any::type_name`'s, the same in every process of one
+    /// build, so main and children must be built from the same code.
     ///
-    /// When the child leaves, the items pushed to it that it had not
-    /// acknowledged go back to the head of main's queue for the other
-    /// receivers. So delivery is exactly once for a child that leaves
-    /// cleanly (after dropping its handles); if a child crashes, at most
-    /// the items it consumed after its last acknowledgement was sent (fewer
-    /// than 8 with no acknowledgement in flight, else those consumed while
-    /// it was in flight, up to half the window of 64, plus what the one in
-    /// flight covered if it did not reach main) may be delivered again:
-    /// never lost. Items pushed to
-    /// a child but not consumed before it left go back too, so a receiver
-    /// that already got later items may get them after those. When main
-    /// leaves, receivers blocked in the child wake with
+    /// Receiving in a child: from its first receive on, a child lets main
+    /// push up to its prefetch of unsettled items ahead of its receivers
+    /// ([`DEFAULT_PREFETCH`], 1, unless opened with
+    /// [`open_with`](Channel::open_with)). Items pushed ahead belong to
+    /// that child: its receivers get them, even after a `recv_timeout`
+    /// gave up; its last handle of the channel gives them back.
+    ///
+    /// What each receive guarantees:
+    ///
+    /// - [`recv`](Channel::recv) and its kin settle the item as they return
+    ///   it: **at most once after it returns**. If the process dies while
+    ///   handling it, the item is gone. Only an item whose settlement had
+    ///   not reached main when the child crashed (see the module notes:
+    ///   up to 8 items, or half the prefetch) is delivered again.
+    /// - [`recv_delivery`](Channel::recv_delivery) and its kin hand out a
+    ///   [`Delivery`](crate::Delivery) that stays the receiver's until it
+    ///   is acknowledged: **at least once**. A delivery requeued, dropped
+    ///   unsettled, or held by a child that ends (exits, crashes, is
+    ///   killed, or for the in-thread transport drops its last handle)
+    ///   goes back to the head of the queue, and its next receiver sees it
+    ///   marked [`redelivered`](crate::Delivery::redelivered).
+    ///
+    /// Items pushed to a child but not received before it left go back
+    /// too, so a receiver that already got later items may get them after
+    /// those. When main leaves, receivers blocked in the child wake with
     /// [`Error::Disconnected`].
     ///
     /// ```
@@ -488,7 +498,7 @@ where
     /// capacity differs fails with [`Error::CapacityMismatch`].
     ///
     /// The capacity counts the items queued in main. Items already pushed
-    /// to a child's receivers (at most a credit window per child) no longer
+    /// to a child's receivers (at most its prefetch per child) no longer
     /// count. A child's `send` into a full channel waits until main reports
     /// room (no polling); `try_send` fails with [`TrySendError::Full`].
     pub fn open_bounded(
