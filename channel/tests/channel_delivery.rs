@@ -262,3 +262,39 @@ fn in_process_deliveries_requeue_to_the_back() {
     d.ack();
     assert!(c.is_empty());
 }
+
+#[test]
+fn main_takes_back_what_a_stuck_consumer_holds_past_its_ack_timeout() {
+    let net = Net::new();
+    let m = Channel::<u32>::open(&net.main(), "q").unwrap();
+    let stuck_t: Arc<dyn Transport> = net.main.connect("stuck").unwrap();
+    let options = ChannelOptions::new()
+        .prefetch(1)
+        .ack_timeout(Duration::from_millis(20));
+    let stuck = Channel::<u32>::open_with(&stuck_t, "q", &options).unwrap();
+    assert!(empty(stuck.try_recv_delivery()));
+    m.send(1).unwrap();
+    let held = stuck.try_recv_delivery().unwrap();
+    assert_eq!(*held, 1);
+    // Another consumer joins after the push: only the deadline can give
+    // it the item the stuck one holds.
+    let (_t, other) = net.worker("other", "q", 1);
+    let again = other.recv_delivery_timeout(WAIT).unwrap();
+    assert_eq!((*again, again.redelivered()), (1, true));
+    again.ack();
+    // The taken-back item still counts against the stuck one's prefetch.
+    m.send(2).unwrap();
+    let next = other.recv_delivery_timeout(WAIT).unwrap();
+    assert_eq!(*next, 2);
+    assert!(empty(stuck.try_recv_delivery()));
+    // A late acknowledgement is ignored; credit comes back with it.
+    held.ack();
+    next.ack();
+    m.send(3).unwrap();
+    let last = [&stuck, &other]
+        .iter()
+        .find_map(|c| c.try_recv_delivery().ok())
+        .expect("3 went to a consumer with credit");
+    last.ack();
+    assert!(m.is_empty());
+}

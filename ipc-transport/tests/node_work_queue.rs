@@ -312,3 +312,67 @@ fn a_child_opening_another_item_type_fails_at_open_with_both_names() {
     drop(node);
     h.assert_no_leftovers(WAIT);
 }
+
+#[test]
+fn a_job_held_past_its_ack_timeout_by_a_live_worker_goes_to_another() {
+    if run_child(|s| {
+        let node = Node::init().unwrap();
+        let report = node.channel::<(String, u32, bool)>("report").unwrap();
+        let options = if s.name() == "stuck" {
+            ChannelOptions::new().ack_timeout(Duration::from_millis(100))
+        } else {
+            ChannelOptions::new()
+        };
+        let jobs = node.channel_with::<u32>("jobs", &options).unwrap();
+        let mut held = Vec::new();
+        loop {
+            match jobs.recv_delivery_timeout(WAIT) {
+                Ok(job) => {
+                    report
+                        .send((s.name().to_string(), *job, job.redelivered()))
+                        .unwrap();
+                    if s.name() == "stuck" {
+                        held.push(job); // alive, but never done with it
+                    } else {
+                        job.ack();
+                    }
+                }
+                Err(Error::Closed { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        for job in held {
+            job.ack(); // too late: ignored
+        }
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::init().unwrap();
+    let jobs = node.channel::<u32>("jobs").unwrap();
+    let report = node.channel::<(String, u32, bool)>("report").unwrap();
+    let stuck = node.spawn("stuck", h.command("stuck", 0)).unwrap();
+    jobs.send(7).unwrap();
+    assert_eq!(
+        report.recv_timeout(WAIT).unwrap(),
+        ("stuck".into(), 7, false)
+    );
+    let other = node.spawn("other", h.command("other", 0)).unwrap();
+    assert_eq!(
+        report.recv_timeout(WAIT).unwrap(),
+        ("other".into(), 7, true)
+    );
+    // The stuck worker's prefetch is still taken: the next job skips it.
+    jobs.send(8).unwrap();
+    assert_eq!(
+        report.recv_timeout(WAIT).unwrap(),
+        ("other".into(), 8, false)
+    );
+    jobs.close();
+    assert!(stuck.wait_timeout(WAIT).unwrap().status.success());
+    assert!(other.wait_timeout(WAIT).unwrap().status.success());
+    assert_eq!(jobs.len(), 0);
+    assert!(report.try_recv().is_err(), "nothing delivered a third time");
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}

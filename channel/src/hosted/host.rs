@@ -9,6 +9,7 @@
 //! child's push handler only touches the child's own state.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -25,14 +26,48 @@ use crate::transport::{PeerId, Transport};
 pub(crate) struct Host {
     transport: Weak<dyn Transport>,
     queues: Mutex<HashMap<String, Arc<HostQueue>>>,
+    me: Weak<Host>,
+    /// The shortest acknowledgement deadline a child asked for, in
+    /// milliseconds (0: none yet, and no thread watches deadlines).
+    shortest_wait_ms: AtomicU64,
 }
 
 impl Host {
-    pub(crate) fn new(transport: Weak<dyn Transport>) -> Host {
+    pub(crate) fn new(transport: Weak<dyn Transport>, me: Weak<Host>) -> Host {
         Host {
             transport,
             queues: Mutex::default(),
+            me,
+            shortest_wait_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Starts the thread that takes back items held past their deadline,
+    /// once a child asks for a deadline; it ends with the host.
+    fn watch_deadlines(&self, wait_ms: u64) {
+        let shortest = &self.shortest_wait_ms;
+        if shortest
+            .compare_exchange(0, wait_ms, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // Watched already: at most shorten the check period.
+            shortest.fetch_min(wait_ms, Ordering::AcqRel);
+            return;
+        }
+        let host = self.me.clone();
+        let started = std::thread::Builder::new()
+            .name("yuki-ack-deadlines".into())
+            .spawn(move || reclaim_loop(&host));
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot watch acknowledgement deadlines; held items are taken back only when their receiver leaves");
+        }
+    }
+
+    /// Takes back every item held past its deadline; returns the next
+    /// deadline, if any.
+    fn reclaim(&self, now: Instant) -> Option<Instant> {
+        let queues: Vec<_> = lock(&self.queues).values().cloned().collect();
+        queues.iter().filter_map(|q| q.reclaim(now)).min()
     }
 
     /// The queue `name`, created with `capacity` if new.
@@ -101,10 +136,14 @@ impl Host {
                 acked,
                 requeued,
                 window,
+                ack_wait_ms,
             } => match self.existing(name) {
                 None => Reply::NoChannel,
                 Some(q) => {
-                    q.pull(from, &acked, &requeued, window);
+                    q.pull(from, &acked, &requeued, window, ack_wait_ms);
+                    if ack_wait_ms > 0 {
+                        self.watch_deadlines(ack_wait_ms);
+                    }
                     Reply::Done
                 }
             },
@@ -148,17 +187,29 @@ impl Queued {
     }
 }
 
+/// An item pushed to a child, by its sequence number.
+enum Slot {
+    /// The child holds it; pushed at that instant.
+    Held(Queued, Instant),
+    /// Taken back at its acknowledgement deadline: it still counts against
+    /// the child's credit until the child settles it.
+    Reclaimed,
+    Settled,
+}
+
 /// One child's credit on one queue.
 #[derive(Default)]
 struct PeerState {
     /// How many unsettled items the child accepts (its prefetch).
     window: u32,
+    /// How long the child may hold an item before main takes it back.
+    ack_wait: Option<Duration>,
     /// Pushed to the child and not yet settled, by sequence number from
-    /// `base` (`None` once settled out of order), oldest first.
-    in_flight: VecDeque<Option<Queued>>,
+    /// `base`, oldest first.
+    in_flight: VecDeque<Slot>,
     /// The sequence number of `in_flight[0]`.
     base: u64,
-    /// How many entries of `in_flight` are unsettled.
+    /// How many entries of `in_flight` are held or reclaimed.
     held: usize,
     /// The last push failed because the child is backlogged: wait for its
     /// next pull before pushing again.
@@ -174,27 +225,50 @@ impl PeerState {
     /// Settles the item `seq`, handing it back if the child still held it.
     fn settle(&mut self, seq: u64) -> Option<Queued> {
         let index = usize::try_from(seq.checked_sub(self.base)?).ok()?;
-        let item = self.in_flight.get_mut(index)?.take()?;
+        let slot = self.in_flight.get_mut(index)?;
+        let item = match std::mem::replace(slot, Slot::Settled) {
+            Slot::Held(item, _) => Some(item),
+            Slot::Reclaimed => None,
+            Slot::Settled => return None,
+        };
         self.held -= 1;
-        while let Some(None) = self.in_flight.front() {
+        while let Some(Slot::Settled) = self.in_flight.front() {
             self.in_flight.pop_front();
             self.base += 1;
         }
-        Some(item)
+        item
     }
 
-    /// Everything the child held, in push order, marked redelivered.
+    /// Everything the child held, in push order.
     fn take_all(&mut self) -> Vec<Queued> {
         self.held = 0;
         self.base = self.next_seq();
         self.in_flight
             .drain(..)
-            .flatten()
-            .map(|mut q| {
-                q.redelivered = true;
-                q
+            .filter_map(|slot| match slot {
+                Slot::Held(item, _) => Some(item),
+                _ => None,
             })
             .collect()
+    }
+
+    /// Takes back what the child has held past its deadline, in push
+    /// order; returns when the next deadline falls, if one does.
+    fn reclaim(&mut self, now: Instant, back: &mut Vec<Queued>) -> Option<Instant> {
+        let wait = self.ack_wait?;
+        for slot in &mut self.in_flight {
+            if let Slot::Held(_, pushed) = slot {
+                let due = *pushed + wait;
+                if due > now {
+                    // Pushed in order, so the rest are due later.
+                    return Some(due);
+                }
+                if let Slot::Held(item, _) = std::mem::replace(slot, Slot::Reclaimed) {
+                    back.push(item);
+                }
+            }
+        }
+        None
     }
 }
 
@@ -425,10 +499,18 @@ impl HostQueue {
         self.lock().items.len()
     }
 
-    fn pull(&self, peer: PeerId, acked: &[(u64, u64)], requeued: &[u64], window: u32) {
+    fn pull(
+        &self,
+        peer: PeerId,
+        acked: &[(u64, u64)],
+        requeued: &[u64],
+        window: u32,
+        ack_wait_ms: u64,
+    ) {
         let mut st = self.lock();
         let p = st.peers.entry(peer).or_default();
         p.window = window;
+        p.ack_wait = (ack_wait_ms > 0).then(|| Duration::from_millis(ack_wait_ms));
         p.stalled = false;
         for &(start, end) in acked {
             // Bounded by what main holds for the child, whatever it claims.
@@ -477,6 +559,39 @@ impl HostQueue {
             }],
         );
         self.pump(&mut st);
+    }
+
+    /// Takes back what children held past their deadlines, for the other
+    /// receivers; returns the next deadline, if any.
+    fn reclaim(&self, now: Instant) -> Option<Instant> {
+        let mut st = self.lock();
+        let mut next: Option<Instant> = None;
+        let mut took = false;
+        let peers: Vec<PeerId> = st.peers.keys().copied().collect();
+        for peer in peers {
+            let mut back = Vec::new();
+            let Some(p) = st.peers.get_mut(&peer) else {
+                continue;
+            };
+            if let Some(due) = p.reclaim(now, &mut back) {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+            if !back.is_empty() {
+                tracing::info!(
+                    channel = %self.name,
+                    %peer,
+                    items = back.len(),
+                    "a receiver held items past its acknowledgement deadline; they go back to the head of the queue"
+                );
+                self.requeue_locked(&mut st, back);
+                st.cursor = Some(peer);
+                took = true;
+            }
+        }
+        if took {
+            self.pump(&mut st);
+        }
+        next
     }
 
     fn peer_left(&self, peer: PeerId) {
@@ -570,7 +685,9 @@ impl HostQueue {
                 Ok(()) => {
                     let p = st.peers.entry(peer).or_default();
                     p.held += n;
-                    p.in_flight.extend(batch.into_iter().map(Some));
+                    let now = Instant::now();
+                    p.in_flight
+                        .extend(batch.into_iter().map(|item| Slot::Held(item, now)));
                     st.cursor = Some(peer);
                     drained = true;
                 }
@@ -599,6 +716,27 @@ impl HostQueue {
         if drained {
             self.taken(st);
         }
+    }
+}
+
+/// Watches acknowledgement deadlines while the host lives: wakes at the
+/// next deadline, or at half the shortest wait when none is pending, so an
+/// item is taken back at most half a wait after its deadline.
+fn reclaim_loop(host: &Weak<Host>) {
+    loop {
+        let Some(h) = host.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let next = h.reclaim(now);
+        let half = Duration::from_millis(h.shortest_wait_ms.load(Ordering::Acquire).max(2) / 2);
+        drop(h);
+        let until = next.map_or(now + half, |n| n.min(now + half));
+        std::thread::sleep(
+            until
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        );
     }
 }
 

@@ -281,7 +281,7 @@ impl Hosting {
         transport.extensions().get_or_try_init(|| {
             let weak = Arc::downgrade(transport);
             if transport.role().is_main() {
-                let host = Arc::new(Host::new(weak));
+                let host = Arc::new_cyclic(|me| Host::new(weak, me.clone()));
                 let h = host.clone();
                 transport.serve(
                     SERVICE,
@@ -535,11 +535,10 @@ where
                         actual: channel.capacity(),
                     });
                 }
-                if let (Queue::Hosted(h), Some(prefetch)) =
-                    (&channel.shared().queue, options.prefetch_wanted())
+                if let Queue::Hosted(h) = &channel.shared().queue
                     && let Side::Child(remote) = &h.side
                 {
-                    remote.set_prefetch(prefetch);
+                    remote.configure(options);
                 }
                 return Ok(channel);
             }
@@ -612,9 +611,7 @@ fn open_remote(
                 actual: remote.capacity(),
             });
         }
-        if let Some(prefetch) = options.prefetch_wanted() {
-            remote.set_prefetch(prefetch);
-        }
+        remote.configure(options);
         return Ok(remote.clone());
     }
     let request = Request::Open {
@@ -651,8 +648,8 @@ fn open_remote(
     };
     let capacity = capacity.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
     let weak: Weak<dyn Transport> = Arc::downgrade(transport);
-    let prefetch = options.prefetch_wanted().unwrap_or(DEFAULT_PREFETCH);
-    let remote = Arc::new(Remote::new(name, capacity, state, prefetch, weak));
+    let remote = Arc::new(Remote::new(name, capacity, state, weak));
+    remote.configure(options);
     lock(&hosting.remotes).insert(name.to_owned(), remote.clone());
     Ok(remote)
 }

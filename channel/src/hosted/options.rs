@@ -1,5 +1,7 @@
 //! [`ChannelOptions`]: how a process opens a hosted channel.
 
+use std::time::Duration;
+
 /// The prefetch of a process that does not choose one: one unsettled item
 /// per process, so an item never waits in a busy receiver's buffer while
 /// another receiver is idle (see [`ChannelOptions::prefetch`]).
@@ -19,6 +21,7 @@ pub const DEFAULT_PREFETCH: u32 = 1;
 pub struct ChannelOptions {
     capacity: Option<usize>,
     prefetch: Option<u32>,
+    ack_timeout: Option<Duration>,
 }
 
 impl ChannelOptions {
@@ -57,6 +60,35 @@ impl ChannelOptions {
     pub fn prefetch(mut self, prefetch: u32) -> ChannelOptions {
         self.prefetch = Some(prefetch.max(1));
         self
+    }
+
+    /// How long this process's receivers may hold an item unsettled
+    /// before main takes it back for another receiver (NATS JetStream's
+    /// `AckWait`): for a receiver that is alive but stuck. Main takes back
+    /// what it pushed to this process and that was not settled within
+    /// `timeout` of the push (in its buffer or held as a delivery), puts it
+    /// at the head of the queue marked redelivered, and checks at least
+    /// every half `timeout`; an acknowledgement that comes later is
+    /// ignored, so the item may be handled twice. Taken-back items still
+    /// count against this process's prefetch until it settles them, so a
+    /// stuck receiver is not given more. Rounded to milliseconds (at least
+    /// one); none by default. It applies to children.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use yuki_channel::ChannelOptions;
+    ///
+    /// let options = ChannelOptions::new().ack_timeout(Duration::from_secs(30));
+    /// assert_eq!(options.ack_timeout_wanted(), Some(Duration::from_secs(30)));
+    /// ```
+    pub fn ack_timeout(mut self, timeout: Duration) -> ChannelOptions {
+        self.ack_timeout = Some(timeout);
+        self
+    }
+
+    /// The acknowledgement deadline set, if any.
+    pub fn ack_timeout_wanted(&self) -> Option<Duration> {
+        self.ack_timeout
     }
 
     /// The capacity set, if any.

@@ -36,6 +36,9 @@ pub(crate) enum Request<'a> {
         acked: Vec<(u64, u64)>,
         requeued: Vec<u64>,
         window: u32,
+        /// How long, in milliseconds, main lets the child hold an item
+        /// before taking it back for another receiver (0: for ever).
+        ack_wait_ms: u64,
     },
     /// Closes the channel; [`Reply::Closing`].
     Close { name: &'a str },

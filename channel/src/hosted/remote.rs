@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_bytes::Bytes;
 use tokio::sync::Notify;
 
+use super::options::{ChannelOptions, DEFAULT_PREFETCH};
 use super::protocol::{Reply, Request, SERVICE};
 use crate::codec;
 use crate::error::{Error, Result};
@@ -52,6 +53,8 @@ struct RemoteState {
     /// The credit last granted (or to grant): `prefetch` while receiving,
     /// 0 once the last handle is gone.
     window: u32,
+    /// The acknowledgement deadline asked of main, in milliseconds (0: none).
+    ack_wait_ms: u64,
     closed: bool,
     /// Closed, and main holds no more items for this channel.
     drained: bool,
@@ -80,6 +83,7 @@ struct Pull {
     acked: Vec<(u64, u64)>,
     requeued: Vec<u64>,
     window: u32,
+    ack_wait_ms: u64,
 }
 
 impl RemoteState {
@@ -97,6 +101,7 @@ impl RemoteState {
             acked: std::mem::take(&mut self.acked),
             requeued: std::mem::take(&mut self.requeued),
             window: self.window,
+            ack_wait_ms: self.ack_wait_ms,
         }
     }
 }
@@ -112,7 +117,6 @@ impl Remote {
         name: &str,
         capacity: Option<usize>,
         (closed, drained): (bool, bool),
-        prefetch: u32,
         transport: Weak<dyn Transport>,
     ) -> Remote {
         Remote {
@@ -122,7 +126,7 @@ impl Remote {
             state: Mutex::new(RemoteState {
                 closed,
                 drained,
-                prefetch,
+                prefetch: DEFAULT_PREFETCH,
                 ..RemoteState::default()
             }),
             readable: Condvar::new(),
@@ -151,13 +155,18 @@ impl Remote {
         self.capacity
     }
 
-    /// Sets how many unsettled items this process accepts; main learns it
-    /// with the next pull.
-    pub(crate) fn set_prefetch(&self, prefetch: u32) {
+    /// Applies what `options` sets of this process's prefetch and
+    /// acknowledgement deadline; main learns it with the next pull.
+    pub(crate) fn configure(&self, options: &ChannelOptions) {
         let mut st = self.lock();
-        st.prefetch = prefetch;
-        if st.receiving {
-            st.window = prefetch;
+        if let Some(prefetch) = options.prefetch_wanted() {
+            st.prefetch = prefetch;
+            if st.receiving {
+                st.window = prefetch;
+            }
+        }
+        if let Some(wait) = options.ack_timeout_wanted() {
+            st.ack_wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
         }
     }
 
@@ -229,6 +238,7 @@ impl Remote {
             acked: pull.acked,
             requeued: pull.requeued,
             window: pull.window,
+            ack_wait_ms: pull.ack_wait_ms,
         };
         let frame = match (self.transport(), codec::encode(&request)) {
             (Ok(transport), Ok(frame)) => (transport, frame),
@@ -309,6 +319,7 @@ impl Remote {
             acked: pull.acked,
             requeued: pull.requeued,
             window: 0,
+            ack_wait_ms: pull.ack_wait_ms,
         };
         if let (Ok(transport), Ok(frame)) = (self.transport(), codec::encode(&request))
             && let Err(e) = transport.call(SERVICE, &frame)
