@@ -298,3 +298,57 @@ fn main_takes_back_what_a_stuck_consumer_holds_past_its_ack_timeout() {
     last.ack();
     assert!(m.is_empty());
 }
+
+#[test]
+fn a_consumer_ten_times_slower_holds_at_most_its_prefetch_and_the_fast_one_never_waits() {
+    const JOBS: usize = 300;
+    for prefetch in [1, 4, 16] {
+        let net = Net::new();
+        let m = Channel::<u32>::open(&net.main(), "jobs").unwrap();
+        let (_ts, slow) = net.worker("slow", "jobs", prefetch);
+        let (_tf, fast) = net.worker("fast", "jobs", 1);
+        assert!(empty(slow.try_recv_delivery()));
+        assert!(empty(fast.try_recv_delivery()));
+        for i in 0..JOBS as u32 {
+            m.send(i).unwrap();
+        }
+        let (mut fast_done, mut slow_done) = (0, 0);
+        let mut seen = std::collections::BTreeSet::new();
+        // Each turn the slow consumer finishes one job and the fast one ten.
+        for _turn in 0..JOBS {
+            let slow_job = slow.try_recv_delivery().ok();
+            // What it holds: the job in hand and what waits in its buffer
+            // (its `len` counts its buffer and main's queue).
+            let buffered = slow.len() - m.len();
+            let holds = buffered + usize::from(slow_job.is_some());
+            assert!(
+                holds <= prefetch as usize,
+                "prefetch {prefetch}: holds {holds}"
+            );
+            for _ in 0..10 {
+                match fast.try_recv_delivery() {
+                    Ok(job) => {
+                        assert!(seen.insert(*job));
+                        fast_done += 1;
+                        job.ack();
+                    }
+                    Err(Error::Empty { .. }) => {
+                        assert_eq!(m.len(), 0, "prefetch {prefetch}: the fast one waited");
+                        break;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            if let Some(job) = slow_job {
+                assert!(seen.insert(*job));
+                slow_done += 1;
+                job.ack();
+            }
+            if fast_done + slow_done == JOBS {
+                break;
+            }
+        }
+        assert_eq!(fast_done + slow_done, JOBS);
+        assert!(slow_done * 10 <= fast_done + 10 * prefetch as usize);
+    }
+}
