@@ -10,7 +10,11 @@
 //!   [`ReceiveLoop`]). [`Channel::new`] and [`Channel::bounded`] make an
 //!   in-process queue (crossbeam-channel underneath, values moved as they
 //!   are); [`Channel::open`] opens one hosted by main and shared by every
-//!   process over a [`Transport`];
+//!   process over a [`Transport`] ([`Channel::open_with`] with
+//!   [`ChannelOptions`]: capacity, prefetch, acknowledgement deadline);
+//! - [`Delivery<T>`]: an item received with acknowledgement
+//!   ([`Channel::recv_delivery`]), which the receiver acks or requeues and
+//!   which comes back to the queue if its receiver ends first;
 //! - [`Registry`] with [`register`], [`lookup`] and [`names`]: channels found
 //!   by name;
 //! - [`Role`], [`role()`] and [`is_main_process()`]: which side this process is;
