@@ -213,6 +213,12 @@ impl<T: Send + 'static> Channel<T> {
 
     /// Receives the next item, waiting for one.
     ///
+    /// The item is the receiver's once this returns: for a hosted channel
+    /// it is settled at once, so if the process dies while handling it,
+    /// it is gone (at most once after it returns). For work that must
+    /// survive a crash, use [`recv_delivery`](Channel::recv_delivery) and
+    /// acknowledge when done (see [`Channel::open`] for both guarantees).
+    ///
     /// Fails with [`Error::Closed`] once the channel is closed and every item
     /// sent before has been received, [`Error::ReceiveLoopRunning`] while a
     /// [`ReceiveLoop`] reads the channel, and for hosted channels in a child

@@ -172,6 +172,20 @@ pub enum Error {
         /// The type the channel carries.
         actual: &'static str,
     },
+
+    /// A hosted channel was opened with another item type than the one
+    /// main recorded for it (the first opener's, in any process).
+    #[error(
+        "channel {channel:?} carries {actual}, not {requested}; open it with the same item type in every process"
+    )]
+    ChannelTypeMismatch {
+        /// The channel's name.
+        channel: String,
+        /// The item type this open asked for.
+        requested: &'static str,
+        /// The item type the channel was first opened with.
+        actual: String,
+    },
 }
 
 impl Error {

@@ -354,6 +354,16 @@ impl Transport for InThreadTransport {
     }
 }
 
+impl Drop for InThreadTransport {
+    /// The last handle of a child endpoint is gone: it leaves as a process
+    /// that exits does, so main hands what it held to the others.
+    fn drop(&mut self) {
+        if !self.me.role.is_main() {
+            self.disconnect("the child endpoint was dropped");
+        }
+    }
+}
+
 impl fmt::Debug for InThreadTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InThreadTransport")

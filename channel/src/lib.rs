@@ -10,7 +10,11 @@
 //!   [`ReceiveLoop`]). [`Channel::new`] and [`Channel::bounded`] make an
 //!   in-process queue (crossbeam-channel underneath, values moved as they
 //!   are); [`Channel::open`] opens one hosted by main and shared by every
-//!   process over a [`Transport`];
+//!   process over a [`Transport`] ([`Channel::open_with`] with
+//!   [`ChannelOptions`]: capacity, prefetch, acknowledgement deadline);
+//! - [`Delivery<T>`]: an item received with acknowledgement
+//!   ([`Channel::recv_delivery`]), which the receiver acks or requeues and
+//!   which comes back to the queue if its receiver ends first;
 //! - [`Registry`] with [`register`], [`lookup`] and [`names`]: channels found
 //!   by name;
 //! - [`Role`], [`role()`], [`is_main_process()`] and [`set_role()`]: which side this process is;
@@ -73,6 +77,7 @@
 
 mod channel;
 pub mod codec;
+mod delivery;
 mod error;
 mod hosted;
 mod inthread;
@@ -84,8 +89,9 @@ mod stream;
 mod transport;
 
 pub use channel::Channel;
+pub use delivery::Delivery;
 pub use error::{Error, Result, SendError, SendTimeoutError, TrySendError};
-pub use hosted::host_channels;
+pub use hosted::{ChannelOptions, DEFAULT_PREFETCH, host_channels};
 pub use inthread::InThreadTransport;
 pub use passive::ReceiveLoop;
 pub use registry::{Registry, lookup, names, register};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use yuki_channel::{Channel, Error, InThreadTransport, Transport};
+use yuki_channel::{Channel, ChannelOptions, Error, InThreadTransport, Transport};
 use yuki_testkit::Tap;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -132,7 +132,8 @@ fn a_busy_queue_costs_one_frame_per_batch() {
     let main: Arc<dyn Transport> = tap.clone();
     let m = Channel::<u32>::open(&main, "batch").unwrap();
     let (_c, child) = net.child("c");
-    let c = Channel::<u32>::open(&child, "batch").unwrap();
+    let c =
+        Channel::<u32>::open_with(&child, "batch", &ChannelOptions::new().prefetch(64)).unwrap();
     for i in 0..1000 {
         m.send(i).unwrap();
     }
@@ -141,8 +142,25 @@ fn a_busy_queue_costs_one_frame_per_batch() {
         assert_eq!(c.recv_timeout(WAIT), Ok(i));
     }
     let frames = tap.total_pushes();
-    // A window of 64, refilled every half window: about 32 items a frame.
+    // A prefetch of 64, refilled every half window: about 32 items a frame.
     assert!(frames <= 1000 / 16, "{frames} frames for 1000 items");
+}
+
+#[test]
+fn the_default_prefetch_pushes_one_item_ahead() {
+    let net = Net::new();
+    let tap = Tap::new(net.main.clone());
+    let main: Arc<dyn Transport> = tap.clone();
+    let m = Channel::<u32>::open(&main, "one").unwrap();
+    let (_c, child) = net.child("c");
+    let c = Channel::<u32>::open(&child, "one").unwrap();
+    for i in 0..10 {
+        m.send(i).unwrap();
+    }
+    assert_eq!(c.recv_timeout(WAIT), Ok(0));
+    // One taken, one pushed ahead in its place: the rest wait in main.
+    assert_eq!(m.len(), 8);
+    assert_eq!(tap.total_pushes(), 2);
 }
 
 #[test]
@@ -274,7 +292,7 @@ fn items_pushed_to_a_child_that_leaves_go_back_to_the_queue() {
     let net = Net::new();
     let m = Channel::<u32>::open(&net.main(), "requeue").unwrap();
     let (leaver, lt) = net.child("leaver");
-    let l = Channel::<u32>::open(&lt, "requeue").unwrap();
+    let l = Channel::<u32>::open_with(&lt, "requeue", &ChannelOptions::new().prefetch(64)).unwrap();
     for i in 0..10 {
         m.send(i).unwrap();
     }
@@ -314,15 +332,47 @@ fn opening_again_shares_the_channel_and_checks_the_type() {
 }
 
 #[test]
-fn decoding_another_type_names_the_type() {
+fn a_child_opening_another_item_type_than_main_fails_with_both_names() {
     let net = Net::new();
     let (_c, child) = net.child("c");
     let m = Channel::<(u64, u64)>::open(&net.main(), "typed").unwrap();
-    let c = Channel::<String>::open(&child, "typed").unwrap();
-    c.send("not a pair".into()).unwrap();
-    let err = m.recv_timeout(WAIT).unwrap_err();
-    assert!(matches!(err, Error::Decode { .. }));
-    assert!(err.to_string().contains("(u64, u64)"), "{err}");
+    let err = Channel::<String>::open(&child, "typed").unwrap_err();
+    assert!(matches!(err, Error::ChannelTypeMismatch { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("\"typed\""), "{text}");
+    assert!(
+        text.contains("(u64, u64)") && text.contains("String"),
+        "{text}"
+    );
+    // Bytes that happen to fit: a u128 is two u64s to bincode, yet refused.
+    assert!(matches!(
+        Channel::<u128>::open(&child, "typed"),
+        Err(Error::ChannelTypeMismatch { .. })
+    ));
+    // The same type joins, and nothing was sent meanwhile.
+    let c = Channel::<(u64, u64)>::open(&child, "typed").unwrap();
+    c.send((1, 2)).unwrap();
+    assert_eq!(m.recv_timeout(WAIT), Ok((1, 2)));
+}
+
+#[test]
+fn the_first_opener_sets_the_item_type_even_a_child() {
+    let net = Net::new();
+    let (_a, first) = net.child("a");
+    let (_b, second) = net.child("b");
+    yuki_channel::host_channels(&net.main()).unwrap();
+    Channel::<u8>::open(&first, "t").unwrap();
+    let err = Channel::<i64>::open(&second, "t").unwrap_err();
+    assert!(err.to_string().contains("u8") && err.to_string().contains("i64"));
+    let err = Channel::<String>::open(&net.main(), "t").unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::ChannelTypeMismatch { requested, actual, .. }
+                if requested.contains("String") && actual == "u8"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

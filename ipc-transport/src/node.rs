@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use yuki_channel::codec::DEFAULT_MAX_FRAME;
-use yuki_channel::{BOOTSTRAP_ENV, Channel, PeerId, Role, Transport};
+use yuki_channel::{BOOTSTRAP_ENV, Channel, ChannelOptions, PeerId, Role, Transport};
 
 use crate::child_side::{ChildLink, WhenMainGone};
 use crate::error::{Error, Result};
@@ -454,6 +454,33 @@ impl Node {
         T: Serialize + DeserializeOwned + Send + 'static,
     {
         Channel::open(&self.transport(), name)
+    }
+
+    /// Like [`Node::channel`], with [`ChannelOptions`]: a capacity for a
+    /// channel this open creates, and this process's prefetch (see
+    /// [`Channel::open_with`]).
+    ///
+    /// ```no_run
+    /// use yuki_channel::ChannelOptions;
+    /// use yuki_ipc_transport::Node;
+    ///
+    /// let node = Node::init().unwrap();
+    /// let jobs = node.channel_with::<u64>("jobs", &ChannelOptions::new().prefetch(16)).unwrap();
+    /// if !node.role().is_main() {
+    ///     let job = jobs.recv_delivery().unwrap();
+    ///     println!("working on {}", *job);
+    ///     job.ack();
+    /// }
+    /// ```
+    pub fn channel_with<T>(
+        &self,
+        name: &str,
+        options: &ChannelOptions,
+    ) -> yuki_channel::Result<Channel<T>>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Channel::open_with(&self.transport(), name, options)
     }
 
     /// Like [`Node::channel`], creating it bounded to `capacity` items

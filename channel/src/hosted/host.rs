@@ -9,6 +9,7 @@
 //! child's push handler only touches the child's own state.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -25,14 +26,48 @@ use crate::transport::{PeerId, Transport};
 pub(crate) struct Host {
     transport: Weak<dyn Transport>,
     queues: Mutex<HashMap<String, Arc<HostQueue>>>,
+    me: Weak<Host>,
+    /// The shortest acknowledgement deadline a child asked for, in
+    /// milliseconds (0: none yet, and no thread watches deadlines).
+    shortest_wait_ms: AtomicU64,
 }
 
 impl Host {
-    pub(crate) fn new(transport: Weak<dyn Transport>) -> Host {
+    pub(crate) fn new(transport: Weak<dyn Transport>, me: Weak<Host>) -> Host {
         Host {
             transport,
             queues: Mutex::default(),
+            me,
+            shortest_wait_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Starts the thread that takes back items held past their deadline,
+    /// once a child asks for a deadline; it ends with the host.
+    fn watch_deadlines(&self, wait_ms: u64) {
+        let shortest = &self.shortest_wait_ms;
+        if shortest
+            .compare_exchange(0, wait_ms, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // Watched already: at most shorten the check period.
+            shortest.fetch_min(wait_ms, Ordering::AcqRel);
+            return;
+        }
+        let host = self.me.clone();
+        let started = std::thread::Builder::new()
+            .name("yuki-ack-deadlines".into())
+            .spawn(move || reclaim_loop(&host));
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot watch acknowledgement deadlines; held items are taken back only when their receiver leaves");
+        }
+    }
+
+    /// Takes back every item held past its deadline; returns the next
+    /// deadline, if any.
+    fn reclaim(&self, now: Instant) -> Option<Instant> {
+        let queues: Vec<_> = lock(&self.queues).values().cloned().collect();
+        queues.iter().filter_map(|q| q.reclaim(now)).min()
     }
 
     /// The queue `name`, created with `capacity` if new.
@@ -60,13 +95,19 @@ impl Host {
     /// Serves one request of `from`. An `Err` is a protocol violation.
     pub(crate) fn serve(&self, from: PeerId, request: &[u8], reply: &mut Vec<u8>) -> Result<()> {
         let answer = match codec::decode_borrowed::<Request<'_>>(request)? {
-            Request::Open { name, capacity } => {
+            Request::Open {
+                name,
+                capacity,
+                item_type,
+            } => {
                 let wanted = capacity.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
                 let q = self.queue(name, wanted);
                 if capacity.is_some() && q.capacity != wanted.map(|c| c.max(1)) {
                     Reply::CapacityMismatch {
                         actual: q.capacity.map(|c| c as u64),
                     }
+                } else if let Err(actual) = q.check_type(item_type) {
+                    Reply::WrongType { actual }
                 } else {
                     let mut st = q.lock();
                     st.peers.entry(from).or_default();
@@ -92,12 +133,17 @@ impl Host {
             },
             Request::Pull {
                 name,
-                consumed,
+                acked,
+                requeued,
                 window,
+                ack_wait_ms,
             } => match self.existing(name) {
                 None => Reply::NoChannel,
                 Some(q) => {
-                    q.pull(from, consumed, window);
+                    q.pull(from, &acked, &requeued, window, ack_wait_ms);
+                    if ack_wait_ms > 0 {
+                        self.watch_deadlines(ack_wait_ms);
+                    }
                     Reply::Done
                 }
             },
@@ -125,23 +171,112 @@ impl Host {
     }
 }
 
+/// An item waiting in main's queue.
+pub(crate) struct Queued {
+    pub(crate) bytes: Vec<u8>,
+    /// It went to a receiver before, which gave it back unsettled.
+    pub(crate) redelivered: bool,
+}
+
+impl Queued {
+    fn fresh(bytes: Vec<u8>) -> Queued {
+        Queued {
+            bytes,
+            redelivered: false,
+        }
+    }
+}
+
+/// An item pushed to a child, by its sequence number.
+enum Slot {
+    /// The child holds it; pushed at that instant.
+    Held(Queued, Instant),
+    /// Taken back at its acknowledgement deadline: it still counts against
+    /// the child's credit until the child settles it.
+    Reclaimed,
+    Settled,
+}
+
 /// One child's credit on one queue.
 #[derive(Default)]
 struct PeerState {
-    /// How many items the child accepts beyond what it consumed.
+    /// How many unsettled items the child accepts (its prefetch).
     window: u32,
-    /// Pushed to the child and not yet acknowledged as consumed, oldest first.
-    in_flight: VecDeque<Vec<u8>>,
-    /// Everything pushed to the child so far.
-    pushed: u64,
+    /// How long the child may hold an item before main takes it back.
+    ack_wait: Option<Duration>,
+    /// Pushed to the child and not yet settled, by sequence number from
+    /// `base`, oldest first.
+    in_flight: VecDeque<Slot>,
+    /// The sequence number of `in_flight[0]`.
+    base: u64,
+    /// How many entries of `in_flight` are held or reclaimed.
+    held: usize,
     /// The last push failed because the child is backlogged: wait for its
     /// next pull before pushing again.
     stalled: bool,
 }
 
+impl PeerState {
+    /// The sequence number of the next item pushed.
+    fn next_seq(&self) -> u64 {
+        self.base + self.in_flight.len() as u64
+    }
+
+    /// Settles the item `seq`, handing it back if the child still held it.
+    fn settle(&mut self, seq: u64) -> Option<Queued> {
+        let index = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        let slot = self.in_flight.get_mut(index)?;
+        let item = match std::mem::replace(slot, Slot::Settled) {
+            Slot::Held(item, _) => Some(item),
+            Slot::Reclaimed => None,
+            Slot::Settled => return None,
+        };
+        self.held -= 1;
+        while let Some(Slot::Settled) = self.in_flight.front() {
+            self.in_flight.pop_front();
+            self.base += 1;
+        }
+        item
+    }
+
+    /// Everything the child held, in push order.
+    fn take_all(&mut self) -> Vec<Queued> {
+        self.held = 0;
+        self.base = self.next_seq();
+        self.in_flight
+            .drain(..)
+            .filter_map(|slot| match slot {
+                Slot::Held(item, _) => Some(item),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Takes back what the child has held past its deadline, in push
+    /// order; returns when the next deadline falls, if one does.
+    fn reclaim(&mut self, now: Instant, back: &mut Vec<Queued>) -> Option<Instant> {
+        let wait = self.ack_wait?;
+        for slot in &mut self.in_flight {
+            if let Slot::Held(_, pushed) = slot {
+                let due = *pushed + wait;
+                if due > now {
+                    // Pushed in order, so the rest are due later.
+                    return Some(due);
+                }
+                if let Slot::Held(item, _) = std::mem::replace(slot, Slot::Reclaimed) {
+                    back.push(item);
+                }
+            }
+        }
+        None
+    }
+}
+
 #[derive(Default)]
 struct HostState {
-    items: VecDeque<Vec<u8>>,
+    items: VecDeque<Queued>,
+    /// The item type's name, as the first opener gave it.
+    item_type: Option<String>,
     closed: bool,
     peers: BTreeMap<PeerId, PeerState>,
     /// The child served last, so children take turns.
@@ -156,12 +291,13 @@ struct HostState {
     space_waiters: BTreeSet<PeerId>,
 }
 
-/// Bytes an item adds to a push frame beyond its own (its length prefix).
-const ITEM_OVERHEAD: usize = 10;
+/// Bytes an item adds to a push frame beyond its own (its length prefix,
+/// and its index should it be redelivered).
+const ITEM_OVERHEAD: usize = 15;
 
 /// Bytes a push frame of items needs beyond the items.
 pub(crate) fn push_overhead(name: &str) -> usize {
-    name.len() + 32
+    name.len() + 48
 }
 
 /// One hosted queue, held by main.
@@ -186,6 +322,20 @@ impl HostQueue {
 
     pub(crate) fn capacity(&self) -> Option<usize> {
         self.capacity
+    }
+
+    /// Records `item_type` as the queue's item type if it has none yet;
+    /// otherwise fails with the one it has if they differ.
+    pub(crate) fn check_type(&self, item_type: &str) -> Result<(), String> {
+        let mut st = self.lock();
+        match &st.item_type {
+            None => {
+                st.item_type = Some(item_type.to_owned());
+                Ok(())
+            }
+            Some(t) if t == item_type => Ok(()),
+            Some(t) => Err(t.clone()),
+        }
     }
 
     /// Appends an item; waits for room when `block`.
@@ -240,7 +390,7 @@ impl HostQueue {
                 _ => break,
             }
         }
-        st.items.push_back(item);
+        st.items.push_back(Queued::fresh(item));
         if st.main_waiting > 0 {
             self.readable.notify_one();
         }
@@ -252,7 +402,7 @@ impl HostQueue {
     }
 
     /// Takes the next item for one of main's own receivers.
-    pub(crate) fn recv(&self, timeout: Option<Duration>) -> Result<Vec<u8>, Fail> {
+    pub(crate) fn recv(&self, timeout: Option<Duration>) -> Result<Queued, Fail> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.lock();
         loop {
@@ -285,7 +435,7 @@ impl HostQueue {
         }
     }
 
-    pub(crate) fn try_recv(&self) -> Result<Vec<u8>, Fail> {
+    pub(crate) fn try_recv(&self) -> Result<Queued, Fail> {
         let mut st = self.lock();
         match st.items.pop_front() {
             Some(item) => {
@@ -297,7 +447,7 @@ impl HostQueue {
         }
     }
 
-    pub(crate) async fn recv_async(&self) -> Result<Vec<u8>, Fail> {
+    pub(crate) async fn recv_async(&self) -> Result<Queued, Fail> {
         loop {
             let notified = self.notify.notified();
             let _waiting = {
@@ -375,38 +525,116 @@ impl HostQueue {
         self.lock().items.len()
     }
 
-    fn pull(&self, peer: PeerId, consumed: u64, window: u32) {
+    fn pull(
+        &self,
+        peer: PeerId,
+        acked: &[(u64, u64)],
+        requeued: &[u64],
+        window: u32,
+        ack_wait_ms: u64,
+    ) {
         let mut st = self.lock();
         let p = st.peers.entry(peer).or_default();
         p.window = window;
+        p.ack_wait = (ack_wait_ms > 0).then(|| Duration::from_millis(ack_wait_ms));
         p.stalled = false;
-        let unacked = p.pushed.saturating_sub(consumed);
-        while p.in_flight.len() as u64 > unacked {
-            p.in_flight.pop_front();
+        for &(start, end) in acked {
+            // Bounded by what main holds for the child, whatever it claims.
+            for seq in start.max(p.base)..end.min(p.next_seq()) {
+                p.settle(seq);
+            }
+        }
+        let mut back: Vec<(u64, Queued)> = requeued
+            .iter()
+            .filter_map(|&seq| p.settle(seq).map(|q| (seq, q)))
+            .collect();
+        if !back.is_empty() {
+            back.sort_by_key(|(seq, _)| *seq);
+            self.requeue_locked(&mut st, back.into_iter().map(|(_, q)| q).collect());
+            // Other receivers first: the child gave these back.
+            st.cursor = Some(peer);
         }
         self.pump(&mut st);
+    }
+
+    /// Puts `items` (in queue order) back at the head of the queue, marked
+    /// redelivered, and wakes main's receivers for them.
+    fn requeue_locked(&self, st: &mut HostState, items: Vec<Queued>) {
+        let n = items.len();
+        for mut item in items.into_iter().rev() {
+            item.redelivered = true;
+            st.items.push_front(item);
+        }
+        for _ in 0..n.min(st.main_waiting) {
+            self.readable.notify_one();
+        }
+        for _ in 0..n.min(st.async_waiting) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// A delivery main's own receiver took goes back to the head of the
+    /// queue (requeued, or dropped unsettled).
+    pub(crate) fn requeue(&self, bytes: Vec<u8>) {
+        let mut st = self.lock();
+        self.requeue_locked(
+            &mut st,
+            vec![Queued {
+                bytes,
+                redelivered: true,
+            }],
+        );
+        self.pump(&mut st);
+    }
+
+    /// Takes back what children held past their deadlines, for the other
+    /// receivers; returns the next deadline, if any.
+    fn reclaim(&self, now: Instant) -> Option<Instant> {
+        let mut st = self.lock();
+        let mut next: Option<Instant> = None;
+        let mut took = false;
+        let peers: Vec<PeerId> = st.peers.keys().copied().collect();
+        for peer in peers {
+            let mut back = Vec::new();
+            let Some(p) = st.peers.get_mut(&peer) else {
+                continue;
+            };
+            if let Some(due) = p.reclaim(now, &mut back) {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+            if !back.is_empty() {
+                tracing::info!(
+                    channel = %self.name,
+                    %peer,
+                    items = back.len(),
+                    "a receiver held items past its acknowledgement deadline; they go back to the head of the queue"
+                );
+                self.requeue_locked(&mut st, back);
+                st.cursor = Some(peer);
+                took = true;
+            }
+        }
+        if took {
+            self.pump(&mut st);
+        }
+        next
     }
 
     fn peer_left(&self, peer: PeerId) {
         let mut st = self.lock();
         st.space_waiters.remove(&peer);
-        let Some(p) = st.peers.remove(&peer) else {
+        let Some(mut p) = st.peers.remove(&peer) else {
             return;
         };
-        if !p.in_flight.is_empty() {
+        let back = p.take_all();
+        if !back.is_empty() {
             tracing::info!(
                 channel = %self.name,
                 %peer,
-                items = p.in_flight.len(),
-                "a receiver left; items it had not acknowledged go back to the head of the queue"
+                items = back.len(),
+                "a receiver left; items it had not settled go back to the head of the queue"
             );
-            for item in p.in_flight.into_iter().rev() {
-                st.items.push_front(item);
-            }
-            self.readable.notify_all();
-            if st.async_waiting > 0 {
-                self.notify.notify_waiters();
-            }
+            self.requeue_locked(&mut st, back);
         }
         self.pump(&mut st);
     }
@@ -438,7 +666,7 @@ impl HostQueue {
             let Some(p) = st.peers.get(&peer) else {
                 continue;
             };
-            let credit = (p.window as usize).saturating_sub(p.in_flight.len());
+            let credit = (p.window as usize).saturating_sub(p.held);
             // A child acknowledges each item as it consumes it when idle:
             // refilling it item by item would cost a frame per item. It
             // gets more once half its window is free, and still holds at
@@ -454,19 +682,27 @@ impl HostQueue {
             let mut n = 0;
             let mut size = 0;
             for item in st.items.iter().take(credit.min(available)) {
-                size += item.len() + ITEM_OVERHEAD;
+                size += item.bytes.len() + ITEM_OVERHEAD;
                 if n > 0 && size > budget {
                     break;
                 }
                 n += 1;
             }
-            let batch: Vec<Vec<u8>> = st.items.drain(..n).collect();
+            let first = p.next_seq();
+            let batch: Vec<Queued> = st.items.drain(..n).collect();
             frame.clear();
-            let refs: Vec<&Bytes> = batch.iter().map(|b| Bytes::new(b)).collect();
+            let refs: Vec<&Bytes> = batch.iter().map(|q| Bytes::new(&q.bytes)).collect();
+            let redelivered: Vec<u32> = (0u32..)
+                .zip(&batch)
+                .filter(|(_, q)| q.redelivered)
+                .map(|(i, _)| i)
+                .collect();
             let encoded = codec::encode_into(
                 &Push::Items {
                     name: &self.name,
+                    first,
                     items: refs,
+                    redelivered,
                 },
                 &mut frame,
             );
@@ -474,8 +710,10 @@ impl HostQueue {
             match pushed {
                 Ok(()) => {
                     let p = st.peers.entry(peer).or_default();
-                    p.pushed += n as u64;
-                    p.in_flight.extend(batch);
+                    p.held += n;
+                    let now = Instant::now();
+                    p.in_flight
+                        .extend(batch.into_iter().map(|item| Slot::Held(item, now)));
                     st.cursor = Some(peer);
                     drained = true;
                 }
@@ -504,6 +742,27 @@ impl HostQueue {
         if drained {
             self.taken(st);
         }
+    }
+}
+
+/// Watches acknowledgement deadlines while the host lives: wakes at the
+/// next deadline, or at half the shortest wait when none is pending, so an
+/// item is taken back at most half a wait after its deadline.
+fn reclaim_loop(host: &Weak<Host>) {
+    loop {
+        let Some(h) = host.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let next = h.reclaim(now);
+        let half = Duration::from_millis(h.shortest_wait_ms.load(Ordering::Acquire).max(2) / 2);
+        drop(h);
+        let until = next.map_or(now + half, |n| n.min(now + half));
+        std::thread::sleep(
+            until
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        );
     }
 }
 

@@ -2,28 +2,33 @@
 //! [`Transport`].
 //!
 //! Main holds each queue (encoded items) in [`host`]; it serves the
-//! `yuki.channel` service that children call to open, send, grant credit,
-//! close and count. A child's receivers pull with a credit window
-//! ([`remote`]): main pushes up to that many items ahead, coalesced into one
-//! frame per child per turn, so a busy queue costs one frame per batch rather
-//! than a round trip per item.
+//! `yuki.channel` service that children call to open, send, settle and
+//! grant credit, close and count. A child's receivers pull with credit
+//! ([`remote`]): main pushes up to the child's prefetch of unsettled items
+//! ahead, coalesced into one frame per child per turn, numbered so the
+//! child can settle each one.
 //!
-//! Delivery: every item is received once, and each receiver gets items in
-//! the order main accepted them, with one exception: items pushed ahead to a
-//! child that leaves before consuming them go back to the head of the queue,
-//! so another receiver may get them after later ones (as in message brokers
-//! that requeue a departed consumer's unacknowledged messages). A child with no acknowledgement in flight acknowledges as
-//! soon as a consumed item empties its buffer, or every 8 items while more
-//! wait there (counts accumulate behind the one in flight and go together),
-//! and its last handle of a channel flushes what is left. When a child leaves, the items pushed to
-//! it that it had not acknowledged go back to the head of the queue for the
-//! other receivers: exactly once for a child that leaves cleanly; after a
-//! crash, at most the items it consumed since its last acknowledgement was
-//! sent may be delivered again (see [`Channel::open`]).
+//! Settling: an item `recv` returns is settled at once; a [`Delivery`]
+//! when it is acknowledged, requeued or dropped. Settlements travel with
+//! the next pull: at once when nothing else is pending, else every 8
+//! items or half the prefetch, accumulating behind the pull in flight; a
+//! requeue goes at once, and the last handle of a channel in a process
+//! flushes them and gives back what its buffer holds. When a child
+//! leaves, every item main pushed to it that it had not settled goes back
+//! to the head of the queue, marked redelivered, for the other receivers.
+//!
+//! Order: each receiver gets items in the order main accepted them, except
+//! that an item given back goes to the head of the queue, after later
+//! items may have gone elsewhere.
+//!
+//! [`Delivery`]: crate::Delivery
 
 mod host;
+mod options;
 mod protocol;
 mod remote;
+
+pub use options::{ChannelOptions, DEFAULT_PREFETCH};
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -40,9 +45,9 @@ use crate::local::Fail;
 use crate::passive::Passive;
 use crate::transport::{PeerEvent, PeerId, Transport};
 
-use host::{Host, HostQueue};
+use host::{Host, HostQueue, Queued};
 use protocol::{Push, Reply, Request, SERVICE, STREAM};
-use remote::{Remote, SendFail};
+use remote::{Buffered, Remote, SendFail};
 
 /// The typed face of a hosted queue: encode and decode captured at `open`,
 /// where `T`'s serde bounds are known, so `Channel<T>` needs none.
@@ -66,7 +71,7 @@ impl<T> Drop for Hosted<T> {
     /// child leaves.
     fn drop(&mut self) {
         if let Side::Child(remote) = &self.side {
-            remote.flush_acks();
+            remote.flush();
         }
     }
 }
@@ -131,29 +136,83 @@ impl<T> Hosted<T> {
         self.send_inner(name, value, false, None)
     }
 
-    fn decoded(&self, name: &str, bytes: Result<Vec<u8>, Fail>) -> Result<T> {
-        let bytes = bytes.map_err(|f| f.into_error(name, self.capacity()))?;
-        (self.decode)(&bytes)
+    fn decoded(&self, name: &str, item: Result<Queued, Fail>) -> Result<T> {
+        let item = item.map_err(|f| f.into_error(name, self.capacity()))?;
+        (self.decode)(&item.bytes)
     }
 
     pub(crate) fn recv(&self, name: &str, timeout: Option<Duration>) -> Result<T> {
         match &self.side {
             Side::Main(q) => self.decoded(name, q.recv(timeout)),
-            Side::Child(r) => (self.decode)(&r.recv(timeout)?),
+            Side::Child(r) => (self.decode)(&r.recv(timeout, true)?.bytes),
         }
     }
 
     pub(crate) fn try_recv(&self, name: &str) -> Result<T> {
         match &self.side {
             Side::Main(q) => self.decoded(name, q.try_recv()),
-            Side::Child(r) => (self.decode)(&r.try_recv()?),
+            Side::Child(r) => (self.decode)(&r.try_recv(true)?.bytes),
         }
     }
 
     pub(crate) async fn recv_async(&self, name: &str) -> Result<T> {
         match &self.side {
             Side::Main(q) => self.decoded(name, q.recv_async().await),
-            Side::Child(r) => (self.decode)(&r.recv_async().await?),
+            Side::Child(r) => (self.decode)(&r.recv_async(true).await?.bytes),
+        }
+    }
+
+    /// An unsettled delivery from main's queue. An item that does not
+    /// decode is settled as done: given back, it would fail every receiver.
+    fn held_in_main(&self, q: &Arc<HostQueue>, name: &str, item: Result<Queued, Fail>) -> Held<T> {
+        let item = item.map_err(|f| f.into_error(name, self.capacity()))?;
+        let value = (self.decode)(&item.bytes)?;
+        Ok((
+            value,
+            item.redelivered,
+            Holder::Main {
+                queue: q.clone(),
+                bytes: item.bytes,
+            },
+        ))
+    }
+
+    fn held_in_child(&self, r: &Arc<Remote>, item: Result<Buffered>) -> Held<T> {
+        let item = item?;
+        match (self.decode)(&item.bytes) {
+            Ok(value) => Ok((
+                value,
+                item.redelivered,
+                Holder::Child {
+                    remote: r.clone(),
+                    seq: item.seq,
+                },
+            )),
+            Err(e) => {
+                r.settle(item.seq, false);
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn recv_held(&self, name: &str, timeout: Option<Duration>) -> Held<T> {
+        match &self.side {
+            Side::Main(q) => self.held_in_main(q, name, q.recv(timeout)),
+            Side::Child(r) => self.held_in_child(r, r.recv(timeout, false)),
+        }
+    }
+
+    pub(crate) fn try_recv_held(&self, name: &str) -> Held<T> {
+        match &self.side {
+            Side::Main(q) => self.held_in_main(q, name, q.try_recv()),
+            Side::Child(r) => self.held_in_child(r, r.try_recv(false)),
+        }
+    }
+
+    pub(crate) async fn recv_held_async(&self, name: &str) -> Held<T> {
+        match &self.side {
+            Side::Main(q) => self.held_in_main(q, name, q.recv_async().await),
+            Side::Child(r) => self.held_in_child(r, r.recv_async(false).await),
         }
     }
 
@@ -189,6 +248,39 @@ impl<T> Hosted<T> {
     }
 }
 
+/// A received item not yet settled: its value, whether it was delivered
+/// before, and what settles it.
+pub(crate) type Held<T> = Result<(T, bool, Holder)>;
+
+/// Where an unsettled delivery of a hosted channel came from, and so how
+/// it is settled.
+pub(crate) enum Holder {
+    /// Taken by a receiver in main: its bytes go back on requeue.
+    Main {
+        queue: Arc<HostQueue>,
+        bytes: Vec<u8>,
+    },
+    /// Pushed to this child as `seq`.
+    Child { remote: Arc<Remote>, seq: u64 },
+}
+
+impl Holder {
+    /// Done with it.
+    pub(crate) fn ack(self) {
+        if let Holder::Child { remote, seq } = self {
+            remote.settle(seq, false);
+        }
+    }
+
+    /// Back to the head of the queue, for another receiver.
+    pub(crate) fn requeue(self) {
+        match self {
+            Holder::Main { queue, bytes } => queue.requeue(bytes),
+            Holder::Child { remote, seq } => remote.settle(seq, true),
+        }
+    }
+}
+
 /// One opened channel of this process: its typed core (a `Weak<Shared<T>>`,
 /// so the transport does not keep its own handles alive), for later opens.
 struct Opened {
@@ -210,7 +302,7 @@ impl Hosting {
         transport.extensions().get_or_try_init(|| {
             let weak = Arc::downgrade(transport);
             if transport.role().is_main() {
-                let host = Arc::new(Host::new(weak));
+                let host = Arc::new_cyclic(|me| Host::new(weak, me.clone()));
                 let h = host.clone();
                 transport.serve(
                     SERVICE,
@@ -282,7 +374,12 @@ fn on_push(remotes: &Mutex<HashMap<String, Arc<Remote>>>, frame: &[u8]) {
         return;
     };
     match push {
-        Push::Items { items, .. } => remote.deliver(items.into_iter().map(|b| &b[..])),
+        Push::Items {
+            first,
+            items,
+            redelivered,
+            ..
+        } => remote.deliver(first, items.into_iter().map(|b| &b[..]), &redelivered),
         Push::Closed { .. } => remote.closed(),
         Push::Drained { .. } => remote.drained(),
         Push::Space { .. } => remote.space(),
@@ -337,29 +434,37 @@ where
     /// item too large to be pushed to a child is refused with
     /// [`Error::FrameTooLarge`].
     ///
-    /// Receiving in a child: from its first receive on, a child lets main
-    /// push up to 64 items ahead of its receivers (its credit window), so a
-    /// busy queue costs one frame per batch, not a round trip per item. Items
-    /// pushed ahead belong to that child: its receivers get them, even after
-    /// a `recv_timeout` gave up. With no acknowledgement in flight, a child
-    /// acknowledges at once when a consumed item empties its buffer, and
-    /// every 8 items while more wait there; what it consumes while one is
-    /// in flight goes with the next (so under load acknowledgements batch
-    /// too). Dropping its last handle of the channel acknowledges whatever
-    /// is left.
+    /// A child opening a channel with another `T` than the one main
+    /// recorded for the name (that of the first open in any process) fails
+    /// with [`Error::ChannelTypeMismatch`], naming both types: the names
+    /// are `std::any::type_name`'s, the same in every process of one
+    /// build, so main and children must be built from the same code.
     ///
-    /// When the child leaves, the items pushed to it that it had not
-    /// acknowledged go back to the head of main's queue for the other
-    /// receivers. So delivery is exactly once for a child that leaves
-    /// cleanly (after dropping its handles); if a child crashes, at most
-    /// the items it consumed after its last acknowledgement was sent (fewer
-    /// than 8 with no acknowledgement in flight, else those consumed while
-    /// it was in flight, up to half the window of 64, plus what the one in
-    /// flight covered if it did not reach main) may be delivered again:
-    /// never lost. Items pushed to
-    /// a child but not consumed before it left go back too, so a receiver
-    /// that already got later items may get them after those. When main
-    /// leaves, receivers blocked in the child wake with
+    /// Receiving in a child: from its first receive on, a child lets main
+    /// push up to its prefetch of unsettled items ahead of its receivers
+    /// ([`DEFAULT_PREFETCH`], 1, unless opened with
+    /// [`open_with`](Channel::open_with)). Items pushed ahead belong to
+    /// that child: its receivers get them, even after a `recv_timeout`
+    /// gave up; its last handle of the channel gives them back.
+    ///
+    /// What each receive guarantees:
+    ///
+    /// - [`recv`](Channel::recv) and its kin settle the item as they return
+    ///   it: **at most once after it returns**. If the process dies while
+    ///   handling it, the item is gone. Only an item whose settlement had
+    ///   not reached main when the child crashed (see the module notes:
+    ///   up to 8 items, or half the prefetch) is delivered again.
+    /// - [`recv_delivery`](Channel::recv_delivery) and its kin hand out a
+    ///   [`Delivery`](crate::Delivery) that stays the receiver's until it
+    ///   is acknowledged: **at least once**. A delivery requeued, dropped
+    ///   unsettled, or held by a child that ends (exits, crashes, is
+    ///   killed, or for the in-thread transport drops its last handle)
+    ///   goes back to the head of the queue, and its next receiver sees it
+    ///   marked [`redelivered`](crate::Delivery::redelivered).
+    ///
+    /// Items pushed to a child but not received before it left go back
+    /// too, so a receiver that already got later items may get them after
+    /// those. When main leaves, receivers blocked in the child wake with
     /// [`Error::Disconnected`].
     ///
     /// ```
@@ -377,7 +482,36 @@ where
     /// assert_eq!(in_child.recv().unwrap(), "from main");
     /// ```
     pub fn open(transport: &Arc<dyn Transport>, name: &str) -> Result<Channel<T>> {
-        Channel::open_with(transport, name, None)
+        Channel::open_inner(transport, name, &ChannelOptions::new())
+    }
+
+    /// Like [`open`](Channel::open), with [`ChannelOptions`]: a capacity
+    /// for a channel this open creates (as
+    /// [`open_bounded`](Channel::open_bounded)) and this process's
+    /// prefetch, how many unsettled items main may push ahead to its
+    /// receivers (see [`ChannelOptions::prefetch`]).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use yuki_channel::{Channel, ChannelOptions, InThreadTransport, Transport};
+    ///
+    /// let network = InThreadTransport::main();
+    /// let child: Arc<dyn Transport> = network.connect("worker").unwrap();
+    /// let main: Arc<dyn Transport> = network;
+    /// let jobs = Channel::<u32>::open(&main, "jobs").unwrap();
+    /// let options = ChannelOptions::new().prefetch(16);
+    /// let worker = Channel::<u32>::open_with(&child, "jobs", &options).unwrap();
+    /// jobs.send(7).unwrap();
+    /// let job = worker.recv_delivery().unwrap();
+    /// assert_eq!(*job, 7);
+    /// job.ack();
+    /// ```
+    pub fn open_with(
+        transport: &Arc<dyn Transport>,
+        name: &str,
+        options: &ChannelOptions,
+    ) -> Result<Channel<T>> {
+        Channel::open_inner(transport, name, options)
     }
 
     /// Like [`open`](Channel::open), for a bounded channel: the first open
@@ -385,7 +519,7 @@ where
     /// capacity differs fails with [`Error::CapacityMismatch`].
     ///
     /// The capacity counts the items queued in main. Items already pushed
-    /// to a child's receivers (at most a credit window per child) no longer
+    /// to a child's receivers (at most its prefetch per child) no longer
     /// count. A child's `send` into a full channel waits until main reports
     /// room (no polling); `try_send` fails with [`TrySendError::Full`].
     pub fn open_bounded(
@@ -393,14 +527,15 @@ where
         name: &str,
         capacity: usize,
     ) -> Result<Channel<T>> {
-        Channel::open_with(transport, name, Some(capacity.max(1)))
+        Channel::open_inner(transport, name, &ChannelOptions::new().capacity(capacity))
     }
 
-    fn open_with(
+    fn open_inner(
         transport: &Arc<dyn Transport>,
         name: &str,
-        capacity: Option<usize>,
+        options: &ChannelOptions,
     ) -> Result<Channel<T>> {
+        let capacity = options.capacity_wanted();
         let hosting = Hosting::attach(transport)?;
         let mut opened = lock(&hosting.opened);
         if let Some(existing) = opened.get(name) {
@@ -421,6 +556,11 @@ where
                         actual: channel.capacity(),
                     });
                 }
+                if let Queue::Hosted(h) = &channel.shared().queue
+                    && let Side::Child(remote) = &h.side
+                {
+                    remote.configure(options);
+                }
                 return Ok(channel);
             }
         }
@@ -434,9 +574,22 @@ where
                         actual: q.capacity(),
                     });
                 }
+                q.check_type(std::any::type_name::<T>()).map_err(|actual| {
+                    Error::ChannelTypeMismatch {
+                        channel: name.to_owned(),
+                        requested: std::any::type_name::<T>(),
+                        actual,
+                    }
+                })?;
                 Side::Main(q)
             }
-            None => Side::Child(open_remote(transport, &hosting, name, capacity)?),
+            None => Side::Child(open_remote(
+                transport,
+                &hosting,
+                name,
+                options,
+                std::any::type_name::<T>(),
+            )?),
         };
         let hosted = Hosted {
             encode: encode_fn::<T>,
@@ -465,10 +618,12 @@ fn open_remote(
     transport: &Arc<dyn Transport>,
     hosting: &Hosting,
     name: &str,
-    capacity: Option<usize>,
+    options: &ChannelOptions,
+    item_type: &'static str,
 ) -> Result<Arc<Remote>> {
-    // All handles were dropped: the remote part, with what main already
-    // pushed to it, lives on.
+    let capacity = options.capacity_wanted();
+    // All handles were dropped: the remote part, with the deliveries it
+    // still holds, lives on (its item type was checked when it was made).
     if let Some(remote) = lock(&hosting.remotes).get(name) {
         if capacity.is_some() && remote.capacity() != capacity {
             return Err(Error::CapacityMismatch {
@@ -477,11 +632,13 @@ fn open_remote(
                 actual: remote.capacity(),
             });
         }
+        remote.configure(options);
         return Ok(remote.clone());
     }
     let request = Request::Open {
         name,
         capacity: capacity.map(|c| c as u64),
+        item_type,
     };
     let reply = transport.call(SERVICE, &codec::encode(&request)?)?;
     let (capacity, state) = match codec::decode::<Reply>(&reply)? {
@@ -497,6 +654,13 @@ fn open_remote(
                 actual: actual.map(|c| usize::try_from(c).unwrap_or(usize::MAX)),
             });
         }
+        Reply::WrongType { actual } => {
+            return Err(Error::ChannelTypeMismatch {
+                channel: name.to_owned(),
+                requested: item_type,
+                actual,
+            });
+        }
         other => {
             return Err(Error::Remote(format!(
                 "unexpected reply {other:?} to opening channel {name:?}"
@@ -506,6 +670,7 @@ fn open_remote(
     let capacity = capacity.map(|c| usize::try_from(c).unwrap_or(usize::MAX));
     let weak: Weak<dyn Transport> = Arc::downgrade(transport);
     let remote = Arc::new(Remote::new(name, capacity, state, weak));
+    remote.configure(options);
     lock(&hosting.remotes).insert(name.to_owned(), remote.clone());
     Ok(remote)
 }

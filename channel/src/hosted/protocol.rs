@@ -10,9 +10,6 @@ pub(crate) const SERVICE: &str = "yuki.channel";
 /// The push stream main delivers items and notices on.
 pub(crate) const STREAM: &str = "yuki.channel";
 
-/// How many items a child lets main push ahead of its receivers.
-pub(crate) const WINDOW: u32 = 64;
-
 /// A child's request to main.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request<'a> {
@@ -21,17 +18,27 @@ pub(crate) enum Request<'a> {
     Open {
         name: &'a str,
         capacity: Option<u64>,
+        /// The item type's name (`std::any::type_name`): main records the
+        /// first opener's and refuses others with [`Reply::WrongType`].
+        item_type: &'a str,
     },
     /// Appends one item; [`Reply::Done`], [`Reply::Closed`] or
     /// [`Reply::Full`] (then main sends [`Push::Space`] when room frees up).
     Send { name: &'a str, item: &'a Bytes },
-    /// Grants credit: the child has consumed `consumed` items in all, and
-    /// accepts up to `window` items not yet consumed. Cumulative, so
-    /// repeated or reordered pulls are harmless. [`Reply::Done`].
+    /// Settles and grants credit: the items of the half-open sequence
+    /// ranges `acked` are done with, those of `requeued` go back to the
+    /// head of the queue (marked redelivered), and the child accepts up to
+    /// `window` items not yet settled. Settling an item twice, or one main
+    /// no longer holds for the child, does nothing, so repeated pulls are
+    /// harmless. [`Reply::Done`].
     Pull {
         name: &'a str,
-        consumed: u64,
+        acked: Vec<(u64, u64)>,
+        requeued: Vec<u64>,
         window: u32,
+        /// How long, in milliseconds, main lets the child hold an item
+        /// before taking it back for another receiver (0: for ever).
+        ack_wait_ms: u64,
     },
     /// Closes the channel; [`Reply::Closing`].
     Close { name: &'a str },
@@ -50,6 +57,10 @@ pub(crate) enum Reply {
     CapacityMismatch {
         actual: Option<u64>,
     },
+    /// The channel carries another item type than the opener's.
+    WrongType {
+        actual: String,
+    },
     Done,
     Closed,
     Full {
@@ -65,11 +76,16 @@ pub(crate) enum Reply {
 /// What main pushes to a child.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Push<'a> {
-    /// Items for the child's receivers, in queue order.
+    /// Items for the child's receivers, in queue order; they carry the
+    /// child's sequence numbers `first`, `first + 1`, ... (what it settles
+    /// them by), and those at the indexes `redelivered` went to a receiver
+    /// before.
     Items {
         name: &'a str,
+        first: u64,
         #[serde(borrow)]
         items: Vec<&'a Bytes>,
+        redelivered: Vec<u32>,
     },
     /// The channel was closed (sends fail from now on).
     Closed { name: &'a str },

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde_bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::protocol::{Reply, Request, SERVICE, WINDOW};
+use super::options::{ChannelOptions, DEFAULT_PREFETCH};
+use super::protocol::{Reply, Request, SERVICE};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::local::Fail;
@@ -24,17 +25,36 @@ use crate::transport::Transport;
 /// where calls are synchronous (in-thread), and a frame per item under load.
 const ACK_BATCH: u64 = 8;
 
+/// An item main pushed, waiting in this child's buffer.
+pub(crate) struct Buffered {
+    /// What main settles it by.
+    pub(crate) seq: u64,
+    pub(crate) bytes: Vec<u8>,
+    /// It went to a receiver before.
+    pub(crate) redelivered: bool,
+}
+
 #[derive(Default)]
 struct RemoteState {
-    buffer: VecDeque<Vec<u8>>,
-    /// Items taken from the buffer so far.
-    consumed: u64,
-    /// `consumed` as last reported to main.
-    reported: u64,
+    buffer: VecDeque<Buffered>,
+    /// Settled as done and not yet reported to main: half-open ranges of
+    /// sequence numbers (in order as `recv` takes them, so usually one).
+    acked: Vec<(u64, u64)>,
+    /// How many sequence numbers `acked` covers.
+    acked_count: u64,
+    /// Given back and not yet reported to main.
+    requeued: Vec<u64>,
     /// Pulls sent whose reply has not come back yet.
     pulls_in_flight: u32,
     /// Whether this process receives (has granted credit).
     receiving: bool,
+    /// How many unsettled items this process accepts while it receives.
+    prefetch: u32,
+    /// The credit last granted (or to grant): `prefetch` while receiving,
+    /// 0 once the last handle is gone.
+    window: u32,
+    /// The acknowledgement deadline asked of main, in milliseconds (0: none).
+    ack_wait_ms: u64,
     closed: bool,
     /// Closed, and main holds no more items for this channel.
     drained: bool,
@@ -58,6 +78,34 @@ pub(crate) struct Remote {
     notify: Notify,
 }
 
+/// A pull to send: what to settle, and the credit to grant.
+struct Pull {
+    acked: Vec<(u64, u64)>,
+    requeued: Vec<u64>,
+    window: u32,
+    ack_wait_ms: u64,
+}
+
+impl RemoteState {
+    fn record_ack(&mut self, seq: u64) {
+        match self.acked.last_mut() {
+            Some(last) if last.1 == seq => last.1 += 1,
+            _ => self.acked.push((seq, seq + 1)),
+        }
+        self.acked_count += 1;
+    }
+
+    fn take_pull(&mut self) -> Pull {
+        self.acked_count = 0;
+        Pull {
+            acked: std::mem::take(&mut self.acked),
+            requeued: std::mem::take(&mut self.requeued),
+            window: self.window,
+            ack_wait_ms: self.ack_wait_ms,
+        }
+    }
+}
+
 /// A send that could not be done.
 pub(crate) enum SendFail {
     Fail(Fail),
@@ -78,6 +126,7 @@ impl Remote {
             state: Mutex::new(RemoteState {
                 closed,
                 drained,
+                prefetch: DEFAULT_PREFETCH,
                 ..RemoteState::default()
             }),
             readable: Condvar::new(),
@@ -110,6 +159,21 @@ impl Remote {
 
     pub(crate) fn capacity(&self) -> Option<usize> {
         self.capacity
+    }
+
+    /// Applies what `options` sets of this process's prefetch and
+    /// acknowledgement deadline; main learns it with the next pull.
+    pub(crate) fn configure(&self, options: &ChannelOptions) {
+        let mut st = self.lock();
+        if let Some(prefetch) = options.prefetch_wanted() {
+            st.prefetch = prefetch;
+            if st.receiving {
+                st.window = prefetch;
+            }
+        }
+        if let Some(wait) = options.ack_timeout_wanted() {
+            st.ack_wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        }
     }
 
     /// Sends one encoded item; waits for room when `block`, for at most
@@ -183,33 +247,43 @@ impl Remote {
         }
     }
 
-    /// The pull to send now, if any: on the first receive; when no pull is
-    /// in flight and an item was consumed that emptied the buffer, or
-    /// [`ACK_BATCH`] items were consumed while more wait here (so main
-    /// learns of consumption at once when idle, and under load the counts
-    /// accumulate behind the pull in flight and go as one); and when half
-    /// the window is unreported, so credit never starves.
-    fn pull_due(&self, st: &mut RemoteState) -> Option<u64> {
-        let unreported = st.consumed - st.reported;
-        let due = !st.receiving
+    /// The pull to send now, if any: on the first receive (`receiving`);
+    /// at once for items given back; when no pull is in flight and
+    /// something was settled while the buffer is empty, or [`ACK_BATCH`]
+    /// items were settled while more wait here (so main learns of it at
+    /// once when idle, and under load the settlements accumulate behind
+    /// the pull in flight and go as one); and when half the prefetch is
+    /// unreported, so credit never starves.
+    fn pull_due(&self, st: &mut RemoteState, receiving: bool) -> Option<Pull> {
+        if st.gone.is_some() {
+            return None;
+        }
+        let start = receiving && !st.receiving;
+        if start {
+            st.receiving = true;
+            st.window = st.prefetch;
+        }
+        let unreported = st.acked_count + st.requeued.len() as u64;
+        let due = start
+            || !st.requeued.is_empty()
             || (unreported > 0
                 && st.pulls_in_flight == 0
                 && (st.buffer.is_empty() || unreported >= ACK_BATCH))
-            || unreported >= u64::from(WINDOW / 2);
-        if !due || st.gone.is_some() {
+            || unreported >= u64::from((st.window / 2).max(1));
+        if !due {
             return None;
         }
-        st.receiving = true;
-        st.reported = st.consumed;
         st.pulls_in_flight += 1;
-        Some(st.consumed)
+        Some(st.take_pull())
     }
 
-    fn send_pull(self: &Arc<Self>, consumed: u64) {
+    fn send_pull(self: &Arc<Self>, pull: Pull) {
         let request = Request::Pull {
             name: &self.name,
-            consumed,
-            window: WINDOW,
+            acked: pull.acked,
+            requeued: pull.requeued,
+            window: pull.window,
+            ack_wait_ms: pull.ack_wait_ms,
         };
         let frame = match (self.transport(), codec::encode(&request)) {
             (Ok(transport), Ok(frame)) => (transport, frame),
@@ -230,15 +304,15 @@ impl Remote {
                 let next = {
                     let mut st = me.lock();
                     st.pulls_in_flight = st.pulls_in_flight.saturating_sub(1);
-                    // What was consumed while this pull was in flight.
+                    // What was settled while this pull was in flight.
                     if reply.is_ok() {
-                        me.pull_due(&mut st)
+                        me.pull_due(&mut st, false)
                     } else {
                         None
                     }
                 };
-                if let Some(consumed) = next {
-                    me.send_pull(consumed);
+                if let Some(pull) = next {
+                    me.send_pull(pull);
                 }
                 if let Err(e) = reply {
                     tracing::debug!(channel = %me.name, error = %e, "credit not granted");
@@ -250,36 +324,66 @@ impl Remote {
         );
     }
 
-    /// Reports every consumed item to main and asks for no more, waiting
-    /// for main to take it: called when this process's last handle of the
-    /// channel drops, so a child that then exits cleanly has nothing
-    /// delivered again (an acknowledgement still queued when the process
-    /// exits would be lost).
-    pub(crate) fn flush_acks(self: &Arc<Self>) {
-        let consumed = {
+    /// Settles the delivery `seq`: done with it, or (`requeue`) back to
+    /// the head of main's queue for another receiver.
+    pub(crate) fn settle(self: &Arc<Self>, seq: u64, requeue: bool) {
+        let pull = {
             let mut st = self.lock();
-            if st.consumed == st.reported || st.gone.is_some() {
+            if requeue {
+                st.requeued.push(seq);
+            } else {
+                st.record_ack(seq);
+            }
+            self.pull_due(&mut st, false)
+        };
+        if let Some(pull) = pull {
+            self.send_pull(pull);
+        }
+    }
+
+    /// Reports every settlement to main, gives back what waits in the
+    /// buffer and asks for no more, waiting for main to take it: called
+    /// when this process's last handle of the channel drops, so a child
+    /// that then exits cleanly has nothing delivered again (a settlement
+    /// still queued when the process exits would be lost), and a child
+    /// that lives on holds nothing another receiver could take.
+    pub(crate) fn flush(self: &Arc<Self>) {
+        let pull = {
+            let mut st = self.lock();
+            if st.gone.is_some() || (!st.receiving && st.acked_count == 0) {
                 return;
             }
-            st.reported = st.consumed;
-            st.consumed
+            let back: Vec<u64> = st.buffer.drain(..).map(|b| b.seq).collect();
+            st.requeued.extend(back);
+            st.receiving = false;
+            st.window = 0;
+            st.take_pull()
         };
         let request = Request::Pull {
             name: &self.name,
-            consumed,
+            acked: pull.acked,
+            requeued: pull.requeued,
             window: 0,
+            ack_wait_ms: pull.ack_wait_ms,
         };
         if let (Ok(transport), Ok(frame)) = (self.transport(), codec::encode(&request))
             && let Err(e) = transport.call(SERVICE, &frame)
         {
-            tracing::debug!(channel = %self.name, error = %e, "last acknowledgement not taken");
+            tracing::debug!(channel = %self.name, error = %e, "last settlements not taken");
         }
     }
 
-    /// Takes an item from the buffer, or says why not (`Ok(None)`: wait).
-    fn take(&self, st: &mut MutexGuard<'_, RemoteState>) -> Result<Option<Vec<u8>>, Error> {
+    /// Takes an item from the buffer (settled at once when `auto_ack`),
+    /// or says why not (`Ok(None)`: wait).
+    fn take(
+        &self,
+        st: &mut MutexGuard<'_, RemoteState>,
+        auto_ack: bool,
+    ) -> Result<Option<Buffered>, Error> {
         if let Some(item) = st.buffer.pop_front() {
-            st.consumed += 1;
+            if auto_ack {
+                st.record_ack(item.seq);
+            }
             return Ok(Some(item));
         }
         if let Some(reason) = &st.gone {
@@ -294,12 +398,16 @@ impl Remote {
     }
 
     /// Receives, waiting up to `timeout` (forever if `None`).
-    pub(crate) fn recv(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Vec<u8>> {
+    pub(crate) fn recv(
+        self: &Arc<Self>,
+        timeout: Option<Duration>,
+        auto_ack: bool,
+    ) -> Result<Buffered> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let mut st = self.lock();
-            let taken = self.take(&mut st)?;
-            if let Some(pull) = self.pull_due(&mut st) {
+            let taken = self.take(&mut st, auto_ack)?;
+            if let Some(pull) = self.pull_due(&mut st, true) {
                 drop(st);
                 self.send_pull(pull);
                 match taken {
@@ -329,17 +437,17 @@ impl Remote {
         }
     }
 
-    pub(crate) fn try_recv(self: &Arc<Self>) -> Result<Vec<u8>> {
+    pub(crate) fn try_recv(self: &Arc<Self>, auto_ack: bool) -> Result<Buffered> {
         let mut st = self.lock();
-        let taken = self.take(&mut st)?;
-        let pull = self.pull_due(&mut st);
+        let taken = self.take(&mut st, auto_ack)?;
+        let pull = self.pull_due(&mut st, true);
         drop(st);
         if let Some(pull) = pull {
             self.send_pull(pull);
             if taken.is_none() {
                 // The in-thread transport delivers during the pull.
                 let mut st = self.lock();
-                if let Some(item) = self.take(&mut st)? {
+                if let Some(item) = self.take(&mut st, auto_ack)? {
                     return Ok(item);
                 }
             }
@@ -349,13 +457,13 @@ impl Remote {
         })
     }
 
-    pub(crate) async fn recv_async(self: &Arc<Self>) -> Result<Vec<u8>> {
+    pub(crate) async fn recv_async(self: &Arc<Self>, auto_ack: bool) -> Result<Buffered> {
         loop {
             let notified = self.notify.notified();
             let waiting = {
                 let mut st = self.lock();
-                let taken = self.take(&mut st)?;
-                let pull = self.pull_due(&mut st);
+                let taken = self.take(&mut st, auto_ack)?;
+                let pull = self.pull_due(&mut st, true);
                 if let Some(item) = taken {
                     drop(st);
                     if let Some(pull) = pull {
@@ -398,13 +506,27 @@ impl Remote {
         }
     }
 
-    /// Items pushed by main.
-    pub(crate) fn deliver<'a>(&self, items: impl ExactSizeIterator<Item = &'a [u8]>) {
+    /// Items pushed by main, numbered from `first`; those at the indexes
+    /// `redelivered` (ascending) went to a receiver before.
+    pub(crate) fn deliver<'a>(
+        &self,
+        first: u64,
+        items: impl ExactSizeIterator<Item = &'a [u8]>,
+        redelivered: &[u32],
+    ) {
         let n = items.len();
+        let mut again = redelivered.iter().peekable();
         let mut st = self.lock();
         // Copied to exact size: a transport's receive buffer may be far
         // larger than the item.
-        st.buffer.extend(items.map(<[u8]>::to_vec));
+        st.buffer.extend((0u32..).zip(items).map(|(i, bytes)| {
+            let redelivered = again.next_if_eq(&&i).is_some();
+            Buffered {
+                seq: first + u64::from(i),
+                bytes: bytes.to_vec(),
+                redelivered,
+            }
+        }));
         for _ in 0..n.min(st.sync_waiting) {
             self.readable.notify_one();
         }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use yuki_channel::{Channel, InThreadTransport, Transport};
+use yuki_channel::{Channel, ChannelOptions, InThreadTransport, Transport};
 
 use crate::bench::placement;
 use crate::bench::timing::mops;
@@ -139,7 +139,9 @@ fn hosted_one_way(n: u64, cap: Duration) -> f64 {
     let main: Arc<dyn Transport> = network.clone();
     let child: Arc<dyn Transport> = network.connect("bench").expect("main is up");
     let tx = Channel::<u64>::open(&main, "bench").expect("open in main");
-    let rx = Channel::<u64>::open(&child, "bench").expect("open in the child");
+    // The prefetch the figure was first measured with (the default is 1).
+    let options = ChannelOptions::new().prefetch(64);
+    let rx = Channel::<u64>::open_with(&child, "bench", &options).expect("open in the child");
     let start = Instant::now();
     let consumer = spawn_peer(move || {
         let mut got = 0u64;
@@ -300,7 +302,7 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     );
     report.add(
         Line::new(
-            format!("hosted Channel<u64> main->child, in-thread, {place}"),
+            format!("hosted Channel<u64> main->child, in-thread, prefetch 64, {place}"),
             "M msgs/s",
             hosted,
             Better::Higher,

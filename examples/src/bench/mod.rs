@@ -15,6 +15,7 @@ pub mod floor;
 pub mod ipc;
 pub mod placement;
 pub mod pubsub;
+pub mod queue;
 pub mod redis_backend;
 pub mod redis_peer;
 pub mod store;
