@@ -891,7 +891,7 @@ mod tests {
 
     #[test]
     fn a_receive_with_a_deadline_gives_up_then_gets_what_comes_later() {
-        let (region, _file) = Region::create().unwrap();
+        let (region, _) = two_mappings();
         let (mut tx, mut rx) = (region.writer(Way::Up), region.reader(Way::Up, 1 << 20));
         let start = std::time::Instant::now();
         let deadline = start + Duration::from_millis(20);
