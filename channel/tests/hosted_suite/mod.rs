@@ -39,10 +39,12 @@ pub type Body = fn(&dyn Harness);
 /// Generates one `#[test]` per suite body: `hosted_suite!(harness EXPR)`
 /// runs the body on the harness `EXPR` makes; `hosted_suite!(run PATH)` calls
 /// `PATH(body_name)`, for harnesses that run the body elsewhere.
+/// `hosted_suite!(names)` is the list of bodies it generates tests for,
+/// which a test compares with [`ALL`].
 #[allow(unused_macros)]
 macro_rules! hosted_suite {
-    ($how:ident $($arg:tt)+) => {
-        hosted_suite!(@each [$how $($arg)+];
+    (@with $then:ident $how:tt) => {
+        hosted_suite! { @ $then $how;
             send_and_recv_keep_order_both_ways,
             an_empty_channel_times_out_or_is_empty,
             a_full_bounded_channel_refuses_or_waits,
@@ -51,7 +53,20 @@ macro_rules! hosted_suite {
             deliveries_are_acked_requeued_or_dropped,
             a_consumer_holds_at_most_its_prefetch,
             another_item_type_at_open_is_refused,
-            what_a_consumer_that_leaves_held_goes_back);
+            what_a_consumer_that_leaves_held_goes_back
+        }
+    };
+    (harness $make:expr) => {
+        hosted_suite!(@with each [harness $make]);
+    };
+    (run $run:path) => {
+        hosted_suite!(@with each [run $run]);
+    };
+    (names) => {
+        hosted_suite!(@with names [])
+    };
+    (@names []; $($name:ident),* $(,)?) => {
+        [$(stringify!($name)),*]
     };
     (@each $how:tt; $($name:ident),* $(,)?) => {
         $( hosted_suite!(@one $how $name); )*
