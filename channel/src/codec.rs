@@ -15,6 +15,7 @@ use serde::de::{Deserialize, DeserializeOwned};
 use crate::error::{Error, Result};
 
 pub mod mark;
+pub mod raw;
 
 /// The default largest frame, in bytes, that yuki sends or accepts (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
@@ -214,77 +215,6 @@ impl<'a> Iterator for Frames<'a> {
     }
 }
 
-/// How many bytes [`put_bytes`] writes for a byte string of `len` bytes.
-pub fn bytes_len(len: usize) -> usize {
-    let prefix = match len {
-        0..=250 => 1,
-        251..=0xffff => 3,
-        0x1_0000..=0xffff_ffff => 5,
-        _ => 9,
-    };
-    prefix + len
-}
-
-/// Appends `bytes` exactly as the codec encodes a byte string (a
-/// `serde_bytes` field, a `&str`): its length as a varint in its shortest
-/// form (one byte up to 250, else 251, 252 or 253 and then 2, 4 or 8
-/// little-endian bytes), then the bytes. For hot paths that write a frame's
-/// layout directly rather than through the general encoder.
-pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    let n = bytes.len();
-    match n {
-        0..=250 => out.push(n as u8),
-        251..=0xffff => {
-            out.push(251);
-            out.extend_from_slice(&(n as u16).to_le_bytes());
-        }
-        0x1_0000..=0xffff_ffff => {
-            out.push(252);
-            out.extend_from_slice(&(n as u32).to_le_bytes());
-        }
-        _ => {
-            out.push(253);
-            out.extend_from_slice(&(n as u64).to_le_bytes());
-        }
-    }
-    out.extend_from_slice(bytes);
-}
-
-/// Splits a byte string written as [`put_bytes`] writes it from what
-/// follows it; `None` when the input is cut short or the length is not in
-/// its shortest form (leave such input to [`decode_borrowed`], which says
-/// what is wrong with it).
-#[inline]
-pub fn split_bytes(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (&first, rest) = bytes.split_first()?;
-    let (len, rest) = match first {
-        0..=250 => (u64::from(first), rest),
-        251 => {
-            let (n, rest) = rest.split_first_chunk::<2>()?;
-            (u64::from(u16::from_le_bytes(*n)), rest)
-        }
-        252 => {
-            let (n, rest) = rest.split_first_chunk::<4>()?;
-            (u64::from(u32::from_le_bytes(*n)), rest)
-        }
-        253 => {
-            let (n, rest) = rest.split_first_chunk::<8>()?;
-            (u64::from_le_bytes(*n), rest)
-        }
-        _ => return None,
-    };
-    let shortest = match first {
-        251 => len >= 251,
-        252 => len > u64::from(u16::MAX),
-        253 => len > u64::from(u32::MAX),
-        _ => true,
-    };
-    let len = usize::try_from(len)
-        .ok()
-        .filter(|&n| shortest && n <= rest.len())?;
-    Some(rest.split_at(len))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,31 +344,5 @@ mod tests {
             let bytes = encode(&(s.clone(), n, v.clone())).unwrap();
             prop_assert_eq!(decode::<(String, i64, Vec<u16>)>(&bytes).unwrap(), (s, n, v));
         }
-    }
-
-    #[test]
-    fn byte_strings_are_written_and_split_as_the_codec_encodes_them() {
-        for len in [0, 1, 250, 251, 65_535, 65_536, 70_000] {
-            let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut out = Vec::new();
-            put_bytes(&mut out, &bytes);
-            assert_eq!(out, encode(&serde_bytes::Bytes::new(&bytes)).unwrap());
-            assert_eq!(out.len(), bytes_len(len));
-            out.push(9);
-            assert_eq!(split_bytes(&out), Some((&bytes[..], &[9][..])));
-            // Cut short: nothing.
-            assert_eq!(split_bytes(&out[..out.len() - 2]), None);
-        }
-        assert_eq!(split_bytes(&[]), None);
-        assert_eq!(bytes_len(0xffff_ffff), 5 + 0xffff_ffff);
-        assert_eq!(bytes_len(0x1_0000_0000), 9 + 0x1_0000_0000);
-        let mut eight = vec![253];
-        eight.extend_from_slice(&(1u64 << 33).to_le_bytes());
-        assert_eq!(split_bytes(&eight), None);
-        // Longer forms than needed, and unknown markers, are left to the codec.
-        assert_eq!(split_bytes(&[251, 1, 0, 9]), None);
-        assert_eq!(split_bytes(&[252, 1, 0, 0, 0, 9]), None);
-        assert_eq!(split_bytes(&[253, 1, 0, 0, 0, 0, 0, 0, 0, 9]), None);
-        assert_eq!(split_bytes(&[254, 0]), None);
     }
 }

@@ -120,7 +120,7 @@ pub const DEFAULT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// main does not answer within its deadline fails with
 /// [`Error::CallTimeout`], and a reply that comes after that is dropped.
 /// The same fault gives the same error over every transport: the
-/// conformance suite in `yuki-testkit` checks it.
+/// conformance suite in `yuki-e2e` checks it.
 pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// The role of the process this endpoint lives in.
     fn role(&self) -> Role;

@@ -83,25 +83,6 @@ fn a_requeued_or_dropped_delivery_reaches_another_consumer_marked_redelivered() 
 }
 
 #[test]
-fn with_no_other_consumer_a_requeued_delivery_comes_back() {
-    let net = Net::new();
-    let m = Channel::<u32>::open(&net.main(), "q").unwrap();
-    let (_t, w) = net.worker("w", "q", 1);
-    for i in 0..3 {
-        m.send(i).unwrap();
-    }
-    let d = w.recv_delivery_timeout(WAIT).unwrap();
-    assert_eq!(*d, 0);
-    d.requeue();
-    // Back at the head of the queue, ahead of 1 and 2.
-    let d = w.recv_delivery_timeout(WAIT).unwrap();
-    assert_eq!((*d, d.redelivered()), (0, true));
-    d.ack();
-    let d = w.recv_delivery_timeout(WAIT).unwrap();
-    assert_eq!((*d, d.redelivered()), (1, false));
-}
-
-#[test]
 fn dropping_the_last_handles_of_an_in_thread_child_requeues_what_it_held() {
     // The trial of the issue: three workers share 30 jobs; one of them
     // goes away holding deliveries and a prefetched buffer.

@@ -1,5 +1,8 @@
-//! Channels hosted by main, used from main and from children over the
-//! in-thread transport: delivery, credit, close, disconnects.
+//! Channels hosted by main over the in-thread transport: the shared suite
+//! (`hosted_suite/`), then what is particular to one process: frames per
+//! batch, disconnects, several receivers and async forms.
+
+mod hosted_suite;
 
 use std::sync::Arc;
 use std::thread;
@@ -7,6 +10,8 @@ use std::time::Duration;
 
 use yuki_channel::{Channel, ChannelOptions, Error, InThreadTransport, Transport};
 use yuki_testkit::Tap;
+
+use hosted_suite::hosted_suite;
 
 const WAIT: Duration = Duration::from_secs(10);
 const SHORT: Duration = Duration::from_millis(30);
@@ -30,38 +35,43 @@ impl Net {
     }
 }
 
-#[test]
-fn main_and_child_send_and_receive_both_ways() {
-    let net = Net::new();
-    let (_c, child) = net.child("c");
-    let m = Channel::<String>::open(&net.main(), "q").unwrap();
-    let c = Channel::<String>::open(&child, "q").unwrap();
-    assert_eq!(c.name(), "q");
-    assert!(format!("{c:?}").contains("hosted"));
-    c.send("up".into()).unwrap();
-    assert_eq!(m.recv_timeout(WAIT).unwrap(), "up");
-    m.send("down".into()).unwrap();
-    assert_eq!(c.recv_timeout(WAIT).unwrap(), "down");
-    c.send("self".into()).unwrap();
-    assert_eq!(c.recv_timeout(WAIT).unwrap(), "self");
-    assert_eq!(m.capacity(), None);
-    assert_eq!(c.capacity(), None);
+impl hosted_suite::Harness for Net {
+    fn main(&self) -> Arc<dyn Transport> {
+        self.main.clone()
+    }
+    fn child(&self, name: &str) -> Arc<dyn Transport> {
+        self.main.connect(name).unwrap()
+    }
+    fn children_are_separate(&self) -> bool {
+        true
+    }
+    fn consumer_that_leaves(&self, channel: &str, prefetch: u32, take: usize) {
+        let (endpoint, t) = Net::child(self, &format!("leaver of {channel}"));
+        let options = ChannelOptions::new().prefetch(prefetch);
+        let w = Channel::<u32>::open_with(&t, channel, &options).unwrap();
+        let held: Vec<_> = (0..take)
+            .map(|_| w.recv_delivery_timeout(WAIT).unwrap())
+            .collect();
+        endpoint.disconnect("the consumer ended");
+        // A process that ends runs no destructors.
+        std::mem::forget(held);
+        std::mem::forget(w);
+    }
 }
 
+hosted_suite!(harness Net::new());
+
+/// Both harness files (this one and `channel_hosted_ipc.rs`) generate
+/// their tests from the macro, so every body the list names runs over
+/// every transport.
 #[test]
-fn child_try_recv_and_timeout() {
-    let net = Net::new();
-    let (_c, child) = net.child("c");
-    let m = Channel::<u32>::open(&net.main(), "q").unwrap();
-    let c = Channel::<u32>::open(&child, "q").unwrap();
-    assert!(matches!(c.try_recv(), Err(Error::Empty { .. })));
-    assert_eq!(c.recv_timeout(SHORT), Err(Error::Timeout(SHORT)));
-    assert!(matches!(m.try_recv(), Err(Error::Empty { .. })));
-    assert_eq!(m.recv_timeout(SHORT), Err(Error::Timeout(SHORT)));
-    m.send(1).unwrap();
-    // The child's earlier receives granted credit: the item is pushed ahead.
-    assert_eq!(c.try_recv(), Ok(1));
-    assert!(c.is_empty());
+fn the_suite_list_names_every_generated_test() {
+    let listed: Vec<&str> = hosted_suite::ALL.iter().map(|(n, _)| *n).collect();
+    assert_eq!(listed, hosted_suite!(names));
+    let mut unique = listed.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), listed.len());
 }
 
 #[test]
@@ -164,68 +174,6 @@ fn the_default_prefetch_pushes_one_item_ahead() {
 }
 
 #[test]
-fn close_from_a_child_or_main_wakes_every_receiver() {
-    for closer in ["main", "child"] {
-        let net = Net::new();
-        let (_c, child) = net.child("c");
-        let m = Channel::<u32>::open(&net.main(), "close").unwrap();
-        let c = Channel::<u32>::open(&child, "close").unwrap();
-        let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
-        let waiters: Vec<_> = [m.clone(), c.clone(), c.clone()]
-            .into_iter()
-            .map(|ch| {
-                let ready = ready_tx.clone();
-                thread::spawn(move || {
-                    ready.send(()).unwrap();
-                    ch.recv_timeout(WAIT)
-                })
-            })
-            .collect();
-        for _ in 0..3 {
-            ready_rx.recv_timeout(WAIT).unwrap();
-        }
-        let closed_now = if closer == "main" {
-            m.close()
-        } else {
-            c.close()
-        };
-        assert!(closed_now);
-        assert!(!m.close() && !c.close());
-        for w in waiters {
-            assert!(
-                matches!(w.join().unwrap(), Err(Error::Closed { .. })),
-                "{closer}"
-            );
-        }
-        assert!(m.is_closed() && c.is_closed());
-        let err = c.send(1).unwrap_err();
-        assert!(err.is_closed());
-        assert_eq!(err.into_inner(), 1);
-        assert!(m.send(2).unwrap_err().is_closed());
-    }
-}
-
-#[test]
-fn items_sent_before_close_are_still_received() {
-    let net = Net::new();
-    let (_c, child) = net.child("c");
-    let m = Channel::<u32>::open(&net.main(), "drain").unwrap();
-    let c = Channel::<u32>::open(&child, "drain").unwrap();
-    c.send(1).unwrap();
-    c.send(2).unwrap();
-    c.close();
-    assert_eq!(m.recv_timeout(WAIT), Ok(1));
-    assert_eq!(c.recv_timeout(WAIT), Ok(2));
-    assert!(matches!(c.recv_timeout(WAIT), Err(Error::Closed { .. })));
-    assert!(matches!(m.try_recv(), Err(Error::Closed { .. })));
-    // A child opening it later learns it is closed.
-    let (_d, late) = net.child("late");
-    let l = Channel::<u32>::open(&late, "drain").unwrap();
-    assert!(l.is_closed());
-    assert!(matches!(l.recv_timeout(WAIT), Err(Error::Closed { .. })));
-}
-
-#[test]
 fn main_leaving_wakes_child_receivers_with_disconnected() {
     let net = Net::new();
     let (_c, child) = net.child("c");
@@ -288,34 +236,6 @@ fn main_leaving_wakes_child_receivers_with_disconnected() {
 }
 
 #[test]
-fn items_pushed_to_a_child_that_leaves_go_back_to_the_queue() {
-    let net = Net::new();
-    let m = Channel::<u32>::open(&net.main(), "requeue").unwrap();
-    let (leaver, lt) = net.child("leaver");
-    let l = Channel::<u32>::open_with(&lt, "requeue", &ChannelOptions::new().prefetch(64)).unwrap();
-    for i in 0..10 {
-        m.send(i).unwrap();
-    }
-    // The child consumes everything it was pushed: all acknowledged.
-    for i in 0..10 {
-        assert_eq!(l.recv_timeout(WAIT), Ok(i));
-    }
-    // Pushed ahead (it has credit) but never consumed.
-    for i in 10..15 {
-        m.send(i).unwrap();
-    }
-    assert_eq!(m.len(), 0, "pushed to the child");
-    assert_eq!(l.len(), 5);
-    leaver.disconnect("crashed");
-    assert_eq!(m.len(), 5, "back in main");
-    let (_o, ot) = net.child("other");
-    let o = Channel::<u32>::open(&ot, "requeue").unwrap();
-    for i in 10..15 {
-        assert_eq!(o.recv_timeout(WAIT), Ok(i));
-    }
-}
-
-#[test]
 fn opening_again_shares_the_channel_and_checks_the_type() {
     let net = Net::new();
     let (_c, child) = net.child("c");
@@ -329,30 +249,6 @@ fn opening_again_shares_the_channel_and_checks_the_type() {
         // Another name on the same transport shares the one service.
         Channel::<u8>::open(&t, "two").unwrap();
     }
-}
-
-#[test]
-fn a_child_opening_another_item_type_than_main_fails_with_both_names() {
-    let net = Net::new();
-    let (_c, child) = net.child("c");
-    let m = Channel::<(u64, u64)>::open(&net.main(), "typed").unwrap();
-    let err = Channel::<String>::open(&child, "typed").unwrap_err();
-    assert!(matches!(err, Error::ChannelTypeMismatch { .. }), "{err}");
-    let text = err.to_string();
-    assert!(text.contains("\"typed\""), "{text}");
-    assert!(
-        text.contains("(u64, u64)") && text.contains("String"),
-        "{text}"
-    );
-    // Bytes that happen to fit: a u128 is two u64s to bincode, yet refused.
-    assert!(matches!(
-        Channel::<u128>::open(&child, "typed"),
-        Err(Error::ChannelTypeMismatch { .. })
-    ));
-    // The same type joins, and nothing was sent meanwhile.
-    let c = Channel::<(u64, u64)>::open(&child, "typed").unwrap();
-    c.send((1, 2)).unwrap();
-    assert_eq!(m.recv_timeout(WAIT), Ok((1, 2)));
 }
 
 #[test]
@@ -373,82 +269,6 @@ fn the_first_opener_sets_the_item_type_even_a_child() {
         ),
         "{err}"
     );
-}
-
-#[test]
-fn hosted_bounded_channels() {
-    let net = Net::new();
-    let (_c, child) = net.child("c");
-    let m = Channel::<u32>::open_bounded(&net.main(), "b", 2).unwrap();
-    assert_eq!(m.capacity(), Some(2));
-    let c = Channel::<u32>::open_bounded(&child, "b", 2).unwrap();
-    assert_eq!(c.capacity(), Some(2));
-    let plain = Channel::<u32>::open(&child, "b").unwrap();
-    assert_eq!(plain.capacity(), Some(2));
-    assert!(matches!(
-        Channel::<u32>::open_bounded(&child, "b", 3),
-        Err(Error::CapacityMismatch { .. })
-    ));
-    let (_d, other) = net.child("d");
-    assert_eq!(
-        Channel::<u32>::open_bounded(&other, "b", 5).unwrap_err(),
-        Error::CapacityMismatch {
-            channel: "b".into(),
-            requested: Some(5),
-            actual: Some(2)
-        }
-    );
-    assert!(matches!(
-        Channel::<u32>::open_bounded(&net.main(), "b", 1),
-        Err(Error::CapacityMismatch { .. })
-    ));
-
-    c.send(1).unwrap();
-    m.try_send(2).unwrap();
-    let err = c.try_send(3).unwrap_err();
-    assert!(err.is_full());
-    assert_eq!(err.into_inner(), 3);
-    assert!(m.try_send(3).unwrap_err().is_full());
-    assert_eq!(c.len(), 2);
-
-    // A child's send into the full channel waits until main makes room.
-    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    let sender = {
-        let c = c.clone();
-        thread::spawn(move || {
-            let r = c.send(3);
-            done_tx.send(()).unwrap();
-            r
-        })
-    };
-    assert!(done_rx.recv_timeout(SHORT).is_err(), "send must wait");
-    assert_eq!(m.recv_timeout(WAIT), Ok(1));
-    done_rx.recv_timeout(WAIT).unwrap();
-    sender.join().unwrap().unwrap();
-    assert_eq!(m.recv_timeout(WAIT), Ok(2));
-    assert_eq!(m.recv_timeout(WAIT), Ok(3));
-
-    // A blocked child sender wakes with its value when the channel closes.
-    m.send(4).unwrap();
-    m.send(5).unwrap();
-    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-    let (sent_tx, sent_rx) = crossbeam_channel::bounded(1);
-    {
-        let c = c.clone();
-        thread::spawn(move || {
-            ready_tx.send(()).unwrap();
-            sent_tx.send(c.send(6)).unwrap();
-        });
-    }
-    ready_rx.recv_timeout(WAIT).unwrap();
-    assert!(done_rx.recv_timeout(SHORT).is_err());
-    m.close();
-    let sent = sent_rx
-        .recv_timeout(WAIT)
-        .expect("the close woke the sender");
-    let err = sent.unwrap_err();
-    assert!(err.is_closed());
-    assert_eq!(err.into_inner(), 6);
 }
 
 #[test]

@@ -673,6 +673,7 @@ impl ChildLink {
             .map_err(|()| Error::disconnected("the link to main is closed"))
     }
 
+    #[cfg(feature = "fault-injection")]
     pub(crate) fn send_raw(&self, message: &[u8]) -> Result<()> {
         self.out
             .append(usize::MAX, |buf| buf.extend_from_slice(message))

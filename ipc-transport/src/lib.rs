@@ -75,6 +75,13 @@
 //! after it is created, and a child must present a 128-bit token besides.
 //! To leave no window at all, start main with `TMPDIR` set to a directory
 //! only its user can open.
+//!
+//! # Features
+//!
+//! `fault-injection` (off by default) adds the hooks that tests use to play
+//! a child breaking the link's rules: `Node::send_raw_message` and
+//! `RawRegion`. They bypass every check a real child goes through, so a
+//! program never turns the feature on; the test crates do.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -89,6 +96,7 @@ mod main_side;
 mod node;
 mod outbound;
 mod pipe;
+#[cfg(feature = "fault-injection")]
 mod raw;
 mod rendezvous;
 mod sealed;
@@ -101,7 +109,7 @@ mod wire;
 pub use child_side::WhenMainGone;
 pub use error::{Error, Result};
 pub use node::{ChildBuilder, Node, NodeBuilder};
-#[doc(hidden)]
+#[cfg(feature = "fault-injection")]
 pub use raw::RawRegion;
 pub use stop::WaitForStop;
 pub use supervise::{ChildHandle, Exit, Lifecycle, Restart, RestartPolicy};

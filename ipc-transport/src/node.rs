@@ -671,8 +671,9 @@ impl Node {
     }
 
     /// Sends `message` to main as one raw message, bypassing the
-    /// encoder (child only). For fault-injection tests of main's checks.
-    #[doc(hidden)]
+    /// encoder (child only). For fault-injection tests of main's checks,
+    /// so only with the `fault-injection` feature.
+    #[cfg(feature = "fault-injection")]
     pub fn send_raw_message(&self, message: &[u8]) -> Result<()> {
         let link = self.child_link("only a child sends raw messages")?;
         Ok(link.send_raw(message)?)

@@ -455,6 +455,7 @@ impl Writer {
 
     /// Publishes a position past anything a reader may accept (for
     /// fault-injection tests).
+    #[cfg(any(test, feature = "fault-injection"))]
     pub(crate) fn scribble(&mut self) {
         self.pos = self.pos.wrapping_add(2 * CAPACITY as u64 + 1);
         self.publish();

@@ -7,7 +7,6 @@ use crate::pipe::{Way, Writer};
 use crate::rendezvous;
 
 /// The shared region of a hand-made link, with its pipe towards main.
-#[doc(hidden)]
 pub struct RawRegion {
     up: Mutex<Writer>,
 }

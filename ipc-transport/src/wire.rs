@@ -120,7 +120,7 @@ const PUSH: u8 = 3;
 /// codec's layout directly: main writes one per child per message, so the
 /// general encoder's cost counts.
 pub(crate) fn put_push(out: &mut Vec<u8>, stream: &str, body: &[u8]) -> yuki_channel::Result<()> {
-    let size = 1 + codec::bytes_len(stream.len()) + codec::bytes_len(body.len());
+    let size = 1 + codec::raw::bytes_len(stream.len()) + codec::raw::bytes_len(body.len());
     let Ok(len) = u32::try_from(size) else {
         return Err(yuki_channel::Error::FrameTooLarge {
             size,
@@ -130,8 +130,8 @@ pub(crate) fn put_push(out: &mut Vec<u8>, stream: &str, body: &[u8]) -> yuki_cha
     out.reserve(4 + size);
     out.extend_from_slice(&len.to_le_bytes());
     out.push(PUSH);
-    codec::put_bytes(out, stream.as_bytes());
-    codec::put_bytes(out, body);
+    codec::raw::put_bytes(out, stream.as_bytes());
+    codec::raw::put_bytes(out, body);
     Ok(())
 }
 
@@ -141,7 +141,7 @@ pub(crate) fn push_stream(frame: &[u8]) -> Option<&str> {
     let (&PUSH, rest) = frame.split_first()? else {
         return None;
     };
-    let (stream, _) = codec::split_bytes(rest)?;
+    let (stream, _) = codec::raw::split_bytes(rest)?;
     std::str::from_utf8(stream).ok()
 }
 
@@ -151,9 +151,9 @@ pub(crate) fn parse(bytes: &[u8], max: usize) -> yuki_channel::Result<Frame<'_>>
     // A push (most of what a busy child receives) is read directly, as
     // `put_push` writes it; anything else, or malformed, by the codec.
     if let Some((&PUSH, rest)) = bytes.split_first() {
-        if let Some((stream, rest)) = codec::split_bytes(rest) {
+        if let Some((stream, rest)) = codec::raw::split_bytes(rest) {
             if let (Ok(stream), Some((body, []))) =
-                (std::str::from_utf8(stream), codec::split_bytes(rest))
+                (std::str::from_utf8(stream), codec::raw::split_bytes(rest))
             {
                 return Ok(Frame::Push { stream, body });
             }

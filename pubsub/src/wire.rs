@@ -69,8 +69,8 @@ impl<'a> Push<'a> {
     /// and anything malformed, goes through the codec.
     pub(crate) fn decode(frame: &'a [u8]) -> yuki_channel::Result<Push<'a>> {
         if let Some((0, rest)) = frame.split_first() {
-            if let Some((topic, rest)) = codec::split_bytes(rest) {
-                if let Some((payload, [])) = codec::split_bytes(rest) {
+            if let Some((topic, rest)) = codec::raw::split_bytes(rest) {
+                if let Some((payload, [])) = codec::raw::split_bytes(rest) {
                     return Ok(Push::Message { topic, payload });
                 }
             }

@@ -63,7 +63,7 @@ pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8], kind: Kind) -> Option<V>
 /// length in the shortest form (anything else is left to the codec).
 #[inline]
 fn contents(bytes: &[u8]) -> Option<&[u8]> {
-    match codec::split_bytes(bytes)? {
+    match codec::raw::split_bytes(bytes)? {
         (contents, []) => Some(contents),
         _ => None,
     }

@@ -71,7 +71,8 @@ use std::fmt;
 use serde::de::{self, Deserialize, Visitor};
 use serde::ser::{self, Impossible, Serialize};
 
-use super::{decode_borrowed, encode_into as encode_plain, put_bytes, split_bytes};
+use super::raw::{put_bytes, split_bytes};
+use super::{decode_borrowed, encode_into as encode_plain};
 use crate::error::{Error, Result};
 
 /// The byte before an unsigned 8-bit integer.
