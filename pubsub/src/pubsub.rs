@@ -197,8 +197,9 @@ impl PubSub {
     /// of what [`PubSub::publish`] would return).
     ///
     /// The messages travel together, one frame per process per 64 KiB
-    /// instead of one per message (and from a child, one call to main):
-    /// the fast way to send many. Fails like [`PubSub::publish`]; when a
+    /// instead of one per message (from a child, one call to main per
+    /// 64 KiB; on Redis, one pipeline of `PUBLISH`es per 64 KiB): the fast
+    /// way to send many. Fails like [`PubSub::publish`]; when a
     /// message cannot be encoded, those before it may have been published.
     pub fn publish_batch<'m, M, I>(&self, topic: &str, messages: I) -> Result<usize>
     where
