@@ -36,16 +36,18 @@
 //!
 //! With the `redis` feature, `PubSub::redis(url)` gives the same `PubSub`
 //! carried by a Redis server, for processes on several machines (see
-//! `redis.rs` for how patterns map onto Redis channels and globs).
+//! `backend/redis.rs` for how patterns map onto Redis channels and globs).
 //!
 //! How a message travels, file by file: [`PubSub::publish`] (`pubsub.rs`)
-//! encodes it; in main, `shared.rs` routes it to this process's
-//! subscriptions (`registry.rs`, a pattern trie in `table.rs`) and, through
-//! main's table of children (`router.rs`), pushes one frame (`wire.rs`) to
-//! each child that wants it; there `shared.rs` fans it out again into each
-//! subscription's bounded buffer (`inbox.rs`), where
-//! [`Subscription::recv`] (`subscription.rs`) decodes it. From a child,
-//! `publish` is one call to main, which then routes it the same way.
+//! encodes it and hands it to its backend (`backend/`: `local.rs`,
+//! `transport.rs`, `redis.rs`). In main, `backend/transport.rs` routes it to
+//! this process's subscriptions (`registry.rs`, a pattern trie in
+//! `table.rs`) and, through main's table of children (`router.rs`), pushes
+//! one frame (`wire.rs`) to each child that wants it; there the child's side
+//! of `backend/transport.rs` fans it out again into each subscription's
+//! bounded buffer (`inbox.rs`), where [`Subscription::recv`]
+//! (`subscription.rs`) decodes it. From a child, `publish` is one call to
+//! main, which then routes it the same way.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -53,18 +55,16 @@
     unreachable_pub
 )]
 
+mod backend;
 mod error;
 mod inbox;
 pub mod listener;
 mod memo;
 mod pattern;
 mod pubsub;
-#[cfg(feature = "redis")]
-mod redis;
 mod registry;
 mod router;
 mod scratch;
-mod shared;
 mod subscription;
 mod table;
 mod wire;

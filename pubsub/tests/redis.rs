@@ -1,14 +1,49 @@
 //! Pub/sub on a real `redis-server` (ignored by default: run with
-//! `cargo test -p yuki-pubsub --features redis -- --ignored`).
+//! `cargo test -p yuki-pubsub --features redis --test redis -- --ignored`):
+//! the shared suite, each "process" a connection of its own, then what is
+//! particular to Redis.
 #![cfg(feature = "redis")]
 
-use std::time::Duration;
+mod suite;
 
-use futures_util::StreamExt;
 use yuki_pubsub::{Error, PubSub};
 use yuki_testkit::RedisServer;
 
-const WAIT: Duration = Duration::from_secs(10);
+use suite::WAIT;
+
+/// A server, and main's and five children's connections to it.
+struct OnRedis {
+    _server: RedisServer,
+    main: PubSub,
+    children: Vec<PubSub>,
+}
+
+fn on_redis() -> OnRedis {
+    let server = server();
+    let connect = || PubSub::redis(&server.url()).unwrap();
+    OnRedis {
+        main: connect(),
+        children: (0..5).map(|_| connect()).collect(),
+        _server: server,
+    }
+}
+
+impl suite::Harness for OnRedis {
+    fn main(&self) -> PubSub {
+        self.main.clone()
+    }
+    fn child(&self, index: usize) -> PubSub {
+        self.children[index].clone()
+    }
+    fn counts_subscriptions(&self) -> bool {
+        false
+    }
+}
+
+suite::pubsub_suite!(
+    #[ignore = "needs redis-server"]
+    on_redis()
+);
 
 fn server() -> RedisServer {
     RedisServer::start().expect("redis-server must be installed for the ignored tests")
@@ -87,63 +122,6 @@ fn namespaces_keep_applications_apart_and_dropping_unsubscribes() {
         assert!(std::time::Instant::now() < deadline, "still subscribed");
         std::thread::yield_now();
     }
-}
-
-#[test]
-#[ignore = "needs redis-server"]
-fn lag_decode_errors_batches_and_async_forms() {
-    let server = server();
-    let ps = PubSub::redis(&server.url()).unwrap();
-    let small = ps.with_capacity(2).subscribe::<u32>("n").unwrap();
-    let wrong = ps.subscribe::<String>("n").unwrap();
-    assert_eq!(ps.publish_batch("n", &[1u32, 2, 3, 4, 5]).unwrap(), 5);
-    // One connection delivers in order: a marker on another topic tells
-    // when all five arrived.
-    let marker = ps.subscribe::<u32>("m").unwrap();
-    assert_eq!(ps.publish("m", &6u32).unwrap(), 1);
-    assert_eq!(recv(&marker).1, 6);
-    assert_eq!(small.try_recv().unwrap_err(), Error::Lagged(3));
-    assert_eq!(small.try_recv().unwrap().into_value(), 4);
-    assert_eq!(small.try_recv().unwrap().into_value(), 5);
-    assert_eq!(small.try_recv().unwrap_err(), Error::Empty);
-    match wrong.recv_timeout(WAIT) {
-        Err(Error::Decode {
-            topic, type_name, ..
-        }) => {
-            assert_eq!(topic, "n");
-            assert!(type_name.contains("String"), "{type_name}");
-        }
-        other => panic!("expected a decode error, got {other:?}"),
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut stream = ps.subscribe::<u32>("async.*").unwrap();
-        assert_eq!(ps.publish_async("async.x", &9u32).await.unwrap(), 1);
-        let got = tokio::time::timeout(WAIT, stream.next()).await.unwrap();
-        assert_eq!(got.unwrap().unwrap().into_value(), 9);
-        assert!(matches!(
-            ps.publish_async("bad topic", &1u32).await,
-            Err(Error::InvalidTopic { .. })
-        ));
-    });
-}
-
-#[test]
-#[ignore = "needs redis-server"]
-fn handlers_run_for_messages_from_redis() {
-    let server = server();
-    let ps = PubSub::redis(&server.url()).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let _guard = ps
-        .on_message("h.*", move |m: yuki_pubsub::Message<u32>| {
-            let _ = tx.send(m.into_value());
-        })
-        .unwrap();
-    assert_eq!(ps.publish("h.x", &7u32).unwrap(), 1);
-    assert_eq!(rx.recv_timeout(WAIT).unwrap(), 7);
 }
 
 #[test]

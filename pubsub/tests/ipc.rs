@@ -1,9 +1,16 @@
 //! Pub/sub across real processes: main and children started with `Node`.
 //!
+//! The shared suite runs inside child processes, where every handle is the
+//! child's own: each message goes to main over the link and back. Then what
+//! only real processes show: fan-out to several of them, a child killed or
+//! stopped, main killed.
+//!
 //! Each test re-executes the test binary as its children (see
 //! `yuki_testkit::run_child`); children coordinate with main over pub/sub
 //! itself: they publish on `ctl.ready` once subscribed and on `ctl.done`
 //! with what they received.
+
+mod suite;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +54,47 @@ fn child_side() -> (Node, PubSub) {
 
 fn expect<M: serde::de::DeserializeOwned>(sub: &yuki_pubsub::Subscription<M>) -> M {
     sub.recv_timeout(WAIT).expect("a message").into_value()
+}
+
+/// In a child every handle is the child's one pub/sub.
+struct InChild(PubSub);
+
+impl suite::Harness for InChild {
+    fn main(&self) -> PubSub {
+        self.0.clone()
+    }
+    fn child(&self, _index: usize) -> PubSub {
+        self.0.clone()
+    }
+}
+
+#[test]
+fn the_suite_runs_in_child_processes() {
+    if run_child(|_| {
+        let (_node, pubsub) = child_side();
+        let h = InChild(pubsub);
+        for (name, body) in suite::ALL {
+            eprintln!("suite in a child process: {name}");
+            body(&h);
+        }
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let m = main_side();
+    // Two children run the suite one after the other, on one main.
+    for i in 0..2 {
+        let child = m
+            .node
+            .spawn(&format!("suite-{i}"), h.command("suite", i))
+            .expect("the child starts");
+        let exit = child
+            .wait_timeout(3 * WAIT)
+            .expect("the child finishes in time");
+        assert!(exit.status.success(), "suite-{i} failed: {exit:?}");
+    }
+    drop(m);
+    h.assert_no_leftovers(WAIT);
 }
 
 const N: u64 = 300;
@@ -235,88 +283,6 @@ fn a_stuck_child_subscriber_lags_and_a_killed_one_only_changes_the_count() {
     for child in [stuck, reader] {
         assert!(child.wait_timeout(WAIT).unwrap().status.success());
     }
-    drop(m);
-    h.assert_no_leftovers(WAIT);
-}
-
-#[test]
-fn handlers_and_batches_in_a_child_process() {
-    if run_child(|_| {
-        let (_node, pubsub) = child_side();
-        let echo = pubsub.clone();
-        // Dropping a listener drops what it has not handled yet: the child
-        // waits for the last one before it does.
-        let (sync_done, synced) = std::sync::mpsc::channel::<()>();
-        let sync = pubsub
-            .on_message("h.sync", move |m: yuki_pubsub::Message<u64>| {
-                echo.publish("ctl.done", &(1u64, *m.value())).unwrap();
-                if *m.value() == 99 {
-                    let _ = sync_done.send(());
-                }
-            })
-            .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let echo = pubsub.clone();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut stop_tx = Some(stop_tx);
-        rt.block_on(async move {
-            let _async = pubsub
-                .on_message_async("h.async", move |m: yuki_pubsub::Message<u64>| {
-                    let echo = echo.clone();
-                    let last = *m.value() == 99;
-                    let stop = if last { stop_tx.take() } else { None };
-                    async move {
-                        let reached = echo.publish_async("ctl.done", &(2u64, *m.value()));
-                        reached.await.unwrap();
-                        if let Some(stop) = stop {
-                            let _ = stop.send(());
-                        }
-                    }
-                })
-                .unwrap();
-            pubsub.publish("ctl.ready", &0u64).unwrap();
-            tokio::time::timeout(WAIT, stop_rx).await.unwrap().unwrap();
-            let batch: Vec<u64> = (0..100).collect();
-            assert_eq!(pubsub.publish_batch("ctl.batch", &batch).unwrap(), 100);
-        });
-        synced
-            .recv_timeout(WAIT)
-            .expect("the sync handler saw the last message");
-        drop(sync);
-    }) {
-        return;
-    }
-    let h = Harness::new();
-    let m = main_side();
-    let batch = m.pubsub.subscribe::<u64>("ctl.batch").unwrap();
-    let child = m.node.spawn("handlers", h.command("handlers", 0)).unwrap();
-    expect(&m.ready);
-    for v in 0..100u64 {
-        assert_eq!(m.pubsub.publish("h.sync", &v).unwrap(), 1);
-    }
-    assert_eq!(
-        m.pubsub
-            .publish_batch("h.async", &(0..100u64).collect::<Vec<_>>())
-            .unwrap(),
-        100
-    );
-    let mut from_sync = Vec::new();
-    let mut from_async = Vec::new();
-    for _ in 0..200 {
-        match expect(&m.done) {
-            (1, v) => from_sync.push(v),
-            (_, v) => from_async.push(v),
-        }
-    }
-    assert_eq!(from_sync, (0..100).collect::<Vec<_>>());
-    assert_eq!(from_async, (0..100).collect::<Vec<_>>());
-    for want in 0..100 {
-        assert_eq!(expect(&batch), want);
-    }
-    assert!(child.wait_timeout(WAIT).unwrap().status.success());
     drop(m);
     h.assert_no_leftovers(WAIT);
 }
@@ -553,74 +519,5 @@ fn a_throttled_subscriber_loses_the_oldest_and_learns_every_loss() {
     assert_eq!(seen, [true; 2]);
     assert!(child.wait_timeout(WAIT).unwrap().status.success());
     drop(node);
-    h.assert_no_leftovers(WAIT);
-}
-
-/// What the `typed` child saw of one message: its value, or the names in
-/// its decode error.
-type Seen = (Option<u64>, String, String, String);
-
-#[test]
-fn a_child_subscribed_as_another_type_gets_the_same_value_or_an_error_naming_both_types() {
-    if run_child(|_| {
-        let (_node, pubsub) = child_side();
-        let sub = pubsub.subscribe::<u64>("typed.x").unwrap();
-        pubsub.publish("ctl.ready", &0u64).unwrap();
-        for _ in 0..3 {
-            let seen: Seen = match sub.recv_timeout(WAIT) {
-                Ok(m) => (
-                    Some(*m.value()),
-                    m.topic().to_string(),
-                    String::new(),
-                    String::new(),
-                ),
-                Err(Error::Decode {
-                    topic,
-                    written,
-                    type_name,
-                    ..
-                }) => (None, topic, written, type_name.to_string()),
-                Err(other) => panic!("{other}"),
-            };
-            pubsub.publish("typed.seen", &seen).unwrap();
-        }
-        // And the other way: main subscribes as u8.
-        pubsub.publish("typed.back", &-3i32).unwrap();
-    }) {
-        return;
-    }
-    let h = Harness::new();
-    let m = main_side();
-    let seen = m.pubsub.subscribe::<Seen>("typed.seen").unwrap();
-    let back = m.pubsub.subscribe::<u8>("typed.back").unwrap();
-    let child = m.node.spawn("typed", h.command("typed", 0)).unwrap();
-    expect(&m.ready);
-    assert_eq!(m.pubsub.publish("typed.x", &-5i64).unwrap(), 1);
-    assert_eq!(m.pubsub.publish("typed.x", &5i64).unwrap(), 1);
-    assert_eq!(m.pubsub.publish("typed.x", &(1u32, 2u32)).unwrap(), 1);
-    let none = String::new;
-    assert_eq!(
-        expect(&seen),
-        (None, "typed.x".into(), "i64".into(), "u64".into())
-    );
-    assert_eq!(expect(&seen), (Some(5), "typed.x".into(), none(), none()));
-    assert_eq!(
-        expect(&seen),
-        (None, "typed.x".into(), "(u32, u32)".into(), "u64".into())
-    );
-    match back.recv_timeout(WAIT) {
-        Err(Error::Decode {
-            topic,
-            written,
-            type_name,
-            ..
-        }) => assert_eq!(
-            (topic.as_str(), written.as_str(), type_name),
-            ("typed.back", "i32", "u8")
-        ),
-        other => panic!("expected a decode error, got {other:?}"),
-    }
-    assert!(child.wait_timeout(WAIT).unwrap().status.success());
-    drop(m);
     h.assert_no_leftovers(WAIT);
 }

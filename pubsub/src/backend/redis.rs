@@ -1,6 +1,6 @@
 //! Topics carried by a Redis server, for processes on several machines.
 //!
-//! One RESP3 connection per [`PubSub`](crate::PubSub) carries both the
+//! One RESP3 connection per [`PubSub::redis`](crate::PubSub::redis) carries both the
 //! commands and the subscriptions (a `redis::aio::ConnectionManager`, which
 //! reconnects with exponential back-off and subscribes again by itself).
 //! A pattern without wildcards is a `SUBSCRIBE` on its channel; one with
@@ -14,6 +14,7 @@
 //! it was down is gone.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -23,11 +24,12 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use yuki_redis_link as link;
 
+use super::{Backend, Payloads, Pending};
 use crate::error::{Error, Result};
 use crate::inbox::Envelope;
 use crate::pattern::{Pattern, Segment};
+use crate::registry::Registry;
 use crate::scratch::shared_topic;
-use crate::shared::Shared;
 
 /// The shared runtime; a failure to start it is this crate's `Spawn`.
 fn runtime() -> Result<&'static tokio::runtime::Runtime> {
@@ -56,8 +58,10 @@ enum Op {
     Barrier(oneshot::Sender<Result<()>>),
 }
 
-/// A `PubSub`'s connection to Redis.
-pub(crate) struct Link {
+/// The backend of `PubSub::redis`: this process's subscriptions, and its
+/// connection to Redis.
+pub(crate) struct Redis {
+    registry: Arc<Registry>,
     address: String,
     namespace: String,
     conn: ConnectionManager,
@@ -65,18 +69,9 @@ pub(crate) struct Link {
     ops: mpsc::UnboundedSender<Op>,
 }
 
-impl std::fmt::Debug for Link {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Link")
-            .field("address", &self.address)
-            .field("namespace", &self.namespace)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Receives what the connection pushes: messages and disconnections.
 struct Pusher {
-    shared: Weak<Shared>,
+    registry: Weak<Registry>,
     routes: Arc<Mutex<Routes>>,
     namespace: Vec<u8>,
     lost: Arc<tokio::sync::Notify>,
@@ -84,18 +79,18 @@ struct Pusher {
 
 impl redis::aio::AsyncPushSender for Pusher {
     fn send(&self, info: PushInfo) -> std::result::Result<(), redis::aio::SendError> {
-        let Some(shared) = self.shared.upgrade() else {
+        let Some(registry) = self.registry.upgrade() else {
             return Err(redis::aio::SendError);
         };
         match info.kind {
             PushKind::Disconnection => {
                 tracing::warn!("lost the connection to Redis; reconnecting");
-                shared.local.gap_all();
+                registry.gap_all();
                 self.lost.notify_one();
             }
             PushKind::Message => {
                 if let [Value::BulkString(channel), Value::BulkString(payload)] = &info.data[..] {
-                    self.deliver(&shared, Key::Channel(channel.clone()), channel, payload);
+                    self.deliver(&registry, Key::Channel(channel.clone()), channel, payload);
                 }
             }
             PushKind::PMessage => {
@@ -105,7 +100,7 @@ impl redis::aio::AsyncPushSender for Pusher {
                     Value::BulkString(payload),
                 ] = &info.data[..]
                 {
-                    self.deliver(&shared, Key::Glob(glob.clone()), channel, payload);
+                    self.deliver(&registry, Key::Glob(glob.clone()), channel, payload);
                 }
             }
             _ => {}
@@ -115,7 +110,7 @@ impl redis::aio::AsyncPushSender for Pusher {
 }
 
 impl Pusher {
-    fn deliver(&self, shared: &Shared, key: Key, channel: &[u8], payload: &[u8]) {
+    fn deliver(&self, registry: &Registry, key: Key, channel: &[u8], payload: &[u8]) {
         let Some(topic) = channel
             .strip_prefix(&self.namespace[..])
             .and_then(|t| std::str::from_utf8(t).ok())
@@ -131,7 +126,7 @@ impl Pusher {
         };
         let mut envelope = None;
         for pattern in patterns.iter().filter(|p| p.matches(topic)) {
-            shared.local.deliver_to(pattern, || {
+            registry.deliver_to(pattern, || {
                 envelope
                     .get_or_insert_with(|| Envelope {
                         topic: shared_topic(topic),
@@ -143,14 +138,15 @@ impl Pusher {
     }
 }
 
-impl Link {
+impl Redis {
     /// Connects to the Redis server at `url`, keeping channel names under
     /// `namespace`.
-    pub(crate) fn connect(url: &str, namespace: &str, shared: &Arc<Shared>) -> Result<Link> {
+    pub(crate) fn connect(url: &str, namespace: &str) -> Result<Redis> {
+        let registry = Arc::new(Registry::default());
         let routes = Arc::new(Mutex::new(Routes::default()));
         let lost = Arc::new(tokio::sync::Notify::new());
         let pusher = Pusher {
-            shared: Arc::downgrade(shared),
+            registry: Arc::downgrade(&registry),
             routes: routes.clone(),
             namespace: namespace.as_bytes().to_vec(),
             lost: lost.clone(),
@@ -158,17 +154,14 @@ impl Link {
         let link::Link { address, conn } = link::connect(url, |_| pusher)?;
         let (ops, rx) = mpsc::unbounded_channel();
         runtime()?.spawn(run_ops(conn.clone(), address.clone(), rx, lost));
-        Ok(Link {
+        Ok(Redis {
+            registry,
             address,
             namespace: namespace.to_owned(),
             conn,
             routes,
             ops,
         })
-    }
-
-    pub(crate) fn address(&self) -> &str {
-        &self.address
     }
 
     fn fail(address: &str, e: redis::RedisError) -> Error {
@@ -208,45 +201,33 @@ impl Link {
         }
     }
 
-    /// Publishes the encoded messages on `topic`; returns the sum of what
-    /// Redis reports for each (the subscribed connections it reached).
-    pub(crate) fn publish(
+    /// Publishes the encoded messages on `topic` in one pipeline; the
+    /// answer is the sum of what Redis reports for each (the subscribed
+    /// connections it reached).
+    fn publish_later(
         &self,
         topic: &str,
-        payloads: Vec<Vec<u8>>,
-    ) -> impl Future<Output = Result<usize>> + Send + 'static {
+        payloads: Payloads<'_>,
+    ) -> impl Future<Output = Result<usize>> + Send + 'static + use<> {
         let channel = self.channel(topic);
+        let mut pipe = redis::pipe();
+        for payload in payloads.iter() {
+            pipe.cmd("PUBLISH").arg(&channel).arg(payload);
+        }
         let mut conn = self.conn.clone();
         let address = self.address.clone();
         async move {
-            let mut pipe = redis::pipe();
-            for payload in &payloads {
-                pipe.cmd("PUBLISH").arg(&channel).arg(payload);
-            }
             let counts: Vec<usize> = pipe
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| Link::fail(&address, e))?;
+                .map_err(|e| Redis::fail(&address, e))?;
             Ok(counts.into_iter().sum())
         }
     }
 
-    pub(crate) fn publish_blocking(&self, topic: &str, payloads: Vec<Vec<u8>>) -> Result<usize> {
-        link::block(&self.address, self.publish(topic, payloads))?
-    }
-
-    pub(crate) fn publish_spawned(
-        &self,
-        topic: &str,
-        payloads: Vec<Vec<u8>>,
-    ) -> impl Future<Output = Result<usize>> + Send + 'static {
-        let spawned = link::spawn(self.address.clone(), self.publish(topic, payloads));
-        async move { spawned.await? }
-    }
-
     /// Adds an inbox on `pattern`: subscribes in Redis if it is the first
     /// on its channel or glob, and returns once Redis confirmed.
-    pub(crate) fn subscribe(&self, pattern: &Pattern) -> Result<()> {
+    fn add(&self, pattern: &Pattern) -> Result<()> {
         let key = self.key(pattern);
         let (tx, rx) = oneshot::channel();
         let sent = {
@@ -278,14 +259,14 @@ impl Link {
             Err(_) => Err(stopped(address)),
         };
         if done.is_err() {
-            self.unsubscribe(pattern);
+            self.remove(pattern);
         }
         done
     }
 
     /// Removes an inbox on `pattern`; the last one on its channel or glob
     /// unsubscribes in Redis (without waiting).
-    pub(crate) fn unsubscribe(&self, pattern: &Pattern) {
+    fn remove(&self, pattern: &Pattern) {
         let key = self.key(pattern);
         {
             let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
@@ -303,6 +284,38 @@ impl Link {
                 let _ = self.ops.send(Op::Unsubscribe(key));
             }
         }
+    }
+}
+
+impl Backend for Redis {
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn publish(&self, topic: &str, payloads: Payloads<'_>, _: Option<Duration>) -> Result<usize> {
+        link::block(&self.address, self.publish_later(topic, payloads))?
+    }
+
+    fn publish_async(&self, topic: &str, payload: &[u8], _: Option<Duration>) -> Pending {
+        let spawned = link::spawn(
+            self.address.clone(),
+            self.publish_later(topic, Payloads::One(payload)),
+        );
+        Pending::Later(Box::pin(async move { spawned.await? }))
+    }
+
+    fn subscribe(&self, pattern: &Pattern, _: Option<Duration>) -> Result<()> {
+        self.add(pattern)
+    }
+
+    fn unsubscribe(&self, pattern: &Pattern) {
+        self.remove(pattern);
+    }
+
+    fn describe(&self, out: &mut fmt::DebugStruct<'_, '_>) {
+        out.field("mode", &"redis")
+            .field("address", &self.address)
+            .field("namespace", &self.namespace);
     }
 }
 
@@ -340,7 +353,7 @@ async fn run_ops(
                     Key::Channel(c) => conn.subscribe(c).await,
                     Key::Glob(g) => conn.psubscribe(g).await,
                 };
-                let _ = done.send(result.map_err(|e| Link::fail(&address, e)));
+                let _ = done.send(result.map_err(|e| Redis::fail(&address, e)));
             }
             Op::Barrier(done) => {
                 let _ = done.send(Ok(()));
@@ -364,8 +377,7 @@ mod tests {
 
     #[test]
     fn globs_escape_and_widen() {
-        let shared = Arc::new(Shared::new(None));
-        let err = Link::connect("nonsense://x", "", &shared).unwrap_err();
+        let err = Redis::connect("nonsense://x", "").map(|_| ()).unwrap_err();
         assert!(err.to_string().contains("nonsense://x"), "{err}");
         let mut out = Vec::new();
         link::escape_glob("a*b?[c]\\^", &mut out);
