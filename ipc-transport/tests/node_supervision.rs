@@ -201,6 +201,36 @@ fn kill_and_restart_from_main() {
 }
 
 #[test]
+fn a_restart_whose_new_run_fails_reports_that_runs_own_error() {
+    if run_child(|_| {
+        // The first run joins; the next one exits before connecting.
+        let mark = std::env::var("RAN_ONCE").unwrap();
+        if std::fs::create_dir(&mark).is_err() {
+            std::process::exit(3);
+        }
+        let node = Node::init().unwrap();
+        node.wait_for_stop().unwrap();
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let mark = std::env::temp_dir().join(format!("yuki-ran-once-{}", h.run_id()));
+    let node = Node::builder().independent_main().init().unwrap();
+    let mut cmd = h.command("once", 0);
+    cmd.env("RAN_ONCE", &mark);
+    let child = node.spawn("once", cmd).unwrap();
+    let err = child.restart().unwrap_err();
+    let _ = std::fs::remove_dir(&mark);
+    assert!(
+        matches!(err, yuki_ipc_transport::Error::ExitedEarly { ref name, .. } if name == "once"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("must call Node::init()"), "{err}");
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}
+
+#[test]
 fn a_child_asks_main_to_restart_then_stop_it() {
     if run_child(|_| {
         let node = Node::init().unwrap();
