@@ -861,7 +861,9 @@ impl ChildHandle {
     /// Stops it (as [`ChildHandle::stop`], with the node's
     /// [`stop_timeout`](crate::NodeBuilder::stop_timeout) as the grace
     /// period) and starts it again at once; returns when the new run has
-    /// joined. See [Stopping](crate::Node#stopping).
+    /// joined, or with the new run's own error when it could not start
+    /// (such as [`Error::ExitedEarly`] or [`Error::NeverConnected`]). See
+    /// [Stopping](crate::Node#stopping).
     pub fn restart(&self) -> Result<()> {
         let sup = self.sup()?;
         let (link, generation) = {
