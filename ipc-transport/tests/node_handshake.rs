@@ -258,6 +258,8 @@ fn a_child_that_exits_early_is_reported_without_waiting_for_the_timeout() {
 fn only_main_spawns_and_only_a_child_requests() {
     let node = Node::builder().independent_main().init().unwrap();
     assert!(matches!(node.request_stop(), Err(Error::WrongRole(_))));
+    let said = node.request_stop().unwrap_err().to_string();
+    assert!(said.contains("check Node::role()"), "{said}");
     assert!(matches!(node.request_restart(), Err(Error::WrongRole(_))));
     assert!(!node.is_disconnected());
     assert_eq!(node.name(), "main");

@@ -189,7 +189,8 @@ fn kill_and_restart_from_main() {
     // kill() is for good, whatever the policy.
     let exit = child.kill().unwrap();
     assert_eq!(exit.status.signal(), Some(libc::SIGKILL));
-    assert!(child.restart().is_err());
+    let said = child.restart().unwrap_err().to_string();
+    assert!(said.contains("spawn it again"), "{said}");
     assert!(child.wait_timeout(Duration::from_millis(1)).is_ok());
     // The name can be used again once the child has ended.
     let again = node.spawn("worker", h.command("worker", 1)).unwrap();
