@@ -67,14 +67,28 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
 /// ));
 /// ```
 pub fn encode_limited<T: Serialize + ?Sized>(value: &T, max: usize) -> Result<Vec<u8>> {
-    struct Capped {
-        out: Vec<u8>,
-        max: usize,
+    let mut out = Vec::new();
+    append_limited(value, &mut out, max)?;
+    Ok(out)
+}
+
+/// Appends `value` to `out` while `out` stays within `limit` bytes in all.
+/// Past it, `out` is cut back to where it was and the error is
+/// [`Error::FrameTooLarge`] with `limit` and the value's own encoded size,
+/// counted without storing it.
+pub(crate) fn append_limited<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<()> {
+    struct Capped<'a> {
+        out: &'a mut Vec<u8>,
+        limit: usize,
         over: bool,
     }
-    impl Writer for Capped {
+    impl Writer for Capped<'_> {
         fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), EncodeError> {
-            if bytes.len() > self.max - self.out.len() {
+            if bytes.len() > self.limit.saturating_sub(self.out.len()) {
                 self.over = true;
                 return Err(EncodeError::Other("the value is larger than the maximum"));
             }
@@ -86,23 +100,27 @@ pub fn encode_limited<T: Serialize + ?Sized>(value: &T, max: usize) -> Result<Ve
         type_name: std::any::type_name::<T>(),
         reason: e.to_string(),
     };
+    let start = out.len();
     let mut capped = Capped {
-        out: Vec::new(),
-        max,
+        out,
+        limit,
         over: false,
     };
     match bincode::serde::encode_into_writer(value, &mut capped, CONFIG) {
-        Ok(()) => Ok(capped.out),
-        Err(_) if capped.over => {
-            drop(capped);
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let over = capped.over;
+            capped.out.truncate(start);
+            if !over {
+                return Err(encode_error(e));
+            }
             let mut size = SizeWriter::default();
             bincode::serde::encode_into_writer(value, &mut size, CONFIG).map_err(encode_error)?;
             Err(Error::FrameTooLarge {
                 size: size.bytes_written,
-                max,
+                max: limit,
             })
         }
-        Err(e) => Err(encode_error(e)),
     }
 }
 

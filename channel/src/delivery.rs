@@ -84,8 +84,9 @@ impl<T> Delivery<T> {
     /// redelivered, and to another receiver if one has room for it.
     ///
     /// An item from an in-process channel ([`Channel::new`]) is sent again
-    /// instead, to the back of the queue; if that channel was closed
-    /// meanwhile, it is dropped (nothing else could receive it).
+    /// instead, to the back of the queue and not marked redelivered (such a
+    /// queue holds bare values); if that channel was closed meanwhile, it
+    /// is dropped (nothing else could receive it).
     pub fn requeue(mut self) {
         self.give_back();
     }
@@ -154,18 +155,49 @@ impl<T: Send + 'static> Channel<T> {
     /// that cannot be decoded fails the receive with
     /// [`Error::Decode`] and is settled as done, since it would fail every
     /// receiver.
+    ///
+    /// ```
+    /// use yuki_channel::Channel;
+    ///
+    /// let jobs = Channel::<u32>::new("jobs");
+    /// jobs.send(7).unwrap();
+    /// let job = jobs.recv_delivery().unwrap();
+    /// assert_eq!(*job, 7);
+    /// job.ack();
+    /// assert!(jobs.is_empty());
+    /// ```
     pub fn recv_delivery(&self) -> Result<Delivery<T>> {
         self.receive_delivery(None)
     }
 
     /// Like [`recv_delivery`](Channel::recv_delivery), giving up with
     /// [`Error::Timeout`] after `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use yuki_channel::{Channel, Error};
+    ///
+    /// let jobs = Channel::<u32>::new("jobs");
+    /// let wait = jobs.recv_delivery_timeout(Duration::from_millis(10));
+    /// assert!(matches!(wait, Err(Error::Timeout(_))));
+    /// ```
     pub fn recv_delivery_timeout(&self, timeout: Duration) -> Result<Delivery<T>> {
         self.receive_delivery(Some(timeout))
     }
 
     /// Like [`recv_delivery`](Channel::recv_delivery) for an item there
     /// now, as [`try_recv`](Channel::try_recv).
+    ///
+    /// ```
+    /// use yuki_channel::{Channel, Error};
+    ///
+    /// let jobs = Channel::<u32>::new("jobs");
+    /// assert!(matches!(jobs.try_recv_delivery(), Err(Error::Empty { .. })));
+    /// jobs.send(1).unwrap();
+    /// let job = jobs.try_recv_delivery().unwrap();
+    /// job.requeue(); // not now: an in-process channel sends it again
+    /// assert_eq!(*jobs.try_recv_delivery().unwrap(), 1);
+    /// ```
     pub fn try_recv_delivery(&self) -> Result<Delivery<T>> {
         self.delivery_active()?;
         let shared = self.shared();
@@ -182,6 +214,18 @@ impl<T: Send + 'static> Channel<T> {
 
     /// Like [`recv_delivery`](Channel::recv_delivery) without blocking a
     /// thread, as [`recv_async`](Channel::recv_async); cancel-safe.
+    ///
+    /// ```
+    /// use yuki_channel::Channel;
+    ///
+    /// # async fn work() {
+    /// let jobs = Channel::<u32>::new("jobs");
+    /// jobs.send(3).unwrap();
+    /// let job = jobs.recv_delivery_async().await.unwrap();
+    /// assert_eq!(*job, 3);
+    /// job.ack();
+    /// # }
+    /// ```
     pub async fn recv_delivery_async(&self) -> Result<Delivery<T>> {
         self.delivery_active()?;
         let shared = self.shared();

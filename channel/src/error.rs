@@ -60,7 +60,9 @@ pub enum Error {
     ServiceExists(String),
 
     /// The operation is only possible in another role.
-    #[error("{operation} is only possible in the {needed:?} process")]
+    #[error(
+        "{operation} is only possible in the {needed:?} process; check role() before calling it"
+    )]
     WrongRole {
         /// What was attempted.
         operation: &'static str,
@@ -73,7 +75,9 @@ pub enum Error {
     NoPeer(crate::PeerId),
 
     /// The peer's outgoing queue is full: it does not read what main sends it.
-    #[error("the queue to peer {0} is full; it is not reading its pushes")]
+    #[error(
+        "the queue to peer {0} is full: it is not reading what main sends it; retry later or send it less (NodeBuilder::max_backlog sizes the queue)"
+    )]
     PeerBacklogged(crate::PeerId),
 
     /// The remote side failed to handle a request.

@@ -4,14 +4,17 @@
 //! store and pub/sub topics as if they were one process. This crate is the
 //! bottom layer:
 //!
-//! - [`Channel<T>`]: a named FIFO queue that every handle may send to and
+//! - [`Channel<T>`]: a named FIFO queue that every handle may send to
+//!   (`send`, `try_send`, [`Channel::send_timeout`] for a bounded one) and
 //!   receive from, actively (`recv`, `recv_timeout`, `try_recv`,
-//!   `recv_async`) or passively (`on_receive` handlers run by a
-//!   [`ReceiveLoop`]). [`Channel::new`] and [`Channel::bounded`] make an
+//!   `recv_async`, or as a `futures_core::Stream`) or passively
+//!   (`on_receive` handlers run by a [`ReceiveLoop`]). [`Channel::new`] and [`Channel::bounded`] make an
 //!   in-process queue (crossbeam-channel underneath, values moved as they
 //!   are); [`Channel::open`] opens one hosted by main and shared by every
 //!   process over a [`Transport`] ([`Channel::open_with`] with
 //!   [`ChannelOptions`]: capacity, prefetch, acknowledgement deadline);
+//!   a process opening it with another item type than main's fails at
+//!   open with [`Error::ChannelTypeMismatch`];
 //! - [`Delivery<T>`]: an item received with acknowledgement
 //!   ([`Channel::recv_delivery`]), which the receiver acks or requeues and
 //!   which comes back to the queue if its receiver ends first;
@@ -22,9 +25,13 @@
 //!   (calls to services in main, each with a deadline, pushes to a peer,
 //!   peer events), and
 //!   [`InThreadTransport`], its in-process implementation;
-//! - [`codec`]: how typed values become frames (bincode 2);
-//! - [`Error`], the one error type, and [`SendError`] / [`TrySendError`],
-//!   which hand a value that was not sent back to its sender.
+//! - [`codec`]: how typed values become frames (bincode 2), and
+//!   [`codec::mark`]: values marked with their type, so the store and
+//!   pub/sub read a value as another type as the same value or an error;
+//! - [`Error`], the one error type, and [`SendError`] / [`TrySendError`] /
+//!   [`SendTimeoutError`], which hand a value that was not sent back to its
+//!   sender. A call main does not answer within its deadline
+//!   ([`Transport::call_timeout`]) fails with [`Error::CallTimeout`].
 //!
 //! ```
 //! use std::time::Duration;

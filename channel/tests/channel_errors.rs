@@ -42,3 +42,16 @@ fn an_oversized_frame_names_the_setting_that_raises_the_limit() {
     assert!(said.contains("InThreadTransport::with_max_frame"), "{said}");
     assert_eq!(err.into_inner().len(), 1000);
 }
+
+#[test]
+fn role_and_backlog_errors_say_what_to_do() {
+    let said = Error::WrongRole {
+        operation: "serving",
+        needed: yuki_channel::Role::Main,
+    }
+    .to_string();
+    assert!(said.contains("check role()"), "{said}");
+    let said = Error::PeerBacklogged(yuki_channel::PeerId::MAIN).to_string();
+    assert!(said.contains("retry later"), "{said}");
+    assert!(said.contains("NodeBuilder::max_backlog"), "{said}");
+}

@@ -1,37 +1,14 @@
 //! An item too large for a frame is refused while it is encoded: sending a
 //! 50 MB value through a 1 MiB transport never holds its encoding whole.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_bytes::ByteBuf;
 use yuki_channel::{Channel, Error, InThreadTransport, Transport};
-
-/// Counts the bytes this test binary holds, and the most it held.
-struct Counting;
-
-static HELD: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is passed to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now = HELD.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
-        PEAK.fetch_max(now, Ordering::SeqCst);
-        // SAFETY: the caller's layout, as the trait requires.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HELD.fetch_sub(layout.size(), Ordering::SeqCst);
-        // SAFETY: `ptr` came from `alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use yuki_testkit::CountingAllocator;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: CountingAllocator = CountingAllocator::new();
 
 const MAX_FRAME: usize = 1 << 20;
 
@@ -44,10 +21,9 @@ fn an_oversized_item_is_refused_without_being_encoded_whole() {
     let in_child = Channel::<ByteBuf>::open(&child, "blobs").unwrap();
     for channel in [&in_child, &in_main] {
         let value = ByteBuf::from(vec![1u8; 50_000_000]);
-        let before = HELD.load(Ordering::SeqCst);
-        PEAK.store(before, Ordering::SeqCst);
+        ALLOCATOR.start();
         let err = channel.send(value).unwrap_err();
-        let grew = PEAK.load(Ordering::SeqCst) - before;
+        let grew = ALLOCATOR.grown();
         assert!(
             matches!(err.error(), Error::FrameTooLarge { size, max: MAX_FRAME } if *size > 50_000_000),
             "{err:?}"

@@ -86,15 +86,17 @@ pub enum Error {
     },
 
     /// The operation is only possible in the other role.
-    #[error("{0}")]
+    #[error("{0}; check Node::role() before calling it")]
     WrongRole(&'static str),
 
     /// A child of this name is already running.
     #[error("a child named {0:?} is already running; give each child its own name")]
     NameTaken(String),
 
-    /// The child has been stopped for good.
-    #[error("child {0:?} is not running")]
+    /// The child has been stopped for good, or its node is gone.
+    #[error(
+        "child {0:?} is not running: it was stopped or ended for good, or its Node was dropped; spawn it again to start a new run"
+    )]
     NotRunning(String),
 
     /// An error from the transport.

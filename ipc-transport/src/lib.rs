@@ -31,6 +31,19 @@
 //! # Ok::<(), yuki_ipc_transport::Error>(())
 //! ```
 //!
+//! # A child's life
+//!
+//! A child asked to stop ([`ChildHandle::stop`] or `restart` from main, or
+//! its own [`Node::request_stop`] / [`Node::request_restart`]) learns of it
+//! through [`Node::stop_requested`], [`Node::wait_for_stop`] (timed and
+//! async forms, [`WaitForStop`]) or [`Node::on_stop`] hooks, and exits when
+//! its program returns from `main`; past the grace period
+//! ([`NodeBuilder::stop_timeout`]) main kills it. [`Node`]'s
+//! [Stopping](Node#stopping) section gives the whole sequence. Every call a
+//! child makes to main has a deadline ([`NodeBuilder::call_timeout`]);
+//! main's backlog for a child that does not read is bounded
+//! ([`NodeBuilder::max_backlog`]).
+//!
 //! # How frames travel
 //!
 //! Each child has one persistent link: a region of shared memory that

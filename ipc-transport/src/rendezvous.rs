@@ -245,7 +245,10 @@ fn accept_loop(
 ) {
     loop {
         // ipc-channel panics on a hello carrying a descriptor it cannot
-        // map: that process is refused, main goes on.
+        // map or naming a channel it did not carry: that process is
+        // refused, main goes on. (Channels a hello carried but the reader
+        // did not take trip a debug assertion each in ipc-channel, and two
+        // abort the process: the workspace builds it without them.)
         let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.accept()));
         let got = match got {
             Ok(Ok((_, hello))) => Accepted::Hello(hello),

@@ -362,6 +362,9 @@ struct ChildState {
     starting: bool,
     stopping: bool,
     restart_requested: bool,
+    /// Why the last start after an exit failed, for the restart that
+    /// asked for it.
+    start_failed: Option<Error>,
     restarts: u32,
     last: Option<ExitStatus>,
     finished: Option<Exit>,
@@ -379,6 +382,7 @@ impl Default for ChildState {
             starting: false,
             stopping: false,
             restart_requested: false,
+            start_failed: None,
             restarts: 0,
             last: None,
             finished: None,
@@ -676,9 +680,13 @@ impl ChildShared {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(child = %self.name, error = %e, "restart failed");
-                    if let Some(s) = self.lock().last {
+                    let mut st = self.lock();
+                    if let Some(s) = st.last {
                         status = s;
                     }
+                    st.start_failed = Some(e);
+                    drop(st);
+                    self.changed.notify_all();
                 }
             }
         }
@@ -853,7 +861,9 @@ impl ChildHandle {
     /// Stops it (as [`ChildHandle::stop`], with the node's
     /// [`stop_timeout`](crate::NodeBuilder::stop_timeout) as the grace
     /// period) and starts it again at once; returns when the new run has
-    /// joined. See [Stopping](crate::Node#stopping).
+    /// joined, or with the new run's own error when it could not start
+    /// (such as [`Error::ExitedEarly`] or [`Error::NeverConnected`]). See
+    /// [Stopping](crate::Node#stopping).
     pub fn restart(&self) -> Result<()> {
         let sup = self.sup()?;
         let (link, generation) = {
@@ -862,6 +872,7 @@ impl ChildHandle {
                 return Err(Error::NotRunning(self.shared.name.clone()));
             }
             st.restart_requested = true;
+            st.start_failed = None;
             (st.link.clone(), st.generation)
         };
         sup.emit(&Lifecycle::Restarting {
@@ -883,10 +894,18 @@ impl ChildHandle {
             }
         }
         let up = |st: &ChildState| {
-            st.finished.is_some() || (st.generation > generation && !st.starting && st.running)
+            st.finished.is_some()
+                || st.start_failed.is_some()
+                || (st.generation > generation && !st.starting && st.running)
         };
         let deadline = Instant::now() + timeout + sup.handshake_timeout;
-        if !self.shared.wait_until(deadline, up) {
+        let joined = self.shared.wait_until(deadline, up);
+        // The new run's own failure (it exited early, never connected...)
+        // says more than the time-out or the end that followed it.
+        if let Some(e) = self.shared.lock().start_failed.take() {
+            return Err(e);
+        }
+        if !joined {
             return Err(Error::HandshakeTimeout(sup.handshake_timeout));
         }
         if self.shared.lock().finished.is_some() {

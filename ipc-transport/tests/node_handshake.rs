@@ -4,7 +4,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{IpcOneShotServer, OpaqueIpcSender};
+use ipc_channel::ipc::{IpcOneShotServer, IpcSender, OpaqueIpcSender};
 use yuki_channel::{PeerId, Role};
 use yuki_ipc_transport::{Error, Node};
 use yuki_testkit::{Harness, run_child};
@@ -160,6 +160,51 @@ fn an_impostor_connecting_first_is_refused_and_the_child_still_joins() {
     h.assert_no_leftovers(WAIT);
 }
 
+/// Three channels: more than main's rendezvous reads from a bad hello.
+type Spares = (OpaqueIpcSender, OpaqueIpcSender, OpaqueIpcSender);
+
+#[test]
+fn hellos_carrying_channels_main_cannot_read_are_refused_and_main_lives() {
+    if run_child(|s| {
+        // Before joining, this process sends its rendezvous a hello main
+        // cannot read, carrying channels: ipc-channel drops each channel a
+        // reader did not take with a debug assertion, and two failing in
+        // one drop abort the process (main, here).
+        let value = std::env::var(yuki_channel::BOOTSTRAP_ENV).unwrap();
+        let link = value.splitn(4, ' ').nth(3).unwrap().to_owned();
+        let spare = || ipc_channel::ipc::channel::<()>().unwrap().0.to_opaque();
+        let spares: Spares = (spare(), spare(), spare());
+        match s.name() {
+            // No such variant: nothing is read, all three are dropped.
+            "bad-variant" => IpcSender::<(u32, Spares)>::connect(link)
+                .unwrap()
+                .send((99, spares))
+                .unwrap(),
+            // A channel index past the three sent: ipc-channel panics while
+            // reading, and the three stay behind, to be dropped by the
+            // next hello read on that thread (the child's own).
+            _ => IpcSender::<(u32, String, u32, u32, u32, Spares)>::connect(link)
+                .unwrap()
+                .send((0, TOKEN.into(), 1, 7, 8, spares))
+                .unwrap(),
+        }
+        let node = Node::init().unwrap();
+        node.request_stop().unwrap();
+        node.wait_for_stop().unwrap();
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let node = Node::builder().independent_main().init().unwrap();
+    for (i, scenario) in ["bad-variant", "bad-index"].into_iter().enumerate() {
+        let child = node.spawn(scenario, h.command(scenario, i)).unwrap();
+        let exit = child.wait_timeout(WAIT).expect("the child asked to stop");
+        assert!(exit.status.success(), "{scenario}: {exit:?}");
+    }
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}
+
 #[test]
 fn a_child_that_never_joins_times_out_and_is_killed() {
     if run_child(|_| {
@@ -213,6 +258,8 @@ fn a_child_that_exits_early_is_reported_without_waiting_for_the_timeout() {
 fn only_main_spawns_and_only_a_child_requests() {
     let node = Node::builder().independent_main().init().unwrap();
     assert!(matches!(node.request_stop(), Err(Error::WrongRole(_))));
+    let said = node.request_stop().unwrap_err().to_string();
+    assert!(said.contains("check Node::role()"), "{said}");
     assert!(matches!(node.request_restart(), Err(Error::WrongRole(_))));
     assert!(!node.is_disconnected());
     assert_eq!(node.name(), "main");

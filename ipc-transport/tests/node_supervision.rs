@@ -189,13 +189,44 @@ fn kill_and_restart_from_main() {
     // kill() is for good, whatever the policy.
     let exit = child.kill().unwrap();
     assert_eq!(exit.status.signal(), Some(libc::SIGKILL));
-    assert!(child.restart().is_err());
+    let said = child.restart().unwrap_err().to_string();
+    assert!(said.contains("spawn it again"), "{said}");
     assert!(child.wait_timeout(Duration::from_millis(1)).is_ok());
     // The name can be used again once the child has ended.
     let again = node.spawn("worker", h.command("worker", 1)).unwrap();
     assert!(node.spawn("worker", h.command("worker", 2)).is_err());
     assert_eq!(node.children().len(), 1);
     drop(again);
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}
+
+#[test]
+fn a_restart_whose_new_run_fails_reports_that_runs_own_error() {
+    if run_child(|_| {
+        // The first run joins; the next one exits before connecting.
+        let mark = std::env::var("RAN_ONCE").unwrap();
+        if std::fs::create_dir(&mark).is_err() {
+            std::process::exit(3);
+        }
+        let node = Node::init().unwrap();
+        node.wait_for_stop().unwrap();
+    }) {
+        return;
+    }
+    let h = Harness::new();
+    let mark = std::env::temp_dir().join(format!("yuki-ran-once-{}", h.run_id()));
+    let node = Node::builder().independent_main().init().unwrap();
+    let mut cmd = h.command("once", 0);
+    cmd.env("RAN_ONCE", &mark);
+    let child = node.spawn("once", cmd).unwrap();
+    let err = child.restart().unwrap_err();
+    let _ = std::fs::remove_dir(&mark);
+    assert!(
+        matches!(err, yuki_ipc_transport::Error::ExitedEarly { ref name, .. } if name == "once"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("must call Node::init()"), "{err}");
     drop(node);
     h.assert_no_leftovers(WAIT);
 }

@@ -30,9 +30,16 @@
 //!
 //! - [`Pattern`]: topics and patterns (NATS-like: `*` is one segment, `>`
 //!   one or more trailing segments);
-//! - [`Subscription`]: the receiving end, bounded, with [`Error::Lagged`]
-//!   when it falls behind;
+//! - [`Subscription`]: the receiving end, bounded: when it falls behind
+//!   (or main's backlog for its process fills) the oldest messages go
+//!   first and every loss is told as [`Error::Lagged`];
 //! - [`listener`]: sync and async callbacks, [`Listener`] guards.
+//!
+//! A child's `publish` and `subscribe` are calls to main with a deadline
+//! (`NodeBuilder::call_timeout`, 30 s by default, or
+//! [`PubSub::with_timeout`] for one handle): when main does not answer in
+//! time they fail with [`Error::CallTimeout`] (a timed-out subscribe is
+//! undone in main).
 //!
 //! With the `redis` feature, `PubSub::redis(url)` gives the same `PubSub`
 //! carried by a Redis server, for processes on several machines (see

@@ -31,6 +31,11 @@
 //!   exact order); expiry shows as a removal when main purges the key.
 //! - When main is gone, every call fails with [`Error::Disconnected`] and
 //!   every watch ends with it: nothing waits forever.
+//! - When main is alive but does not answer (stopped, swapping,
+//!   overloaded), a child's call fails with [`Error::CallTimeout`] at its
+//!   deadline: the transport's (`NodeBuilder::call_timeout`, 30 s by
+//!   default), or the one of a [`Store::with_timeout`] view. A write that
+//!   timed out may still be applied by main later.
 //!
 //! # Limits
 //!

@@ -12,7 +12,6 @@ use serde::de::DeserializeOwned;
 use yuki_channel::codec::mark::{self, Mismatch};
 
 use crate::error::{Error, Result};
-use crate::limits::check_value;
 use crate::strings::{self, Kind};
 
 thread_local! {
@@ -102,15 +101,25 @@ fn encode_checked<V: Serialize + ?Sized>(
     max: usize,
     buf: &mut Vec<u8>,
 ) -> Result<()> {
-    mark::encode_into(value, buf).map_err(|e| Error::Encode {
-        key: key.to_owned(),
-        type_name: std::any::type_name::<V>(),
-        reason: match e {
-            yuki_channel::Error::Encode { reason, .. } => reason,
-            other => other.to_string(),
+    // Refused as soon as the encoding passes the limit, so an oversized
+    // value never costs more than the limit to find out.
+    mark::encode_into_limited(value, buf, max).map_err(|e| match e {
+        yuki_channel::Error::FrameTooLarge { size, max } => Error::ValueTooLarge {
+            key: key.to_owned(),
+            len: size,
+            max,
         },
-    })?;
-    check_value(key, buf, max)
+        yuki_channel::Error::Encode { reason, .. } => Error::Encode {
+            key: key.to_owned(),
+            type_name: std::any::type_name::<V>(),
+            reason,
+        },
+        other => Error::Encode {
+            key: key.to_owned(),
+            type_name: std::any::type_name::<V>(),
+            reason: other.to_string(),
+        },
+    })
 }
 
 #[cfg(test)]

@@ -34,12 +34,14 @@
     unreachable_pub
 )]
 
+mod alloc;
 pub mod kv_model;
 mod procs;
 pub mod program;
 mod redis_server;
 mod tap;
 
+pub use alloc::CountingAllocator;
 pub use procs::{
     Harness, INDEX_ENV, Outcome, ProcId, RUN_ENV, SCENARIO_ENV, Scenario, report, run_child,
     scenario,

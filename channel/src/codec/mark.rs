@@ -72,7 +72,7 @@ use serde::de::{self, Deserialize, Visitor};
 use serde::ser::{self, Impossible, Serialize};
 
 use super::raw::{put_bytes, split_bytes};
-use super::{decode_borrowed, encode_into as encode_plain};
+use super::{append_limited, decode_borrowed, encode_into as encode_plain};
 use crate::error::{Error, Result};
 
 /// The byte before an unsigned 8-bit integer.
@@ -131,8 +131,51 @@ const MAX_DEPTH: usize = 64;
 /// assert!(mark::decode::<String>(&bytes).is_err());
 /// ```
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+    encode_marked(value, out, usize::MAX)
+}
+
+/// Appends `value` with its mark to `out`, refusing it with
+/// [`Error::FrameTooLarge`] (its full marked size and `max`) as soon as the
+/// encoding passes `max` bytes, so an oversized value never costs more
+/// memory than the maximum; `out` is then as it was.
+///
+/// ```
+/// use yuki_channel::{Error, codec::mark};
+///
+/// let mut bytes = Vec::new();
+/// mark::encode_into_limited(&"hi", &mut bytes, 16).unwrap();
+/// assert_eq!(mark::decode::<String>(&bytes).unwrap(), "hi");
+/// let big = vec![0u32; 1000];
+/// let err = mark::encode_into_limited(&big, &mut bytes, 16).unwrap_err();
+/// assert!(matches!(err, Error::FrameTooLarge { max: 16, size } if size > 1000));
+/// assert_eq!(mark::decode::<String>(&bytes).unwrap(), "hi");
+/// ```
+pub fn encode_into_limited<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+    max: usize,
+) -> Result<()> {
     let start = out.len();
-    match value.serialize(Marker { out: &mut *out }) {
+    match encode_marked(value, out, max) {
+        Ok(()) if out.len() - start > max => {
+            // A scalar, small enough to write before counting.
+            let size = out.len() - start;
+            out.truncate(start);
+            Err(Error::FrameTooLarge { size, max })
+        }
+        done => done,
+    }
+}
+
+/// [`encode_into`], stopping early once the marked bytes pass `max` (for
+/// strings, byte strings and named values: scalars are checked after).
+fn encode_marked<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>, max: usize) -> Result<()> {
+    let start = out.len();
+    match value.serialize(Marker {
+        out: &mut *out,
+        start,
+        max,
+    }) {
         Ok(()) => Ok(()),
         Err(Refusal::Named) => {
             out.truncate(start);
@@ -141,7 +184,28 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
                 out.extend_from_slice(&print.to_le_bytes());
                 out.extend_from_slice(short);
             });
-            encode_plain(value, out)
+            if max == usize::MAX {
+                return encode_plain(value, out);
+            }
+            let header = out.len() - start;
+            match append_limited(value, out, start.saturating_add(max)) {
+                Err(Error::FrameTooLarge { size, .. }) => {
+                    out.truncate(start);
+                    Err(Error::FrameTooLarge {
+                        size: header + size,
+                        max,
+                    })
+                }
+                Err(e) => {
+                    out.truncate(start);
+                    Err(e)
+                }
+                ok => ok,
+            }
+        }
+        Err(Refusal::TooLarge(size)) => {
+            out.truncate(start);
+            Err(Error::FrameTooLarge { size, max })
         }
         Err(Refusal::Custom(reason)) => {
             out.truncate(start);
@@ -549,6 +613,10 @@ impl Integer {
 /// written under its name.
 struct Marker<'a> {
     out: &'a mut Vec<u8>,
+    /// Where this value's bytes begin in `out`.
+    start: usize,
+    /// The most bytes the marked value may take.
+    max: usize,
 }
 
 #[derive(Debug)]
@@ -557,6 +625,8 @@ enum Refusal {
     Named,
     /// The value's `Serialize` failed.
     Custom(String),
+    /// The marked value would take this many bytes, over the maximum.
+    TooLarge(usize),
 }
 
 impl fmt::Display for Refusal {
@@ -564,6 +634,7 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::Named => f.write_str("not a scalar"),
             Refusal::Custom(reason) => f.write_str(reason),
+            Refusal::TooLarge(size) => write!(f, "{size} bytes, over the maximum"),
         }
     }
 }
@@ -577,6 +648,23 @@ impl ser::Error for Refusal {
 }
 
 impl Marker<'_> {
+    /// Refuses a string or byte string of `n` bytes, with its mark and
+    /// length, that would take the value past the maximum.
+    #[inline]
+    fn room_for(&self, n: usize) -> Result<(), Refusal> {
+        let length = match n {
+            0..=250 => 1,
+            251..=0xffff => 3,
+            0x1_0000..=0xffff_ffff => 5,
+            _ => 9,
+        };
+        let size = self.out.len() - self.start + 1 + length + n;
+        if size > self.max {
+            return Err(Refusal::TooLarge(size));
+        }
+        Ok(())
+    }
+
     #[inline]
     fn scalar<T: Serialize>(self, tag: u8, v: T) -> Result<(), Refusal> {
         self.out.push(tag);
@@ -640,11 +728,13 @@ impl ser::Serializer for Marker<'_> {
     #[inline]
     fn serialize_str(self, v: &str) -> Result<(), Refusal> {
         // The codec's layout of a string, written directly.
+        self.room_for(v.len())?;
         self.out.push(STR);
         put_bytes(self.out, v.as_bytes());
         Ok(())
     }
     fn serialize_bytes(self, v: &[u8]) -> Result<(), Refusal> {
+        self.room_for(v.len())?;
         self.out.push(BYTES);
         put_bytes(self.out, v);
         Ok(())
@@ -655,7 +745,11 @@ impl ser::Serializer for Marker<'_> {
     }
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Refusal> {
         self.out.push(SOME);
-        value.serialize(Marker { out: self.out })
+        value.serialize(Marker {
+            out: self.out,
+            start: self.start,
+            max: self.max,
+        })
     }
     fn serialize_unit(self) -> Result<(), Refusal> {
         self.out.push(UNIT);
