@@ -37,6 +37,13 @@
 //! 6. **Gone is final.** Once `Pending::gone` is set no call enters the
 //!    table, every call in it is failed, followers are released, and the
 //!    background reader and the timer thread end.
+//! 7. **Sending never reads.** Requests leave through [`Outbound`]: a
+//!    blocking call sends its own frame inline (`flush`) before it reads
+//!    or follows, so the reply it waits for was asked for; a callback call
+//!    only wakes the writer thread (`kick`). No lock of the reading
+//!    protocol is held while sending, and a request the writer refuses
+//!    (the link closed) is taken back out of the table by its caller,
+//!    unless main's going already completed it (invariant 2).
 //!
 //! The hand-offs between these are checked step by step, with a
 //! scheduling hook that stops a thread at each point ([`Point`]), in the
@@ -183,14 +190,12 @@ impl Context {
         self.handling.get()
     }
 
-    /// Marks this thread as handling; whether it already was (a nested read).
-    fn enter(&self) -> bool {
-        self.handling.replace(true)
-    }
-
-    /// Ends the outermost read on this thread.
-    fn leave(&self) {
-        self.handling.set(false);
+    /// Marks this thread as handling until the guard drops (on every
+    /// path, so a handler's panic caught further up leaves no stale mark).
+    fn enter() -> Handling {
+        Handling {
+            outermost: !CONTEXT.with(|cx| cx.handling.replace(true)),
+        }
     }
 
     fn defer(&self, stream: &str, body: &[u8]) {
@@ -203,6 +208,20 @@ impl Context {
     fn take_deferred(&self) -> Option<Vec<(String, Vec<u8>)>> {
         let mut d = self.deferred.borrow_mut();
         (!d.is_empty()).then(|| std::mem::take(&mut *d))
+    }
+}
+
+/// This thread handles received frames; the outermost read's guard
+/// clears the mark when dropped.
+struct Handling {
+    outermost: bool,
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        if self.outermost {
+            CONTEXT.with(|cx| cx.handling.set(false));
+        }
     }
 }
 
@@ -871,16 +890,15 @@ impl ChildLink {
     /// Receives one message (polling first if one is `expected`: see
     /// [`Spin`]) and handles its frames, unless `deadline` passes first.
     fn read_one(&self, expected: bool, deadline: Option<Instant>) -> Read {
-        let nested = Context::with(Context::enter);
-        let open = self.read_message(nested, expected, deadline);
-        if !nested {
+        let handling = Context::enter();
+        let open = self.read_message(!handling.outermost, expected, deadline);
+        if handling.outermost {
             // Pushes a nested read took in, in the order they came.
             while let Some(batch) = Context::with(Context::take_deferred) {
                 for (stream, body) in batch {
                     self.run_push_cached(&mut None, &stream, &body);
                 }
             }
-            Context::with(Context::leave);
         }
         open
     }

@@ -17,8 +17,10 @@
 //! follower answered in the same message (invariant 3), nested calls from
 //! a push handler answered and timed out, with a push that arrived during
 //! the nested read run after the handler (invariants 1 and 5), callback
-//! calls answered and expired by the timer, and main going away while a
-//! caller follows (invariant 6). Every wait is bounded.
+//! calls answered and expired by the timer, a push handler that panics on
+//! the leader's thread (the dropped turn still goes to the background
+//! reader), and main going away while a caller follows (invariant 6).
+//! Every wait is bounded.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -391,4 +393,64 @@ fn main_going_away_releases_leader_and_followers() {
     assert!(matches!(join(follower), Err(Error::Disconnected(_))));
     assert!(link.is_gone());
     assert_eq!(link.pending_calls(), 0);
+}
+
+#[test]
+fn a_leader_whose_push_handler_panics_still_hands_the_turn_on() {
+    let (mut main, background) = Main::new();
+    let boom: PushHandler = Arc::new(|_: &[u8]| panic!("a push handler failed (on purpose)"));
+    main.link
+        .push
+        .write()
+        .unwrap()
+        .insert("boom".into(), Arc::from(vec![boom]));
+    let leader = call_on_thread(&main.link, BOUND);
+    main.wait_for(Point::TookTurn { background: false });
+    let follower = call_on_thread(&main.link, BOUND);
+    main.wait_for(Point::Following(2));
+    assert_eq!(main.calls(2), [1, 2]);
+    main.send(&[Frame::Push {
+        stream: "boom",
+        body: b"",
+    }]);
+    // The leader's thread unwinds; dropping its turn hands it on.
+    main.wait_for(Point::PassedTurn { urgent: true });
+    assert!(leader.recv_timeout(BOUND).is_err(), "the leader returned");
+    main.reply(2, b"follower's");
+    background.send(()).unwrap();
+    main.wait_for(Point::TookTurn { background: true });
+    assert_eq!(join(follower).unwrap(), b"follower's");
+}
+
+#[test]
+fn a_caught_panic_in_a_handler_leaves_the_thread_making_plain_calls() {
+    // The background reader stays held: the caller leads.
+    let (mut main, _background) = Main::new();
+    let boom: PushHandler = Arc::new(|_: &[u8]| panic!("a push handler failed (on purpose)"));
+    main.link
+        .push
+        .write()
+        .unwrap()
+        .insert("boom".into(), Arc::from(vec![boom]));
+    // This thread leads a call, reads the push and catches the panic.
+    let link = main.link.clone();
+    let caller = thread::spawn(move || {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            link.call("svc", b"q", BOUND)
+        }));
+        assert!(caught.is_err());
+        Context::with(Context::handling)
+    });
+    main.wait_for(Point::TookTurn { background: false });
+    assert_eq!(main.calls(1), [1]);
+    main.send(&[Frame::Push {
+        stream: "boom",
+        body: b"",
+    }]);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    thread::spawn(move || {
+        let _ = tx.send(caller.join());
+    });
+    let handling = rx.recv_timeout(BOUND).unwrap().unwrap();
+    assert!(!handling, "the thread still counts as handling frames");
 }
