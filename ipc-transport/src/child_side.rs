@@ -1,11 +1,53 @@
 //! A child's side of its link: calls in flight matched to replies by id,
-//! and one reader thread that completes them and delivers pushes.
+//! and the reading of main's messages, which completes them and delivers
+//! pushes.
 //!
-//! Every call has a deadline. A blocking caller gives up by itself (it
-//! stops reading, or stops waiting for whoever reads); a callback call is
-//! given up by the link's timer thread. Giving up removes the call from
-//! the table of calls in flight, so a reply that comes later finds no
-//! waiter and is dropped.
+//! # The reading protocol
+//!
+//! Main's messages are read by whoever holds the **reading turn**
+//! ([`Turn`]): a blocking caller that reads its own reply (no thread hop),
+//! or the background reader, which reads when no caller does. Its state is
+//! [`Pending`] (under one lock), the calling thread's [`Context`], and the
+//! outbound writer, which only sends. The invariants:
+//!
+//! 1. **One reader.** At most one [`Turn`] exists (`Pending::reading`);
+//!    only its holder reads the link and handles frames. A call made by a
+//!    handler on that thread (a push handler, a reply callback) is nested:
+//!    it reads under the same turn ([`Context::handling`]) rather than wait
+//!    for a reader that is itself.
+//! 2. **Completed once.** A call is in `Pending::calls` from before its
+//!    request is queued until exactly one of: its reply is matched, its
+//!    deadline passes (the caller or the timer thread gives it up), its
+//!    request could not be queued, or main is gone. Whoever removes it, under
+//!    the lock, completes it, after the lock. So a reply that comes after
+//!    a give-up finds nothing and is dropped, and a caller that gives up
+//!    after its reply was matched waits for that reply, which is on its way.
+//! 3. **Nobody waits unread.** A blocking caller that does not hold the
+//!    turn is a follower (`Pending::followers`) while it sleeps. Whoever
+//!    holds the turn reads on while a follower's call is in the table, or,
+//!    leaving, hands the turn to the background reader (`Pending::urgent`).
+//!    Leaving is dropping the [`Turn`], on every path (a panicking handler
+//!    included), so a follower is never left with nobody reading.
+//! 4. **Lone callers read.** After a blocking call the background reader
+//!    stays away for [`LINGER`], so that the caller's next call finds the
+//!    turn free and reads its reply on its own thread.
+//! 5. **Pushes in order.** A nested read defers the pushes it takes in
+//!    (`Context`'s `deferred`); the outermost read on the thread runs them
+//!    after the frames that came before them.
+//! 6. **Gone is final.** Once `Pending::gone` is set no call enters the
+//!    table, every call in it is failed, followers are released, and the
+//!    background reader and the timer thread end.
+//! 7. **Sending never reads.** Requests leave through [`Outbound`]: a
+//!    blocking call sends its own frame inline (`flush`) before it reads
+//!    or follows, so the reply it waits for was asked for; a callback call
+//!    only wakes the writer thread (`kick`). No lock of the reading
+//!    protocol is held while sending, and a request the writer refuses
+//!    (the link closed) is taken back out of the table by its caller,
+//!    unless main's going already completed it (invariant 2).
+//!
+//! The hand-offs between these are checked step by step, with a
+//! scheduling hook that stops a thread at each point ([`Point`]), in the
+//! `interleavings` tests.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -109,14 +151,138 @@ impl Slot {
     }
 }
 
-thread_local! {
-    /// One slot per thread: a thread has at most one blocking call in
-    /// flight, except nested calls from handlers, which use their own.
-    static SLOT: RefCell<Option<Arc<Slot>>> = const { RefCell::new(None) };
+/// What the reading protocol keeps per thread.
+struct Context {
+    /// Where this thread's blocking calls wait: a thread has at most one
+    /// in flight, except nested calls from handlers, which use their own.
+    slot: RefCell<Option<Arc<Slot>>>,
     /// This thread is handling received frames (it holds the reading turn).
-    static HANDLING: Cell<bool> = const { Cell::new(false) };
+    handling: Cell<bool>,
     /// Pushes received by a nested read, run after the frames before them.
-    static DEFERRED: RefCell<Vec<(String, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+    deferred: RefCell<Vec<(String, Vec<u8>)>>,
+}
+
+thread_local! {
+    static CONTEXT: Context = const {
+        Context {
+            slot: RefCell::new(None),
+            handling: Cell::new(false),
+            deferred: RefCell::new(Vec::new()),
+        }
+    };
+}
+
+impl Context {
+    fn with<R>(f: impl FnOnce(&Context) -> R) -> R {
+        CONTEXT.with(f)
+    }
+
+    /// This thread's slot.
+    fn slot(&self) -> Arc<Slot> {
+        self.slot
+            .borrow_mut()
+            .get_or_insert_with(Arc::default)
+            .clone()
+    }
+
+    /// Whether this thread is handling frames: a call it makes is nested.
+    fn handling(&self) -> bool {
+        self.handling.get()
+    }
+
+    /// Marks this thread as handling until the guard drops (on every
+    /// path, so a handler's panic caught further up leaves no stale mark).
+    fn enter() -> Handling {
+        Handling {
+            outermost: !CONTEXT.with(|cx| cx.handling.replace(true)),
+        }
+    }
+
+    fn defer(&self, stream: &str, body: &[u8]) {
+        self.deferred
+            .borrow_mut()
+            .push((stream.to_owned(), body.to_vec()));
+    }
+
+    /// The pushes deferred so far, in the order they came.
+    fn take_deferred(&self) -> Option<Vec<(String, Vec<u8>)>> {
+        let mut d = self.deferred.borrow_mut();
+        (!d.is_empty()).then(|| std::mem::take(&mut *d))
+    }
+}
+
+/// This thread handles received frames; the outermost read's guard
+/// clears the mark when dropped.
+struct Handling {
+    outermost: bool,
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        if self.outermost {
+            CONTEXT.with(|cx| cx.handling.set(false));
+        }
+    }
+}
+
+/// The reading turn (invariant 1): its holder reads the link. Dropping it
+/// hands the turn on (invariant 3).
+struct Turn<'l> {
+    link: &'l ChildLink,
+    /// Still held; cleared by [`Turn::pass`], which already handed it on.
+    held: bool,
+}
+
+impl Turn<'_> {
+    /// Hands the turn on under the lock the holder already has.
+    fn pass(mut self, p: &mut Pending) {
+        self.held = false;
+        self.link.pass_turn(p);
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            let mut p = self.link.pending();
+            self.link.pass_turn(&mut p);
+        }
+    }
+}
+
+/// A point in the reading protocol where a test may stop a thread
+/// (`ChildLink::at`): the hand-offs the interleaving tests force. The
+/// points marked *locked* are reached under the lock of [`Pending`]: a
+/// test only records them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(not(test), allow(dead_code))]
+enum Point {
+    /// The background reader is about to look for the turn, holding nothing.
+    BackgroundIdle,
+    /// A thread took the turn (`background`: the background reader). Locked.
+    TookTurn { background: bool },
+    /// The turn was handed on; `urgent`: to the background reader, for
+    /// followers. Locked.
+    PassedTurn { urgent: bool },
+    /// Blocking call `id` follows: it is about to sleep on its slot.
+    Following(u64),
+    /// Call `id`'s deadline passed; it is about to leave the table.
+    GivingUp(u64),
+    /// A reply to call `id` was matched to its waiter. Locked.
+    Matched(u64),
+    /// A reply to call `id` found no waiter and was dropped. Locked.
+    Dropped(u64),
+}
+
+/// The scheduling hook of the interleaving tests.
+#[cfg(test)]
+type Hook = Arc<dyn Fn(Point) + Send + Sync>;
+
+#[cfg(test)]
+thread_local! {
+    /// The hook the next link started on this thread gets, before any of
+    /// its threads run.
+    static NEXT_HOOK: RefCell<Option<Hook>> = const { RefCell::new(None) };
 }
 
 enum Waiter {
@@ -269,6 +435,9 @@ pub(crate) struct ChildLink {
     pub(crate) stop: Arc<StopSignal>,
     /// How long the program has to end by itself once main is gone.
     grace: Duration,
+    /// The interleaving tests' scheduling hook.
+    #[cfg(test)]
+    hook: RwLock<Option<Hook>>,
 }
 
 impl ChildLink {
@@ -303,6 +472,8 @@ impl ChildLink {
             when_gone,
             stop: Arc::default(),
             grace,
+            #[cfg(test)]
+            hook: RwLock::new(NEXT_HOOK.with(|h| h.borrow_mut().take())),
         });
         let writer = link.clone();
         std::thread::Builder::new()
@@ -324,6 +495,32 @@ impl ChildLink {
 
     fn pending(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets a test stop this thread at `point`.
+    #[cfg(test)]
+    fn at(&self, point: Point) {
+        let hook = read(&self.hook).clone();
+        if let Some(h) = hook {
+            h(point);
+        }
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    fn at(&self, _: Point) {}
+
+    /// Takes the reading turn if nobody holds it.
+    fn take_turn(&self, p: &mut Pending, background: bool) -> Option<Turn<'_>> {
+        if p.reading {
+            return None;
+        }
+        p.reading = true;
+        self.at(Point::TookTurn { background });
+        Some(Turn {
+            link: self,
+            held: true,
+        })
     }
 
     /// Registers `waiter` and queues the request; returns the id, or hands
@@ -385,10 +582,10 @@ impl ChildLink {
     /// Calls `service` and blocks for its reply, giving up after `timeout`.
     pub(crate) fn call(&self, service: &str, request: &[u8], timeout: Duration) -> Result<Vec<u8>> {
         let deadline = Instant::now().checked_add(timeout);
-        if HANDLING.with(Cell::get) {
+        let (nested, slot) = Context::with(|cx| (cx.handling(), cx.slot()));
+        if nested {
             return self.nested_call(service, request, timeout, deadline);
         }
-        let slot = SLOT.with(|s| s.borrow_mut().get_or_insert_with(Arc::default).clone());
         let id = match self.enqueue(service, request, Waiter::Blocking(slot.clone()), false) {
             Ok(id) => id,
             Err((_, e)) => return Err(e),
@@ -403,18 +600,20 @@ impl ChildLink {
                 if let Some(r) = slot.take_reply() {
                     return r;
                 }
-                if !p.reading && p.gone.is_none() {
+                if p.gone.is_none() {
                     // Nobody reads: read our own reply, with no thread hop.
-                    p.reading = true;
-                    drop(p);
-                    match self.lead(&slot, deadline) {
-                        Led::Reply(r) => return r,
-                        Led::TimedOut => return self.give_up(id, &slot, service, timeout),
-                        Led::Closed => continue,
+                    if let Some(turn) = self.take_turn(&mut p, false) {
+                        drop(p);
+                        match self.lead(turn, &slot, deadline) {
+                            Led::Reply(r) => return r,
+                            Led::TimedOut => return self.give_up(id, &slot, service, timeout),
+                            Led::Closed => continue,
+                        }
                     }
                 }
                 p.followers.push_back(id);
             }
+            self.at(Point::Following(id));
             return match slot.wait_until(deadline) {
                 Some(r) => r,
                 None => self.give_up(id, &slot, service, timeout),
@@ -426,6 +625,7 @@ impl ChildLink {
     /// reply that comes later is dropped. A reply already taken from the
     /// table is on its way to `slot`: that one is returned.
     fn give_up(&self, id: u64, slot: &Slot, service: &str, timeout: Duration) -> Result<Vec<u8>> {
+        self.at(Point::GivingUp(id));
         let removed = {
             let mut p = self.pending();
             p.followers.retain(|f| *f != id);
@@ -471,24 +671,25 @@ impl ChildLink {
         }
     }
 
-    /// Reads the link (this thread holds the reading turn) until `mine`
-    /// has its reply or `deadline` passes, then passes the turn on.
-    fn lead(&self, mine: &Slot, deadline: Option<Instant>) -> Led {
+    /// Reads the link with `turn` until `mine` has its reply or `deadline`
+    /// passes, then passes the turn on.
+    fn lead(&self, turn: Turn<'_>, mine: &Slot, deadline: Option<Instant>) -> Led {
         loop {
             // A reply is on its way: poll for it before sleeping.
             let read = self.read_one(true, deadline);
             let mut p = self.pending();
             if read == Read::Closed {
-                p.reading = false;
+                // Main is gone: no follower is left to hand the turn to.
+                turn.pass(&mut p);
                 drop(p);
                 return mine.take_reply().map_or(Led::Closed, Led::Reply);
             }
             if let Some(r) = mine.take_reply() {
-                self.pass_turn(&mut p);
+                turn.pass(&mut p);
                 return Led::Reply(r);
             }
             if read == Read::TimedOut {
-                self.pass_turn(&mut p);
+                turn.pass(&mut p);
                 return Led::TimedOut;
             }
         }
@@ -511,26 +712,30 @@ impl ChildLink {
     /// all from now on, rather than the turn hopping from thread to thread.
     fn pass_turn(&self, p: &mut Pending) {
         p.reading = false;
-        if Self::has_followers(p) {
+        let urgent = Self::has_followers(p);
+        if urgent {
             p.urgent = true;
             self.free.notify_one();
         }
+        self.at(Point::PassedTurn { urgent });
     }
 
     /// Reads whenever no caller does: pushes and callbacks arrive even when
     /// no thread is blocked in a call, and main's death is seen at once.
     fn background_reader(&self) {
-        let mut expected;
         loop {
-            {
+            self.at(Point::BackgroundIdle);
+            let (turn, mut expected) = {
                 let mut p = self.pending();
-                loop {
+                let turn = loop {
                     if p.gone.is_some() {
                         return;
                     }
                     let since = p.last_blocking.elapsed();
-                    if !p.reading && (since >= LINGER || p.urgent) {
-                        break;
+                    if since >= LINGER || p.urgent {
+                        if let Some(turn) = self.take_turn(&mut p, true) {
+                            break turn;
+                        }
                     }
                     // A caller reads, or may soon: look again after the
                     // linger, so no caller has to wake this thread.
@@ -539,24 +744,24 @@ impl ChildLink {
                         .wait_timeout(p, LINGER.saturating_sub(since).max(LINGER / 2))
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
-                }
-                p.reading = true;
+                };
                 // Callers wait for replies: poll for them; else nothing
                 // is expected, and an idle link must not spin.
-                expected = p.urgent;
+                let expected = p.urgent;
                 p.urgent = false;
-            }
+                (turn, expected)
+            };
             loop {
                 let read = self.read_one(expected, None);
                 let mut p = self.pending();
                 if read == Read::Closed {
-                    p.reading = false;
+                    turn.pass(&mut p);
                     return;
                 }
                 // Keep reading while blocking callers wait; else step down
                 // so that the next lone call reads its own reply.
                 if !Self::has_followers(&mut p) {
-                    p.reading = false;
+                    turn.pass(&mut p);
                     break;
                 }
                 expected = true;
@@ -686,19 +891,15 @@ impl ChildLink {
     /// Receives one message (polling first if one is `expected`: see
     /// [`Spin`]) and handles its frames, unless `deadline` passes first.
     fn read_one(&self, expected: bool, deadline: Option<Instant>) -> Read {
-        let nested = HANDLING.with(|h| h.replace(true));
-        let open = self.read_message(nested, expected, deadline);
-        if !nested {
+        let handling = Context::enter();
+        let open = self.read_message(!handling.outermost, expected, deadline);
+        if handling.outermost {
             // Pushes a nested read took in, in the order they came.
-            while let Some(batch) = DEFERRED.with(|d| {
-                let mut d = d.borrow_mut();
-                (!d.is_empty()).then(|| std::mem::take(&mut *d))
-            }) {
+            while let Some(batch) = Context::with(Context::take_deferred) {
                 for (stream, body) in batch {
                     self.run_push_cached(&mut None, &stream, &body);
                 }
             }
-            HANDLING.with(|h| h.set(false));
         }
         open
     }
@@ -756,7 +957,10 @@ impl ChildLink {
                 let mut p = self.pending();
                 for (id, r) in replies.drain(..) {
                     if let Some(w) = p.calls.remove(&id) {
+                        self.at(Point::Matched(id));
                         done.push((w, r));
+                    } else {
+                        self.at(Point::Dropped(id));
                     }
                 }
             }
@@ -791,8 +995,7 @@ impl ChildLink {
                 Frame::Push { stream, body } => {
                     finish(&mut replies);
                     if nested {
-                        let item = (stream.to_owned(), body.to_vec());
-                        DEFERRED.with(|d| d.borrow_mut().push(item));
+                        Context::with(|cx| cx.defer(stream, body));
                     } else {
                         self.run_push_cached(&mut handlers, stream, body);
                     }
@@ -865,3 +1068,7 @@ impl ChildLink {
         self.pending().gone.is_some()
     }
 }
+
+#[cfg(test)]
+#[path = "child_side_interleavings.rs"]
+mod interleavings;
