@@ -77,16 +77,15 @@
     unreachable_pub
 )]
 
+mod backend;
 mod batch;
 mod clock;
 mod data;
 mod entry;
 mod error;
+mod glob;
 mod limits;
 mod protocol;
-#[cfg(feature = "redis")]
-mod redis;
-mod remote;
 mod service;
 mod shards;
 mod store;
@@ -94,11 +93,11 @@ mod strings;
 mod value;
 mod watch;
 
+#[cfg(feature = "redis")]
+pub use backend::redis::DEFAULT_NAMESPACE;
 pub use batch::{Batch, Outcome};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use limits::{MAX_KEY_LEN, MAX_VALUE_LEN};
-#[cfg(feature = "redis")]
-pub use redis::DEFAULT_NAMESPACE;
 pub use store::{Config, Store};
 pub use watch::{Change, Watch};
