@@ -39,7 +39,7 @@ store_suite!(local());
 #[test]
 fn the_suite_list_names_every_generated_test() {
     let names: Vec<&str> = suite::ALL.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names.len(), 17);
+    assert_eq!(names.len(), 20);
     let mut unique = names.clone();
     unique.sort_unstable();
     unique.dedup();
