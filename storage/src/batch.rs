@@ -283,6 +283,7 @@ impl Outcome {
     }
 
     /// This outcome as main sends it.
+    #[inline]
     pub(crate) fn to_reply(&self) -> Reply<'_> {
         match self {
             Outcome::Set => Reply::Done,

@@ -115,7 +115,7 @@ impl Config {
 /// operations on one key are linearizable, and one thread's operations
 /// apply in the order it made them.
 ///
-/// `get_all`, `get_all_raw`, `keys`, `len` and `clear` see (or change) the
+/// `get_all`, `get_all_raw`, `keys`, `keys_matching`, `len` and `clear` see (or change) the
 /// whole store at one instant: main holds every shard's lock together for
 /// them, so none of them ever sees a batch half applied.
 ///

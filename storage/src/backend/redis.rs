@@ -13,7 +13,10 @@
 //! it back as the same type, in the script (not `INCRBY`, which works on
 //! decimal text), exact over all 64 bits and with the same
 //! `NotAnInteger`/`Overflow` errors as the other backends;
-//! `compare_and_swap` compares encoded bytes; a time-to-live is `PX`.
+//! `compare_and_swap` compares encoded bytes; a time-to-live is `PX`, and
+//! `ttl`, `expire` and `persist` are `PTTL`, `PEXPIRE` (a zero `expire`
+//! deletes, as `EXPIRE` does) and `PERSIST`. `keys_matching` scans the
+//! pattern's plain prefix and filters with the matcher every backend uses.
 //!
 //! `watch` uses a companion channel (`<namespace>\0watch`) on which the same
 //! script publishes every change it makes. Redis expiring a key publishes
