@@ -31,7 +31,7 @@ pub(crate) fn answer<T>(data: &Data, request: &Request<'_>, f: impl FnOnce(Reply
     match request {
         Request::Op(Op::Get(key)) => data.read(key, |v| f(Reply::Value(v.map(Bytes::new)))),
         Request::Op(Op::Contains(key)) => f(Reply::Bool(data.contains(key))),
-        Request::Op(op) => f(data.apply_one(op).to_reply()),
+        Request::Op(op) => f(apply(data, op).to_reply()),
         Request::Batch(ops) => {
             let outcomes = data.apply_batch(ops);
             f(Reply::Batch(
@@ -55,6 +55,12 @@ pub(crate) fn answer<T>(data: &Data, request: &Request<'_>, f: impl FnOnce(Reply
             "a watch is opened by the store that owns it, not sent as a request".into(),
         ))),
     }
+}
+
+/// One operation on the map. Not generic, so it is compiled once, here,
+/// with the map's code inlined into it, rather than into every caller.
+fn apply(data: &Data, op: &Op<'_>) -> Outcome {
+    data.apply_one(op)
 }
 
 impl Backend for Local {
