@@ -10,9 +10,9 @@ use serde::de::DeserializeOwned;
 use serde_bytes::Bytes;
 use yuki_channel::{PeerEvent, Transport};
 
+use crate::backend::Any;
 use crate::backend::local::Local;
 use crate::backend::remote::{Remote, unexpected};
-use crate::backend::{self, Any};
 use crate::batch::{Batch, Outcome, Shapes, ttl_nanos};
 use crate::clock::{Clock, SystemClock};
 use crate::data::Data;
@@ -163,7 +163,7 @@ impl Store {
     /// [`Store::redis_with_namespace`].
     #[cfg(feature = "redis")]
     pub fn redis(url: &str) -> Result<Store> {
-        Store::redis_with_namespace(url, backend::redis::DEFAULT_NAMESPACE)
+        Store::redis_with_namespace(url, crate::backend::redis::DEFAULT_NAMESPACE)
     }
 
     /// A store kept in the Redis server at `url`, every key stored as
@@ -183,7 +183,7 @@ impl Store {
     #[cfg(feature = "redis")]
     pub fn redis_with_namespace(url: &str, namespace: &str) -> Result<Store> {
         let capacity = Config::default().watch_capacity;
-        let redis = backend::redis::Redis::connect(url, namespace, capacity)?;
+        let redis = crate::backend::redis::Redis::connect(url, namespace, capacity)?;
         Ok(Store::new(Any::Redis(Arc::new(redis)), MAX_VALUE_LEN))
     }
 
