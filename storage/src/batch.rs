@@ -8,7 +8,7 @@ use serde_bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::limits::check_key;
-use crate::protocol::{Failure, Op, Reply};
+use crate::protocol::{Failure, Op, OpKind, Reply};
 use crate::value;
 
 /// Operations to apply together, in order, with nothing else in between.
@@ -57,6 +57,12 @@ enum OwnedOp {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     },
+    Ttl(String),
+    Expire {
+        key: String,
+        ttl_nanos: u64,
+    },
+    Persist(String),
 }
 
 impl Batch {
@@ -161,6 +167,29 @@ impl Batch {
         })
     }
 
+    /// The time `key` has left (see [`Store::ttl`](crate::Store::ttl)):
+    /// [`Outcome::Ttl`].
+    pub fn ttl(&mut self, key: &str) -> &mut Batch {
+        self.push(key, || Ok(OwnedOp::Ttl(key.to_owned())))
+    }
+
+    /// Gives `key` a time to live (see [`Store::expire`](crate::Store::expire)):
+    /// [`Outcome::Expiring`].
+    pub fn expire(&mut self, key: &str, ttl: Duration) -> &mut Batch {
+        self.push(key, || {
+            Ok(OwnedOp::Expire {
+                key: key.to_owned(),
+                ttl_nanos: ttl_nanos(ttl),
+            })
+        })
+    }
+
+    /// Takes `key`'s time to live away (see [`Store::persist`](crate::Store::persist)):
+    /// [`Outcome::Persisted`].
+    pub fn persist(&mut self, key: &str) -> &mut Batch {
+        self.push(key, || Ok(OwnedOp::Persist(key.to_owned())))
+    }
+
     /// The operations as sent, or the first one refused.
     pub(crate) fn ops(&self) -> Result<Vec<Op<'_>>> {
         if let Some((index, e)) = &self.invalid {
@@ -191,11 +220,18 @@ impl Batch {
                     expected: expected.as_deref().map(Bytes::new),
                     new: new.as_deref().map(Bytes::new),
                 },
+                OwnedOp::Ttl(k) => Op::Ttl(k),
+                OwnedOp::Expire { key, ttl_nanos } => Op::Expire {
+                    key,
+                    ttl_nanos: *ttl_nanos,
+                },
+                OwnedOp::Persist(k) => Op::Persist(k),
             })
             .collect())
     }
 }
 
+/// A time to live in nanoseconds, the longest ones held to `u64::MAX`.
 pub(crate) fn ttl_nanos(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -221,6 +257,13 @@ pub enum Outcome {
     Incremented(i64),
     /// A `compare_and_swap`: whether it swapped.
     Swapped(bool),
+    /// A `ttl`: the time the key has left, `None` when it has no time to
+    /// live or does not exist.
+    Ttl(Option<Duration>),
+    /// An `expire`: whether the key existed (and now expires).
+    Expiring(bool),
+    /// A `persist`: whether the key had a time to live, now taken away.
+    Persisted(bool),
     /// The operation failed alone; the others were applied.
     Failed(Error),
 }
@@ -240,34 +283,81 @@ impl Outcome {
     }
 
     /// This outcome as main sends it.
+    #[inline]
     pub(crate) fn to_reply(&self) -> Reply<'_> {
         match self {
             Outcome::Set => Reply::Done,
             Outcome::Got { value, .. } => Reply::Value(value.as_deref().map(Bytes::new)),
-            Outcome::Contains(b) | Outcome::Deleted(b) | Outcome::Swapped(b) => Reply::Bool(*b),
+            Outcome::Contains(b)
+            | Outcome::Deleted(b)
+            | Outcome::Swapped(b)
+            | Outcome::Expiring(b)
+            | Outcome::Persisted(b) => Reply::Bool(*b),
             Outcome::Incremented(n) => Reply::Int(*n),
+            Outcome::Ttl(left) => Reply::Ttl(left.map(ttl_nanos)),
             Outcome::Failed(e) => Reply::Failed(Failure::from_error(e)),
         }
     }
 
-    /// Rebuilds the outcome of `op` from main's reply.
-    pub(crate) fn from_reply(op: &Op<'_>, reply: Reply<'_>) -> Result<Outcome> {
-        Ok(match (op, reply) {
+    /// Rebuilds the outcome of an operation of `kind` on `key` from its
+    /// reply (the key is kept only by a `get`).
+    pub(crate) fn from_reply(kind: OpKind, key: &str, reply: Reply<'_>) -> Result<Outcome> {
+        Ok(match (kind, reply) {
             (_, Reply::Failed(f)) => Outcome::Failed(f.into()),
-            (Op::Set { .. }, Reply::Done) => Outcome::Set,
-            (Op::Get(key), Reply::Value(v)) => Outcome::Got {
-                key: (*key).to_owned(),
+            (OpKind::Set, Reply::Done) => Outcome::Set,
+            (OpKind::Get, Reply::Value(v)) => Outcome::Got {
+                key: key.to_owned(),
                 value: v.map(|b| b.to_vec()),
             },
-            (Op::Contains(_), Reply::Bool(b)) => Outcome::Contains(b),
-            (Op::Delete(_), Reply::Bool(b)) => Outcome::Deleted(b),
-            (Op::Cas { .. }, Reply::Bool(b)) => Outcome::Swapped(b),
-            (Op::Incr { .. }, Reply::Int(n)) => Outcome::Incremented(n),
-            (op, reply) => {
+            (OpKind::Contains, Reply::Bool(b)) => Outcome::Contains(b),
+            (OpKind::Delete, Reply::Bool(b)) => Outcome::Deleted(b),
+            (OpKind::Cas, Reply::Bool(b)) => Outcome::Swapped(b),
+            (OpKind::Expire, Reply::Bool(b)) => Outcome::Expiring(b),
+            (OpKind::Persist, Reply::Bool(b)) => Outcome::Persisted(b),
+            (OpKind::Incr, Reply::Int(n)) => Outcome::Incremented(n),
+            (OpKind::Ttl, Reply::Ttl(t)) => Outcome::Ttl(t.map(Duration::from_nanos)),
+            (kind, reply) => {
                 return Err(Error::Protocol(format!(
-                    "reply {reply:?} does not answer {op:?}"
+                    "reply {reply:?} does not answer a {}",
+                    kind.name()
                 )));
             }
         })
+    }
+}
+
+/// What reading a batch's reply needs of its operations, owned, so an
+/// async caller can read it after the request is gone.
+pub(crate) struct Shapes(Vec<(OpKind, String)>);
+
+impl Shapes {
+    pub(crate) fn of(ops: &[Op<'_>]) -> Shapes {
+        Shapes(
+            ops.iter()
+                .map(|op| {
+                    let kind = op.kind();
+                    // Only a `get` names its key in its outcome.
+                    let key = if kind == OpKind::Get {
+                        op.key().to_owned()
+                    } else {
+                        String::new()
+                    };
+                    (kind, key)
+                })
+                .collect(),
+        )
+    }
+
+    /// One outcome per operation, from main's reply to the batch.
+    pub(crate) fn read(&self, reply: Reply<'_>) -> Result<Vec<Outcome>> {
+        match reply {
+            Reply::Batch(replies) if replies.len() == self.0.len() => self
+                .0
+                .iter()
+                .zip(replies)
+                .map(|((kind, key), r)| Outcome::from_reply(*kind, key, r))
+                .collect(),
+            other => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+        }
     }
 }

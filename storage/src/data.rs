@@ -17,6 +17,7 @@ use crate::batch::Outcome;
 use crate::clock::Clock;
 use crate::entry::{Entry, NEVER};
 use crate::error::Error;
+use crate::glob::{self, Glob};
 use crate::protocol::Op;
 use crate::shards::{Now, Shard, Shards, give_back};
 use crate::watch::Watchers;
@@ -193,6 +194,32 @@ impl Data {
                 }
                 Outcome::Swapped(true)
             }
+            Op::Ttl(key) => Outcome::Ttl(shard.find_live(hash, key, now).and_then(|e| {
+                let expires = e.expires();
+                (expires != NEVER).then(|| Duration::from_nanos(expires.saturating_sub(now.get())))
+            })),
+            Op::Expire { key, ttl_nanos } => {
+                if shard.find_live(hash, key, now).is_none() {
+                    return Outcome::Expiring(false);
+                }
+                if ttl_nanos == 0 {
+                    // As Redis does: a deadline that has passed removes the key.
+                    shard.remove(self.shards.hasher(), hash, key);
+                    self.changed(key, None);
+                } else {
+                    self.start_purger();
+                    let expires = now.get().saturating_add(ttl_nanos).min(NEVER - 1);
+                    shard.set_expires(hash, key, expires);
+                }
+                Outcome::Expiring(true)
+            }
+            Op::Persist(key) => match shard.find_live(hash, key, now) {
+                Some(e) if e.expires() != NEVER => {
+                    shard.set_expires(hash, key, NEVER);
+                    Outcome::Persisted(true)
+                }
+                _ => Outcome::Persisted(false),
+            },
         }
     }
 
@@ -233,6 +260,15 @@ impl Data {
             })
             .collect();
         f(keys)
+    }
+
+    /// Runs `f` on the live keys that match the glob `pattern`, seen at
+    /// one instant.
+    pub(crate) fn with_matching<R>(&self, pattern: &str, f: impl FnOnce(Vec<&str>) -> R) -> R {
+        let glob = Glob::new(pattern);
+        self.with_keys(glob::literal_prefix(pattern), |keys| {
+            f(keys.into_iter().filter(|k| glob.matches(k)).collect())
+        })
     }
 
     /// How many live keys there are, at one instant.

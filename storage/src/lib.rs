@@ -8,12 +8,21 @@
 //! atomically. A write returns only after main applied it.
 //!
 //! Beyond `set`/`get`/`delete` there are counters ([`Store::incr`]),
-//! compare-and-swap, time-to-live, atomic [`Batch`]es sent as one frame,
-//! change streams ([`Store::watch`]) and an async form of every operation.
+//! compare-and-swap, time-to-live and its queries as in Redis
+//! ([`Store::ttl`], [`Store::expire`], [`Store::persist`]), keys by prefix
+//! or by glob pattern ([`Store::keys_matching`]), atomic [`Batch`]es sent
+//! as one frame, change streams ([`Store::watch`]) and an async form of
+//! every operation.
+//!
+//! Every operation is one request run by the store's backend
+//! (`backend/`): main's map in this process, a child's link to main, or a
+//! Redis server. The map answers in place, without encoding; main serves
+//! children with the same code.
 //!
 //! With the `redis` feature, `Store::redis(url)` gives the same `Store` kept
-//! in a Redis server, for processes on several machines (see `redis.rs` for
-//! how each operation maps onto Redis and what differs).
+//! in a Redis server, for processes on several machines (see
+//! `backend/redis.rs` for how each operation maps onto Redis and what
+//! differs).
 //!
 //! # Guarantees
 //!
@@ -23,7 +32,7 @@
 //!   thread's operations apply in the order it made them.
 //! - A [`Batch`] is applied in order with the locks of every shard it
 //!   touches held together (taken in shard order, so batches cannot
-//!   deadlock); `get_all`, `keys`, `len` and `clear` hold every shard's lock
+//!   deadlock); `get_all`, `keys`, `keys_matching`, `len` and `clear` hold every shard's lock
 //!   together. So a snapshot never shows a batch half applied, and is a real
 //!   instant of the store, not a walk over a changing map.
 //! - A [`Watch`] sees every change under its prefix made after `watch`
@@ -74,6 +83,11 @@
 //! assert_eq!(child.get::<i64>("visits").unwrap(), Some(3));
 //! assert!(child.delete("visits").unwrap());
 //! assert_eq!(store.get_or("visits", 0i64).unwrap(), 0);
+//!
+//! child.set_with_ttl("session.1", "ann", std::time::Duration::from_secs(60)).unwrap();
+//! assert!(store.ttl("session.1").unwrap().is_some());
+//! assert!(child.persist("session.1").unwrap());
+//! assert_eq!(store.keys_matching("session.?").unwrap(), ["session.1"]);
 //! ```
 #![warn(
     missing_docs,
@@ -82,16 +96,15 @@
     unreachable_pub
 )]
 
+mod backend;
 mod batch;
 mod clock;
 mod data;
 mod entry;
 mod error;
+mod glob;
 mod limits;
 mod protocol;
-#[cfg(feature = "redis")]
-mod redis;
-mod remote;
 mod service;
 mod shards;
 mod store;
@@ -99,11 +112,11 @@ mod strings;
 mod value;
 mod watch;
 
+#[cfg(feature = "redis")]
+pub use backend::redis::DEFAULT_NAMESPACE;
 pub use batch::{Batch, Outcome};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use limits::{MAX_KEY_LEN, MAX_VALUE_LEN};
-#[cfg(feature = "redis")]
-pub use redis::DEFAULT_NAMESPACE;
 pub use store::{Config, Store};
 pub use watch::{Change, Watch};

@@ -1,7 +1,7 @@
 //! The sizes a store accepts, checked before anything is sent.
 
 use crate::error::{Error, Result};
-use crate::protocol::Op;
+use crate::protocol::{Op, Request};
 
 /// The longest key, in bytes (16 KiB).
 pub const MAX_KEY_LEN: usize = 16 << 10;
@@ -78,5 +78,20 @@ pub(crate) fn check_batch(ops: &[Op<'_>], max_value: usize) -> Result<()> {
             source: Box::new(e),
         }),
         None => Ok(()),
+    }
+}
+
+/// Checks what a request carries, as main does for every frame.
+pub(crate) fn check_request(request: &Request<'_>, max_value: usize) -> Result<()> {
+    match request {
+        Request::Op(op) => check_op(op, max_value),
+        Request::Batch(ops) => check_batch(ops, max_value),
+        Request::Keys(prefix) | Request::Watch { prefix, .. } => check_prefix(prefix),
+        Request::KeysMatching(pattern) => check_prefix(pattern),
+        Request::GetAll
+        | Request::Len
+        | Request::Clear
+        | Request::Purge
+        | Request::Unwatch { .. } => Ok(()),
     }
 }

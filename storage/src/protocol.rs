@@ -38,13 +38,71 @@ pub(crate) enum Op<'a> {
         #[serde(borrow)]
         new: Option<&'a Bytes>,
     },
+    /// The time the key has left.
+    Ttl(&'a str),
+    /// Gives the key a time to live; zero removes it now.
+    Expire {
+        key: &'a str,
+        ttl_nanos: u64,
+    },
+    /// Takes the key's time to live away.
+    Persist(&'a str),
+}
+
+/// What kind of operation an [`Op`] is, without its key or values: what
+/// is needed to read its reply once the request is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    Get,
+    Contains,
+    Set,
+    Delete,
+    Incr,
+    Cas,
+    Ttl,
+    Expire,
+    Persist,
+}
+
+impl OpKind {
+    /// The operation's name in the API.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            OpKind::Get => "get",
+            OpKind::Contains => "contains",
+            OpKind::Set => "set",
+            OpKind::Delete => "delete",
+            OpKind::Incr => "incr",
+            OpKind::Cas => "compare_and_swap",
+            OpKind::Ttl => "ttl",
+            OpKind::Expire => "expire",
+            OpKind::Persist => "persist",
+        }
+    }
 }
 
 impl<'a> Op<'a> {
     pub(crate) fn key(&self) -> &'a str {
         match self {
-            Op::Get(k) | Op::Contains(k) | Op::Delete(k) => k,
-            Op::Set { key, .. } | Op::Incr { key, .. } | Op::Cas { key, .. } => key,
+            Op::Get(k) | Op::Contains(k) | Op::Delete(k) | Op::Ttl(k) | Op::Persist(k) => k,
+            Op::Set { key, .. }
+            | Op::Incr { key, .. }
+            | Op::Cas { key, .. }
+            | Op::Expire { key, .. } => key,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> OpKind {
+        match self {
+            Op::Get(_) => OpKind::Get,
+            Op::Contains(_) => OpKind::Contains,
+            Op::Set { .. } => OpKind::Set,
+            Op::Delete(_) => OpKind::Delete,
+            Op::Incr { .. } => OpKind::Incr,
+            Op::Cas { .. } => OpKind::Cas,
+            Op::Ttl(_) => OpKind::Ttl,
+            Op::Expire { .. } => OpKind::Expire,
+            Op::Persist(_) => OpKind::Persist,
         }
     }
 }
@@ -68,23 +126,15 @@ pub(crate) enum Request<'a> {
     Unwatch {
         id: u64,
     },
+    /// The keys that match a glob pattern.
+    KeysMatching(&'a str),
 }
 
 impl Request<'_> {
     /// The request in words, for a time-out's message.
     pub(crate) fn describe(&self) -> String {
         match self {
-            Request::Op(op) => {
-                let name = match op {
-                    Op::Get(_) => "get",
-                    Op::Contains(_) => "contains",
-                    Op::Set { .. } => "set",
-                    Op::Delete(_) => "delete",
-                    Op::Incr { .. } => "incr",
-                    Op::Cas { .. } => "compare_and_swap",
-                };
-                format!("store {name} of {:?}", op.key())
-            }
+            Request::Op(op) => format!("store {} of {:?}", op.kind().name(), op.key()),
             Request::Batch(ops) => format!("store batch of {} operations", ops.len()),
             Request::GetAll => "store get_all".into(),
             Request::Keys(prefix) => format!("store keys of prefix {prefix:?}"),
@@ -93,6 +143,7 @@ impl Request<'_> {
             Request::Purge => "store purge_expired".into(),
             Request::Watch { prefix, .. } => format!("store watch of prefix {prefix:?}"),
             Request::Unwatch { .. } => "store unwatch".into(),
+            Request::KeysMatching(pattern) => format!("store keys matching {pattern:?}"),
         }
     }
 }
@@ -112,6 +163,8 @@ pub(crate) enum Reply<'a> {
     #[serde(borrow)]
     Batch(Vec<Reply<'a>>),
     Failed(Failure),
+    /// A key's time left in nanoseconds; `None` when it has none or is missing.
+    Ttl(Option<u64>),
 }
 
 /// An error main reports inside a reply, rebuilt as an [`Error`] in the child.

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use serde_bytes::Bytes;
 use yuki_channel::{PeerId, Service, codec};
 
+use crate::backend::local::answer;
 use crate::data::Data;
 use crate::error::Error;
-use crate::limits::{check_batch, check_op, check_prefix};
-use crate::protocol::{Failure, Op, Reply, Request};
+use crate::limits::check_request;
+use crate::protocol::{Failure, Reply, Request};
 
 /// Serves the store's requests from children, straight from main's map.
 pub(crate) struct StoreService {
@@ -48,63 +48,27 @@ impl StoreService {
         request: Request<'_>,
         reply: &mut Vec<u8>,
     ) -> yuki_channel::Result<()> {
-        let data = &self.data;
+        // A child checks before sending; main checks again, as it trusts
+        // no frame, and its own limit decides.
+        if let Err(e) = check_request(&request, self.max_value) {
+            return failed(&e, reply);
+        }
         match request {
-            Request::Op(op) => {
-                // A child checks before sending; main checks again, as it
-                // trusts no frame, and its own limit decides.
-                if let Err(e) = check_op(&op, self.max_value) {
-                    return failed(&e, reply);
-                }
-                match op {
-                    // Encoded straight from the map: no copy of the value.
-                    Op::Get(key) => data
-                        .get_with(key, |v| {
-                            reply.reserve(v.len() + 16);
-                            codec::encode_into(&Reply::Value(Some(Bytes::new(v))), reply)
-                        })
-                        .unwrap_or_else(|| codec::encode_into(&Reply::Value(None), reply)),
-                    Op::Contains(key) => {
-                        codec::encode_into(&Reply::Bool(data.contains(key)), reply)
-                    }
-                    op => codec::encode_into(&data.apply_one(&op).to_reply(), reply),
-                }
-            }
-            Request::Batch(ops) => {
-                if let Err(e) = check_batch(&ops, self.max_value) {
-                    return failed(&e, reply);
-                }
-                let outcomes = data.apply_batch(&ops);
-                let replies = outcomes.iter().map(|o| o.to_reply()).collect();
-                codec::encode_into(&Reply::Batch(replies), reply)
-            }
-            Request::GetAll => data.with_snapshot(|entries| {
-                let entries = entries
-                    .into_iter()
-                    .map(|(k, v)| (k, Bytes::new(v)))
-                    .collect();
-                codec::encode_into(&Reply::Entries(entries), reply)
-            }),
-            Request::Keys(prefix) => {
-                if let Err(e) = check_prefix(prefix) {
-                    return failed(&e, reply);
-                }
-                data.with_keys(prefix, |keys| codec::encode_into(&Reply::Keys(keys), reply))
-            }
-            Request::Len => codec::encode_into(&Reply::Count(data.len() as u64), reply),
-            Request::Clear => codec::encode_into(&Reply::Count(data.clear() as u64), reply),
-            Request::Purge => codec::encode_into(&Reply::Count(data.purge_expired() as u64), reply),
             Request::Watch { id, prefix } => {
-                if let Err(e) = check_prefix(prefix) {
-                    return failed(&e, reply);
-                }
-                data.watchers.add_remote(from, id, prefix);
+                self.data.watchers.add_remote(from, id, prefix);
                 codec::encode_into(&Reply::Done, reply)
             }
             Request::Unwatch { id } => {
-                data.watchers.remove_remote(from, id);
+                self.data.watchers.remove_remote(from, id);
                 codec::encode_into(&Reply::Done, reply)
             }
+            // Encoded straight from the map: no copy of a value.
+            request => answer(&self.data, &request, |answer| {
+                if let Reply::Value(Some(v)) = &answer {
+                    reply.reserve(v.len() + 16);
+                }
+                codec::encode_into(&answer, reply)
+            }),
         }
     }
 }

@@ -126,6 +126,15 @@ impl Shard {
         }
     }
 
+    /// Gives an existing entry the deadline `expires` ([`NEVER`] for none).
+    pub(crate) fn set_expires(&mut self, hash: u64, key: &str, expires: u64) {
+        if let Some(e) = self.table.find_mut(hash, |e| e.is(key)) {
+            self.with_ttl =
+                self.with_ttl + usize::from(expires != NEVER) - usize::from(e.expires() != NEVER);
+            e.set_expires(expires);
+        }
+    }
+
     /// Replaces the value of an existing entry, keeping its deadline.
     pub(crate) fn replace_value(&mut self, hash: u64, key: &str, value: &[u8]) {
         if let Some(e) = self.table.find_mut(hash, |e| e.is(key)) {

@@ -10,16 +10,18 @@ use serde::de::DeserializeOwned;
 use serde_bytes::Bytes;
 use yuki_channel::{PeerEvent, Transport};
 
-use crate::batch::{Batch, Outcome, ttl_nanos};
+use crate::backend::Any;
+use crate::backend::local::Local;
+use crate::backend::remote::{Remote, unexpected};
+use crate::batch::{Batch, Outcome, Shapes, ttl_nanos};
 use crate::clock::{Clock, SystemClock};
 use crate::data::Data;
 use crate::error::{Error, Result};
 use crate::limits::{MAX_VALUE_LEN, check_batch, check_key, check_prefix, check_value};
 use crate::protocol::{Op, Reply, Request, SERVICE};
-use crate::remote::{Remote, unexpected};
 use crate::service::StoreService;
 use crate::value;
-use crate::watch::{Inbox, Watch};
+use crate::watch::Watch;
 
 /// How a store is set up. Only main's settings matter for the data; a
 /// child uses `watch_capacity`, and `max_value_len` to refuse a value
@@ -113,7 +115,7 @@ impl Config {
 /// operations on one key are linearizable, and one thread's operations
 /// apply in the order it made them.
 ///
-/// `get_all`, `get_all_raw`, `keys`, `len` and `clear` see (or change) the
+/// `get_all`, `get_all_raw`, `keys`, `keys_matching`, `len` and `clear` see (or change) the
 /// whole store at one instant: main holds every shard's lock together for
 /// them, so none of them ever sees a batch half applied.
 ///
@@ -121,19 +123,10 @@ impl Config {
 /// sends at once and awaits the reply without blocking a thread.
 #[derive(Clone)]
 pub struct Store {
-    backend: Backend,
-    watch_capacity: usize,
+    backend: Any,
     /// This handle's call deadline in a child (`None`: the transport's).
     timeout: Option<Duration>,
     max_value: usize,
-}
-
-#[derive(Clone)]
-enum Backend {
-    Local(Arc<Data>),
-    Remote(Arc<Remote>),
-    #[cfg(feature = "redis")]
-    Redis(Arc<crate::redis::Redis>),
 }
 
 /// The store attached to a transport, kept in its extensions.
@@ -147,21 +140,30 @@ impl Store {
 
     /// [`Store::local`] with settings.
     pub fn local_with(config: Config) -> Store {
-        Store {
-            backend: Backend::Local(Data::new(config.shards, config.clock, config.purge_every)),
-            watch_capacity: config.watch_capacity,
-            timeout: None,
-            max_value: config.max_value_len,
-        }
+        let data = Data::new(config.shards, config.clock, config.purge_every);
+        Store::new(
+            Any::Local(Local {
+                data,
+                watch_capacity: config.watch_capacity,
+            }),
+            config.max_value_len,
+        )
     }
 
+    fn new(backend: Any, max_value: usize) -> Store {
+        Store {
+            backend,
+            timeout: None,
+            max_value,
+        }
+    }
     /// A store kept in the Redis server at `url` (such as
     /// `redis://127.0.0.1:6379`), under the key namespace
     /// [`DEFAULT_NAMESPACE`](crate::DEFAULT_NAMESPACE): see
     /// [`Store::redis_with_namespace`].
     #[cfg(feature = "redis")]
     pub fn redis(url: &str) -> Result<Store> {
-        Store::redis_with_namespace(url, crate::redis::DEFAULT_NAMESPACE)
+        Store::redis_with_namespace(url, crate::backend::redis::DEFAULT_NAMESPACE)
     }
 
     /// A store kept in the Redis server at `url`, every key stored as
@@ -181,13 +183,8 @@ impl Store {
     #[cfg(feature = "redis")]
     pub fn redis_with_namespace(url: &str, namespace: &str) -> Result<Store> {
         let capacity = Config::default().watch_capacity;
-        let redis = crate::redis::Redis::connect(url, namespace, capacity)?;
-        Ok(Store {
-            backend: Backend::Redis(Arc::new(redis)),
-            watch_capacity: capacity,
-            timeout: None,
-            max_value: MAX_VALUE_LEN,
-        })
+        let redis = crate::backend::redis::Redis::connect(url, namespace, capacity)?;
+        Ok(Store::new(Any::Redis(Arc::new(redis)), MAX_VALUE_LEN))
     }
 
     /// The store of the application `transport` belongs to.
@@ -218,20 +215,20 @@ impl Store {
                         data.watchers.remove_peer(*peer);
                     }
                 }));
-                Ok(Attached(Store {
-                    backend: Backend::Local(data),
+                let local = Local {
+                    data,
                     watch_capacity: config.watch_capacity,
-                    timeout: None,
-                    max_value: config.max_value_len,
-                }))
+                };
+                Ok(Attached(Store::new(
+                    Any::Local(local),
+                    config.max_value_len,
+                )))
             } else {
                 let remote = Remote::new(transport.clone(), config.watch_capacity)?;
-                Ok(Attached(Store {
-                    backend: Backend::Remote(remote),
-                    watch_capacity: config.watch_capacity,
-                    timeout: None,
-                    max_value: config.max_value_len,
-                }))
+                Ok(Attached(Store::new(
+                    Any::Remote(remote),
+                    config.max_value_len,
+                )))
             }
         })?;
         Ok(attached.0.clone())
@@ -268,71 +265,28 @@ impl Store {
 
     /// Whether this process holds the data (main, or a local store).
     pub fn is_owner(&self) -> bool {
-        matches!(self.backend, Backend::Local(_))
+        matches!(self.backend, Any::Local(_))
     }
 
-    fn run_op(&self, op: Op<'_>) -> Result<Outcome> {
-        match &self.backend {
-            Backend::Local(data) => Ok(data.apply_one(&op)),
-            Backend::Remote(remote) => {
-                remote.request(&Request::Op(op.clone()), self.timeout, |reply| {
-                    Outcome::from_reply(&op, reply)
-                })
-            }
-            #[cfg(feature = "redis")]
-            Backend::Redis(redis) => redis.request(&Request::Op(op.clone()), |reply| {
-                Outcome::from_reply(&op, reply)
-            }),
-        }
-    }
-
-    async fn run_op_async(&self, op: Op<'_>) -> Result<Outcome> {
-        match &self.backend {
-            Backend::Local(data) => Ok(data.apply_one(&op)),
-            Backend::Remote(remote) => {
-                let owned = OwnedOpShape::of(&op);
-                remote
-                    .request_async(&Request::Op(op), self.timeout, move |reply| {
-                        owned.outcome(reply)
-                    })
-                    .await
-            }
-            #[cfg(feature = "redis")]
-            Backend::Redis(redis) => {
-                let owned = OwnedOpShape::of(&op);
-                redis
-                    .request_async(&Request::Op(op), move |reply| owned.outcome(reply))
-                    .await
-            }
-        }
-    }
-
-    fn run<R>(
+    /// Runs `request` on this store's backend and reads the reply with `read`.
+    #[inline]
+    fn execute<R>(
         &self,
         request: Request<'_>,
-        local: impl FnOnce(&Data) -> Result<R>,
-        parse: impl FnOnce(Reply<'_>) -> Result<R>,
+        read: impl FnOnce(Reply<'_>) -> Result<R>,
     ) -> Result<R> {
-        match &self.backend {
-            Backend::Local(data) => local(data),
-            Backend::Remote(remote) => remote.request(&request, self.timeout, parse),
-            #[cfg(feature = "redis")]
-            Backend::Redis(redis) => redis.request(&request, parse),
-        }
+        self.backend.execute(request, self.timeout, read)
     }
 
-    async fn run_async<R: 'static>(
-        &self,
-        request: Request<'_>,
-        local: impl FnOnce(&Data) -> Result<R>,
-        parse: impl FnOnce(Reply<'_>) -> Result<R> + Send + 'static,
-    ) -> Result<R> {
-        match &self.backend {
-            Backend::Local(data) => local(data),
-            Backend::Remote(remote) => remote.request_async(&request, self.timeout, parse).await,
-            #[cfg(feature = "redis")]
-            Backend::Redis(redis) => redis.request_async(&request, parse).await,
-        }
+    /// The async form of [`Store::execute`].
+    async fn execute_async<R, P>(&self, request: Request<'_>, read: P) -> Result<R>
+    where
+        R: Send + 'static,
+        P: FnOnce(Reply<'_>) -> Result<R> + Send + 'static,
+    {
+        self.backend
+            .execute_async(request, self.timeout, read)
+            .await
     }
 
     /// Sets `key` to `value` (and removes any time-to-live it had).
@@ -345,11 +299,7 @@ impl Store {
     pub fn set<V: Serialize + ?Sized>(&self, key: &str, value: &V) -> Result<()> {
         check_key(key)?;
         value::with_encoded(key, value, self.max_value, |bytes| {
-            expect_set(self.run_op(Op::Set {
-                key,
-                value: Bytes::new(bytes),
-                ttl_nanos: None,
-            })?)
+            self.execute(set(key, bytes, None), read_done)
         })
     }
 
@@ -363,11 +313,7 @@ impl Store {
     ) -> Result<()> {
         check_key(key)?;
         value::with_encoded(key, value, self.max_value, |bytes| {
-            expect_set(self.run_op(Op::Set {
-                key,
-                value: Bytes::new(bytes),
-                ttl_nanos: Some(ttl_nanos(ttl)),
-            })?)
+            self.execute(set(key, bytes, Some(ttl)), read_done)
         })
     }
 
@@ -388,25 +334,12 @@ impl Store {
     #[inline]
     pub fn get<V: DeserializeOwned>(&self, key: &str) -> Result<Option<V>> {
         check_key(key)?;
-        match &self.backend {
-            Backend::Local(data) => data.read(key, |bytes| value::decode_found(key, bytes)),
-            // Decoded straight from the reply frame: no copy of the bytes.
-            Backend::Remote(remote) => remote.request(
-                &Request::Op(Op::Get(key)),
-                self.timeout,
-                |reply| match reply {
-                    Reply::Value(v) => v.map(|b| value::decode(key, b)).transpose(),
-                    other => Err(unexpected(&other)),
-                },
-            ),
-            #[cfg(feature = "redis")]
-            Backend::Redis(redis) => {
-                redis.request(&Request::Op(Op::Get(key)), |reply| match reply {
-                    Reply::Value(v) => v.map(|b| value::decode(key, b)).transpose(),
-                    other => Err(unexpected(&other)),
-                })
-            }
-        }
+        // Decoded where the backend holds the bytes: in the map under its
+        // lock, or in the reply frame. Never copied.
+        self.execute(Request::Op(Op::Get(key)), |reply| match reply {
+            Reply::Value(v) => value::decode_found(key, v.map(|b| &b[..])),
+            other => Err(unexpected(&other)),
+        })
     }
 
     /// The value of `key`, or `default` if it does not exist.
@@ -420,11 +353,7 @@ impl Store {
     /// the bytes given there.
     pub fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        self.run(
-            Request::Op(Op::Get(key)),
-            |data| Ok(data.get_with(key, <[u8]>::to_vec)),
-            parse_value,
-        )
+        self.execute(Request::Op(Op::Get(key)), read_value)
     }
 
     /// Sets `key` to `bytes` exactly as given, for programs that keep their
@@ -442,27 +371,19 @@ impl Store {
     pub fn set_raw(&self, key: &str, bytes: &[u8]) -> Result<()> {
         check_key(key)?;
         check_value(key, bytes, self.max_value)?;
-        expect_set(self.run_op(Op::Set {
-            key,
-            value: Bytes::new(bytes),
-            ttl_nanos: None,
-        })?)
+        self.execute(set(key, bytes, None), read_done)
     }
 
     /// Whether `key` exists.
     pub fn contains(&self, key: &str) -> Result<bool> {
         check_key(key)?;
-        self.run(
-            Request::Op(Op::Contains(key)),
-            |data| Ok(data.contains(key)),
-            parse_bool,
-        )
+        self.execute(Request::Op(Op::Contains(key)), read_bool)
     }
 
     /// Deletes `key`; returns whether it existed.
     pub fn delete(&self, key: &str) -> Result<bool> {
         check_key(key)?;
-        expect_bool(self.run_op(Op::Delete(key))?)
+        self.execute(Request::Op(Op::Delete(key)), read_bool)
     }
 
     /// Adds `by` to the counter `key` and returns the new value. The key
@@ -483,7 +404,7 @@ impl Store {
     /// ```
     pub fn incr(&self, key: &str, by: i64) -> Result<i64> {
         check_key(key)?;
-        expect_int(self.run_op(Op::Incr { key, by })?)
+        self.execute(Request::Op(Op::Incr { key, by }), read_int)
     }
 
     /// Sets `key` to `new` (deletes it for `None`) if its value is now
@@ -499,18 +420,77 @@ impl Store {
         new: Option<&V>,
     ) -> Result<bool> {
         let cas = Cas::encode(key, expected, new, self.max_value)?;
-        expect_bool(self.run_op(cas.op(key))?)
+        self.execute(Request::Op(cas.op(key)), read_bool)
+    }
+
+    /// The time `key` has left before it expires: `Some` for a key set
+    /// with a time-to-live (or given one by [`Store::expire`]), `None` for
+    /// a key that never expires **and** for a missing key, Redis's `-1`
+    /// and `-2` both. When the difference matters, ask both at one instant
+    /// with a [`Batch`] of [`contains`](Batch::contains) and
+    /// [`ttl`](Batch::ttl).
+    ///
+    /// Redis counts in milliseconds, so there the time is whole
+    /// milliseconds; main's map counts nanoseconds.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let store = yuki_storage::Store::local();
+    /// store.set_with_ttl("session", "ann", Duration::from_secs(60)).unwrap();
+    /// store.set("name", "ann").unwrap();
+    /// let left = store.ttl("session").unwrap().unwrap();
+    /// assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
+    /// assert_eq!(store.ttl("name").unwrap(), None);
+    /// assert_eq!(store.ttl("missing").unwrap(), None);
+    /// ```
+    pub fn ttl(&self, key: &str) -> Result<Option<Duration>> {
+        check_key(key)?;
+        self.execute(Request::Op(Op::Ttl(key)), read_ttl)
+    }
+
+    /// Gives `key` the time-to-live `ttl` from now, replacing any it had;
+    /// returns whether the key existed (a missing key stays missing).
+    /// A zero `ttl` removes the key at once, as Redis's `EXPIRE` with a
+    /// deadline that has passed does (watchers see a removal).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let store = yuki_storage::Store::local();
+    /// store.set("k", &1).unwrap();
+    /// assert!(store.expire("k", Duration::from_secs(60)).unwrap());
+    /// assert!(store.ttl("k").unwrap().is_some());
+    /// assert!(!store.expire("missing", Duration::from_secs(60)).unwrap());
+    /// assert!(store.expire("k", Duration::ZERO).unwrap());
+    /// assert!(!store.contains("k").unwrap());
+    /// ```
+    pub fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
+        check_key(key)?;
+        self.execute(expire(key, ttl), read_bool)
+    }
+
+    /// Takes `key`'s time-to-live away, so it never expires; returns
+    /// whether it had one (`false` for a missing key or one that never
+    /// expired), as Redis's `PERSIST`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let store = yuki_storage::Store::local();
+    /// store.set_with_ttl("k", &1, Duration::from_secs(60)).unwrap();
+    /// assert!(store.persist("k").unwrap());
+    /// assert_eq!(store.ttl("k").unwrap(), None);
+    /// assert!(!store.persist("k").unwrap());
+    /// ```
+    pub fn persist(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        self.execute(Request::Op(Op::Persist(key)), read_bool)
     }
 
     /// Runs `batch` atomically in main; one [`Outcome`] per operation, in order.
     pub fn batch(&self, batch: &Batch) -> Result<Vec<Outcome>> {
         let ops = batch.ops()?;
         check_batch(&ops, self.max_value)?;
-        self.run(
-            Request::Batch(ops.clone()),
-            |data| Ok(data.apply_batch(&ops)),
-            |reply| parse_batch(&ops, reply),
-        )
+        let shapes = Shapes::of(&ops);
+        self.execute(Request::Batch(ops), |reply| shapes.read(reply))
     }
 
     /// A copy of every entry, decoded as `V`, seen at one instant.
@@ -523,22 +503,39 @@ impl Store {
 
     /// A copy of every entry, undecoded, seen at one instant.
     pub fn get_all_raw(&self) -> Result<BTreeMap<String, Vec<u8>>> {
-        self.run(Request::GetAll, |data| Ok(snapshot(data)), parse_entries)
+        self.execute(Request::GetAll, read_entries)
     }
 
     /// The keys that start with `prefix` (`""` for all), sorted, at one instant.
     pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
         check_prefix(prefix)?;
-        self.run(
-            Request::Keys(prefix),
-            |data| Ok(keys(data, prefix)),
-            parse_keys,
-        )
+        self.execute(Request::Keys(prefix), read_keys)
+    }
+
+    /// The keys that match the glob `pattern`, sorted, at one instant
+    /// (on Redis, by `SCAN`, like [`Store::keys`]). As in Redis's `KEYS`:
+    /// `*` matches any run of characters, `?` one character, `[abc]` one of
+    /// those (`[^abc]` any other, `[a-z]` a range), and `\\` makes the next
+    /// character plain. Only the pattern's plain start (before its first
+    /// special character) narrows the search; `"*.tmp"` reads every key.
+    ///
+    /// ```
+    /// let store = yuki_storage::Store::local();
+    /// for key in ["user.1", "user.22", "user.x", "users", "a*b"] {
+    ///     store.set(key, &0).unwrap();
+    /// }
+    /// assert_eq!(store.keys_matching("user.?").unwrap(), ["user.1", "user.x"]);
+    /// assert_eq!(store.keys_matching("user.[0-9]*").unwrap(), ["user.1", "user.22"]);
+    /// assert_eq!(store.keys_matching(r"a\*b").unwrap(), ["a*b"]);
+    /// ```
+    pub fn keys_matching(&self, pattern: &str) -> Result<Vec<String>> {
+        check_prefix(pattern)?;
+        self.execute(Request::KeysMatching(pattern), read_keys)
     }
 
     /// How many keys there are.
     pub fn len(&self) -> Result<usize> {
-        self.run(Request::Len, |data| Ok(data.len()), parse_count)
+        self.execute(Request::Len, read_count)
     }
 
     /// Whether there are no keys.
@@ -548,13 +545,13 @@ impl Store {
 
     /// Removes every key at one instant; returns how many there were.
     pub fn clear(&self) -> Result<usize> {
-        self.run(Request::Clear, |data| Ok(data.clear()), parse_count)
+        self.execute(Request::Clear, read_count)
     }
 
     /// Purges expired keys now rather than at the next background pass;
     /// returns how many. Reads never see expired keys either way.
     pub fn purge_expired(&self) -> Result<usize> {
-        self.run(Request::Purge, |data| Ok(data.purge_expired()), parse_count)
+        self.execute(Request::Purge, read_count)
     }
 
     /// Watches the keys that start with `prefix` (`""` for all): every change
@@ -571,28 +568,16 @@ impl Store {
     /// ```
     pub fn watch(&self, prefix: &str) -> Result<Watch> {
         check_prefix(prefix)?;
-        match &self.backend {
-            Backend::Local(data) => Ok(watch_local(data, prefix, self.watch_capacity)),
-            Backend::Remote(remote) => remote.watch(prefix, self.timeout),
-            #[cfg(feature = "redis")]
-            Backend::Redis(redis) => redis.watch(prefix),
-        }
+        self.backend.watch(prefix, self.timeout)
     }
 
-    // ---- async forms ----
+    // ---- async forms: the same requests, awaited ----
 
     /// The async form of [`Store::set`].
     pub async fn set_async<V: Serialize + ?Sized>(&self, key: &str, value: &V) -> Result<()> {
         check_key(key)?;
         let bytes = value::encode(key, value, self.max_value)?;
-        expect_set(
-            self.run_op_async(Op::Set {
-                key,
-                value: Bytes::new(&bytes),
-                ttl_nanos: None,
-            })
-            .await?,
-        )
+        self.execute_async(set(key, &bytes, None), read_done).await
     }
 
     /// The async form of [`Store::set_with_ttl`].
@@ -604,14 +589,8 @@ impl Store {
     ) -> Result<()> {
         check_key(key)?;
         let bytes = value::encode(key, value, self.max_value)?;
-        expect_set(
-            self.run_op_async(Op::Set {
-                key,
-                value: Bytes::new(&bytes),
-                ttl_nanos: Some(ttl_nanos(ttl)),
-            })
-            .await?,
-        )
+        self.execute_async(set(key, &bytes, Some(ttl)), read_done)
+            .await
     }
 
     /// The async form of [`Store::get`].
@@ -630,35 +609,29 @@ impl Store {
     /// The async form of [`Store::get_raw`].
     pub async fn get_raw_async(&self, key: &str) -> Result<Option<Vec<u8>>> {
         check_key(key)?;
-        self.run_async(
-            Request::Op(Op::Get(key)),
-            |data| Ok(data.get_with(key, <[u8]>::to_vec)),
-            parse_value,
-        )
-        .await
+        self.execute_async(Request::Op(Op::Get(key)), read_value)
+            .await
     }
 
     /// The async form of [`Store::contains`].
     pub async fn contains_async(&self, key: &str) -> Result<bool> {
         check_key(key)?;
-        self.run_async(
-            Request::Op(Op::Contains(key)),
-            |data| Ok(data.contains(key)),
-            parse_bool,
-        )
-        .await
+        self.execute_async(Request::Op(Op::Contains(key)), read_bool)
+            .await
     }
 
     /// The async form of [`Store::delete`].
     pub async fn delete_async(&self, key: &str) -> Result<bool> {
         check_key(key)?;
-        expect_bool(self.run_op_async(Op::Delete(key)).await?)
+        self.execute_async(Request::Op(Op::Delete(key)), read_bool)
+            .await
     }
 
     /// The async form of [`Store::incr`].
     pub async fn incr_async(&self, key: &str, by: i64) -> Result<i64> {
         check_key(key)?;
-        expect_int(self.run_op_async(Op::Incr { key, by }).await?)
+        self.execute_async(Request::Op(Op::Incr { key, by }), read_int)
+            .await
     }
 
     /// The async form of [`Store::compare_and_swap`].
@@ -669,27 +642,37 @@ impl Store {
         new: Option<&V>,
     ) -> Result<bool> {
         let cas = Cas::encode(key, expected, new, self.max_value)?;
-        expect_bool(self.run_op_async(cas.op(key)).await?)
+        self.execute_async(Request::Op(cas.op(key)), read_bool)
+            .await
+    }
+
+    /// The async form of [`Store::ttl`].
+    pub async fn ttl_async(&self, key: &str) -> Result<Option<Duration>> {
+        check_key(key)?;
+        self.execute_async(Request::Op(Op::Ttl(key)), read_ttl)
+            .await
+    }
+
+    /// The async form of [`Store::expire`].
+    pub async fn expire_async(&self, key: &str, ttl: Duration) -> Result<bool> {
+        check_key(key)?;
+        self.execute_async(expire(key, ttl), read_bool).await
+    }
+
+    /// The async form of [`Store::persist`].
+    pub async fn persist_async(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        self.execute_async(Request::Op(Op::Persist(key)), read_bool)
+            .await
     }
 
     /// The async form of [`Store::batch`].
     pub async fn batch_async(&self, batch: &Batch) -> Result<Vec<Outcome>> {
         let ops = batch.ops()?;
         check_batch(&ops, self.max_value)?;
-        let shapes: Vec<OwnedOpShape> = ops.iter().map(OwnedOpShape::of).collect();
-        self.run_async(
-            Request::Batch(ops.clone()),
-            |data| Ok(data.apply_batch(&ops)),
-            move |reply| match reply {
-                Reply::Batch(replies) if replies.len() == shapes.len() => shapes
-                    .iter()
-                    .zip(replies)
-                    .map(|(s, r)| s.outcome(r))
-                    .collect(),
-                other => Err(unexpected(&other)),
-            },
-        )
-        .await
+        let shapes = Shapes::of(&ops);
+        self.execute_async(Request::Batch(ops), move |reply| shapes.read(reply))
+            .await
     }
 
     /// The async form of [`Store::get_all`].
@@ -699,63 +682,56 @@ impl Store {
 
     /// The async form of [`Store::get_all_raw`].
     pub async fn get_all_raw_async(&self) -> Result<BTreeMap<String, Vec<u8>>> {
-        self.run_async(Request::GetAll, |data| Ok(snapshot(data)), parse_entries)
-            .await
+        self.execute_async(Request::GetAll, read_entries).await
     }
 
     /// The async form of [`Store::keys`].
     pub async fn keys_async(&self, prefix: &str) -> Result<Vec<String>> {
         check_prefix(prefix)?;
-        self.run_async(
-            Request::Keys(prefix),
-            |data| Ok(keys(data, prefix)),
-            parse_keys,
-        )
-        .await
+        self.execute_async(Request::Keys(prefix), read_keys).await
+    }
+
+    /// The async form of [`Store::keys_matching`].
+    pub async fn keys_matching_async(&self, pattern: &str) -> Result<Vec<String>> {
+        check_prefix(pattern)?;
+        self.execute_async(Request::KeysMatching(pattern), read_keys)
+            .await
     }
 
     /// The async form of [`Store::len`].
     pub async fn len_async(&self) -> Result<usize> {
-        self.run_async(Request::Len, |data| Ok(data.len()), parse_count)
-            .await
+        self.execute_async(Request::Len, read_count).await
     }
 
     /// The async form of [`Store::clear`].
     pub async fn clear_async(&self) -> Result<usize> {
-        self.run_async(Request::Clear, |data| Ok(data.clear()), parse_count)
-            .await
+        self.execute_async(Request::Clear, read_count).await
     }
 
     /// The async form of [`Store::purge_expired`].
     pub async fn purge_expired_async(&self) -> Result<usize> {
-        self.run_async(Request::Purge, |data| Ok(data.purge_expired()), parse_count)
-            .await
+        self.execute_async(Request::Purge, read_count).await
     }
 
     /// The async form of [`Store::watch`].
     pub async fn watch_async(&self, prefix: &str) -> Result<Watch> {
         check_prefix(prefix)?;
-        match &self.backend {
-            Backend::Local(data) => Ok(watch_local(data, prefix, self.watch_capacity)),
-            Backend::Remote(remote) => remote.watch_async(prefix, self.timeout).await,
-            #[cfg(feature = "redis")]
-            Backend::Redis(redis) => redis.watch_async(prefix).await,
-        }
+        self.backend.watch_async(prefix, self.timeout).await
     }
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.backend {
-            Backend::Local(_) => "owner",
-            Backend::Remote(_) => "remote",
+            Any::Local(_) => "owner",
+            Any::Remote(_) => "remote",
             #[cfg(feature = "redis")]
-            Backend::Redis(_) => "redis",
+            Any::Redis(_) => "redis",
         };
         let mut d = f.debug_struct("Store");
         d.field("kind", &kind);
         #[cfg(feature = "redis")]
-        if let Backend::Redis(redis) = &self.backend {
+        if let Any::Redis(redis) = &self.backend {
             d.field("address", &redis.address());
         }
         d.finish()
@@ -791,33 +767,20 @@ impl Cas {
     }
 }
 
-fn watch_local(data: &Arc<Data>, prefix: &str, capacity: usize) -> Watch {
-    let (inbox, rx) = Inbox::new(capacity);
-    let id = data.watchers.add_local(prefix, inbox.clone());
-    let weak = Arc::downgrade(data);
-    let cancel = Box::new(move || {
-        if let Some(data) = weak.upgrade() {
-            data.watchers.remove_local(id);
-        }
-    });
-    Watch::new(inbox, rx, cancel)
-}
-
-fn snapshot(data: &Data) -> BTreeMap<String, Vec<u8>> {
-    data.with_snapshot(|entries| {
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_vec()))
-            .collect()
+/// A `set` of `key` to the encoded `value`, for `ttl` or for ever.
+fn set<'a>(key: &'a str, value: &'a [u8], ttl: Option<Duration>) -> Request<'a> {
+    Request::Op(Op::Set {
+        key,
+        value: Bytes::new(value),
+        ttl_nanos: ttl.map(ttl_nanos),
     })
 }
 
-fn keys(data: &Data, prefix: &str) -> Vec<String> {
-    let mut keys = data.with_keys(prefix, |keys| {
-        keys.into_iter().map(str::to_owned).collect::<Vec<_>>()
-    });
-    keys.sort_unstable();
-    keys
+fn expire(key: &str, ttl: Duration) -> Request<'_> {
+    Request::Op(Op::Expire {
+        key,
+        ttl_nanos: ttl_nanos(ttl),
+    })
 }
 
 fn decode_all<V: DeserializeOwned>(raw: BTreeMap<String, Vec<u8>>) -> Result<BTreeMap<String, V>> {
@@ -829,52 +792,49 @@ fn decode_all<V: DeserializeOwned>(raw: BTreeMap<String, Vec<u8>>) -> Result<BTr
         .collect()
 }
 
-fn expect_set(outcome: Outcome) -> Result<()> {
-    match outcome {
-        Outcome::Set => Ok(()),
-        Outcome::Failed(e) => Err(e),
-        other => Err(Error::Protocol(format!("unexpected outcome {other:?}"))),
+fn read_done(reply: Reply<'_>) -> Result<()> {
+    match reply {
+        Reply::Done => Ok(()),
+        other => Err(unexpected(&other)),
     }
 }
 
-fn expect_bool(outcome: Outcome) -> Result<bool> {
-    match outcome {
-        Outcome::Deleted(b) | Outcome::Swapped(b) | Outcome::Contains(b) => Ok(b),
-        Outcome::Failed(e) => Err(e),
-        other => Err(Error::Protocol(format!("unexpected outcome {other:?}"))),
+fn read_int(reply: Reply<'_>) -> Result<i64> {
+    match reply {
+        Reply::Int(n) => Ok(n),
+        other => Err(unexpected(&other)),
     }
 }
 
-fn expect_int(outcome: Outcome) -> Result<i64> {
-    match outcome {
-        Outcome::Incremented(n) => Ok(n),
-        Outcome::Failed(e) => Err(e),
-        other => Err(Error::Protocol(format!("unexpected outcome {other:?}"))),
+fn read_ttl(reply: Reply<'_>) -> Result<Option<Duration>> {
+    match reply {
+        Reply::Ttl(t) => Ok(t.map(Duration::from_nanos)),
+        other => Err(unexpected(&other)),
     }
 }
 
-fn parse_value(reply: Reply<'_>) -> Result<Option<Vec<u8>>> {
+fn read_value(reply: Reply<'_>) -> Result<Option<Vec<u8>>> {
     match reply {
         Reply::Value(v) => Ok(v.map(|b| b.to_vec())),
         other => Err(unexpected(&other)),
     }
 }
 
-fn parse_bool(reply: Reply<'_>) -> Result<bool> {
+fn read_bool(reply: Reply<'_>) -> Result<bool> {
     match reply {
         Reply::Bool(b) => Ok(b),
         other => Err(unexpected(&other)),
     }
 }
 
-fn parse_count(reply: Reply<'_>) -> Result<usize> {
+fn read_count(reply: Reply<'_>) -> Result<usize> {
     match reply {
         Reply::Count(n) => usize::try_from(n).map_err(|e| Error::Protocol(e.to_string())),
         other => Err(unexpected(&other)),
     }
 }
 
-fn parse_keys(reply: Reply<'_>) -> Result<Vec<String>> {
+fn read_keys(reply: Reply<'_>) -> Result<Vec<String>> {
     match reply {
         Reply::Keys(keys) => {
             let mut keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
@@ -885,67 +845,12 @@ fn parse_keys(reply: Reply<'_>) -> Result<Vec<String>> {
     }
 }
 
-fn parse_entries(reply: Reply<'_>) -> Result<BTreeMap<String, Vec<u8>>> {
+fn read_entries(reply: Reply<'_>) -> Result<BTreeMap<String, Vec<u8>>> {
     match reply {
         Reply::Entries(entries) => Ok(entries
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_vec()))
             .collect()),
         other => Err(unexpected(&other)),
-    }
-}
-
-fn parse_batch(ops: &[Op<'_>], reply: Reply<'_>) -> Result<Vec<Outcome>> {
-    match reply {
-        Reply::Batch(replies) if replies.len() == ops.len() => ops
-            .iter()
-            .zip(replies)
-            .map(|(op, r)| Outcome::from_reply(op, r))
-            .collect(),
-        other => Err(unexpected(&other)),
-    }
-}
-
-/// What an async caller needs of an operation to read its reply later,
-/// without borrowing the request.
-enum OwnedOpShape {
-    Get(String),
-    Contains,
-    Set,
-    Delete,
-    Incr,
-    Cas,
-}
-
-impl OwnedOpShape {
-    fn of(op: &Op<'_>) -> OwnedOpShape {
-        match op {
-            Op::Get(k) => OwnedOpShape::Get((*k).to_owned()),
-            Op::Contains(_) => OwnedOpShape::Contains,
-            Op::Set { .. } => OwnedOpShape::Set,
-            Op::Delete(_) => OwnedOpShape::Delete,
-            Op::Incr { .. } => OwnedOpShape::Incr,
-            Op::Cas { .. } => OwnedOpShape::Cas,
-        }
-    }
-
-    fn outcome(&self, reply: Reply<'_>) -> Result<Outcome> {
-        let op = match self {
-            OwnedOpShape::Get(k) => Op::Get(k),
-            OwnedOpShape::Contains => Op::Contains(""),
-            OwnedOpShape::Set => Op::Set {
-                key: "",
-                value: Bytes::new(&[]),
-                ttl_nanos: None,
-            },
-            OwnedOpShape::Delete => Op::Delete(""),
-            OwnedOpShape::Incr => Op::Incr { key: "", by: 0 },
-            OwnedOpShape::Cas => Op::Cas {
-                key: "",
-                expected: None,
-                new: None,
-            },
-        };
-        Outcome::from_reply(&op, reply)
     }
 }

@@ -39,7 +39,7 @@ store_suite!(local());
 #[test]
 fn the_suite_list_names_every_generated_test() {
     let names: Vec<&str> = suite::ALL.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names.len(), 17);
+    assert_eq!(names.len(), 20);
     let mut unique = names.clone();
     unique.sort_unstable();
     unique.dedup();
@@ -115,4 +115,19 @@ fn stores_and_watches_cross_threads() {
     sendable::<yuki_storage::Watch>();
     sendable::<yuki_storage::Batch>();
     shareable::<yuki_storage::Error>();
+}
+
+#[test]
+fn async_forms_can_be_spawned_on_a_multi_thread_runtime() {
+    fn send<F: std::future::Future + Send>(_: F) {}
+    let store = Store::local();
+    let batch = yuki_storage::Batch::new();
+    send(store.get_async::<i32>("k"));
+    send(store.set_async("k", &1));
+    send(store.ttl_async("k"));
+    send(store.expire_async("k", Duration::ZERO));
+    send(store.persist_async("k"));
+    send(store.keys_matching_async("*"));
+    send(store.batch_async(&batch));
+    send(store.watch_async("k"));
 }

@@ -65,6 +65,8 @@ redis_suite!(
     concurrent_incr_loses_nothing,
     values_are_read_as_written_or_refused,
     incr_works_on_every_integer_type,
+    ttl_expire_and_persist_answer_as_redis_does,
+    keys_matching_reads_globs_as_redis_does,
 );
 
 #[test]
@@ -162,6 +164,34 @@ fn ttl_expires_in_real_time_and_batches_carry_it() {
     }
     assert_eq!(h.main.get::<i64>("long").unwrap(), Some(1));
     assert_eq!(h.main.purge_expired().unwrap(), 0);
+}
+
+#[test]
+#[ignore = "needs redis-server"]
+fn ttl_after_expiry_and_expire_in_real_time() {
+    let h = on_redis();
+    h.main.set("k", &1i64).unwrap();
+    assert!(h.main.expire("k", Duration::from_millis(30)).unwrap());
+    h.main
+        .set_with_ttl("kept", &1i64, Duration::from_millis(30))
+        .unwrap();
+    assert!(h.main.persist("kept").unwrap());
+    let deadline = Instant::now() + WAIT;
+    while h.main.contains("k").unwrap() {
+        assert!(Instant::now() < deadline, "the key never expired");
+        std::thread::yield_now();
+    }
+    assert_eq!(h.main.ttl("k").unwrap(), None);
+    assert!(!h.main.expire("k", Duration::from_secs(1)).unwrap());
+    assert!(!h.main.persist("k").unwrap());
+    // Past the deadline it had: persisted, so still there.
+    assert_eq!(h.main.get::<i64>("kept").unwrap(), Some(1));
+    assert_eq!(h.main.ttl("kept").unwrap(), None);
+    // A pattern's special characters never reach outside the namespace.
+    let odd = Store::redis_with_namespace(&h.server.url(), "o*[").unwrap();
+    odd.set("x", &1).unwrap();
+    assert_eq!(odd.keys_matching("*").unwrap(), ["x"]);
+    assert_eq!(h.main.keys_matching("*x").unwrap(), Vec::<String>::new());
 }
 
 #[test]

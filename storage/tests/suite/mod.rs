@@ -10,7 +10,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use yuki_storage::{Batch, Change, Error, MAX_KEY_LEN, MAX_VALUE_LEN, Outcome, Store};
 
+mod ttl;
 mod typed;
+pub use ttl::{
+    keys_matching_reads_globs_as_redis_does, ttl_counts_down_and_expired_keys_are_missing,
+    ttl_expire_and_persist_answer_as_redis_does,
+};
 pub use typed::{incr_works_on_every_integer_type, values_are_read_as_written_or_refused};
 
 /// A bound on every wait of the suite.
@@ -38,7 +43,9 @@ macro_rules! store_suite {
             writes_are_visible_everywhere_at_once, watch_sees_every_change_in_order,
             batches_are_atomic_under_snapshots, concurrent_incr_loses_nothing,
             async_forms_match_blocking_forms, values_are_read_as_written_or_refused,
-            incr_works_on_every_integer_type);
+            incr_works_on_every_integer_type, ttl_expire_and_persist_answer_as_redis_does,
+            ttl_counts_down_and_expired_keys_are_missing,
+            keys_matching_reads_globs_as_redis_does);
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -104,6 +111,18 @@ pub const ALL: &[(&str, Body)] = &[
     (
         "async_forms_match_blocking_forms",
         async_forms_match_blocking_forms,
+    ),
+    (
+        "ttl_expire_and_persist_answer_as_redis_does",
+        ttl_expire_and_persist_answer_as_redis_does,
+    ),
+    (
+        "ttl_counts_down_and_expired_keys_are_missing",
+        ttl_counts_down_and_expired_keys_are_missing,
+    ),
+    (
+        "keys_matching_reads_globs_as_redis_does",
+        keys_matching_reads_globs_as_redis_does,
     ),
 ];
 

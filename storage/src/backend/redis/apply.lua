@@ -196,6 +196,19 @@ for i = 1, #KEYS do
     else
       out[i] = {'b', 0}
     end
+  elseif op == 't' then
+    out[i] = {'t', redis.call('PTTL', k)}
+  elseif op == 'e' then
+    if a == '0' then
+      -- As EXPIRE does with a deadline that has passed: the key goes now.
+      local n = redis.call('DEL', k)
+      if n == 1 then note('x', k) end
+      out[i] = {'b', n}
+    else
+      out[i] = {'b', redis.call('PEXPIRE', k, a)}
+    end
+  elseif op == 'p' then
+    out[i] = {'b', redis.call('PERSIST', k)}
   end
 end
 return out

@@ -13,7 +13,10 @@
 //! it back as the same type, in the script (not `INCRBY`, which works on
 //! decimal text), exact over all 64 bits and with the same
 //! `NotAnInteger`/`Overflow` errors as the other backends;
-//! `compare_and_swap` compares encoded bytes; a time-to-live is `PX`.
+//! `compare_and_swap` compares encoded bytes; a time-to-live is `PX`, and
+//! `ttl`, `expire` and `persist` are `PTTL`, `PEXPIRE` (a zero `expire`
+//! deletes, as `EXPIRE` does) and `PERSIST`. `keys_matching` scans the
+//! pattern's plain prefix and filters with the matcher every backend uses.
 //!
 //! `watch` uses a companion channel (`<namespace>\0watch`) on which the same
 //! script publishes every change it makes. Redis expiring a key publishes
@@ -25,6 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
@@ -32,7 +36,9 @@ use serde_bytes::Bytes;
 use yuki_channel::codec::{self, mark};
 use yuki_redis_link as link;
 
+use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::glob::{self, Glob};
 use crate::protocol::{Failure, Op, Reply, Request};
 use crate::watch::{Change, Inbox, Watch};
 
@@ -63,6 +69,7 @@ enum Plan {
     },
     GetAll,
     Keys(String),
+    KeysMatching(String),
     Len,
     Clear,
     Purge,
@@ -81,6 +88,7 @@ enum Owned {
     Keys(Vec<String>),
     Batch(Vec<Owned>),
     Failed(Failure),
+    Ttl(Option<u64>),
 }
 
 impl Owned {
@@ -97,6 +105,7 @@ impl Owned {
             Owned::Keys(k) => Reply::Keys(k.iter().map(String::as_str).collect()),
             Owned::Batch(b) => Reply::Batch(b.iter().map(Owned::view).collect()),
             Owned::Failed(f) => Reply::Failed(f.clone()),
+            Owned::Ttl(t) => Reply::Ttl(*t),
         }
     }
 }
@@ -268,6 +277,24 @@ impl Redis {
                         new.map(|b| b.to_vec()).unwrap_or_default(),
                     ]
                 }
+                Op::Ttl(_) => [b"t".to_vec(), vec![], vec![], vec![], vec![]],
+                Op::Expire { ttl_nanos, .. } => {
+                    // Zero removes the key; anything shorter than PX's
+                    // millisecond is rounded up, as in `set_with_ttl`.
+                    let ms = if *ttl_nanos == 0 {
+                        0
+                    } else {
+                        ttl_nanos.div_ceil(1_000_000).max(1)
+                    };
+                    [
+                        b"e".to_vec(),
+                        ms.to_string().into_bytes(),
+                        vec![],
+                        vec![],
+                        vec![],
+                    ]
+                }
+                Op::Persist(_) => [b"p".to_vec(), vec![], vec![], vec![], vec![]],
             };
             args.extend(five);
             shapes.push((op.key().to_owned(), by));
@@ -286,6 +313,7 @@ impl Redis {
             Request::Batch(ops) => self.plan_ops(ops, true)?,
             Request::GetAll => Plan::GetAll,
             Request::Keys(prefix) => Plan::Keys((*prefix).to_owned()),
+            Request::KeysMatching(pattern) => Plan::KeysMatching((*pattern).to_owned()),
             Request::Len => Plan::Len,
             Request::Clear => Plan::Clear,
             Request::Purge => Plan::Purge,
@@ -298,7 +326,7 @@ impl Redis {
     }
 
     /// Runs `request` in Redis and hands the reply to `parse`.
-    pub(crate) fn request<R>(
+    fn request<R>(
         &self,
         request: &Request<'_>,
         parse: impl FnOnce(Reply<'_>) -> Result<R>,
@@ -308,7 +336,7 @@ impl Redis {
     }
 
     /// The async form of [`Redis::request`].
-    pub(crate) fn request_async<R, P>(
+    fn request_async<R, P>(
         &self,
         request: &Request<'_>,
         parse: P,
@@ -358,6 +386,15 @@ impl Redis {
                 }
                 Plan::Keys(prefix) => {
                     let mut keys = ctx.scan(&mut conn, &prefix).await?;
+                    keys.sort_unstable();
+                    Ok(Owned::Keys(keys))
+                }
+                Plan::KeysMatching(pattern) => {
+                    // SCAN narrows to the plain prefix; the one matcher of
+                    // every backend decides, so all select the same keys.
+                    let glob = Glob::new(&pattern);
+                    let mut keys = ctx.scan(&mut conn, glob::literal_prefix(&pattern)).await?;
+                    keys.retain(|k| glob.matches(k));
                     keys.sort_unstable();
                     Ok(Owned::Keys(keys))
                 }
@@ -412,7 +449,7 @@ impl Redis {
     }
 
     /// Opens a watch on the keys under `prefix`.
-    pub(crate) fn watch(&self, prefix: &str) -> Result<Watch> {
+    fn start_watch(&self, prefix: &str) -> Result<Watch> {
         let (id, watch) = self.open_watch(prefix);
         match self.subscribed() {
             None => Ok(watch),
@@ -425,8 +462,8 @@ impl Redis {
         }
     }
 
-    /// The async form of [`Redis::watch`].
-    pub(crate) async fn watch_async(&self, prefix: &str) -> Result<Watch> {
+    /// The async form of [`Redis::start_watch`].
+    async fn start_watch_async(&self, prefix: &str) -> Result<Watch> {
         let (id, watch) = self.open_watch(prefix);
         let Some(subscribe) = self.subscribed() else {
             return Ok(watch);
@@ -477,6 +514,43 @@ impl Redis {
             }
         });
         (id, Watch::new(inbox, rx, cancel))
+    }
+}
+
+impl Backend for Arc<Redis> {
+    #[inline]
+    fn execute<R>(
+        &self,
+        request: Request<'_>,
+        _timeout: Option<Duration>,
+        read: impl FnOnce(Reply<'_>) -> Result<R>,
+    ) -> Result<R> {
+        self.request(&request, read)
+    }
+
+    fn execute_async<R, P>(
+        &self,
+        request: Request<'_>,
+        _timeout: Option<Duration>,
+        read: P,
+    ) -> impl Future<Output = Result<R>> + Send + 'static
+    where
+        R: Send + 'static,
+        P: FnOnce(Reply<'_>) -> Result<R> + Send + 'static,
+    {
+        self.request_async(&request, read)
+    }
+
+    fn watch(&self, prefix: &str, _timeout: Option<Duration>) -> Result<Watch> {
+        self.start_watch(prefix)
+    }
+
+    fn watch_async(
+        &self,
+        prefix: &str,
+        _timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<Watch>> + Send {
+        self.start_watch_async(prefix)
     }
 }
 
@@ -572,6 +646,12 @@ fn read_result(result: &[Value], key: &str, by: i64) -> Result<Owned> {
         (b"n", _) => Owned::Value(None),
         (b"b", Some(Value::Int(n))) => Owned::Bool(*n != 0),
         (b"d", _) => Owned::Done,
+        // PTTL: -2 for a missing key, -1 for one without a deadline.
+        (b"t", Some(Value::Int(ms))) => Owned::Ttl(
+            u64::try_from(*ms)
+                .ok()
+                .map(|ms| ms.saturating_mul(1_000_000)),
+        ),
         (b"i", Some(Value::BulkString(v))) => {
             // The script writes only sums that fit an i64.
             Owned::Int(mark::decode::<i64>(v).map_err(|e| Error::Protocol(e.to_string()))?)

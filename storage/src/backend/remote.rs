@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use yuki_channel::{PeerEvent, PeerId, Transport, codec};
 
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::protocol::{Pushed, Reply, Request, SERVICE, WATCH_STREAM};
 use crate::watch::{Change, Inbox, Watch};
@@ -90,7 +91,7 @@ impl Remote {
 
     /// Sends `request` and hands main's reply to `parse`, waiting at most
     /// `timeout` (the transport's call time-out if `None`).
-    pub(crate) fn request<R>(
+    fn request<R>(
         &self,
         request: &Request<'_>,
         timeout: Option<Duration>,
@@ -106,7 +107,7 @@ impl Remote {
     }
 
     /// The async form of [`Remote::request`]: the request leaves at once.
-    pub(crate) fn request_async<R, P>(
+    fn request_async<R, P>(
         &self,
         request: &Request<'_>,
         timeout: Option<Duration>,
@@ -132,11 +133,7 @@ impl Remote {
     }
 
     /// Opens a watch: registered here first, so no pushed change is missed.
-    pub(crate) fn watch(
-        self: &Arc<Self>,
-        prefix: &str,
-        timeout: Option<Duration>,
-    ) -> Result<Watch> {
+    fn start_watch(self: &Arc<Self>, prefix: &str, timeout: Option<Duration>) -> Result<Watch> {
         let (id, watch) = self.open_watch();
         match self.request(&Request::Watch { id, prefix }, timeout, expect_done) {
             Ok(()) => Ok(watch),
@@ -144,8 +141,8 @@ impl Remote {
         }
     }
 
-    /// The async form of [`Remote::watch`].
-    pub(crate) async fn watch_async(
+    /// The async form of [`Remote::start_watch`].
+    async fn start_watch_async(
         self: &Arc<Self>,
         prefix: &str,
         timeout: Option<Duration>,
@@ -190,6 +187,43 @@ impl Remote {
             }
         });
         (id, Watch::new(inbox, rx, cancel))
+    }
+}
+
+impl Backend for Arc<Remote> {
+    #[inline]
+    fn execute<R>(
+        &self,
+        request: Request<'_>,
+        timeout: Option<Duration>,
+        read: impl FnOnce(Reply<'_>) -> Result<R>,
+    ) -> Result<R> {
+        self.request(&request, timeout, read)
+    }
+
+    fn execute_async<R, P>(
+        &self,
+        request: Request<'_>,
+        timeout: Option<Duration>,
+        read: P,
+    ) -> impl Future<Output = Result<R>> + Send + 'static
+    where
+        R: Send + 'static,
+        P: FnOnce(Reply<'_>) -> Result<R> + Send + 'static,
+    {
+        self.request_async(&request, timeout, read)
+    }
+
+    fn watch(&self, prefix: &str, timeout: Option<Duration>) -> Result<Watch> {
+        self.start_watch(prefix, timeout)
+    }
+
+    fn watch_async(
+        &self,
+        prefix: &str,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<Watch>> + Send {
+        self.start_watch_async(prefix, timeout)
     }
 }
 
