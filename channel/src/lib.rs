@@ -93,6 +93,7 @@ mod passive;
 mod registry;
 mod role;
 mod stream;
+pub mod sync;
 mod transport;
 
 pub use channel::Channel;

@@ -1,5 +1,6 @@
 //! Passive receive: handlers with filters, run by a [`ReceiveLoop`].
 
+use crate::sync;
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -44,7 +45,7 @@ impl<T> Default for Passive<T> {
 
 impl<T: Send + 'static> Passive<T> {
     fn add(&self, handler: Handler<T>) {
-        let mut slot = self.handlers.write().unwrap_or_else(|p| p.into_inner());
+        let mut slot = sync::write(&self.handlers);
         let mut next = Vec::clone(&slot);
         next.push(Arc::new(handler));
         *slot = Arc::new(next);
@@ -76,10 +77,7 @@ impl<T: Send + 'static> Passive<T> {
     }
 
     fn snapshot(&self) -> Arc<Vec<Arc<Handler<T>>>> {
-        self.handlers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        sync::read(&self.handlers).clone()
     }
 }
 

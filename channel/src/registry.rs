@@ -1,6 +1,7 @@
 //! The registry: channels found by name (the seed's `set_channel`,
 //! `get_channel` and `get_channels`).
 
+use crate::sync;
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -56,7 +57,7 @@ impl Registry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.channels)
     }
 
     /// Registers a handle to `channel` under its name; fails with

@@ -1,5 +1,6 @@
 //! [`Channel`] as a `futures_core::Stream`, like `Subscription` and `Watch`.
 
+use crate::sync;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -21,7 +22,7 @@ impl<T> Default for Pending<T> {
 }
 
 fn slot<T>(pending: &mut Pending<T>) -> &mut Option<Receive<T>> {
-    pending.0.get_mut().unwrap_or_else(|p| p.into_inner())
+    sync::get_mut(&mut pending.0)
 }
 
 /// Receives as [`Channel::recv_async`] does: each item once, across every

@@ -15,6 +15,7 @@
 //! 3. **lifecycle**: [`PeerEvent`]s tell main when a child joins or leaves,
 //!    and tell a child when main is gone.
 
+use crate::sync;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
@@ -295,10 +296,10 @@ impl Extensions {
         T: Any + Send + Sync,
     {
         let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let mut slots = sync::lock(&self.slots);
             slots.entry(TypeId::of::<T>()).or_default().clone()
         };
-        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = sync::lock(&slot);
         if let Some(existing) = slot.as_ref() {
             let existing = existing.clone();
             return Ok(existing.downcast::<T>().expect("slot is keyed by TypeId"));
@@ -311,7 +312,7 @@ impl Extensions {
 
 impl fmt::Debug for Extensions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.slots.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let n = sync::lock(&self.slots).len();
         f.debug_struct("Extensions").field("len", &n).finish()
     }
 }

@@ -54,11 +54,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
+use yuki_channel::sync::{self, read};
 
 use yuki_channel::codec::{self, Frames};
 use yuki_channel::{Error, PeerEvent, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Result};
 
-use crate::main_side::read;
 use crate::outbound::{Outbound, Refused, Tx};
 use crate::pipe::{self, PipeError, Reader, Way};
 use crate::rendezvous::Joined;
@@ -98,7 +98,7 @@ struct SlotState {
 
 impl Slot {
     fn lock(&self) -> MutexGuard<'_, SlotState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.state)
     }
 
     fn fill(&self, r: Result<Vec<u8>>) {
@@ -121,7 +121,7 @@ impl Slot {
                 return r;
             }
             st.waiting = true;
-            st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = sync::wait(&self.ready, st);
         }
     }
 
@@ -142,11 +142,7 @@ impl Slot {
                 return None;
             };
             st.waiting = true;
-            st = self
-                .ready
-                .wait_timeout(st, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            st = sync::wait_timeout(&self.ready, st, left).0;
         }
     }
 }
@@ -494,7 +490,7 @@ impl ChildLink {
     }
 
     fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.pending)
     }
 
     /// Lets a test stop this thread at `point`.
@@ -739,11 +735,12 @@ impl ChildLink {
                     }
                     // A caller reads, or may soon: look again after the
                     // linger, so no caller has to wake this thread.
-                    p = self
-                        .free
-                        .wait_timeout(p, LINGER.saturating_sub(since).max(LINGER / 2))
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    p = sync::wait_timeout(
+                        &self.free,
+                        p,
+                        LINGER.saturating_sub(since).max(LINGER / 2),
+                    )
+                    .0;
                 };
                 // Callers wait for replies: poll for them; else nothing
                 // is expected, and an idle link must not spin.
@@ -807,13 +804,9 @@ impl ChildLink {
             }
             let now = Instant::now();
             match p.next_expiry {
-                None => p = self.timer.wait(p).unwrap_or_else(|e| e.into_inner()),
+                None => p = sync::wait(&self.timer, p),
                 Some(at) if at > now => {
-                    p = self
-                        .timer
-                        .wait_timeout(p, at - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    p = sync::wait_timeout(&self.timer, p, at - now).0;
                 }
                 Some(_) => {
                     let mut next: Option<Instant> = None;
@@ -928,7 +921,7 @@ impl ChildLink {
 
     fn read_message(&self, nested: bool, expected: bool, deadline: Option<Instant>) -> Read {
         let received = {
-            let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+            let mut down = sync::lock(&self.down);
             let (rx, spin) = &mut *down;
             spin.recv_until(rx, expected, deadline)
         };

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use yuki_channel::sync::{self, read, write};
 
 use ipc_channel::ipc::IpcBytesSender;
 use yuki_channel::codec::{self, Frames};
@@ -53,14 +54,6 @@ pub(crate) struct Link {
     /// Set (under its lock) once `Left` is being told.
     left: Mutex<bool>,
     kill: Mutex<Option<KillHook>>,
-}
-
-pub(crate) fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Hub {
@@ -257,7 +250,7 @@ impl Hub {
     /// A second caller returns only after the first has told the handlers,
     /// so whoever sees the link cut also sees its `Left` event delivered.
     pub(crate) fn disconnect(&self, link: &Link, reason: &str) {
-        let mut left = link.left.lock().unwrap_or_else(|p| p.into_inner());
+        let mut left = sync::lock(&link.left);
         if *left {
             return;
         }
@@ -315,7 +308,7 @@ impl Link {
     }
 
     fn kill(&self) {
-        if let Some(kill) = self.kill.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(kill) = sync::lock(&self.kill).as_ref() {
             kill();
         }
     }

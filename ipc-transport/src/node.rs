@@ -5,6 +5,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use yuki_channel::sync::lock;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -697,10 +698,6 @@ impl Drop for Node {
             MAIN_ALIVE.store(false, Ordering::Release);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl fmt::Debug for Node {

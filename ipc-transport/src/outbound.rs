@@ -11,6 +11,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use yuki_channel::sync;
 
 use ipc_channel::ipc::IpcBytesSender;
 
@@ -80,7 +81,7 @@ impl Outbound {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.state)
     }
 
     /// Appends with `write`, unless the buffer already holds `limit` bytes.
@@ -181,7 +182,7 @@ impl Outbound {
             let mut data = std::mem::replace(&mut st.buf, spare);
             st.keep = 0;
             drop(st);
-            let sent = match &mut *self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
+            let sent = match &mut *sync::lock(&self.tx) {
                 Some(tx) => tx.pipe.send(&data).is_ok(),
                 None => false,
             };
@@ -252,7 +253,7 @@ impl Outbound {
         loop {
             while !st.closed && (st.buf.is_empty() || st.sending) {
                 st.writer_idle = true;
-                st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                st = sync::wait(&self.wake, st);
                 st.writer_idle = false;
             }
             if st.closed {
@@ -266,7 +267,7 @@ impl Outbound {
             st = self.lock();
         }
         // Whoever ends last drops the sender.
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        sync::lock(&self.tx).take();
     }
 }
 

@@ -18,6 +18,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use yuki_channel::sync;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -197,10 +198,7 @@ impl Region {
     /// Closes the link because the other side broke the pipe's rules: every
     /// end in this process then reports `why`.
     fn break_off(&self, why: String) -> PipeError {
-        self.broken
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert_with(|| why.clone());
+        sync::lock(&self.broken).get_or_insert_with(|| why.clone());
         self.close();
         PipeError::Corrupt(why)
     }
@@ -208,12 +206,7 @@ impl Region {
     /// What an end of this closed link reports: why this side cut it, if
     /// the other side broke the rules, else that it is closed.
     pub(crate) fn closed(&self) -> PipeError {
-        match self
-            .broken
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        match sync::lock(&self.broken).clone() {
             Some(why) => PipeError::Corrupt(why),
             None => PipeError::Closed,
         }

@@ -2,6 +2,7 @@
 //! play a child breaking rules a real one never breaks.
 
 use std::sync::Mutex;
+use yuki_channel::sync;
 
 use crate::pipe::{Way, Writer};
 use crate::rendezvous;
@@ -29,13 +30,13 @@ impl RawRegion {
     /// Sends `message` to main as one message, bypassing every check;
     /// fails once the link is closed.
     pub fn send_up(&self, message: &[u8]) -> Result<(), String> {
-        let mut up = self.up.lock().unwrap_or_else(|p| p.into_inner());
+        let mut up = sync::lock(&self.up);
         up.send(message).map_err(|e| format!("{e:?}"))
     }
 
     /// Claims, in the region, to have written more than the pipe to main
     /// holds, and wakes main's reader to look.
     pub fn scribble(&self) {
-        self.up.lock().unwrap_or_else(|p| p.into_inner()).scribble();
+        sync::lock(&self.up).scribble();
     }
 }

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+use yuki_channel::sync;
 
 use crate::error::{Error, Result};
 
@@ -28,7 +29,7 @@ pub(crate) struct StopSignal {
 
 impl StopSignal {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.state)
     }
 
     /// Marks the stop as requested and wakes every waiter; the hooks run
@@ -65,16 +66,13 @@ impl StopSignal {
         let mut st = self.lock();
         while !st.requested {
             st = match deadline {
-                None => self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
+                None => sync::wait(&self.changed, st),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return false;
                     }
-                    self.changed
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
+                    sync::wait_timeout(&self.changed, st, d - now).0
                 }
             };
         }

@@ -10,7 +10,8 @@ use yuki_channel::{
 };
 
 use crate::child_side::ChildLink;
-use crate::main_side::{Hub, write};
+use crate::main_side::Hub;
+use yuki_channel::sync::write;
 
 /// The transport of one process over ipc: main's hub of links, or a
 /// child's link to main. Obtain it from [`Node::transport`](crate::Node::transport).

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+use yuki_channel::sync;
 
 use crate::error::{Error, Result};
 use crate::pattern::Pattern;
@@ -212,11 +213,11 @@ impl Inbox {
     }
 
     fn lock_front(&self) -> MutexGuard<'_, Front> {
-        self.front.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.front)
     }
 
     fn lock_back(&self) -> MutexGuard<'_, Back> {
-        self.back.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.back)
     }
 
     /// Queues `message`, dropping the oldest one if the buffer is full.
@@ -393,17 +394,14 @@ impl Inbox {
                 deadline.get_or_insert_with(|| Instant::now() + timeout);
             }
             b = match deadline {
-                None => self.ready.wait(b).unwrap_or_else(|p| p.into_inner()),
+                None => sync::wait(&self.ready, b),
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
                         b.sleepers -= 1;
                         return Err(Error::Empty);
                     }
-                    self.ready
-                        .wait_timeout(b, deadline - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
+                    sync::wait_timeout(&self.ready, b, deadline - now).0
                 }
             };
             b.sleepers -= 1;

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::sync::{Arc, RwLock};
+use yuki_channel::sync;
 
 use crate::inbox::{End, Envelope, Inbox};
 use crate::memo::{Memo, Stamp};
@@ -31,11 +32,11 @@ struct Matched {
 
 impl Registry {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, PatternTable<Vec<Arc<Inbox>>>> {
-        self.table.read().unwrap_or_else(|p| p.into_inner())
+        sync::read(&self.table)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, PatternTable<Vec<Arc<Inbox>>>> {
-        self.table.write().unwrap_or_else(|p| p.into_inner())
+        sync::write(&self.table)
     }
 
     pub(crate) fn add(&self, inbox: Arc<Inbox>) {

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
+use yuki_channel::sync;
 
 use yuki_channel::{PeerId, Transport, codec};
 
@@ -62,11 +63,11 @@ struct Route {
 
 impl Router {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Routes> {
-        self.routes.read().unwrap_or_else(|p| p.into_inner())
+        sync::read(&self.routes)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Routes> {
-        self.routes.write().unwrap_or_else(|p| p.into_inner())
+        sync::write(&self.routes)
     }
 
     /// `peer` holds one more subscription on `pattern`.
@@ -152,7 +153,7 @@ impl Router {
     }
 
     fn lock_losses(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, HashMap<Pattern, u64>>> {
-        self.losses.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.losses)
     }
 
     /// Pushes `frame` (`count` messages on `topic`) to `peer`; false if

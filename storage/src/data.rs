@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use yuki_channel::sync;
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use yuki_channel::codec::mark::{IntType, Integer};
@@ -321,7 +322,7 @@ impl Data {
             return;
         }
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-        *self.purger_stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
+        *sync::lock(&self.purger_stop) = Some(stop);
         let me = self.me.clone();
         let every = self.purge_every;
         let spawned = std::thread::Builder::new()

@@ -7,6 +7,7 @@
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use yuki_channel::sync;
 
 use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
@@ -272,14 +273,12 @@ impl Shards {
     pub(crate) fn read(&self, index: usize) -> ReadGuard<'_> {
         // A panic while a lock was held cannot leave a table half changed
         // (every change is one table call), so a poisoned lock is still good.
-        self.shards[index].read().unwrap_or_else(|p| p.into_inner())
+        sync::read(&self.shards[index])
     }
 
     #[inline]
     pub(crate) fn write(&self, index: usize) -> WriteGuard<'_> {
-        self.shards[index]
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+        sync::write(&self.shards[index])
     }
 
     /// Every shard's read lock, taken in shard order.

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use yuki_channel::sync;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use serde::de::DeserializeOwned;
@@ -94,7 +95,7 @@ impl Inbox {
     /// Ends the watch with `why`, after the changes already queued.
     pub(crate) fn close(&self, why: Error) {
         {
-            let mut end = self.end.lock().unwrap_or_else(|p| p.into_inner());
+            let mut end = sync::lock(&self.end);
             if end.is_some() {
                 return;
             }
@@ -107,7 +108,7 @@ impl Inbox {
     }
 
     fn end(&self) -> Option<Error> {
-        self.end.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        sync::lock(&self.end).clone()
     }
 }
 
@@ -264,7 +265,7 @@ impl futures_core::Stream for Watch {
                 return Poll::Ready(None);
             }
             let next = this.try_next();
-            let waiting = this.waiting.get_mut().unwrap_or_else(|p| p.into_inner());
+            let waiting = sync::get_mut(&mut this.waiting);
             if let Some(r) = next {
                 *waiting = None;
                 return Poll::Ready(Some(r));
@@ -282,7 +283,7 @@ impl futures_core::Stream for Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let cancel = self.cancel.get_mut().unwrap_or_else(|p| p.into_inner());
+        let cancel = sync::get_mut(&mut self.cancel);
         if let Some(cancel) = cancel.take() {
             cancel();
         }
@@ -339,7 +340,7 @@ impl Watchers {
     }
 
     fn add(&self, prefix: &str, target: Target) {
-        let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        let mut list = sync::write(&self.list);
         // Forget watchers in children that can no longer be reached (one
         // registered by a child that left at that very moment, say).
         list.retain(
@@ -353,7 +354,7 @@ impl Watchers {
     }
 
     fn remove(&self, mut matches: impl FnMut(&Target) -> bool) {
-        let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        let mut list = sync::write(&self.list);
         list.retain(|w| !matches(&w.target));
         self.active.store(list.len(), Ordering::Release);
     }
@@ -392,7 +393,7 @@ impl Watchers {
     /// Tells every matching watcher that `key` now holds `value` (`None`:
     /// removed). Called with the key's shard locked, so the order is main's.
     pub(crate) fn notify(&self, key: &str, value: Option<&[u8]>) {
-        let list = self.list.read().unwrap_or_else(|p| p.into_inner());
+        let list = sync::read(&self.list);
         let mut pusher = None;
         for w in list.iter().filter(|w| key.starts_with(&*w.prefix)) {
             match &w.target {
@@ -427,7 +428,7 @@ impl Watchers {
 impl Drop for Watchers {
     /// The store is gone: its local watches end instead of waiting forever.
     fn drop(&mut self) {
-        let list = self.list.get_mut().unwrap_or_else(|p| p.into_inner());
+        let list = sync::get_mut_rw(&mut self.list);
         for w in list.iter() {
             if let Target::Local { inbox, .. } = &w.target {
                 inbox.close(Error::Disconnected("the store was dropped".into()));

@@ -21,6 +21,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use yuki_channel::sync;
 
 /// Names the scenario a re-executed test binary runs.
 pub const SCENARIO_ENV: &str = "YUKI_TESTKIT_SCENARIO";
@@ -180,7 +181,7 @@ struct ProcState {
 
 impl ProcState {
     fn lock(&self) -> MutexGuard<'_, ProcInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.inner)
     }
 
     fn signal(&self, sig: i32) {
@@ -200,11 +201,7 @@ impl ProcState {
             if now >= deadline {
                 return false;
             }
-            inner = self
-                .changed
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            inner = sync::wait_timeout(&self.changed, inner, deadline - now).0;
         }
         true
     }
@@ -446,11 +443,7 @@ impl Harness {
             if inner.stdout_done || now >= deadline {
                 return None;
             }
-            inner = p
-                .changed
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            inner = sync::wait_timeout(&p.changed, inner, deadline - now).0;
         }
     }
 

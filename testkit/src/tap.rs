@@ -1,7 +1,8 @@
 //! A transport wrapper that lets a test watch and disturb main's pushes.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+use yuki_channel::sync::lock;
 
 use yuki_channel::{
     DropHandler, Error, Extensions, InThreadTransport, PeerEventHandler, PeerId, PushHandler,
@@ -55,10 +56,6 @@ struct Held {
     peer: PeerId,
     capacity: usize,
     queue: VecDeque<(String, Vec<u8>)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Tap {

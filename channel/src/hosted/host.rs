@@ -8,6 +8,7 @@
 //! child leave in queue order. Pushing under the lock is allowed because a
 //! child's push handler only touches the child's own state.
 
+use crate::sync::{self, lock};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -311,10 +312,6 @@ pub(crate) struct HostQueue {
     notify: Notify,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl HostQueue {
     fn lock(&self) -> MutexGuard<'_, HostState> {
         lock(&self.state)
@@ -377,13 +374,8 @@ impl HostQueue {
                     };
                     st.senders_waiting += 1;
                     st = match left {
-                        None => self.writable.wait(st).unwrap_or_else(|p| p.into_inner()),
-                        Some(left) => {
-                            self.writable
-                                .wait_timeout(st, left)
-                                .unwrap_or_else(|p| p.into_inner())
-                                .0
-                        }
+                        None => sync::wait(&self.writable, st),
+                        Some(left) => sync::wait_timeout(&self.writable, st, left).0,
                     };
                     st.senders_waiting -= 1;
                 }
@@ -415,13 +407,10 @@ impl HostQueue {
             }
             st.main_waiting += 1;
             st = match deadline {
-                None => self.readable.wait(st).unwrap_or_else(|p| p.into_inner()),
+                None => sync::wait(&self.readable, st),
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    self.readable
-                        .wait_timeout(st, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
+                    sync::wait_timeout(&self.readable, st, left).0
                 }
             };
             st.main_waiting -= 1;

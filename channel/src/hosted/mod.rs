@@ -30,6 +30,7 @@ mod remote;
 
 pub use options::{ChannelOptions, DEFAULT_PREFETCH};
 
+use crate::sync::lock;
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -345,10 +346,6 @@ impl Hosting {
             }
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A frame pushed by main to this child.

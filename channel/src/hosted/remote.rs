@@ -6,6 +6,7 @@
 //! transport the call runs main's service on this thread, and main pushes
 //! back into this buffer before the call returns.
 
+use crate::sync;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -136,7 +137,7 @@ impl Remote {
     }
 
     fn lock(&self) -> MutexGuard<'_, RemoteState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.state)
     }
 
     fn transport(&self) -> Result<Arc<dyn Transport>> {
@@ -226,14 +227,9 @@ impl Remote {
                     let mut st = self.lock();
                     while st.space_epoch == epoch && !st.closed && st.gone.is_none() {
                         st = match deadline {
-                            None => self.space.wait(st).unwrap_or_else(|p| p.into_inner()),
+                            None => sync::wait(&self.space, st),
                             Some(d) => match d.checked_duration_since(Instant::now()) {
-                                Some(left) => {
-                                    self.space
-                                        .wait_timeout(st, left)
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .0
-                                }
+                                Some(left) => sync::wait_timeout(&self.space, st, left).0,
                                 None => {
                                     let t = timeout.unwrap_or_default();
                                     return Err(SendFail::Fail(Fail::Timeout(t)));
@@ -420,17 +416,14 @@ impl Remote {
             }
             st.sync_waiting += 1;
             let mut st = match deadline {
-                None => self.readable.wait(st).unwrap_or_else(|p| p.into_inner()),
+                None => sync::wait(&self.readable, st),
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         st.sync_waiting -= 1;
                         return Err(Error::Timeout(timeout.unwrap_or_default()));
                     }
-                    self.readable
-                        .wait_timeout(st, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
+                    sync::wait_timeout(&self.readable, st, left).0
                 }
             };
             st.sync_waiting -= 1;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::{Barrier, RwLock};
 use std::time::{Duration, Instant};
+use yuki_channel::sync;
 
 use yuki_channel::codec;
 use yuki_storage::Store;
@@ -122,9 +123,7 @@ fn main_process(report: &mut Report, quick: bool) {
     let bare: Bare = RwLock::new(HashMap::new());
     for k in &w.keys {
         store.set(k, &w.value).expect("set");
-        bare.write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(k.clone(), encoded.clone());
+        sync::write(&bare).insert(k.clone(), encoded.clone());
     }
 
     for threads in [1, 2] {
@@ -161,7 +160,7 @@ fn main_process(report: &mut Report, quick: bool) {
                     black_box(store.get::<String>(key).ok().flatten());
                 },
                 |map, key| {
-                    let map = map.read().unwrap_or_else(|p| p.into_inner());
+                    let map = sync::read(map);
                     black_box(
                         map.get(key)
                             .and_then(|b| codec::decode_borrowed::<String>(b).ok()),
@@ -174,7 +173,7 @@ fn main_process(report: &mut Report, quick: bool) {
                     black_box(store.get_raw(key).ok().flatten());
                 },
                 |map, key| {
-                    let map = map.read().unwrap_or_else(|p| p.into_inner());
+                    let map = sync::read(map);
                     black_box(map.get(key).cloned());
                 },
             ),
@@ -195,7 +194,7 @@ fn main_process(report: &mut Report, quick: bool) {
                 throughput(threads, pinned, ops, |t, i| {
                     let key = w.key(t, i);
                     let value = codec::encode(&w.value).unwrap_or_default();
-                    let mut map = bare.write().unwrap_or_else(|p| p.into_inner());
+                    let mut map = sync::write(&bare);
                     black_box(map.insert(key.to_owned(), value));
                 })
             },

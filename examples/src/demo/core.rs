@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use yuki_channel::sync;
 
 use tracing::{info, warn};
 use yuki_channel::Error as ChannelError;
@@ -57,7 +58,7 @@ pub fn run(node: Node, run_for: Duration, epoch: SystemTime) -> Result<(), DemoE
     let tally = counts.clone();
     let _listener = pubsub.on_message::<Incoming, _>("msg.*", move |m| {
         let event = m.into_value();
-        let mut counts = tally.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = sync::lock(&tally);
         let n = counts.entry(event.host.clone()).or_default();
         *n += 1;
         if *n == 1 {
@@ -133,7 +134,7 @@ fn serve(
         }
         if now >= next_progress {
             next_progress += PROGRESS_EVERY;
-            let counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+            let counts = sync::lock(counts);
             info!("messages so far: {}", describe(&counts));
         }
         match control.recv_timeout(deadline.min(next_progress) - now) {
@@ -187,7 +188,7 @@ fn summary(
             println!("summary:   {key} = {value}");
         }
     }
-    let counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+    let counts = sync::lock(counts);
     println!("summary: messages main received: {}", describe(&counts));
     for host in hosts {
         let runs: i64 = store.get_or(&format!("runs.{}", host.name()), 0)?;

@@ -6,6 +6,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
+use yuki_channel::sync;
 
 use crossbeam_channel::{Receiver, Sender};
 use yuki_channel::{BOOTSTRAP_ENV, PeerId};
@@ -13,12 +14,13 @@ use yuki_channel::{BOOTSTRAP_ENV, PeerId};
 use super::forker::wait_exited_keep_zombie;
 use super::phase::{Ask, Event, Life, Phase};
 use super::policy::{Exit, Lifecycle, Restart, RestartPolicy};
-use super::{Supervisor, admission, lock, prune};
+use super::{Supervisor, admission, prune};
 use crate::error::{Error, Result};
 use crate::main_side::Link;
 use crate::pipe::Region;
 use crate::rendezvous::Rendezvous;
 use crate::wire::Control;
+use yuki_channel::sync::lock;
 
 pub(super) struct ChildState {
     pub(super) pid: u32,
@@ -127,11 +129,7 @@ impl ChildShared {
             if now >= deadline {
                 return false;
             }
-            st = self
-                .changed
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            st = sync::wait_timeout(&self.changed, st, deadline - now).0;
         }
         true
     }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 
-use super::lock;
 use crate::error::{Error, Result};
+use yuki_channel::sync::lock;
 
 type Job = Box<dyn FnOnce() + Send>;
 

@@ -10,9 +10,10 @@ use yuki_channel::PeerId;
 use super::child::{ChildShared, ChildState};
 use super::phase::{Event, Phase};
 use super::policy::{Exit, Lifecycle};
-use super::{Supervisor, lock, prune};
+use super::{Supervisor, prune};
 use crate::error::{Error, Result};
 use crate::wire::Control;
+use yuki_channel::sync::lock;
 
 /// Main's handle on one supervised child (cheap to clone).
 pub struct ChildHandle {

@@ -12,18 +12,19 @@ mod policy;
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use yuki_channel::PeerId;
 
 use crate::error::{Error, Result};
-use crate::main_side::{Hub, read, write};
+use crate::main_side::Hub;
 use crate::wire::Control;
 use child::ChildShared;
 use forker::Forker;
 use phase::{Event, Phase};
+use yuki_channel::sync::{lock, read, write};
 
 pub use handle::ChildHandle;
 pub(crate) use policy::LifecycleHook;
@@ -37,10 +38,6 @@ fn prune(children: &mut HashMap<String, Arc<ChildShared>>) {
         c.handles.load(std::sync::atomic::Ordering::Acquire) > 0
             || c.lock().life.finished().is_none()
     });
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Main's supervisor: forks children on its own thread and tracks them.

@@ -18,6 +18,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use yuki_channel::sync;
 
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
@@ -118,7 +119,7 @@ impl Pusher {
             return;
         };
         let patterns: Vec<Pattern> = {
-            let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            let routes = sync::lock(&self.routes);
             match routes.by_key.get(&key) {
                 Some(list) => list.iter().map(|(p, _)| p.clone()).collect(),
                 None => return,
@@ -231,7 +232,7 @@ impl Redis {
         let key = self.key(pattern);
         let (tx, rx) = oneshot::channel();
         let sent = {
-            let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            let mut routes = sync::lock(&self.routes);
             let list = routes.by_key.entry(key.clone()).or_default();
             let first = list.is_empty();
             match list.iter_mut().find(|(p, _)| p == pattern) {
@@ -269,7 +270,7 @@ impl Redis {
     fn remove(&self, pattern: &Pattern) {
         let key = self.key(pattern);
         {
-            let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            let mut routes = sync::lock(&self.routes);
             let Some(list) = routes.by_key.get_mut(&key) else {
                 return;
             };

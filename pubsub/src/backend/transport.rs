@@ -10,6 +10,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use yuki_channel::sync;
 
 use yuki_channel::codec::{self, Frames};
 use yuki_channel::{PeerEvent, PeerId, Role, Transport};
@@ -268,7 +269,7 @@ fn connect(transport: &Arc<dyn Transport>) -> Result<Arc<ChildState>> {
     transport.on_peer_event(Arc::new(move |event| {
         if let (PeerEvent::Left { peer, reason }, Some(me)) = (event, me.upgrade()) {
             if *peer == PeerId::MAIN {
-                *me.gone.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+                *sync::lock(&me.gone) = Some(reason.clone());
                 me.registry.end_all(&End::Disconnected(reason.clone()));
             }
         }
@@ -278,7 +279,7 @@ fn connect(transport: &Arc<dyn Transport>) -> Result<Arc<ChildState>> {
 
 impl ChildState {
     fn gone(&self) -> Option<String> {
-        self.gone.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        sync::lock(&self.gone).clone()
     }
 
     /// Handles a frame main pushed to this child.

@@ -29,6 +29,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use yuki_channel::sync;
 
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
@@ -128,7 +129,7 @@ struct Watches {
 
 impl Watches {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Arc<Inbox>)>> {
-        self.list.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.list)
     }
 }
 

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use yuki_channel::sync;
 
 use yuki_channel::{PeerEvent, PeerId, Transport, codec};
 
@@ -52,7 +53,7 @@ impl Remote {
     }
 
     fn watches(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Inbox>>> {
-        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.watches)
     }
 
     /// A change (or the end of a watch) pushed by main.
