@@ -100,7 +100,7 @@ pub enum Error {
     NotRunning(String),
 
     /// An error from the transport.
-    #[error(transparent)]
+    #[error("transport failed: {0}")]
     Transport(#[from] yuki_channel::Error),
 }
 
@@ -115,3 +115,20 @@ impl Error {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use std::error::Error as _;
+    use std::time::Duration;
+
+    #[test]
+    fn a_wrapped_transport_error_is_its_source() {
+        let inner = yuki_channel::Error::Timeout(Duration::from_millis(5));
+        let e = Error::from(inner.clone());
+        assert!(matches!(&e, Error::Transport(t) if *t == inner), "{e:?}");
+        let source = e.source().expect("the transport error is the source");
+        assert_eq!(source.downcast_ref::<yuki_channel::Error>(), Some(&inner));
+        assert!(e.to_string().contains(&inner.to_string()), "{e}");
+    }
+}

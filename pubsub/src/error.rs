@@ -137,7 +137,7 @@ pub enum Error {
 
     /// The transport failed.
     #[error("transport failed: {0}")]
-    Transport(yuki_channel::Error),
+    Transport(#[source] yuki_channel::Error),
 }
 
 #[cfg(feature = "redis")]
@@ -168,3 +168,20 @@ impl From<yuki_channel::Error> for Error {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use std::error::Error as _;
+    use std::time::Duration;
+
+    #[test]
+    fn a_wrapped_transport_error_is_its_source() {
+        let inner = yuki_channel::Error::Timeout(Duration::from_millis(5));
+        let e = Error::from(inner.clone());
+        assert!(matches!(&e, Error::Transport(t) if *t == inner), "{e:?}");
+        let source = e.source().expect("the transport error is the source");
+        assert_eq!(source.downcast_ref::<yuki_channel::Error>(), Some(&inner));
+        assert!(e.to_string().contains(&inner.to_string()), "{e}");
+    }
+}
