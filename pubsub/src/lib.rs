@@ -48,7 +48,7 @@
 //! How a message travels, file by file: [`PubSub::publish`] (`pubsub.rs`)
 //! encodes it and hands it to its backend (`backend/`: `local.rs`,
 //! `transport.rs`, `redis.rs`). In main, `backend/transport.rs` routes it to
-//! this process's subscriptions (`registry.rs`, a pattern trie in
+//! this process's subscriptions (`subscribers.rs`, a pattern trie in
 //! `table.rs`) and, through main's table of children (`router.rs`), pushes
 //! one frame (`wire.rs`) to each child that wants it; there the child's side
 //! of `backend/transport.rs` fans it out again into each subscription's
@@ -69,9 +69,9 @@ pub mod listener;
 mod memo;
 mod pattern;
 mod pubsub;
-mod registry;
 mod router;
 mod scratch;
+mod subscribers;
 mod subscription;
 mod table;
 mod wire;

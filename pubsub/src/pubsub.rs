@@ -257,10 +257,10 @@ impl PubSub {
     /// Registers a subscription's buffer here and with the backend.
     pub(crate) fn open(&self, pattern: Pattern) -> Result<Arc<Inbox>> {
         let inbox = Arc::new(Inbox::new(pattern, self.capacity));
-        let registry = self.backend.registry();
-        registry.add(inbox.clone());
+        let subscribers = self.backend.subscribers();
+        subscribers.add(inbox.clone());
         if let Err(e) = self.backend.subscribe(inbox.pattern(), self.timeout) {
-            registry.remove(&inbox);
+            subscribers.remove(&inbox);
             return Err(e);
         }
         Ok(inbox)
@@ -269,7 +269,7 @@ impl PubSub {
     /// Unregisters a subscription's buffer; doing it twice does nothing.
     pub(crate) fn close(&self, inbox: &Arc<Inbox>) {
         inbox.end(End::Closed);
-        if self.backend.registry().remove(inbox) {
+        if self.backend.subscribers().remove(inbox) {
             self.backend.unsubscribe(inbox.pattern());
         }
     }

@@ -50,22 +50,22 @@ impl Change {
 
 pub(crate) enum Event {
     Change(Change),
-    /// Wakes a blocked receiver after [`Inbox::close`].
+    /// Wakes a blocked receiver after [`WatchQueue::close`].
     End,
 }
 
 /// The queue between whoever delivers changes and one [`Watch`].
-pub(crate) struct Inbox {
+pub(crate) struct WatchQueue {
     tx: Sender<Event>,
     notify: Notify,
     closed: AtomicBool,
     end: Mutex<Option<Error>>,
 }
 
-impl Inbox {
-    pub(crate) fn new(capacity: usize) -> (Arc<Inbox>, Receiver<Event>) {
+impl WatchQueue {
+    pub(crate) fn new(capacity: usize) -> (Arc<WatchQueue>, Receiver<Event>) {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-        let inbox = Inbox {
+        let inbox = WatchQueue {
             tx,
             notify: Notify::new(),
             closed: AtomicBool::new(false),
@@ -124,7 +124,7 @@ impl Inbox {
 /// behind, [`Error::Disconnected`] when main is gone. Dropping it stops the
 /// notifications.
 pub struct Watch {
-    inbox: Arc<Inbox>,
+    inbox: Arc<WatchQueue>,
     rx: Receiver<Event>,
     finished: OnceLock<Error>,
     // In mutexes only so that a watch is `Sync` like the other receivers;
@@ -135,7 +135,7 @@ pub struct Watch {
 
 impl Watch {
     pub(crate) fn new(
-        inbox: Arc<Inbox>,
+        inbox: Arc<WatchQueue>,
         rx: Receiver<Event>,
         cancel: Box<dyn FnOnce() + Send>,
     ) -> Watch {
@@ -317,7 +317,7 @@ struct Watcher {
 enum Target {
     Local {
         id: u64,
-        inbox: Arc<Inbox>,
+        inbox: Arc<WatchQueue>,
     },
     Remote {
         peer: PeerId,
@@ -359,7 +359,7 @@ impl Watchers {
         self.active.store(list.len(), Ordering::Release);
     }
 
-    pub(crate) fn add_local(&self, prefix: &str, inbox: Arc<Inbox>) -> u64 {
+    pub(crate) fn add_local(&self, prefix: &str, inbox: Arc<WatchQueue>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.add(prefix, Target::Local { id, inbox });
         id

@@ -4,7 +4,7 @@
 //! from the rest of the machine.
 //!
 //! Main starts an [`Echo`] thread and passes its name to the child in
-//! [`ENV`]; the child connects a [`Link`] to it and hands its round trip to
+//! [`ENV`]; the child connects a [`RawPair`] to it and hands its round trip to
 //! [`alternate`] beside its own.
 
 use std::process::Command;
@@ -28,7 +28,7 @@ pub const NAME: &str = "ipc-channel bytes ping-pong";
 /// The child's raw link to main's echo thread: (where main answers, where it listens).
 type Hello = (IpcBytesSender, IpcBytesReceiver);
 
-/// Main's raw echo thread; it ends when the child drops its [`Link`].
+/// Main's raw echo thread; it ends when the child drops its [`RawPair`].
 #[derive(Debug)]
 pub struct Echo {
     thread: Option<JoinHandle<()>>,
@@ -77,15 +77,15 @@ pub fn run_child(node: &Node, area: &str, quick: bool) -> Result<(), String> {
 
 /// The child's end of the raw ping-pong.
 #[derive(Debug)]
-pub struct Link {
+pub struct RawPair {
     to_main: IpcBytesSender,
     from_main: IpcBytesReceiver,
     msg: [u8; PAYLOAD],
 }
 
-impl Link {
+impl RawPair {
     /// Connects to the echo thread main named in [`ENV`].
-    pub fn connect() -> Result<Link, String> {
+    pub fn connect() -> Result<RawPair, String> {
         let server = std::env::var(ENV).map_err(|_| format!("main did not set {ENV}"))?;
         let (to_child, from_main) = ipc::bytes_channel().map_err(|e| e.to_string())?;
         let (to_main, from_child) = ipc::bytes_channel().map_err(|e| e.to_string())?;
@@ -95,7 +95,7 @@ impl Link {
                     .map_err(std::io::Error::other)
             })
             .map_err(|e| format!("main's echo thread does not listen: {e}"))?;
-        Ok(Link {
+        Ok(RawPair {
             to_main,
             from_main,
             msg: [7; PAYLOAD],

@@ -144,7 +144,7 @@ fn send_result(t: &Arc<dyn Transport>, name: &str, value: f64) -> Result<(), Str
 pub(crate) fn child(quick: bool) -> Result<(), String> {
     let node = Node::init().map_err(|e| e.to_string())?;
     let t = node.transport();
-    let mut link = floor::Link::connect()?;
+    let mut link = floor::RawPair::connect()?;
     let msg = [7u8; floor::PAYLOAD];
     let mut yuki_one = || t.call("echo", &msg).map(drop).map_err(|e| e.to_string());
     let n = if quick { 300 } else { 1_500 };

@@ -353,7 +353,7 @@ fn child_figures(quick: bool) -> Result<HashMap<String, f64>, String> {
 /// figures go into the store under [`RESULT_PREFIX`].
 pub(crate) fn child(quick: bool) -> Result<(), String> {
     let node = yuki_ipc_transport::Node::init().map_err(|e| e.to_string())?;
-    let mut link = floor::Link::connect()?;
+    let mut link = floor::RawPair::connect()?;
     let store = Store::attach(node.transport()).map_err(|e| e.to_string())?;
     let w = Workload::new(KEYS);
     let record = |name: &str, v: f64| {

@@ -7,23 +7,23 @@ use std::time::Duration;
 use super::{Backend, Payloads, Pending};
 use crate::error::Result;
 use crate::pattern::Pattern;
-use crate::registry::Registry;
+use crate::subscribers::Subscribers;
 
 /// The backend of `PubSub::local`.
 #[derive(Debug, Default)]
 pub(crate) struct Local {
-    registry: Registry,
+    subscribers: Subscribers,
 }
 
 impl Backend for Local {
-    fn registry(&self) -> &Registry {
-        &self.registry
+    fn subscribers(&self) -> &Subscribers {
+        &self.subscribers
     }
 
     fn publish(&self, topic: &str, payloads: Payloads<'_>, _: Option<Duration>) -> Result<usize> {
         Ok(payloads
             .iter()
-            .map(|payload| self.registry.deliver(topic.as_bytes(), payload))
+            .map(|payload| self.subscribers.deliver(topic.as_bytes(), payload))
             .sum())
     }
 

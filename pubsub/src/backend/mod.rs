@@ -7,7 +7,7 @@
 //! - `redis` (feature `redis`): topics carried by a Redis server.
 //!
 //! A `PubSub` encodes messages and keeps this process's subscriptions in the
-//! backend's [`Registry`]; the backend only says where a message goes and
+//! backend's [`Subscribers`]; the backend only says where a message goes and
 //! how a subscription is made known beyond the process.
 
 use std::fmt;
@@ -19,7 +19,7 @@ use yuki_channel::codec::Frames;
 
 use crate::error::Result;
 use crate::pattern::Pattern;
-use crate::registry::Registry;
+use crate::subscribers::Subscribers;
 
 pub(crate) mod local;
 #[cfg(feature = "redis")]
@@ -32,7 +32,7 @@ pub(crate) mod transport;
 /// backend that waits for another process uses it.
 pub(crate) trait Backend: Send + Sync + 'static {
     /// This process's subscriptions, which the backend delivers to.
-    fn registry(&self) -> &Registry;
+    fn subscribers(&self) -> &Subscribers;
 
     /// Publishes encoded messages on a checked `topic`; returns how many
     /// deliveries that made (what `PubSub::publish` documents).
@@ -47,7 +47,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// anything, is in the returned [`Pending`] and waits without a thread.
     fn publish_async(&self, topic: &str, payload: &[u8], within: Option<Duration>) -> Pending;
 
-    /// Makes a subscription to `pattern`, already in the registry, known
+    /// Makes a subscription to `pattern`, already among this process's subscribers, known
     /// beyond this process; on an error the caller takes it out again.
     fn subscribe(&self, pattern: &Pattern, within: Option<Duration>) -> Result<()>;
 

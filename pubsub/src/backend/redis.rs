@@ -29,8 +29,8 @@ use super::{Backend, Payloads, Pending};
 use crate::error::{Error, Result};
 use crate::inbox::Envelope;
 use crate::pattern::{Pattern, Segment};
-use crate::registry::Registry;
 use crate::scratch::shared_topic;
+use crate::subscribers::Subscribers;
 
 /// The shared runtime; a failure to start it is this crate's `Spawn`.
 fn runtime() -> Result<&'static tokio::runtime::Runtime> {
@@ -62,7 +62,7 @@ enum Op {
 /// The backend of `PubSub::redis`: this process's subscriptions, and its
 /// connection to Redis.
 pub(crate) struct Redis {
-    registry: Arc<Registry>,
+    subscribers: Arc<Subscribers>,
     address: String,
     namespace: String,
     conn: ConnectionManager,
@@ -72,7 +72,7 @@ pub(crate) struct Redis {
 
 /// Receives what the connection pushes: messages and disconnections.
 struct Pusher {
-    registry: Weak<Registry>,
+    subscribers: Weak<Subscribers>,
     routes: Arc<Mutex<Routes>>,
     namespace: Vec<u8>,
     lost: Arc<tokio::sync::Notify>,
@@ -80,18 +80,23 @@ struct Pusher {
 
 impl redis::aio::AsyncPushSender for Pusher {
     fn send(&self, info: PushInfo) -> std::result::Result<(), redis::aio::SendError> {
-        let Some(registry) = self.registry.upgrade() else {
+        let Some(subscribers) = self.subscribers.upgrade() else {
             return Err(redis::aio::SendError);
         };
         match info.kind {
             PushKind::Disconnection => {
                 tracing::warn!("lost the connection to Redis; reconnecting");
-                registry.gap_all();
+                subscribers.gap_all();
                 self.lost.notify_one();
             }
             PushKind::Message => {
                 if let [Value::BulkString(channel), Value::BulkString(payload)] = &info.data[..] {
-                    self.deliver(&registry, Key::Channel(channel.clone()), channel, payload);
+                    self.deliver(
+                        &subscribers,
+                        Key::Channel(channel.clone()),
+                        channel,
+                        payload,
+                    );
                 }
             }
             PushKind::PMessage => {
@@ -101,7 +106,7 @@ impl redis::aio::AsyncPushSender for Pusher {
                     Value::BulkString(payload),
                 ] = &info.data[..]
                 {
-                    self.deliver(&registry, Key::Glob(glob.clone()), channel, payload);
+                    self.deliver(&subscribers, Key::Glob(glob.clone()), channel, payload);
                 }
             }
             _ => {}
@@ -111,7 +116,7 @@ impl redis::aio::AsyncPushSender for Pusher {
 }
 
 impl Pusher {
-    fn deliver(&self, registry: &Registry, key: Key, channel: &[u8], payload: &[u8]) {
+    fn deliver(&self, subscribers: &Subscribers, key: Key, channel: &[u8], payload: &[u8]) {
         let Some(topic) = channel
             .strip_prefix(&self.namespace[..])
             .and_then(|t| std::str::from_utf8(t).ok())
@@ -127,7 +132,7 @@ impl Pusher {
         };
         let mut envelope = None;
         for pattern in patterns.iter().filter(|p| p.matches(topic)) {
-            registry.deliver_to(pattern, || {
+            subscribers.deliver_to(pattern, || {
                 envelope
                     .get_or_insert_with(|| Envelope {
                         topic: shared_topic(topic),
@@ -143,11 +148,11 @@ impl Redis {
     /// Connects to the Redis server at `url`, keeping channel names under
     /// `namespace`.
     pub(crate) fn connect(url: &str, namespace: &str) -> Result<Redis> {
-        let registry = Arc::new(Registry::default());
+        let subscribers = Arc::new(Subscribers::default());
         let routes = Arc::new(Mutex::new(Routes::default()));
         let lost = Arc::new(tokio::sync::Notify::new());
         let pusher = Pusher {
-            registry: Arc::downgrade(&registry),
+            subscribers: Arc::downgrade(&subscribers),
             routes: routes.clone(),
             namespace: namespace.as_bytes().to_vec(),
             lost: lost.clone(),
@@ -156,7 +161,7 @@ impl Redis {
         let (ops, rx) = mpsc::unbounded_channel();
         runtime()?.spawn(run_ops(conn.clone(), address.clone(), rx, lost));
         Ok(Redis {
-            registry,
+            subscribers,
             address,
             namespace: namespace.to_owned(),
             conn,
@@ -289,8 +294,8 @@ impl Redis {
 }
 
 impl Backend for Redis {
-    fn registry(&self) -> &Registry {
-        &self.registry
+    fn subscribers(&self) -> &Subscribers {
+        &self.subscribers
     }
 
     fn publish(&self, topic: &str, payloads: Payloads<'_>, _: Option<Duration>) -> Result<usize> {

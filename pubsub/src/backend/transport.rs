@@ -19,9 +19,9 @@ use super::{Backend, Payloads, Pending};
 use crate::error::{Error, Result};
 use crate::inbox::End;
 use crate::pattern::{Pattern, check_topic};
-use crate::registry::Registry;
 use crate::router::Router;
 use crate::scratch::{keep_scratch, scratch};
+use crate::subscribers::Subscribers;
 use crate::wire::{Push, Reply, Request, SERVICE};
 
 thread_local! {
@@ -58,7 +58,7 @@ pub(crate) fn attach(transport: Arc<dyn Transport>) -> Result<Arc<dyn Backend>> 
 /// Main's shared state: its own subscriptions and its children's.
 #[derive(Debug)]
 struct MainState {
-    registry: Registry,
+    subscribers: Subscribers,
     router: Router,
 }
 
@@ -70,7 +70,7 @@ struct Main {
 
 fn serve(transport: &Arc<dyn Transport>) -> Result<Arc<MainState>> {
     let hub = Arc::new(MainState {
-        registry: Registry::default(),
+        subscribers: Subscribers::default(),
         router: Router::default(),
     });
     let (me, link) = (Arc::downgrade(&hub), Arc::downgrade(transport));
@@ -110,7 +110,7 @@ impl MainState {
     fn route(&self, transport: &dyn Transport, topic: &str, payloads: Payloads<'_>) -> usize {
         let mut reached = payloads
             .iter()
-            .map(|payload| self.registry.deliver(topic.as_bytes(), payload))
+            .map(|payload| self.subscribers.deliver(topic.as_bytes(), payload))
             .sum();
         let mut targets = TARGETS.take();
         self.router.targets(topic, &mut targets);
@@ -217,8 +217,8 @@ impl Main {
 }
 
 impl Backend for Main {
-    fn registry(&self) -> &Registry {
-        &self.state.registry
+    fn subscribers(&self) -> &Subscribers {
+        &self.state.subscribers
     }
 
     fn publish(&self, topic: &str, payloads: Payloads<'_>, _: Option<Duration>) -> Result<usize> {
@@ -244,7 +244,7 @@ impl Backend for Main {
 /// A child's shared state: its subscriptions, and why main is gone.
 #[derive(Debug, Default)]
 struct ChildState {
-    registry: Registry,
+    subscribers: Subscribers,
     gone: Mutex<Option<String>>,
 }
 
@@ -270,7 +270,7 @@ fn connect(transport: &Arc<dyn Transport>) -> Result<Arc<ChildState>> {
         if let (PeerEvent::Left { peer, reason }, Some(me)) = (event, me.upgrade()) {
             if *peer == PeerId::MAIN {
                 *sync::lock(&me.gone) = Some(reason.clone());
-                me.registry.end_all(&End::Disconnected(reason.clone()));
+                me.subscribers.end_all(&End::Disconnected(reason.clone()));
             }
         }
     }));
@@ -286,20 +286,20 @@ impl ChildState {
     fn on_push(&self, frame: &[u8]) {
         match Push::decode(frame) {
             Ok(Push::Message { topic, payload }) => {
-                self.registry.deliver(topic, payload);
+                self.subscribers.deliver(topic, payload);
             }
             Ok(Push::Batch { topic, payloads }) => {
                 for payload in Frames::new(payloads) {
                     match payload {
                         Ok(payload) => {
-                            self.registry.deliver(topic, payload);
+                            self.subscribers.deliver(topic, payload);
                         }
                         Err(e) => tracing::warn!(error = %e, "a truncated batch from main"),
                     }
                 }
             }
             Ok(Push::Lost { pattern, count }) => match Pattern::new(pattern) {
-                Ok(pattern) => self.registry.lose(&pattern, count),
+                Ok(pattern) => self.subscribers.lose(&pattern, count),
                 Err(e) => tracing::warn!(error = %e, "main reported a loss for a bad pattern"),
             },
             Err(e) => tracing::warn!(error = %e, "ignoring a malformed pub/sub frame from main"),
@@ -348,8 +348,8 @@ impl Child {
 }
 
 impl Backend for Child {
-    fn registry(&self) -> &Registry {
-        &self.state.registry
+    fn subscribers(&self) -> &Subscribers {
+        &self.state.subscribers
     }
 
     fn publish(

@@ -11,7 +11,7 @@ use crate::batch::Outcome;
 use crate::data::Data;
 use crate::error::Result;
 use crate::protocol::{Failure, Op, Reply, Request};
-use crate::watch::{Inbox, Watch};
+use crate::watch::{Watch, WatchQueue};
 
 /// Main's map (or a local store's), with the settings of its watches.
 #[derive(Clone)]
@@ -92,7 +92,7 @@ impl Backend for Local {
     }
 
     fn watch(&self, prefix: &str, _timeout: Option<Duration>) -> Result<Watch> {
-        let (inbox, rx) = Inbox::new(self.watch_capacity);
+        let (inbox, rx) = WatchQueue::new(self.watch_capacity);
         let id = self.data.watchers.add_local(prefix, inbox.clone());
         let weak = Arc::downgrade(&self.data);
         let cancel = Box::new(move || {

@@ -41,7 +41,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::glob::{self, Glob};
 use crate::protocol::{Failure, Op, Reply, Request};
-use crate::watch::{Change, Inbox, Watch};
+use crate::watch::{Change, Watch, WatchQueue};
 
 /// Keys `SCAN` asks for per round and `clear` deletes per script.
 const CHUNK: usize = 512;
@@ -122,13 +122,13 @@ fn finish<R>(owned: Owned, parse: impl FnOnce(Reply<'_>) -> Result<R>) -> Result
 /// The watches of one store, fed by the companion channel.
 #[derive(Default)]
 struct Watches {
-    list: Mutex<HashMap<u64, (String, Arc<Inbox>)>>,
+    list: Mutex<HashMap<u64, (String, Arc<WatchQueue>)>>,
     next: AtomicU64,
     subscribed: AtomicBool,
 }
 
 impl Watches {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Arc<Inbox>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (String, Arc<WatchQueue>)>> {
         sync::lock(&self.list)
     }
 }
@@ -504,7 +504,7 @@ impl Redis {
 
     fn open_watch(&self, prefix: &str) -> (u64, Watch) {
         let id = self.watches.next.fetch_add(1, Ordering::Relaxed);
-        let (inbox, rx) = Inbox::new(self.watch_capacity);
+        let (inbox, rx) = WatchQueue::new(self.watch_capacity);
         self.watches
             .lock()
             .insert(id, (prefix.to_owned(), inbox.clone()));

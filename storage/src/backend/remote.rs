@@ -12,12 +12,12 @@ use yuki_channel::{PeerEvent, PeerId, Transport, codec};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::protocol::{Pushed, Reply, Request, SERVICE, WATCH_STREAM};
-use crate::watch::{Change, Inbox, Watch};
+use crate::watch::{Change, Watch, WatchQueue};
 
 /// The child's end: the transport to main and the watches open here.
 pub(crate) struct Remote {
     transport: Arc<dyn Transport>,
-    watches: Mutex<HashMap<u64, Arc<Inbox>>>,
+    watches: Mutex<HashMap<u64, Arc<WatchQueue>>>,
     next_watch: AtomicU64,
     watch_capacity: usize,
 }
@@ -52,7 +52,7 @@ impl Remote {
         Ok(remote)
     }
 
-    fn watches(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Inbox>>> {
+    fn watches(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<WatchQueue>>> {
         sync::lock(&self.watches)
     }
 
@@ -173,7 +173,7 @@ impl Remote {
 
     fn open_watch(self: &Arc<Self>) -> (u64, Watch) {
         let id = self.next_watch.fetch_add(1, Ordering::Relaxed);
-        let (inbox, rx) = Inbox::new(self.watch_capacity);
+        let (inbox, rx) = WatchQueue::new(self.watch_capacity);
         self.watches().insert(id, inbox.clone());
         let weak = Arc::downgrade(self);
         let cancel = Box::new(move || {

@@ -11,7 +11,7 @@ use crate::pattern::Pattern;
 use crate::table::PatternTable;
 
 #[derive(Debug, Default)]
-pub(crate) struct Registry {
+pub(crate) struct Subscribers {
     table: RwLock<PatternTable<Vec<Arc<Inbox>>>>,
     stamp: Stamp,
 }
@@ -30,7 +30,7 @@ struct Matched {
     topic: Option<Arc<str>>,
 }
 
-impl Registry {
+impl Subscribers {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, PatternTable<Vec<Arc<Inbox>>>> {
         sync::read(&self.table)
     }
@@ -161,16 +161,16 @@ mod tests {
 
     #[test]
     fn delivers_by_topic_with_and_without_the_memo() {
-        let registry = Registry::default();
+        let subscribers = Subscribers::default();
         let inbox = Arc::new(Inbox::new(Pattern::new("a.*").unwrap(), 8));
-        registry.add(inbox.clone());
-        assert_eq!(registry.deliver(b"a.b", b"1"), 1);
-        assert_eq!(registry.deliver(b"a.b", b"2"), 1);
-        assert_eq!(registry.deliver(b"x", b"3"), 0);
+        subscribers.add(inbox.clone());
+        assert_eq!(subscribers.deliver(b"a.b", b"1"), 1);
+        assert_eq!(subscribers.deliver(b"a.b", b"2"), 1);
+        assert_eq!(subscribers.deliver(b"x", b"3"), 0);
         // A delivery made while another holds this thread's memo.
         LAST.with(|last| {
             let _busy = last.borrow_mut();
-            assert_eq!(registry.deliver(b"a.c", b"4"), 1);
+            assert_eq!(subscribers.deliver(b"a.c", b"4"), 1);
         });
         let mut got = Vec::new();
         while let Ok(e) = inbox.try_next() {
@@ -183,10 +183,10 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         // A topic that is not text reaches nothing.
-        assert_eq!(registry.deliver(b"a.\xff", b"6"), 0);
+        assert_eq!(subscribers.deliver(b"a.\xff", b"6"), 0);
         assert_eq!(inbox.try_next().unwrap_err(), crate::Error::Empty);
         // A change of the table is seen at once.
-        assert!(registry.remove(&inbox));
-        assert_eq!(registry.deliver(b"a.b", b"5"), 0);
+        assert!(subscribers.remove(&inbox));
+        assert_eq!(subscribers.deliver(b"a.b", b"5"), 0);
     }
 }
