@@ -121,14 +121,11 @@ impl Host {
             }
             Request::Send { name, item } => match self.existing(name) {
                 None => Reply::NoChannel,
-                Some(q) => match q.send(item.to_vec(), false) {
+                Some(q) => match q.send_from(item.to_vec(), from) {
                     Ok(()) => Reply::Done,
-                    Err((_, Fail::Full)) => {
-                        q.lock().space_waiters.insert(from);
-                        Reply::Full {
-                            capacity: q.capacity.unwrap_or(0) as u64,
-                        }
-                    }
+                    Err((_, Fail::Full)) => Reply::Full {
+                        capacity: q.capacity.unwrap_or(0) as u64,
+                    },
                     Err(_) => Reply::Closed,
                 },
             },
@@ -335,17 +332,22 @@ impl HostQueue {
         }
     }
 
-    /// Appends an item; waits for room when `block`.
-    pub(crate) fn send(&self, item: Vec<u8>, block: bool) -> Result<(), (Vec<u8>, Fail)> {
-        self.send_until(item, block, None)
+    /// A child's send, which never waits here: refused when full, the child
+    /// is put among the senders to tell of room in the same step, so an item
+    /// taken just after the refusal cannot miss it (the child would wait for
+    /// a notice that never comes).
+    pub(crate) fn send_from(&self, item: Vec<u8>, from: PeerId) -> Result<(), (Vec<u8>, Fail)> {
+        self.send_until(item, false, None, Some(from))
     }
 
-    /// [`send`](HostQueue::send), waiting for room at most `timeout`.
+    /// Queues an item; when full, waits for room (at most `timeout`) if
+    /// `block`, else refuses it and registers `waiter` to be told of room.
     pub(crate) fn send_until(
         &self,
         item: Vec<u8>,
         block: bool,
         timeout: Option<Duration>,
+        waiter: Option<PeerId>,
     ) -> Result<(), (Vec<u8>, Fail)> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         if let Some(t) = self.transport.upgrade() {
@@ -363,6 +365,9 @@ impl HostQueue {
             match self.capacity {
                 Some(cap) if st.items.len() >= cap => {
                     if !block {
+                        if let Some(peer) = waiter {
+                            st.space_waiters.insert(peer);
+                        }
                         return Err((item, Fail::Full));
                     }
                     let left = match deadline {

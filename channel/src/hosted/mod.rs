@@ -91,7 +91,7 @@ impl<T> Hosted<T> {
             Err(e) => return Err(TrySendError::Failed(SendError::new(value, e))),
         };
         let fail = match &self.side {
-            Side::Main(q) => match q.send_until(bytes, block, timeout) {
+            Side::Main(q) => match q.send_until(bytes, block, timeout, None) {
                 Ok(()) => return Ok(()),
                 Err((_, f)) => SendFail::Fail(f),
             },
