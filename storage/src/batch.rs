@@ -328,15 +328,24 @@ impl Outcome {
 
 /// What reading a batch's reply needs of its operations, owned, so an
 /// async caller can read it after the request is gone.
-pub(crate) struct Shapes(Vec<(OpKind, String)>);
+pub(crate) struct Shapes<K>(Vec<(OpKind, K)>);
 
-impl Shapes {
-    pub(crate) fn of(ops: &[Op<'_>]) -> Shapes {
+impl<'a> Shapes<&'a str> {
+    /// For a blocking batch, read while the batch is still borrowed: the
+    /// keys are the batch's own, not copies.
+    pub(crate) fn of(ops: &[Op<'a>]) -> Shapes<&'a str> {
+        Shapes(ops.iter().map(|op| (op.kind(), op.key())).collect())
+    }
+}
+
+impl Shapes<String> {
+    /// For an async batch, read after the batch is gone: only a `get`,
+    /// which names its key in its outcome, keeps a copy of it.
+    pub(crate) fn owned(ops: &[Op<'_>]) -> Shapes<String> {
         Shapes(
             ops.iter()
                 .map(|op| {
                     let kind = op.kind();
-                    // Only a `get` names its key in its outcome.
                     let key = if kind == OpKind::Get {
                         op.key().to_owned()
                     } else {
@@ -347,7 +356,9 @@ impl Shapes {
                 .collect(),
         )
     }
+}
 
+impl<K: AsRef<str>> Shapes<K> {
     /// One outcome per operation, from main's reply to the batch.
     pub(crate) fn read(&self, reply: Reply<'_>) -> Result<Vec<Outcome>> {
         match reply {
@@ -355,7 +366,7 @@ impl Shapes {
                 .0
                 .iter()
                 .zip(replies)
-                .map(|((kind, key), r)| Outcome::from_reply(*kind, key, r))
+                .map(|((kind, key), r)| Outcome::from_reply(*kind, key.as_ref(), r))
                 .collect(),
             other => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
         }

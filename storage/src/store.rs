@@ -670,7 +670,7 @@ impl Store {
     pub async fn batch_async(&self, batch: &Batch) -> Result<Vec<Outcome>> {
         let ops = batch.ops()?;
         check_batch(&ops, self.max_value)?;
-        let shapes = Shapes::of(&ops);
+        let shapes = Shapes::owned(&ops);
         self.execute_async(Request::Batch(ops), move |reply| shapes.read(reply))
             .await
     }
