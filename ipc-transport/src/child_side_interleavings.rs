@@ -149,8 +149,22 @@ impl Drop for Main {
     }
 }
 
+/// A call's result, to come on a receiver.
+type Pending = Receiver<Result<Vec<u8>>>;
+
+/// Call 1 takes the reading turn, then call 2 (with its own time-out)
+/// follows it: the start of every hand-off test.
+fn leader_and_follower(main: &mut Main, follower_timeout: Duration) -> (Pending, Pending) {
+    let leader = call_on_thread(&main.link, BOUND);
+    main.wait_for(Point::TookTurn { background: false });
+    let follower = call_on_thread(&main.link, follower_timeout);
+    main.wait_for(Point::Following(2));
+    assert_eq!(main.calls(2), [1, 2]);
+    (leader, follower)
+}
+
 /// Calls a service on a thread of its own; the result comes on the receiver.
-fn call_on_thread(link: &Arc<ChildLink>, timeout: Duration) -> Receiver<Result<Vec<u8>>> {
+fn call_on_thread(link: &Arc<ChildLink>, timeout: Duration) -> Pending {
     let link = link.clone();
     let (tx, rx) = crossbeam_channel::bounded(1);
     thread::spawn(move || {
@@ -201,11 +215,7 @@ fn a_reply_after_the_give_up_is_dropped_and_the_next_call_gets_its_own() {
 #[test]
 fn a_follower_that_gives_up_leaves_the_leader_reading_alone() {
     let (mut main, background) = Main::new();
-    let leader = call_on_thread(&main.link, BOUND);
-    main.wait_for(Point::TookTurn { background: false });
-    let follower = call_on_thread(&main.link, Duration::from_millis(20));
-    main.wait_for(Point::Following(2));
-    assert_eq!(main.calls(2), [1, 2]);
+    let (leader, follower) = leader_and_follower(&mut main, Duration::from_millis(20));
     let err = join(follower).unwrap_err();
     assert!(matches!(err, Error::CallTimeout { .. }), "{err:?}");
     main.reply(1, b"leader's");
@@ -221,11 +231,7 @@ fn a_follower_that_gives_up_leaves_the_leader_reading_alone() {
 #[test]
 fn a_leader_that_leaves_hands_its_followers_to_the_background_reader() {
     let (mut main, background) = Main::new();
-    let leader = call_on_thread(&main.link, BOUND);
-    main.wait_for(Point::TookTurn { background: false });
-    let follower = call_on_thread(&main.link, BOUND);
-    main.wait_for(Point::Following(2));
-    assert_eq!(main.calls(2), [1, 2]);
+    let (leader, follower) = leader_and_follower(&mut main, BOUND);
     main.reply(1, b"leader's");
     main.wait_for(Point::PassedTurn { urgent: true });
     assert_eq!(join(leader).unwrap(), b"leader's");
@@ -243,11 +249,7 @@ fn a_leader_that_leaves_hands_its_followers_to_the_background_reader() {
 #[test]
 fn a_leader_that_reads_its_followers_reply_too_hands_nothing_on() {
     let (mut main, _background) = Main::new();
-    let leader = call_on_thread(&main.link, BOUND);
-    main.wait_for(Point::TookTurn { background: false });
-    let follower = call_on_thread(&main.link, BOUND);
-    main.wait_for(Point::Following(2));
-    assert_eq!(main.calls(2), [1, 2]);
+    let (leader, follower) = leader_and_follower(&mut main, BOUND);
     main.send(&[
         Frame::Reply {
             id: 2,
@@ -382,11 +384,7 @@ fn callbacks_are_answered_or_expired_by_the_timer_once() {
 #[test]
 fn main_going_away_releases_leader_and_followers() {
     let (mut main, _background) = Main::new();
-    let leader = call_on_thread(&main.link, BOUND);
-    main.wait_for(Point::TookTurn { background: false });
-    let follower = call_on_thread(&main.link, BOUND);
-    main.wait_for(Point::Following(2));
-    assert_eq!(main.calls(2), [1, 2]);
+    let (leader, follower) = leader_and_follower(&mut main, BOUND);
     let link = main.link.clone();
     drop(main);
     assert!(matches!(join(leader), Err(Error::Disconnected(_))));
@@ -404,11 +402,7 @@ fn a_leader_whose_push_handler_panics_still_hands_the_turn_on() {
         .write()
         .unwrap()
         .insert("boom".into(), Arc::from(vec![boom]));
-    let leader = call_on_thread(&main.link, BOUND);
-    main.wait_for(Point::TookTurn { background: false });
-    let follower = call_on_thread(&main.link, BOUND);
-    main.wait_for(Point::Following(2));
-    assert_eq!(main.calls(2), [1, 2]);
+    let (leader, follower) = leader_and_follower(&mut main, BOUND);
     main.send(&[Frame::Push {
         stream: "boom",
         body: b"",
