@@ -86,23 +86,26 @@ fn workers_killed_while_holding_jobs_lose_none_and_only_their_jobs_come_twice() 
     let mut reports: Vec<Done> = Vec::new();
     let mut seen = BTreeSet::new();
     let mut killed = BTreeSet::new();
-    let mut pending_kills = 0;
     while seen.len() < JOBS as usize {
         let report = done
             .recv_timeout(WAIT)
             .unwrap_or_else(|e| panic!("seed {seed}: {} of {JOBS} jobs done: {e}", seen.len()));
         reports.push(report);
         seen.insert(report.0);
-        pending_kills += usize::from(kill_at.contains(&reports.len()));
-        // A report from a worker killed already waits for the next one.
-        if pending_kills > 0
-            && let Some(i) = workers.iter().position(|w| w.pid() == report.1)
-        {
+        // Kill the worker that made this report: it still holds that job,
+        // and its prefetch. A report can come from a worker
+        // killed already (it was in flight); then the first live worker
+        // goes instead, at once: waiting for a live reporter could wait
+        // past the last job, when the survivors have drained the queue.
+        if kill_at.contains(&reports.len()) {
+            let i = workers
+                .iter()
+                .position(|w| w.pid() == report.1)
+                .unwrap_or(0);
             let victim = workers.swap_remove(i);
             victim.kill().unwrap();
-            killed.insert(report.1);
+            killed.insert(victim.pid());
             workers.push(spawn(&node));
-            pending_kills -= 1;
         }
     }
     jobs.close();
