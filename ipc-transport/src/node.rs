@@ -50,8 +50,9 @@ use crate::wire::Control;
 ///    process exits with that status. Nothing ends it from a background
 ///    thread while its code runs.
 /// 4. If it has not exited within the grace period, main sends SIGTERM,
-///    waits the grace period again, then sends SIGKILL. A restart then
-///    starts it again.
+///    waits the grace period again, then sends SIGKILL (on Windows, which
+///    has no signals, main terminates it at once with `TerminateProcess`).
+///    A restart then starts it again.
 ///
 /// A child whose main is gone is asked to stop in the same way (and its
 /// calls fail with `Disconnected`); see [`WhenMainGone`].
@@ -131,7 +132,8 @@ impl NodeBuilder {
     /// The stop grace period (default 5 s). In main: how long a child gets
     /// at each step of a stop or restart that main starts by itself (a
     /// child's [`Node::request_stop`] or [`Node::request_restart`], a
-    /// [`ChildHandle::restart`]) before main sends SIGTERM, then SIGKILL.
+    /// [`ChildHandle::restart`]) before main sends SIGTERM, then SIGKILL
+    /// (terminates it, on Windows).
     /// In a child: how long its program has to end by itself once main is
     /// gone (see [`WhenMainGone::Exit`]).
     pub fn stop_timeout(mut self, timeout: Duration) -> NodeBuilder {

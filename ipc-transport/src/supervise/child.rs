@@ -23,7 +23,7 @@ use yuki_channel::sync::lock;
 
 pub(super) struct ChildState {
     pub(super) pid: u32,
-    /// Its current (or last) run, until the next start replaces it.
+    /// Its current run, until it is reaped.
     pub(super) process: Option<Arc<Process>>,
     pub(super) peer: PeerId,
     /// Counts starts; a watcher only acts for its own start.
@@ -269,6 +269,10 @@ impl ChildShared {
         let down = {
             let mut st = self.lock();
             st.last = Some(status);
+            if st.generation == generation {
+                // Reaped: its handles (and any pipes the command kept) go now.
+                st.process = None;
+            }
             st.on(Event::Reaped);
             // A start in progress handles the exit itself.
             st.life.phase == Phase::Idle

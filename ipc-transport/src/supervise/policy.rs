@@ -55,9 +55,10 @@ impl Restart {
 /// What a status holds depends on the system: on Unix a run either
 /// exited with a code or was ended by a signal (a child that ignored its
 /// stop request and SIGTERM ends with SIGKILL); Windows has no signals,
-/// so every run has a code, and a child that [`ChildHandle::stop`]
-/// (crate::ChildHandle::stop) or [`ChildHandle::kill`](crate::ChildHandle::kill)
-/// had to end exits with code 1.
+/// so every run has a code, and a child that
+/// [`ChildHandle::stop`](crate::ChildHandle::stop) or
+/// [`ChildHandle::kill`](crate::ChildHandle::kill) had to end exits with
+/// code 1.
 ///
 /// ```no_run
 /// # use yuki_ipc_transport::Node;
