@@ -63,3 +63,34 @@ pub(in crate::rendezvous) fn reachable(_address: &str) -> std::result::Result<()
 pub(in crate::rendezvous) fn moving(_address: &str) -> bool {
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Hello;
+    use ipc_channel::ipc::IpcOneShotServer;
+    use std::time::Duration;
+
+    #[test]
+    fn the_child_is_given_the_server_itself_and_a_knock_ends_its_accept() {
+        let place = Place::new().unwrap();
+        assert!(place.address().is_err(), "no server yet");
+        let (server, name) = IpcOneShotServer::<Hello>::new().unwrap();
+        place.point(&name).unwrap();
+        assert_eq!(place.address().unwrap(), name);
+        assert!(!FOLLOWS && !moving(&name));
+        assert_eq!(reachable(&name), Ok(()));
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let accepting = std::thread::spawn(move || {
+            let accepted = server.accept();
+            let _ = done_tx.send(accepted.is_err());
+        });
+        place.knock();
+        let refused = done
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a knock ends a blocked accept");
+        assert!(refused, "a knock is no hello");
+        accepting.join().unwrap();
+        place.close();
+    }
+}
