@@ -497,6 +497,13 @@ impl Harness {
     /// Waits (bounded by `within`) until process `pid` (any process, not
     /// only this harness's children) is no longer alive, woken by the
     /// kernel; whether it is gone. Linux only (a pidfd and `/proc`).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let h = yuki_testkit::Harness::for_test("grandchild_ends_with_main");
+    /// let grandchild: u32 = 4242; // reported by a child, say
+    /// assert!(h.wait_gone(grandchild, Duration::from_secs(5)));
+    /// ```
     #[cfg(target_os = "linux")]
     pub fn wait_gone(&self, pid: u32, within: Duration) -> bool {
         os::wait_gone(pid, Instant::now() + within);

@@ -66,6 +66,7 @@ impl Restart {
 /// let exe = std::env::current_exe().unwrap();
 /// let exit = node.spawn("worker", std::process::Command::new(exe))?.wait()?;
 /// match (exit.code(), exit.signal()) {
+///     (Some(0), _) => assert!(exit.success()),
 ///     (Some(code), _) => println!("worker exited with code {code}"),
 ///     (None, Some(signal)) => println!("worker was ended by signal {signal}"),
 ///     (None, None) => println!("worker ended: {}", exit.status),
