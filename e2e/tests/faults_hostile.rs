@@ -185,6 +185,7 @@ fn hostile(kind: &str) {
                 }
             }
         }
+        #[cfg(target_os = "linux")]
         "shrinker" | "grower" | "resealer" => resize_region(kind),
         "offerer" => {
             let value = std::env::var(BOOTSTRAP_ENV).unwrap();
@@ -210,7 +211,9 @@ fn hostile(kind: &str) {
 }
 
 /// The memory files this process holds, as a hostile child finds its
-/// link's region in `/proc/self/fd`.
+/// link's region in `/proc/self/fd`. (Sealed memory files, and so these
+/// tests, are Linux's.)
+#[cfg(target_os = "linux")]
 fn memfds() -> Vec<i32> {
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
@@ -224,6 +227,7 @@ fn memfds() -> Vec<i32> {
 }
 
 /// Why a system call failed, if it did.
+#[cfg(target_os = "linux")]
 fn errno(r: i64) -> Option<i32> {
     (r < 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
 }
@@ -231,6 +235,7 @@ fn errno(r: i64) -> Option<i32> {
 /// A child that joins, works, then tries to change the size or the seals
 /// of its link's memory behind main's back: each attempt must fail with
 /// EPERM, and main must still answer afterwards.
+#[cfg(target_os = "linux")]
 fn resize_region(kind: &str) {
     let node = Node::builder()
         .when_main_gone(WhenMainGone::Stay)
@@ -460,6 +465,7 @@ fn a_child_flooding_requests_without_reading_replies_is_cut_off() {
     main.finish();
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn a_child_cannot_resize_or_reseal_its_links_memory() {
     if run_child(children) {

@@ -6,6 +6,10 @@
 //! stopped and resumed by the test) and main's Node child. The test tells
 //! the grandchild when main is stopped through a pipe whose read end both
 //! inherit, since main, stopped, can relay nothing.
+//!
+//! Linux only: the gate is made with `pipe2(O_CLOEXEC)`, so that no child
+//! another test forks meanwhile inherits its write end.
+#![cfg(target_os = "linux")]
 
 use std::os::fd::RawFd;
 use std::process::Stdio;

@@ -99,6 +99,15 @@ pub enum Error {
     )]
     NotRunning(String),
 
+    /// The feature does not exist on this system.
+    #[error("{feature} is not available on this system: {instead}")]
+    Unsupported {
+        /// What was asked for.
+        feature: &'static str,
+        /// Why not, and what to do instead.
+        instead: String,
+    },
+
     /// An error from the transport.
     #[error("transport failed: {0}")]
     Transport(#[from] yuki_channel::Error),

@@ -88,6 +88,12 @@
 //! after it is created, and a child must present a 128-bit token besides.
 //! To leave no window at all, start main with `TMPDIR` set to a directory
 //! only its user can open.
+//! That is where ipc-channel's servers are socket files (Linux, the
+//! BSDs); on macOS and Windows a server is a name the system keeps (a Mach
+//! bootstrap name, a named pipe): the child is given it directly, the
+//! token still keeps other processes out, but a process of the same user
+//! that connects first makes that child's spawn fail with
+//! [`Error::Refused`].
 //!
 //! # Features
 //!

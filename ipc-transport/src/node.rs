@@ -18,7 +18,9 @@ use crate::main_side::Hub;
 use crate::rendezvous;
 use crate::spin;
 use crate::stop::{self, NOT_IN_MAIN, WaitForStop};
-use crate::supervise::{ChildHandle, Lifecycle, Restart, RestartPolicy, Supervisor};
+use crate::supervise::{
+    ChildHandle, DEFAULT_DEATH_SIGNAL, Lifecycle, Restart, RestartPolicy, Supervisor,
+};
 use crate::transport::{IpcTransport, Side};
 use crate::wire::Control;
 
@@ -48,8 +50,9 @@ use crate::wire::Control;
 ///    process exits with that status. Nothing ends it from a background
 ///    thread while its code runs.
 /// 4. If it has not exited within the grace period, main sends SIGTERM,
-///    waits the grace period again, then sends SIGKILL. A restart then
-///    starts it again.
+///    waits the grace period again, then sends SIGKILL (on Windows, which
+///    has no signals, main terminates it at once with `TerminateProcess`).
+///    A restart then starts it again.
 ///
 /// A child whose main is gone is asked to stop in the same way (and its
 /// calls fail with `Disconnected`); see [`WhenMainGone`].
@@ -129,7 +132,8 @@ impl NodeBuilder {
     /// The stop grace period (default 5 s). In main: how long a child gets
     /// at each step of a stop or restart that main starts by itself (a
     /// child's [`Node::request_stop`] or [`Node::request_restart`], a
-    /// [`ChildHandle::restart`]) before main sends SIGTERM, then SIGKILL.
+    /// [`ChildHandle::restart`]) before main sends SIGTERM, then SIGKILL
+    /// (terminates it, on Windows).
     /// In a child: how long its program has to end by itself once main is
     /// gone (see [`WhenMainGone::Exit`]).
     pub fn stop_timeout(mut self, timeout: Duration) -> NodeBuilder {
@@ -389,7 +393,23 @@ impl ChildBuilder<'_> {
     }
 
     /// The signal the child gets if main dies without closing its link
-    /// (Linux `PR_SET_PDEATHSIG`; default SIGKILL; `None` disables it).
+    /// (`PR_SET_PDEATHSIG`; `None` disables it). Linux only: there the
+    /// default is SIGKILL; elsewhere the default is `None`, and `spawn`
+    /// refuses a signal with [`Error::Unsupported`]. Without one a child
+    /// still learns of main's death from its link and exits (see
+    /// [`WhenMainGone`](crate::WhenMainGone)).
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::Node;
+    /// # let node = Node::init()?;
+    /// let exe = std::env::current_exe().unwrap();
+    /// // Portable: rely on the link alone to end it when main is gone.
+    /// let worker = node
+    ///     .child("worker", std::process::Command::new(exe))
+    ///     .parent_death_signal(None)
+    ///     .spawn()?;
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
     pub fn parent_death_signal(mut self, signal: Option<i32>) -> Self {
         self.death_signal = signal;
         self
@@ -516,7 +536,7 @@ impl Node {
             name: name.to_owned(),
             command,
             restart: Restart::default(),
-            death_signal: Some(libc::SIGKILL),
+            death_signal: DEFAULT_DEATH_SIGNAL,
         }
     }
 

@@ -10,19 +10,13 @@
 //! (retrying while the link is there) joins through it, until the
 //! handshake time-out. A process that connects and never says anything
 //! holds the server it reached, and the child's spawn then times out.
-//!
-//! ipc-channel binds each server's socket inside a new directory of the
-//! system temporary directory (`$TMPDIR`, else `/tmp`), created with the
-//! process's default permissions. Right after creating it, yuki narrows
-//! that directory to `0700` and the socket to `0600`, so only the owning
-//! user can reach it; and a child must present a 128-bit token besides. To
-//! leave no window at all between creation and narrowing, start main with
-//! `TMPDIR` pointing at a directory only its user can open
-//! (`mkdir -m 0700 "$XDG_RUNTIME_DIR/yuki"`, say).
+//! That is where servers are socket files; where the system names them
+//! (macOS, Windows) the child is told the server itself, and a refused
+//! process ends the rendezvous ([`place`] says what protects each).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+mod place;
+
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -34,6 +28,7 @@ use ipc_channel::ipc::{self, IpcOneShotServer, IpcSender};
 use crate::error::{Error, Result};
 use crate::pipe::Region;
 use crate::wire::{Bootstrap, Hello, Welcome};
+use place::Place;
 
 /// How long a child waits before it tries the rendezvous again, when main
 /// is between two servers.
@@ -43,8 +38,8 @@ const RETRY: Duration = Duration::from_millis(5);
 pub(crate) struct Rendezvous {
     pub(crate) bootstrap: Bootstrap,
     accepted: Receiver<Accepted>,
-    /// main's own directory holding the link.
-    dir: PathBuf,
+    /// Where the child finds the server.
+    place: Arc<Place>,
     stop: Arc<AtomicBool>,
     /// Disconnected once the accepting thread has ended.
     ended: Receiver<()>,
@@ -70,45 +65,36 @@ impl Rendezvous {
     /// A rendezvous for the child that inherits the link's memory file at
     /// descriptor `region`.
     pub(crate) fn open(region: i32) -> Result<Rendezvous> {
-        let dir = private_dir()?;
+        let place = Arc::new(Place::new()?);
         let stop = Arc::new(AtomicBool::new(false));
-        match Rendezvous::start(&dir, region, stop.clone()) {
-            Ok((bootstrap, accepted, ended)) => Ok(Rendezvous {
-                bootstrap,
-                accepted,
-                dir,
-                stop,
-                ended,
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                Err(e)
-            }
-        }
+        let (bootstrap, accepted, ended) = Rendezvous::start(&place, region, stop.clone())?;
+        Ok(Rendezvous {
+            bootstrap,
+            accepted,
+            place,
+            stop,
+            ended,
+        })
     }
 
-    /// Opens the first server, points the link in `dir` at it and starts
-    /// the accepting thread.
+    /// Opens the first server, points the place at it and starts the
+    /// accepting thread.
     #[allow(clippy::type_complexity)]
     fn start(
-        dir: &Path,
+        place: &Arc<Place>,
         region: i32,
         stop: Arc<AtomicBool>,
     ) -> Result<(Bootstrap, Receiver<Accepted>, Receiver<()>)> {
         let (server, name) = listen()?;
-        let link = dir.join("socket");
-        point(&link, &name)?;
-        let name = link
-            .to_str()
-            .ok_or_else(|| Error::os("creating the handshake socket", "TMPDIR is not UTF-8"))?
-            .to_owned();
-        let bootstrap = Bootstrap::new(name, region)?;
+        place.point(&name)?;
+        let bootstrap = Bootstrap::new(place.address()?, region)?;
         let (tx, accepted) = crossbeam_channel::unbounded();
         let (alive, ended) = crossbeam_channel::bounded(0);
+        let place = place.clone();
         std::thread::Builder::new()
             .name("yuki-accept".into())
             .spawn(move || {
-                accept_loop(server, &link, &tx, &stop);
+                accept_loop(server, &place, &tx, &stop);
                 drop(alive);
             })
             .map_err(|e| Error::os("starting the handshake thread", e))?;
@@ -181,53 +167,23 @@ impl Rendezvous {
 }
 
 impl Drop for Rendezvous {
-    /// Ends the accepting thread (accept() has no time-out: a connection
-    /// that hangs up at once ends it) and removes the link and its directory.
+    /// Ends the accepting thread (accept() has no time-out: a knock ends
+    /// it) and closes the place, even while a silent process still holds
+    /// the thread.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let link = self.dir.join("socket");
         let until = Instant::now() + Duration::from_secs(1);
         // A silent process holding the server keeps the thread until it
         // hangs up; the rendezvous is closed all the same.
         while Instant::now() < until {
-            knock(&link);
+            self.place.knock();
             if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
                 self.ended.recv_timeout(RETRY)
             {
                 break;
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Connects to the server behind `link` and hangs up. (Not through
-/// ipc-channel, whose `connect` leaks its socket when the connection fails,
-/// as it does while the link points at a server that is gone.)
-fn knock(link: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let path = link.as_os_str().as_bytes();
-    // SAFETY: a zeroed sockaddr_un is valid; the path is copied within its
-    // bounds (leaving the terminating zero); the socket is owned at once.
-    unsafe {
-        let mut addr: libc::sockaddr_un = std::mem::zeroed();
-        if path.len() >= addr.sun_path.len() {
-            return;
-        }
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        for (d, s) in addr.sun_path.iter_mut().zip(path) {
-            *d = *s as libc::c_char;
-        }
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return;
-        }
-        let socket = OwnedFd::from_raw_fd(fd);
-        libc::connect(
-            socket.as_raw_fd(),
-            (&raw const addr).cast(),
-            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
-        );
+        self.place.close();
     }
 }
 
@@ -235,11 +191,11 @@ fn unreadable(e: &str) -> String {
     format!("a process sent a hello that cannot be read ({e})")
 }
 
-/// Accepts on `server`, then on a new server after each connection, until
-/// told to stop.
+/// Accepts on `server`, then (where the child can follow) on a new server
+/// after each connection, until told to stop.
 fn accept_loop(
     mut server: IpcOneShotServer<Hello>,
-    link: &Path,
+    place: &Place,
     tx: &Sender<Accepted>,
     stop: &AtomicBool,
 ) {
@@ -255,7 +211,7 @@ fn accept_loop(
             Ok(Err(e)) => Accepted::Unreadable(format!("{e:?}")),
             Err(_) => Accepted::Unreadable("a descriptor that cannot be mapped".into()),
         };
-        if stop.load(Ordering::SeqCst) || tx.send(got).is_err() {
+        if stop.load(Ordering::SeqCst) || tx.send(got).is_err() || !place::FOLLOWS {
             return;
         }
         // The next server, then the link moves to it; a child that tries
@@ -264,7 +220,7 @@ fn accept_loop(
             if stop.load(Ordering::SeqCst) {
                 return Err(Error::os("listening for the child", "stopped"));
             }
-            point(link, &name)?;
+            place.point(&name)?;
             Ok(next)
         });
         match next {
@@ -279,7 +235,7 @@ fn accept_loop(
     }
 }
 
-/// A new one-shot server, narrowed to this user, and its socket's path.
+/// A new one-shot server and its name.
 fn listen() -> Result<(IpcOneShotServer<Hello>, String)> {
     // ipc-channel 0.23 panics instead of failing when the temporary
     // directory is unusable (a bad TMPDIR): turn that into an error.
@@ -291,49 +247,7 @@ fn listen() -> Result<(IpcOneShotServer<Hello>, String)> {
             )
         })?
         .map_err(|e| Error::os("creating the handshake socket", e))?;
-    restrict(Path::new(&name))?;
     Ok((server, name))
-}
-
-/// A new directory of the temporary directory that only this user can
-/// open, from its creation on.
-fn private_dir() -> Result<PathBuf> {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| Error::os("drawing a random name", e))?;
-    let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let dir = std::env::temp_dir().join(format!("yuki-{name}"));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| {
-            Error::os(
-                "creating the handshake socket",
-                format!(
-                    "{}: {e}; check that TMPDIR names a writable directory",
-                    dir.display()
-                ),
-            )
-        })?;
-    Ok(dir)
-}
-
-/// Points `link` at `target`, replacing what it pointed at in one step.
-fn point(link: &Path, target: &str) -> Result<()> {
-    let fresh = link.with_extension("new");
-    let _ = std::fs::remove_file(&fresh);
-    std::os::unix::fs::symlink(target, &fresh)
-        .and_then(|()| std::fs::rename(&fresh, link))
-        .map_err(|e| Error::os("pointing the handshake socket at a new server", e))
-}
-
-/// Narrows the socket's directory to its owner.
-fn restrict(socket: &Path) -> Result<()> {
-    let dir = socket
-        .parent()
-        .ok_or_else(|| Error::os("securing the handshake socket", "it has no directory"))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .and_then(|()| std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)))
-        .map_err(|e| Error::os("securing the handshake socket", e))
 }
 
 /// What a child learns from the handshake.
@@ -358,8 +272,7 @@ pub(crate) fn join(value: &str, timeout: Duration) -> Result<Joined> {
             Attempt::Failed(e) => return Err(e),
             Attempt::Lost(why) => why,
         };
-        let moving = std::fs::symlink_metadata(&boot.server).is_ok_and(|m| m.is_symlink());
-        if !moving {
+        if !place::moving(&boot.server) {
             return Err(Error::ParentGone(gone));
         }
         if Instant::now() + RETRY >= deadline {
@@ -378,10 +291,8 @@ enum Attempt {
 }
 
 fn attempt(boot: &Bootstrap, deadline: Instant, timeout: Duration) -> Attempt {
-    // ipc-channel's `connect` leaks its socket when the connection fails:
-    // while main moves the link, look before connecting.
-    if let Err(e) = std::fs::metadata(&boot.server) {
-        return Attempt::Lost(format!("cannot reach {}: {e}", boot.server));
+    if let Err(why) = place::reachable(&boot.server) {
+        return Attempt::Lost(why);
     }
     let server = match IpcSender::<Hello>::connect(boot.server.clone()) {
         Ok(s) => s,

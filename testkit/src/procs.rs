@@ -15,10 +15,12 @@
 //! `Node::spawn`); every such process carries the harness's run id in its
 //! environment, so [`Harness::leftovers`] finds any that outlive the test.
 
+mod os;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use yuki_channel::sync;
@@ -173,6 +175,7 @@ struct ProcInner {
 
 struct ProcState {
     pid: u32,
+    process: os::Process,
     scenario: String,
     index: usize,
     inner: Mutex<ProcInner>,
@@ -184,12 +187,20 @@ impl ProcState {
         sync::lock(&self.inner)
     }
 
+    /// Kills it unless it already exited (then it is not yet reaped, or
+    /// about to be: its pid cannot have been reused).
+    fn kill(&self) {
+        let inner = self.lock();
+        if !inner.exited {
+            self.process.kill();
+        }
+    }
+
+    #[cfg(unix)]
     fn signal(&self, sig: i32) {
         let inner = self.lock();
-        // Not yet reaped, so the pid cannot have been reused.
         if !inner.exited {
-            // SAFETY: kill(2) has no memory effects.
-            unsafe { libc::kill(self.pid as libc::pid_t, sig) };
+            self.process.signal(sig);
         }
     }
 
@@ -216,25 +227,6 @@ impl ProcState {
             finished: inner.finished,
             reports: inner.reports.clone(),
             output: inner.output.clone(),
-        }
-    }
-}
-
-/// Blocks until `pid` has exited, without reaping it (so its pid stays ours).
-fn wait_exited_keep_zombie(pid: u32) {
-    loop {
-        // SAFETY: waitid writes only into `info`, which we own.
-        let r = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return;
         }
     }
 }
@@ -354,10 +346,11 @@ impl Harness {
         index: usize,
         mut cmd: Command,
     ) -> io::Result<ProcId> {
-        let mut child: Child = cmd.spawn()?;
+        let mut child = cmd.spawn()?;
         let stdout = child.stdout.take();
         let state = Arc::new(ProcState {
             pid: child.id(),
+            process: os::Process::new(child),
             scenario: scenario.to_owned(),
             index,
             inner: Mutex::default(),
@@ -370,9 +363,9 @@ impl Harness {
         std::thread::Builder::new()
             .name(format!("testkit-wait-{}", waiter.pid))
             .spawn(move || {
-                wait_exited_keep_zombie(waiter.pid);
+                waiter.process.wait_exited();
                 waiter.lock().exited = true;
-                let status = child.wait().ok();
+                let status = waiter.process.reap().ok();
                 waiter.lock().status = status;
                 waiter.changed.notify_all();
             })?;
@@ -419,12 +412,15 @@ impl Harness {
         self.proc(id).pid
     }
 
-    /// Sends SIGKILL to the child (nothing if it already exited).
+    /// Kills the child: SIGKILL on Unix, `TerminateProcess` on Windows
+    /// (nothing if it already exited).
     pub fn kill(&self, id: ProcId) {
-        self.proc(id).signal(libc::SIGKILL);
+        self.proc(id).kill();
     }
 
-    /// Sends `signal` to the child (nothing if it already exited).
+    /// Sends `signal` to the child (nothing if it already exited). Unix
+    /// only: Windows has no signals.
+    #[cfg(unix)]
     pub fn signal(&self, id: ProcId, signal: i32) {
         self.proc(id).signal(signal);
     }
@@ -453,7 +449,7 @@ impl Harness {
         if p.wait_until(self.deadline()) {
             return p.outcome(false);
         }
-        p.signal(libc::SIGKILL);
+        p.kill();
         p.wait_until(Instant::now() + Duration::from_secs(5));
         p.outcome(true)
     }
@@ -468,6 +464,7 @@ impl Harness {
 
     /// Processes still alive (not zombies) that carry this harness's run id:
     /// children it started, or children started with [`Harness::command`].
+    /// Linux only (it reads `/proc`): elsewhere it finds none.
     pub fn leftovers(&self) -> Vec<u32> {
         let needle = format!("{RUN_ENV}={}", self.run);
         let me = std::process::id();
@@ -497,12 +494,28 @@ impl Harness {
         found
     }
 
+    /// Waits (bounded by `within`) until process `pid` (any process, not
+    /// only this harness's children) is no longer alive, woken by the
+    /// kernel; whether it is gone. Linux only (a pidfd and `/proc`).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let h = yuki_testkit::Harness::for_test("grandchild_ends_with_main");
+    /// let grandchild: u32 = 4242; // reported by a child, say
+    /// assert!(h.wait_gone(grandchild, Duration::from_secs(5)));
+    /// ```
+    #[cfg(target_os = "linux")]
+    pub fn wait_gone(&self, pid: u32, within: Duration) -> bool {
+        os::wait_gone(pid, Instant::now() + within);
+        !alive(pid)
+    }
+
     /// Waits (bounded by `within`) until no process of this run is alive,
     /// and panics naming those still alive. Use it at the end of a test.
     pub fn assert_no_leftovers(&self, within: Duration) {
         let deadline = Instant::now() + within;
         for pid in self.leftovers() {
-            wait_gone(pid, deadline);
+            os::wait_gone(pid, deadline);
         }
         let left = self.leftovers();
         assert!(
@@ -512,30 +525,17 @@ impl Harness {
     }
 }
 
-/// Waits until `pid` has exited or the deadline passes, woken by the kernel
-/// through a pidfd (no polling).
-fn wait_gone(pid: u32, deadline: Instant) {
-    // SAFETY: pidfd_open takes plain integers and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return; // Already gone (ESRCH), or no pidfd support: report what is left.
-    }
-    let fd = fd as libc::c_int;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
-        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
-        }
-    }
-    // SAFETY: fd was opened above and is closed once.
-    unsafe { libc::close(fd) };
+/// Whether `pid` names a process that runs (a zombie has ended).
+#[cfg(target_os = "linux")]
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which ends at the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z' | 'X'))
 }
 
 impl Default for Harness {
@@ -547,7 +547,7 @@ impl Default for Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         for p in &self.procs {
-            p.signal(libc::SIGKILL);
+            p.kill();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         for p in &self.procs {

@@ -230,6 +230,7 @@ pub fn program(max_len: usize) -> impl Strategy<Value = Program> {
 
 /// A reading of the system's monotonic clock in nanoseconds, comparable
 /// between processes of one machine.
+#[cfg(unix)]
 pub fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -238,6 +239,16 @@ pub fn now_ns() -> u64 {
     // SAFETY: clock_gettime writes only into `ts`, which we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A reading of the system's clock in nanoseconds, comparable between
+/// processes of one machine. On Windows it is the wall clock, which can
+/// step: the multi-process suites that compare readings run on Unix only.
+#[cfg(windows)]
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// What a key operation returned, as it travels.

@@ -74,7 +74,7 @@ pub(super) fn admit(
             let weak = Arc::downgrade(child);
             let kill = Box::new(move || {
                 if let Some(c) = weak.upgrade() {
-                    c.signal(libc::SIGKILL);
+                    c.force(super::os::Force::Kill);
                 }
             });
             sup.hub

@@ -1,8 +1,7 @@
 //! One supervised child across its runs: starting a run (fork, then
 //! admission), watching it exit, and applying its restart policy.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use yuki_channel::sync;
 use crossbeam_channel::{Receiver, Sender};
 use yuki_channel::{BOOTSTRAP_ENV, PeerId};
 
-use super::forker::wait_exited_keep_zombie;
+use super::os::{self, Force, Process};
 use super::phase::{Ask, Event, Life, Phase};
 use super::policy::{Exit, Lifecycle, Restart, RestartPolicy};
 use super::{Supervisor, admission, prune};
@@ -24,6 +23,8 @@ use yuki_channel::sync::lock;
 
 pub(super) struct ChildState {
     pub(super) pid: u32,
+    /// Its current run, until it is reaped.
+    pub(super) process: Option<Arc<Process>>,
     pub(super) peer: PeerId,
     /// Counts starts; a watcher only acts for its own start.
     pub(super) generation: u64,
@@ -41,6 +42,7 @@ impl Default for ChildState {
     fn default() -> ChildState {
         ChildState {
             pid: 0,
+            process: None,
             peer: PeerId::MAIN,
             generation: 0,
             life: Life::default(),
@@ -91,11 +93,7 @@ impl ChildShared {
         ChildShared {
             name: name.to_owned(),
             sup,
-            cmd: Arc::new(Mutex::new(super::forker::prepare(
-                cmd,
-                death_signal,
-                inherit.clone(),
-            ))),
+            cmd: Arc::new(Mutex::new(os::prepare(cmd, death_signal, inherit.clone()))),
             inherit,
             handles: AtomicUsize::new(0),
             restart,
@@ -114,11 +112,14 @@ impl ChildShared {
         self.changed.notify_all();
     }
 
-    pub(super) fn signal(&self, sig: i32) {
+    /// Forces its current run, if it has not exited yet (an exited run is
+    /// not reaped before that is marked, so the process is still ours).
+    pub(super) fn force(&self, force: Force) {
         let st = self.lock();
         if st.life.alive() {
-            // SAFETY: kill(2) has no memory effects; the pid is unreaped, so ours.
-            unsafe { libc::kill(st.pid as libc::pid_t, sig) };
+            if let Some(process) = &st.process {
+                process.force(force);
+            }
         }
     }
 
@@ -140,19 +141,20 @@ impl ChildShared {
         // exists: the child inherits it, and never hands main memory to map.
         let (region, file) =
             Region::create().map_err(|e| Error::os("creating the link's memory", e))?;
-        let rendezvous = Rendezvous::open(file.as_raw_fd())?;
+        let rendezvous = Rendezvous::open(os::raw(&file))?;
         lock(&self.cmd).env(BOOTSTRAP_ENV, rendezvous.bootstrap.encode());
         let (exit_tx, exit_rx) = crossbeam_channel::bounded(1);
-        let pid = self.fork_run(sup, file, exit_tx)?;
+        let pid = self.fork_run(sup, Some(file), exit_tx)?;
         let admitted = admission::admit(self, sup, rendezvous, region, pid, &exit_rx);
         self.settle(admitted, &exit_rx)
     }
 
-    /// Forks a run that inherits `file` and starts its watcher; its pid.
+    /// Forks a run that inherits `file` (if any) and starts its watcher;
+    /// its pid.
     fn fork_run(
         self: &Arc<Self>,
         sup: &Supervisor,
-        file: OwnedFd,
+        file: Option<os::Handed>,
         exit_tx: Sender<ExitStatus>,
     ) -> Result<u32> {
         let generation = {
@@ -164,7 +166,9 @@ impl ChildShared {
             st.generation += 1;
             st.generation
         };
-        self.inherit.store(file.as_raw_fd(), Ordering::Relaxed);
+        if let Some(file) = &file {
+            self.inherit.store(os::raw(file), Ordering::Relaxed);
+        }
         let forked = sup.forker.fork(&self.cmd);
         self.inherit.store(-1, Ordering::Relaxed);
         drop(file);
@@ -176,19 +180,23 @@ impl ChildShared {
             }
         };
         let pid = child.id();
+        let process = Arc::new(Process::new(child));
         {
             let mut st = self.lock();
             st.pid = pid;
+            st.process = Some(process.clone());
             st.on(Event::Forked);
         }
         let watcher = self.clone();
+        let watched = process.clone();
         if let Err(e) = std::thread::Builder::new()
             .name(format!("yuki-watch-{pid}"))
-            .spawn(move || watcher.watch(child, generation, exit_tx))
+            .spawn(move || watcher.watch(&watched, generation, exit_tx))
         {
             // No watcher: nobody would reap it, so do not let it run.
-            // SAFETY: kill(2) on our own unreaped child.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            process.force(Force::Kill);
+            process.wait_exited();
+            let _ = process.reap();
             self.on(Event::StartFailed);
             return Err(Error::os("starting the watcher thread", e));
         }
@@ -230,7 +238,7 @@ impl ChildShared {
                     // A refused child learns why and exits by itself; give it a moment.
                     let _ = exit_rx.recv_timeout(Duration::from_secs(1));
                 }
-                self.signal(libc::SIGKILL);
+                self.force(Force::Kill);
                 // The watcher reaps it; wait for that so no process is left.
                 let _ = exit_rx.recv_timeout(Duration::from_secs(5));
                 self.wait_until(Instant::now() + Duration::from_secs(5), |st| {
@@ -243,15 +251,15 @@ impl ChildShared {
     }
 
     /// Waits for one run to exit, reaps it, then applies the policy.
-    fn watch(self: Arc<Self>, mut child: Child, generation: u64, exit_tx: Sender<ExitStatus>) {
-        wait_exited_keep_zombie(child.id());
+    fn watch(self: Arc<Self>, process: &Process, generation: u64, exit_tx: Sender<ExitStatus>) {
+        process.wait_exited();
         {
             let mut st = self.lock();
             if st.generation == generation {
                 st.on(Event::Exited);
             }
         }
-        let status = match child.wait() {
+        let status = match process.reap() {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(child = %self.name, error = %e, "cannot reap child");
@@ -261,6 +269,10 @@ impl ChildShared {
         let down = {
             let mut st = self.lock();
             st.last = Some(status);
+            if st.generation == generation {
+                // Reaped: its handles (and any pipes the command kept) go now.
+                st.process = None;
+            }
             st.on(Event::Reaped);
             // A start in progress handles the exit itself.
             st.life.phase == Phase::Idle

@@ -1,10 +1,8 @@
-//! The one long-lived thread that forks every child, so that
-//! `PR_SET_PDEATHSIG` ties children to main rather than to a passing thread,
-//! and what each fork sets up before the child's program runs.
+//! The one long-lived thread that starts every child, so that Linux's
+//! `PR_SET_PDEATHSIG` ties children to main rather than to a passing
+//! thread (what each start sets up is in [`os`](super::os)).
 
-use std::io;
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
@@ -55,67 +53,5 @@ impl Forker {
     /// Ends the thread; later forks fail.
     pub(super) fn close(&self) {
         lock(&self.jobs).take();
-    }
-}
-/// Sets what every start of this command needs: the link's memory file
-/// (whose descriptor `inherit` holds at each fork) stays open across exec,
-/// and the parent-death signal.
-pub(super) fn prepare(
-    mut cmd: Command,
-    death_signal: Option<i32>,
-    inherit: Arc<AtomicI32>,
-) -> Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: only async-signal-safe calls (an atomic load, fcntl) run
-    // between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = inherit.load(Ordering::Relaxed);
-            if fd >= 0 && libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    #[cfg(target_os = "linux")]
-    if let Some(sig) = death_signal {
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) run
-        // between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent died before the signal was armed.
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = death_signal;
-    cmd
-}
-
-/// Blocks until `pid` has exited, without reaping it (so its pid stays ours
-/// and signals cannot reach a stranger).
-pub(super) fn wait_exited_keep_zombie(pid: u32) {
-    loop {
-        // SAFETY: waitid writes only into `info`, which we own.
-        let r = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return;
-        }
     }
 }

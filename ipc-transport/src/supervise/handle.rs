@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use yuki_channel::PeerId;
 
 use super::child::{ChildShared, ChildState};
+use super::os::{self, Force};
 use super::phase::{Event, Phase};
 use super::policy::{Exit, Lifecycle};
 use super::{Supervisor, prune};
@@ -80,8 +81,9 @@ impl ChildHandle {
     /// Stops it for good: asks it over its link (its
     /// [`Node::wait_for_stop`](crate::Node::wait_for_stop) returns and its
     /// `on_stop` hooks run), waits up to `timeout` (the grace period) for
-    /// its program to return from `main`, then sends SIGTERM, waits
-    /// `timeout` again, then SIGKILL. Runs the [`Lifecycle::Stopping`]
+    /// its program to return from `main`, then ends it: on Unix SIGTERM,
+    /// `timeout` again, then SIGKILL; on Windows, which has no signals,
+    /// `TerminateProcess` (exit code 1). Runs the [`Lifecycle::Stopping`]
     /// hooks first. See [Stopping](crate::Node#stopping).
     pub fn stop(&self, timeout: Duration) -> Result<Exit> {
         let sup = self.sup()?;
@@ -101,24 +103,22 @@ impl ChildHandle {
         if let Some(link) = link {
             link.send_control(Control::Shutdown);
         }
-        for (signal, wait) in [
-            (None, timeout),
-            (Some(libc::SIGTERM), timeout),
-            (Some(libc::SIGKILL), Duration::from_secs(5)),
-        ] {
-            if let Some(s) = signal {
-                self.shared.signal(s);
-            }
-            if let Ok(exit) = self.wait_timeout(wait) {
+        if let Ok(exit) = self.wait_timeout(timeout) {
+            return Ok(exit);
+        }
+        for &force in os::ESCALATION {
+            self.shared.force(force);
+            if let Ok(exit) = self.wait_timeout(force.wait(timeout)) {
                 return Ok(exit);
             }
         }
         Err(Error::Transport(yuki_channel::Error::Timeout(timeout)))
     }
 
-    /// Kills it at once with SIGKILL, for good, and waits for its exit.
+    /// Kills it at once, for good (SIGKILL on Unix, `TerminateProcess` on
+    /// Windows), and waits for its exit.
     ///
-    /// SIGKILL cannot be caught or ignored, so the child always exits; how
+    /// Neither can be caught or ignored, so the child always exits; how
     /// soon depends only on the kernel scheduling it, which on a loaded
     /// machine can take seconds. `kill` therefore waits until the exit has
     /// been reaped, for up to a minute: a bound only against a process stuck
@@ -134,7 +134,7 @@ impl ChildHandle {
             st.on(Event::StopAsked);
         }
         self.shared.changed.notify_all();
-        self.shared.signal(libc::SIGKILL);
+        self.shared.force(Force::Kill);
         self.wait_timeout(KILL_WAIT)
     }
 
@@ -165,9 +165,10 @@ impl ChildHandle {
         }
         let gone = |st: &ChildState| st.generation > generation || !st.life.running();
         let timeout = sup.stop_timeout;
-        for signal in [None, Some(libc::SIGTERM), Some(libc::SIGKILL)] {
-            if let Some(s) = signal {
-                self.shared.signal(s);
+        let asked = std::iter::once(None);
+        for force in asked.chain(os::ESCALATION.iter().copied().map(Some)) {
+            if let Some(force) = force {
+                self.shared.force(force);
             }
             if self.shared.wait_until(Instant::now() + timeout, gone) {
                 break;

@@ -7,6 +7,7 @@ mod admission;
 mod child;
 mod forker;
 mod handle;
+mod os;
 mod phase;
 mod policy;
 
@@ -27,6 +28,7 @@ use phase::{Event, Phase};
 use yuki_channel::sync::{lock, read, write};
 
 pub use handle::ChildHandle;
+pub(crate) use os::DEFAULT_DEATH_SIGNAL;
 pub(crate) use policy::LifecycleHook;
 pub use policy::{Exit, Lifecycle, Restart, RestartPolicy};
 
@@ -110,6 +112,7 @@ impl Supervisor {
         restart: Restart,
         death_signal: Option<i32>,
     ) -> Result<ChildHandle> {
+        os::check_death_signal(death_signal, os::DEATH_SIGNAL_SUPPORTED)?;
         let shared = {
             let mut children = lock(&self.children);
             prune(&mut children);
@@ -183,7 +186,7 @@ impl Supervisor {
                 }
             }
             c.changed.notify_all();
-            c.signal(libc::SIGKILL);
+            c.force(os::Force::Kill);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         for c in &children {

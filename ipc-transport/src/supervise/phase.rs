@@ -187,14 +187,13 @@ impl Life {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::process::ExitStatusExt;
     use std::process::ExitStatus;
 
     use super::*;
 
     fn exit() -> Exit {
         Exit {
-            status: ExitStatus::from_raw(0),
+            status: ExitStatus::default(),
             restarts: 0,
             gave_up: false,
         }

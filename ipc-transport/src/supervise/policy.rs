@@ -51,6 +51,28 @@ impl Restart {
 }
 
 /// How a child ended for good.
+///
+/// What a status holds depends on the system: on Unix a run either
+/// exited with a code or was ended by a signal (a child that ignored its
+/// stop request and SIGTERM ends with SIGKILL); Windows has no signals,
+/// so every run has a code, and a child that
+/// [`ChildHandle::stop`](crate::ChildHandle::stop) or
+/// [`ChildHandle::kill`](crate::ChildHandle::kill) had to end exits with
+/// code 1.
+///
+/// ```no_run
+/// # use yuki_ipc_transport::Node;
+/// # let node = Node::init()?;
+/// let exe = std::env::current_exe().unwrap();
+/// let exit = node.spawn("worker", std::process::Command::new(exe))?.wait()?;
+/// match (exit.code(), exit.signal()) {
+///     (Some(0), _) => assert!(exit.success()),
+///     (Some(code), _) => println!("worker exited with code {code}"),
+///     (None, Some(signal)) => println!("worker was ended by signal {signal}"),
+///     (None, None) => println!("worker ended: {}", exit.status),
+/// }
+/// # Ok::<(), yuki_ipc_transport::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Exit {
     /// The status of its last run.
@@ -59,6 +81,25 @@ pub struct Exit {
     pub restarts: u32,
     /// Whether the supervisor gave up after the restart budget ran out.
     pub gave_up: bool,
+}
+
+impl Exit {
+    /// The code its last run exited with, or `None` if a signal ended it
+    /// (Unix only).
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// The signal that ended its last run, if one did; always `None` on
+    /// Windows, which has no signals.
+    pub fn signal(&self) -> Option<i32> {
+        super::os::exit_signal(&self.status)
+    }
+
+    /// Whether its last run exited with code 0.
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
 }
 
 /// A moment in a child's life, reported to the hooks of
