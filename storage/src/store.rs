@@ -489,8 +489,7 @@ impl Store {
     pub fn batch(&self, batch: &Batch) -> Result<Vec<Outcome>> {
         let ops = batch.ops()?;
         check_batch(&ops, self.max_value)?;
-        let shapes = Shapes::of(&ops);
-        self.execute(Request::Batch(ops), |reply| shapes.read(reply))
+        self.execute(Request::Batch(ops), |reply| batch.read(reply))
     }
 
     /// A copy of every entry, decoded as `V`, seen at one instant.
