@@ -21,7 +21,7 @@ use crate::entry::{Entry, NEVER};
 use crate::error::Error;
 use crate::glob::{self, Glob};
 use crate::protocol::{Op, Reply};
-use crate::shards::{Now, Shard, Shards, give_back};
+use crate::shards::{Now, Shard, Shards, Touched, give_back};
 use crate::watch::Watchers;
 
 pub(crate) struct Data {
@@ -125,14 +125,11 @@ impl Data {
                 (hash, self.shards.index(hash))
             })
             .collect();
-        let mut wanted: Vec<usize> = placed.iter().map(|&(_, i)| i).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let mut guards: Vec<_> = wanted.iter().map(|&i| self.shards.write(i)).collect();
+        let touched = Touched::new(self.shards.count(), placed.iter().map(|&(_, i)| i));
+        let mut guards: Vec<_> = touched.shards().map(|i| self.shards.write(i)).collect();
         let mut now = self.now();
         for (op, &(hash, index)) in ops.iter().zip(&placed) {
-            let slot = wanted.binary_search(&index).unwrap_or_default();
-            f(&mut guards[slot], hash, op, &mut now);
+            f(&mut guards[touched.slot(index)], hash, op, &mut now);
         }
         drop(guards);
         give_back();
