@@ -327,21 +327,12 @@ impl Outcome {
 }
 
 /// What reading a batch's reply needs of its operations, owned, so an
-/// async caller can read it after the request is gone.
-pub(crate) struct Shapes<K>(Vec<(OpKind, K)>);
+/// async caller can read it after the batch is gone.
+pub(crate) struct Shapes(Vec<(OpKind, String)>);
 
-impl<'a> Shapes<&'a str> {
-    /// For a blocking batch, read while the batch is still borrowed: the
-    /// keys are the batch's own, not copies.
-    pub(crate) fn of(ops: &[Op<'a>]) -> Shapes<&'a str> {
-        Shapes(ops.iter().map(|op| (op.kind(), op.key())).collect())
-    }
-}
-
-impl Shapes<String> {
-    /// For an async batch, read after the batch is gone: only a `get`,
-    /// which names its key in its outcome, keeps a copy of it.
-    pub(crate) fn owned(ops: &[Op<'_>]) -> Shapes<String> {
+impl Shapes {
+    /// Only a `get`, which names its key in its outcome, keeps a copy of it.
+    pub(crate) fn owned(ops: &[Op<'_>]) -> Shapes {
         Shapes(
             ops.iter()
                 .map(|op| {
@@ -356,19 +347,66 @@ impl Shapes<String> {
                 .collect(),
         )
     }
-}
 
-impl<K: AsRef<str>> Shapes<K> {
     /// One outcome per operation, from main's reply to the batch.
     pub(crate) fn read(&self, reply: Reply<'_>) -> Result<Vec<Outcome>> {
-        match reply {
-            Reply::Batch(replies) if replies.len() == self.0.len() => self
-                .0
-                .iter()
-                .zip(replies)
-                .map(|((kind, key), r)| Outcome::from_reply(*kind, key.as_ref(), r))
-                .collect(),
-            other => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
+        read_outcomes(
+            self.0.iter().map(|(kind, key)| (*kind, key.as_str())),
+            reply,
+        )
+    }
+}
+
+impl Batch {
+    /// One outcome per operation, from main's reply to this batch: a
+    /// blocking batch reads it while the batch is still borrowed, with the
+    /// batch's own keys.
+    pub(crate) fn read(&self, reply: Reply<'_>) -> Result<Vec<Outcome>> {
+        read_outcomes(self.ops.iter().map(|op| (op.kind(), op.key())), reply)
+    }
+}
+
+impl OwnedOp {
+    fn kind(&self) -> OpKind {
+        match self {
+            OwnedOp::Get(_) => OpKind::Get,
+            OwnedOp::Contains(_) => OpKind::Contains,
+            OwnedOp::Set { .. } => OpKind::Set,
+            OwnedOp::Delete(_) => OpKind::Delete,
+            OwnedOp::Incr { .. } => OpKind::Incr,
+            OwnedOp::Cas { .. } => OpKind::Cas,
+            OwnedOp::Ttl(_) => OpKind::Ttl,
+            OwnedOp::Expire { .. } => OpKind::Expire,
+            OwnedOp::Persist(_) => OpKind::Persist,
         }
+    }
+
+    fn key(&self) -> &str {
+        match self {
+            OwnedOp::Get(k)
+            | OwnedOp::Contains(k)
+            | OwnedOp::Delete(k)
+            | OwnedOp::Ttl(k)
+            | OwnedOp::Persist(k) => k,
+            OwnedOp::Set { key, .. }
+            | OwnedOp::Incr { key, .. }
+            | OwnedOp::Cas { key, .. }
+            | OwnedOp::Expire { key, .. } => key,
+        }
+    }
+}
+
+/// One outcome per operation from main's reply to a batch whose operations
+/// are, in order, `shapes` (each one's kind and key).
+fn read_outcomes<'k>(
+    shapes: impl ExactSizeIterator<Item = (OpKind, &'k str)>,
+    reply: Reply<'_>,
+) -> Result<Vec<Outcome>> {
+    match reply {
+        Reply::Batch(replies) if replies.len() == shapes.len() => shapes
+            .zip(replies)
+            .map(|((kind, key), r)| Outcome::from_reply(kind, key, r))
+            .collect(),
+        other => Err(Error::Protocol(format!("unexpected reply {other:?}"))),
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use yuki_channel::sync;
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
+use serde_bytes::Bytes;
 use yuki_channel::codec::mark::{IntType, Integer};
 
 use crate::batch::Outcome;
@@ -19,8 +20,8 @@ use crate::clock::Clock;
 use crate::entry::{Entry, NEVER};
 use crate::error::Error;
 use crate::glob::{self, Glob};
-use crate::protocol::Op;
-use crate::shards::{Now, Shard, Shards, give_back};
+use crate::protocol::{Op, Reply};
+use crate::shards::{Now, Shard, Shards, Touched, give_back};
 use crate::watch::Watchers;
 
 pub(crate) struct Data {
@@ -87,6 +88,36 @@ impl Data {
     /// Applies `ops` in order with every shard they touch locked, so no
     /// other operation sees the batch half applied.
     pub(crate) fn apply_batch(&self, ops: &[Op<'_>]) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(ops.len());
+        self.locked_batch(ops, |shard, hash, op, now| {
+            outcomes.push(self.apply(shard, hash, op, now));
+        });
+        outcomes
+    }
+
+    /// [`Data::apply_batch`] handing each operation's reply to `each` as
+    /// soon as it is applied, a `get`'s value borrowed from the map: main's
+    /// service encodes it from there, where an [`Outcome`] would copy the
+    /// key and the value only to be encoded and dropped.
+    pub(crate) fn answer_batch(&self, ops: &[Op<'_>], mut each: impl FnMut(Reply<'_>)) {
+        self.locked_batch(ops, |shard, hash, op, now| match *op {
+            Op::Get(key) => each(Reply::Value(
+                shard
+                    .find_live(hash, key, now)
+                    .map(|e| Bytes::new(e.value())),
+            )),
+            _ => each(self.apply(shard, hash, op, now).to_reply()),
+        });
+    }
+
+    /// Runs `f` on each of `ops` in order, with its shard, its key's hash
+    /// and the batch's clock, while every shard they touch is locked (in
+    /// shard order).
+    fn locked_batch(
+        &self,
+        ops: &[Op<'_>],
+        mut f: impl FnMut(&mut Shard, u64, &Op<'_>, &mut Now<'_>),
+    ) {
         let placed: Vec<(u64, usize)> = ops
             .iter()
             .map(|op| {
@@ -94,22 +125,14 @@ impl Data {
                 (hash, self.shards.index(hash))
             })
             .collect();
-        let mut wanted: Vec<usize> = placed.iter().map(|&(_, i)| i).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let mut guards: Vec<_> = wanted.iter().map(|&i| self.shards.write(i)).collect();
+        let touched = Touched::new(self.shards.count(), placed.iter().map(|&(_, i)| i));
+        let mut guards: Vec<_> = touched.shards().map(|i| self.shards.write(i)).collect();
         let mut now = self.now();
-        let outcomes = ops
-            .iter()
-            .zip(&placed)
-            .map(|(op, &(hash, index))| {
-                let slot = wanted.binary_search(&index).unwrap_or_default();
-                self.apply(&mut guards[slot], hash, op, &mut now)
-            })
-            .collect();
+        for (op, &(hash, index)) in ops.iter().zip(&placed) {
+            f(&mut guards[touched.slot(index)], hash, op, &mut now);
+        }
         drop(guards);
         give_back();
-        outcomes
     }
 
     fn apply(&self, shard: &mut Shard, hash: u64, op: &Op<'_>, now: &mut Now<'_>) -> Outcome {

@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use serde::Serialize;
+use serde::ser::{SerializeSeq, Serializer};
+
 use yuki_channel::{PeerId, Service, codec};
 
 use crate::backend::local::answer;
@@ -37,6 +40,28 @@ impl Service for StoreService {
     }
 }
 
+/// The start of a [`Reply::Batch`] of `n` replies: what its encoding
+/// holds before the first reply, so the replies can follow one by one.
+struct BatchHead(usize);
+
+/// [`Reply::Batch`]'s place among the variants of [`Reply`].
+const BATCH_VARIANT: u32 = 7;
+
+impl Serialize for BatchHead {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_newtype_variant("Reply", BATCH_VARIANT, "Batch", &SeqLen(self.0))
+    }
+}
+
+/// A sequence's length without its items, which the caller writes after it.
+struct SeqLen(usize);
+
+impl Serialize for SeqLen {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_seq(Some(self.0))?.end()
+    }
+}
+
 fn failed(e: &Error, reply: &mut Vec<u8>) -> yuki_channel::Result<()> {
     codec::encode_into(&Reply::Failed(Failure::from_error(e)), reply)
 }
@@ -62,6 +87,18 @@ impl StoreService {
                 self.data.watchers.remove_remote(from, id);
                 codec::encode_into(&Reply::Done, reply)
             }
+            Request::Batch(ops) => {
+                // Each reply is encoded as its operation is applied, a
+                // value straight from the map: nothing is copied for it.
+                codec::encode_into(&BatchHead(ops.len()), reply)?;
+                let mut encoded = Ok(());
+                self.data.answer_batch(&ops, |answer| {
+                    if encoded.is_ok() {
+                        encoded = codec::encode_into(&answer, reply);
+                    }
+                });
+                encoded
+            }
             // Encoded straight from the map: no copy of a value.
             request => answer(&self.data, &request, |answer| {
                 if let Reply::Value(Some(v)) = &answer {
@@ -69,6 +106,42 @@ impl StoreService {
                 }
                 codec::encode_into(&answer, reply)
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_bytes::Bytes;
+
+    use super::*;
+
+    /// The head, then each reply encoded alone, is the encoding of the
+    /// whole `Reply::Batch`: with no replies, a few, and more than a
+    /// one-byte length holds.
+    #[test]
+    fn a_batch_head_and_its_replies_encode_as_the_whole_batch() {
+        for n in [0usize, 1, 3, 250, 251, 300] {
+            let values: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; i % 5]).collect();
+            let replies: Vec<Reply<'_>> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match i % 4 {
+                    0 => Reply::Value(Some(Bytes::new(v))),
+                    1 => Reply::Done,
+                    2 => Reply::Bool(true),
+                    _ => Reply::Value(None),
+                })
+                .collect();
+            let mut streamed = codec::encode(&BatchHead(n)).unwrap();
+            for r in &replies {
+                codec::encode_into(r, &mut streamed).unwrap();
+            }
+            assert_eq!(
+                streamed,
+                codec::encode(&Reply::Batch(replies)).unwrap(),
+                "{n} replies"
+            );
         }
     }
 }

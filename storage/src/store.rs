@@ -489,8 +489,7 @@ impl Store {
     pub fn batch(&self, batch: &Batch) -> Result<Vec<Outcome>> {
         let ops = batch.ops()?;
         check_batch(&ops, self.max_value)?;
-        let shapes = Shapes::of(&ops);
-        self.execute(Request::Batch(ops), |reply| shapes.read(reply))
+        self.execute(Request::Batch(ops), |reply| batch.read(reply))
     }
 
     /// A copy of every entry, decoded as `V`, seen at one instant.
@@ -792,6 +791,10 @@ fn decode_all<V: DeserializeOwned>(raw: BTreeMap<String, Vec<u8>>) -> Result<BTr
         .collect()
 }
 
+// The readers below are inlined into each operation's closure, where the
+// local backend's reply is built: a `set` in main then learns its reply is
+// `Done` without a call, and without dropping a `Reply` it never needed.
+#[inline]
 fn read_done(reply: Reply<'_>) -> Result<()> {
     match reply {
         Reply::Done => Ok(()),
@@ -799,6 +802,7 @@ fn read_done(reply: Reply<'_>) -> Result<()> {
     }
 }
 
+#[inline]
 fn read_int(reply: Reply<'_>) -> Result<i64> {
     match reply {
         Reply::Int(n) => Ok(n),
@@ -806,6 +810,7 @@ fn read_int(reply: Reply<'_>) -> Result<i64> {
     }
 }
 
+#[inline]
 fn read_ttl(reply: Reply<'_>) -> Result<Option<Duration>> {
     match reply {
         Reply::Ttl(t) => Ok(t.map(Duration::from_nanos)),
@@ -813,6 +818,7 @@ fn read_ttl(reply: Reply<'_>) -> Result<Option<Duration>> {
     }
 }
 
+#[inline]
 fn read_value(reply: Reply<'_>) -> Result<Option<Vec<u8>>> {
     match reply {
         Reply::Value(v) => Ok(v.map(|b| b.to_vec())),
@@ -820,6 +826,7 @@ fn read_value(reply: Reply<'_>) -> Result<Option<Vec<u8>>> {
     }
 }
 
+#[inline]
 fn read_bool(reply: Reply<'_>) -> Result<bool> {
     match reply {
         Reply::Bool(b) => Ok(b),
@@ -827,6 +834,7 @@ fn read_bool(reply: Reply<'_>) -> Result<bool> {
     }
 }
 
+#[inline]
 fn read_count(reply: Reply<'_>) -> Result<usize> {
     match reply {
         Reply::Count(n) => usize::try_from(n).map_err(|e| Error::Protocol(e.to_string())),

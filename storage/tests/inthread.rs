@@ -130,8 +130,26 @@ fn replies_over_the_frame_limit_are_an_error_not_a_disconnect() {
         Err(Error::ReplyTooLarge { max, .. }) => assert_eq!(max, 1024),
         other => panic!("expected ReplyTooLarge, got {other:?}"),
     }
+    // A batch's replies, encoded one by one as its operations apply, are
+    // refused whole when together they pass the limit.
+    let mut batch = Batch::new();
+    for i in 0..60 {
+        batch.get(&format!("key-{i:04}"));
+    }
+    match child.batch(&batch) {
+        Err(Error::ReplyTooLarge { max, .. }) => assert_eq!(max, 1024),
+        other => panic!("expected ReplyTooLarge, got {other:?}"),
+    }
     // The link is fine afterwards.
     assert_eq!(child.len().unwrap(), 100);
+    let mut small = Batch::new();
+    small.get("key-0000").get("missing");
+    let out = child.batch(&small).unwrap();
+    assert_eq!(
+        out[0].value::<String>().unwrap().as_deref(),
+        Some("some value of a few bytes")
+    );
+    assert_eq!(out[1].value::<String>().unwrap(), None);
     assert_eq!(child.keys("key-000").unwrap().len(), 10);
     // A request over the limit is refused before it is sent.
     let value = "x".repeat(2000);
