@@ -25,6 +25,10 @@ const HOSTS: [(&str, RestartPolicy); 2] = [
 /// How often main reports the messages counted so far.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
+/// How long past its run time the demo waits for each host's scripted
+/// restart to happen (a slow machine takes longer to get there).
+const STORY_GRACE: Duration = Duration::from_secs(30);
+
 /// Messages main received, by plugin host.
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
 
@@ -103,7 +107,7 @@ pub fn run(node: Node, run_for: Duration, epoch: SystemTime) -> Result<(), DemoE
         hosts.push(handle);
     }
 
-    let interrupted = serve(&control, &hosts, &counts, started + run_for)?;
+    let interrupted = serve(&control, &store, &hosts, &counts, started + run_for)?;
     if interrupted {
         info!("Ctrl+C: stopping the plugin hosts");
     } else {
@@ -119,18 +123,44 @@ pub fn run(node: Node, run_for: Duration, epoch: SystemTime) -> Result<(), DemoE
     Ok(())
 }
 
-/// Answers control requests until `deadline`; returns whether Ctrl+C ended it.
+/// Whether every host has started its second run: the restart it asks for
+/// and the crash that restarts it have both happened.
+fn story_told(store: &Store) -> Result<bool, DemoError> {
+    for (name, _) in HOSTS {
+        if store.get_or::<i64>(&format!("runs.{name}"), 0)? < 2 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Answers control requests until `deadline`, or later while the hosts'
+/// restarts have not happened yet (at most [`STORY_GRACE`] later); returns
+/// whether Ctrl+C ended it.
 fn serve(
     control: &yuki_channel::Channel<Control>,
+    store: &Store,
     hosts: &[ChildHandle],
     counts: &Counts,
     deadline: Instant,
 ) -> Result<bool, DemoError> {
     let mut next_progress = Instant::now() + PROGRESS_EVERY;
+    let mut deadline = deadline;
+    let mut overtime = false;
     loop {
         let now = Instant::now();
-        if now >= deadline {
+        // Past its time, the demo ends once the story is told (looked at
+        // each progress tick), or when the grace runs out too.
+        if (now >= deadline || overtime) && story_told(store)? {
             return Ok(false);
+        }
+        if now >= deadline {
+            if overtime {
+                return Ok(false);
+            }
+            overtime = true;
+            deadline = now + STORY_GRACE;
+            info!("time is up, but the hosts have not restarted yet: waiting for them");
         }
         if now >= next_progress {
             next_progress += PROGRESS_EVERY;
