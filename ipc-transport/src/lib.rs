@@ -104,14 +104,18 @@
 
 mod child_side;
 mod error;
+#[cfg(target_os = "linux")]
 mod futex;
+mod link;
 mod main_side;
 mod node;
 mod outbound;
+#[cfg(target_os = "linux")]
 mod pipe;
-#[cfg(feature = "fault-injection")]
+#[cfg(all(feature = "fault-injection", target_os = "linux"))]
 mod raw;
 mod rendezvous;
+#[cfg(target_os = "linux")]
 mod sealed;
 mod spin;
 mod stop;
@@ -121,8 +125,9 @@ mod wire;
 
 pub use child_side::WhenMainGone;
 pub use error::{Error, Result};
+pub use link::{LINK_ENV, LinkKind};
 pub use node::{ChildBuilder, Node, NodeBuilder};
-#[cfg(feature = "fault-injection")]
+#[cfg(all(feature = "fault-injection", target_os = "linux"))]
 pub use raw::RawRegion;
 pub use stop::WaitForStop;
 pub use supervise::{ChildHandle, Exit, Lifecycle, Restart, RestartPolicy};

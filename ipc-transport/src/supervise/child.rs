@@ -16,8 +16,8 @@ use super::phase::{Ask, Event, Life, Phase};
 use super::policy::{Exit, Lifecycle, Restart, RestartPolicy};
 use super::{Supervisor, admission, prune};
 use crate::error::{Error, Result};
+use crate::link::{LinkKind, Made};
 use crate::main_side::Link;
-use crate::pipe::Region;
 use crate::rendezvous::Rendezvous;
 use crate::wire::Control;
 use yuki_channel::sync::lock;
@@ -75,6 +75,8 @@ pub(crate) struct ChildShared {
     /// How many [`ChildHandle`](super::ChildHandle)s hold it.
     pub(super) handles: AtomicUsize,
     restart: Restart,
+    /// The kind of link each run of it gets.
+    link: LinkKind,
     state: Mutex<ChildState>,
     pub(super) changed: Condvar,
 }
@@ -86,6 +88,7 @@ impl ChildShared {
         cmd: Command,
         restart: Restart,
         death_signal: Option<i32>,
+        link: LinkKind,
     ) -> ChildShared {
         let inherit = Arc::new(AtomicI32::new(-1));
         ChildShared {
@@ -99,6 +102,7 @@ impl ChildShared {
             inherit,
             handles: AtomicUsize::new(0),
             restart,
+            link,
             state: Mutex::default(),
             changed: Condvar::new(),
         }
@@ -138,21 +142,22 @@ impl ChildShared {
     pub(super) fn start(self: &Arc<Self>, sup: &Arc<Supervisor>) -> Result<()> {
         // Main makes the link's memory and seals its size before the child
         // exists: the child inherits it, and never hands main memory to map.
-        let (region, file) =
-            Region::create().map_err(|e| Error::os("creating the link's memory", e))?;
-        let rendezvous = Rendezvous::open(file.as_raw_fd())?;
+        // (Over ipc-channel, the child brings its channels in the hello.)
+        let (made, file) = Made::new(self.link)?;
+        let rendezvous = Rendezvous::open(file.as_ref().map(|f| f.as_raw_fd()))?;
         lock(&self.cmd).env(BOOTSTRAP_ENV, rendezvous.bootstrap.encode());
         let (exit_tx, exit_rx) = crossbeam_channel::bounded(1);
         let pid = self.fork_run(sup, file, exit_tx)?;
-        let admitted = admission::admit(self, sup, rendezvous, region, pid, &exit_rx);
+        let admitted = admission::admit(self, sup, rendezvous, made, pid, &exit_rx);
         self.settle(admitted, &exit_rx)
     }
 
-    /// Forks a run that inherits `file` and starts its watcher; its pid.
+    /// Forks a run that inherits `file` (if any) and starts its watcher;
+    /// its pid.
     fn fork_run(
         self: &Arc<Self>,
         sup: &Supervisor,
-        file: OwnedFd,
+        file: Option<OwnedFd>,
         exit_tx: Sender<ExitStatus>,
     ) -> Result<u32> {
         let generation = {
@@ -164,7 +169,8 @@ impl ChildShared {
             st.generation += 1;
             st.generation
         };
-        self.inherit.store(file.as_raw_fd(), Ordering::Relaxed);
+        let fd = file.as_ref().map_or(-1, |f| f.as_raw_fd());
+        self.inherit.store(fd, Ordering::Relaxed);
         let forked = sup.forker.fork(&self.cmd);
         self.inherit.store(-1, Ordering::Relaxed);
         drop(file);

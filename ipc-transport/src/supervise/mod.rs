@@ -28,6 +28,8 @@ use yuki_channel::sync::{lock, read, write};
 
 pub use handle::ChildHandle;
 pub(crate) use policy::LifecycleHook;
+
+use crate::link::LinkKind;
 pub use policy::{Exit, Lifecycle, Restart, RestartPolicy};
 
 /// Drops the children that ended for good and that no handle holds any
@@ -109,6 +111,7 @@ impl Supervisor {
         cmd: Command,
         restart: Restart,
         death_signal: Option<i32>,
+        link: LinkKind,
     ) -> Result<ChildHandle> {
         let shared = {
             let mut children = lock(&self.children);
@@ -124,6 +127,7 @@ impl Supervisor {
                 cmd,
                 restart,
                 death_signal,
+                link,
             ));
             children.insert(name.to_owned(), shared.clone());
             shared
