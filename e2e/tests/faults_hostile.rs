@@ -1,6 +1,8 @@
 //! Hostile or broken children: a wrong token, garbage frames, oversized
-//! frames, a scribble on the link's shared memory, a flood of requests
-//! whose replies are never read. Each is
+//! frames (over each link kind), a scribble on the link's shared memory, a
+//! flood of requests whose replies are never read, and over the
+//! ipc-channel link a message that is no byte string and a sender dropped
+//! mid-call. Each is
 //! refused or cut off with a logged reason; main's memory stays bounded and
 //! well-behaved children see no error.
 
@@ -13,7 +15,7 @@ use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcSender, IpcSha
 use serde::{Deserialize, Serialize};
 use yuki_channel::codec::{self, put_frame};
 use yuki_channel::{BOOTSTRAP_ENV, Channel, PeerEvent, PeerId};
-use yuki_ipc_transport::{Error, Node, RawRegion, WhenMainGone};
+use yuki_ipc_transport::{ChildHandle, Error, LinkKind, Node, RawRegion, WhenMainGone};
 use yuki_pubsub::PubSub;
 use yuki_storage::Store;
 use yuki_testkit::{Harness, run_child};
@@ -186,6 +188,58 @@ fn hostile(kind: &str) {
             }
         }
         "shrinker" | "grower" | "resealer" => resize_region(kind),
+        "unwrapped" => {
+            let node = Node::builder()
+                .when_main_gone(WhenMainGone::Stay)
+                .init()
+                .unwrap();
+            assert_eq!(node.link_kind(), LinkKind::IpcChannel);
+            // A length of 100 with three bytes after it.
+            node.send_unwrapped_message(&[100, 1, 2, 3]).unwrap();
+            let store = Store::attach(node.transport()).unwrap();
+            let deadline = std::time::Instant::now() + WAIT;
+            while store.get::<u8>("k").is_ok() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "main never cut the link"
+                );
+                std::thread::yield_now();
+            }
+        }
+        "dropper" => {
+            let node = Node::builder()
+                .when_main_gone(WhenMainGone::Stay)
+                .init()
+                .unwrap();
+            assert_eq!(node.link_kind(), LinkKind::IpcChannel);
+            let t = node.transport();
+            let caller = std::thread::spawn(move || t.call("slow", b""));
+            let deadline = std::time::Instant::now() + WAIT;
+            while node.pending_calls() == 0 {
+                assert!(std::time::Instant::now() < deadline, "the call never left");
+                std::thread::yield_now();
+            }
+            node.drop_link_sender().unwrap();
+            // Main may answer the call it was running before it sees the
+            // sender close; nothing after that gets through.
+            let r = caller.join().unwrap();
+            assert!(
+                matches!(&r, Ok(_) | Err(yuki_channel::Error::Disconnected(_))),
+                "{r:?}"
+            );
+            let later = node.transport().call("slow", b"");
+            assert!(
+                matches!(later, Err(yuki_channel::Error::Disconnected(_))),
+                "{later:?}"
+            );
+            while !node.is_disconnected() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "main never cut the link"
+                );
+                std::thread::yield_now();
+            }
+        }
         "offerer" => {
             let value = std::env::var(BOOTSTRAP_ENV).unwrap();
             let parts: Vec<&str> = value.splitn(4, ' ').collect();
@@ -333,6 +387,16 @@ fn start_main() -> Main {
     let pubsub = PubSub::attach(t.clone()).unwrap();
     yuki_channel::host_channels(&t).unwrap();
     let big = vec![1u8; REPLY];
+    // Long enough for a child to act while its call is being served.
+    t.serve(
+        "slow",
+        Arc::new(|_: PeerId, _: &[u8], reply: &mut Vec<u8>| {
+            std::thread::sleep(Duration::from_millis(200));
+            reply.push(1);
+            Ok(())
+        }),
+    )
+    .unwrap();
     t.serve(
         "big",
         Arc::new(move |_: PeerId, _: &[u8], reply: &mut Vec<u8>| {
@@ -370,6 +434,14 @@ fn start_main() -> Main {
 }
 
 impl Main {
+    /// Spawns the child `scenario` over a link of `kind`, named for both.
+    fn spawn_over(&self, scenario: &str, kind: LinkKind) -> Result<ChildHandle, Error> {
+        self.node
+            .child(&format!("{scenario}-{kind}"), command(&self.h, scenario, 0))
+            .link(kind)
+            .spawn()
+    }
+
     /// Why `c` left, waiting (bounded) for main to say so.
     fn reason(&self, c: &yuki_ipc_transport::ChildHandle) -> String {
         let mut left = self.left.lock().unwrap();
@@ -411,18 +483,23 @@ fn hostile_children_are_cut_off_and_the_others_see_no_error() {
     let main = start_main();
     let before = rss_kib();
     // A wrong token is refused at the door.
+    // (It joins by hand over shared memory, whose descriptor it reads.)
     let err = main
-        .node
-        .spawn("forger", command(&main.h, "forger", 0))
+        .spawn_over("forger", LinkKind::SharedMemory)
         .unwrap_err();
     assert!(matches!(err, Error::Refused(_)), "{err}");
     assert!(err.to_string().contains("token"), "{err}");
 
     let mut bad = Kids::default();
-    for kind in ["garbage", "oversized", "scribbler"] {
-        bad.0
-            .push(main.node.spawn(kind, command(&main.h, kind, 0)).unwrap());
+    for link in LinkKind::ALL {
+        for kind in ["garbage", "oversized"] {
+            bad.0.push(main.spawn_over(kind, link).unwrap());
+        }
     }
+    bad.0.push(
+        main.spawn_over("scribbler", LinkKind::SharedMemory)
+            .unwrap(),
+    );
     bad.wait_success(WAIT);
     for c in &bad.0 {
         let why = main.reason(c);
@@ -441,10 +518,9 @@ fn a_child_flooding_requests_without_reading_replies_is_cut_off() {
     }
     let main = start_main();
     let before = rss_kib();
+    // It floods the shared memory pipe by hand.
     let flooder = Kids(vec![
-        main.node
-            .spawn("flooder", command(&main.h, "flooder", 0))
-            .unwrap(),
+        main.spawn_over("flooder", LinkKind::SharedMemory).unwrap(),
     ]);
     let c = &flooder.0[0];
     c.wait_timeout(WAIT)
@@ -467,20 +543,44 @@ fn a_child_cannot_resize_or_reseal_its_links_memory() {
     }
     let main = start_main();
     for kind in ["shrinker", "grower", "resealer"] {
-        let c = Kids(vec![
-            main.node.spawn(kind, command(&main.h, kind, 0)).unwrap(),
-        ]);
+        let c = Kids(vec![main.spawn_over(kind, LinkKind::SharedMemory).unwrap()]);
         // The attempt failed in the child, and main answered it after.
         c.wait_success(WAIT);
         assert_eq!(main.store.get::<u64>(kind).unwrap(), Some(99), "{kind}");
     }
     // A child offering memory of its own making is refused, with a reason.
     let err = main
-        .node
-        .spawn("offerer", command(&main.h, "offerer", 0))
+        .spawn_over("offerer", LinkKind::SharedMemory)
         .unwrap_err();
     assert!(matches!(err, Error::Refused(_)), "{err}");
     assert!(err.to_string().contains("cannot be read"), "{err}");
     // The good children saw no error (checked as they finish).
+    main.finish();
+}
+
+#[test]
+fn over_ipc_channel_a_message_that_is_no_byte_string_or_a_dropped_sender_cuts_off_that_child_only()
+{
+    if run_child(children) {
+        return;
+    }
+    let main = start_main();
+    let unwrapped = Kids(vec![
+        main.spawn_over("unwrapped", LinkKind::IpcChannel).unwrap(),
+    ]);
+    unwrapped.wait_success(WAIT);
+    let why = main.reason(&unwrapped.0[0]);
+    assert!(
+        why.contains("malformed") && why.contains("byte string"),
+        "{why:?}"
+    );
+    let dropper = Kids(vec![
+        main.spawn_over("dropper", LinkKind::IpcChannel).unwrap(),
+    ]);
+    dropper.wait_success(WAIT);
+    let why = main.reason(&dropper.0[0]);
+    assert!(why.contains("closed its link"), "{why:?}");
+    // The good children saw no error (checked as they finish).
+    drop((unwrapped, dropper));
     main.finish();
 }

@@ -76,6 +76,15 @@ impl Default for LinkKind {
 }
 
 impl LinkKind {
+    /// Every kind, for tests that run over each (on a system without one,
+    /// spawning a child over it fails with [`Error::LinkUnsupported`]).
+    ///
+    /// ```
+    /// use yuki_ipc_transport::LinkKind;
+    /// assert!(LinkKind::ALL.contains(&LinkKind::default()));
+    /// ```
+    pub const ALL: [LinkKind; 2] = [LinkKind::SharedMemory, LinkKind::IpcChannel];
+
     /// The name [`LINK_ENV`] takes for this kind.
     pub fn name(self) -> &'static str {
         match self {
@@ -434,6 +443,19 @@ impl Made {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_holds_every_kind_once() {
+        // Adding a kind breaks this match, and then this test until the
+        // kind is in `ALL` where the match puts it.
+        let place = |k: LinkKind| match k {
+            LinkKind::SharedMemory => 0,
+            LinkKind::IpcChannel => 1,
+        };
+        for (i, kind) in LinkKind::ALL.into_iter().enumerate() {
+            assert_eq!(place(kind), i, "{kind}");
+        }
+    }
 
     #[test]
     fn link_kinds_parse_from_their_names_only() {
