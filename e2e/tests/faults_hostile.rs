@@ -40,6 +40,20 @@ enum RawHello {
     },
 }
 
+/// A hello for an ipc-channel link, laid out as the transport's own (its
+/// first variant is never sent).
+#[derive(Serialize, Deserialize)]
+enum RawIpcHello {
+    _Join,
+    JoinOverIpc {
+        token: String,
+        pid: u32,
+        down: IpcBytesSender,
+        up: IpcBytesReceiver,
+        welcome: IpcSender<RawWelcome>,
+    },
+}
+
 /// A hello that offers main memory of the child's own making (as children
 /// did before main made the link's memory), in a variant main does not
 /// know: main must not take it.
@@ -103,6 +117,45 @@ fn raw_join(token_of: impl FnOnce(&str) -> String) -> (RawRegion, IpcBytesReceiv
     let welcome = welcome_rx.try_recv_timeout(WAIT).unwrap();
     let region = RawRegion::inherited(fd).unwrap();
     (region, down_rx, welcome)
+}
+
+/// Joins main by hand over an ipc-channel link; returns the sender up
+/// (whose messages must carry ipc-channel's byte-string envelope), the
+/// channel from main (never read) and main's answer.
+fn raw_join_ipc() -> (IpcBytesSender, IpcBytesReceiver, RawWelcome) {
+    let value = std::env::var(BOOTSTRAP_ENV).unwrap();
+    let parts: Vec<&str> = value.splitn(4, ' ').collect();
+    assert_eq!(parts[2], "ipc", "main chose another link: {value}");
+    let (down_tx, down_rx) = ipc::bytes_channel().unwrap();
+    let (up_tx, up_rx) = ipc::bytes_channel().unwrap();
+    let (welcome_tx, welcome_rx) = ipc::channel::<RawWelcome>().unwrap();
+    IpcSender::<RawIpcHello>::connect(parts[3].to_owned())
+        .unwrap()
+        .send(RawIpcHello::JoinOverIpc {
+            token: parts[1].to_owned(),
+            pid: std::process::id(),
+            down: down_tx,
+            up: up_rx,
+            welcome: welcome_tx,
+        })
+        .unwrap();
+    let welcome = welcome_rx.try_recv_timeout(WAIT).unwrap();
+    (up_tx, down_rx, welcome)
+}
+
+/// 64 calls of main's large replies in one message.
+fn flood_message() -> Vec<u8> {
+    let mut message = Vec::new();
+    for id in 0..64 {
+        let frame = codec::encode(&RawFrame::Call {
+            id,
+            service: "big",
+            body: b"",
+        })
+        .unwrap();
+        put_frame(&mut message, &frame);
+    }
+    message
 }
 
 fn hostile(kind: &str) {
@@ -170,19 +223,33 @@ fn hostile(kind: &str) {
                 matches!(welcome, RawWelcome::Accepted { .. }),
                 "{welcome:?}"
             );
-            let mut message = Vec::new();
-            for id in 0..64 {
-                let frame = codec::encode(&RawFrame::Call {
-                    id,
-                    service: "big",
-                    body: b"",
-                })
-                .unwrap();
-                put_frame(&mut message, &frame);
-            }
+            let message = flood_message();
             // Until main cuts the link (and kills this process).
             for _ in 0..100_000 {
                 if region.send_up(&message).is_err() {
+                    break;
+                }
+            }
+        }
+        "ipc-flooder" => {
+            let (up, _down, welcome) = raw_join_ipc();
+            assert!(
+                matches!(welcome, RawWelcome::Accepted { .. }),
+                "{welcome:?}"
+            );
+            let calls = flood_message();
+            // ipc-channel's envelope: the length, seven bits a byte.
+            let mut message = Vec::new();
+            let mut len = calls.len();
+            while len >= 0x80 {
+                message.push((len as u8) | 0x80);
+                len >>= 7;
+            }
+            message.push(len as u8);
+            message.extend_from_slice(&calls);
+            // Until main cuts the link (and kills this process).
+            for _ in 0..100_000 {
+                if up.send(&message).is_err() {
                     break;
                 }
             }
@@ -518,15 +585,22 @@ fn a_child_flooding_requests_without_reading_replies_is_cut_off() {
     }
     let main = start_main();
     let before = rss_kib();
-    // It floods the shared memory pipe by hand.
+    // Each floods its link by hand.
     let flooder = Kids(vec![
         main.spawn_over("flooder", LinkKind::SharedMemory).unwrap(),
+        main.spawn_over("ipc-flooder", LinkKind::IpcChannel)
+            .unwrap(),
     ]);
-    let c = &flooder.0[0];
-    c.wait_timeout(WAIT)
-        .unwrap_or_else(|e| panic!("the flooder was never cut off: {e}"));
-    let why = main.reason(c);
-    assert!(why.contains("does not read its replies"), "{why:?}");
+    for c in &flooder.0 {
+        c.wait_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("{} was never cut off: {e}", c.name()));
+        let why = main.reason(c);
+        assert!(
+            why.contains("does not read its replies"),
+            "{}: {why:?}",
+            c.name()
+        );
+    }
     let grown = rss_kib().saturating_sub(before);
     assert!(
         grown < 4 * (MAX_BACKLOG as u64 >> 10) + (32 << 10),
