@@ -386,6 +386,9 @@ impl Ends {
     }
 }
 
+/// Why main refuses a hello of the other kind.
+const WRONG_KIND: &str = "a hello for another kind of link than main made";
+
 /// Where main answers a child's hello.
 type Answer = IpcSender<Welcome>;
 
@@ -435,8 +438,10 @@ impl Made {
                     down, up, welcome, ..
                 },
             ) => Ok((Ends::IpcChannel { tx: down, rx: up }, welcome)),
-            (_, Hello::Join { welcome, .. } | Hello::JoinOverIpc { welcome, .. }) => {
-                Err((welcome, "a hello for another kind of link than main made"))
+            (_, Hello::Join { welcome, .. }) => Err((welcome, WRONG_KIND)),
+            #[cfg(target_os = "linux")]
+            (Made::SharedMemory(_), Hello::JoinOverIpc { welcome, .. }) => {
+                Err((welcome, WRONG_KIND))
             }
         }
     }
