@@ -125,7 +125,6 @@ fn raw_join(token_of: impl FnOnce(&str) -> String) -> (RawRegion, IpcBytesReceiv
 fn raw_join_ipc() -> (IpcBytesSender, IpcBytesReceiver, RawWelcome) {
     let value = std::env::var(BOOTSTRAP_ENV).unwrap();
     let parts: Vec<&str> = value.splitn(4, ' ').collect();
-    assert_eq!(parts[2], "ipc", "main chose another link: {value}");
     let (down_tx, down_rx) = ipc::bytes_channel().unwrap();
     let (up_tx, up_rx) = ipc::bytes_channel().unwrap();
     let (welcome_tx, welcome_rx) = ipc::channel::<RawWelcome>().unwrap();
@@ -230,6 +229,14 @@ fn hostile(kind: &str) {
                     break;
                 }
             }
+        }
+        "mismatched" => {
+            // Main made a shared memory link; this child asks for channels.
+            let (_up, _down, welcome) = raw_join_ipc();
+            assert!(
+                matches!(&welcome, RawWelcome::Refused(why) if why.contains("another kind")),
+                "{welcome:?}"
+            );
         }
         "ipc-flooder" => {
             let (up, _down, welcome) = raw_join_ipc();
@@ -556,6 +563,12 @@ fn hostile_children_are_cut_off_and_the_others_see_no_error() {
         .unwrap_err();
     assert!(matches!(err, Error::Refused(_)), "{err}");
     assert!(err.to_string().contains("token"), "{err}");
+    // So is a hello for another kind of link than main made.
+    let err = main
+        .spawn_over("mismatched", LinkKind::SharedMemory)
+        .unwrap_err();
+    assert!(matches!(err, Error::Refused(_)), "{err}");
+    assert!(err.to_string().contains("another kind"), "{err}");
 
     let mut bad = Kids::default();
     for link in LinkKind::ALL {
