@@ -984,6 +984,8 @@ impl ChildLink {
             }
         };
         let mut handlers = None;
+        // A reply shows main reads this link: its sends have room again.
+        let mut answered = false;
         for frame in Frames::new(&message) {
             let frame = match frame.and_then(|f| wire::parse(f, self.max_frame)) {
                 Ok(f) => f,
@@ -995,8 +997,12 @@ impl ChildLink {
                 }
             };
             match frame {
-                Frame::Reply { id, body } => replies.push((id, Ok(body.to_vec()))),
+                Frame::Reply { id, body } => {
+                    answered = true;
+                    replies.push((id, Ok(body.to_vec())));
+                }
                 Frame::Failed { id, failure } => {
+                    answered = true;
                     let e = match failure {
                         Failure::NoService(s) => Error::NoService(s.to_owned()),
                         Failure::Other(why) => Error::Remote(why.to_owned()),
@@ -1031,6 +1037,9 @@ impl ChildLink {
             }
         }
         finish(&mut replies);
+        if answered {
+            self.out.answered();
+        }
         Read::Handled
     }
 

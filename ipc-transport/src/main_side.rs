@@ -448,6 +448,9 @@ fn serve_link(hub: &Hub, link: &Link, up: &mut Reader) {
         if link.is_dead() {
             return;
         }
+        // A child that sends is taken to read: a send to it that blocks
+        // holds only this link's thread (or the stall watchdog cuts it).
+        link.out.answered();
         serving.batch.clear();
         loop {
             let calls = match serving.handle(&message) {

@@ -149,7 +149,7 @@ impl Outbound {
         if st.closed {
             return Err(());
         }
-        if st.buf.len() > inline_max {
+        if st.buf.len() > inline_max || self.carrier.may_block(st.buf.len()) {
             drop(st);
             self.kick();
             return Ok(());
@@ -159,9 +159,27 @@ impl Outbound {
 
     /// Sends what is buffered on this thread, unless another thread is
     /// sending (it will take it). Fails when the other side is gone.
+    ///
+    /// A send the carrier may not take at once (see [`Carrier::may_block`])
+    /// is left to the writer thread instead: a caller blocked in a send
+    /// could not keep its call's deadline.
     pub(crate) fn flush(&self) -> Result<(), ()> {
         let st = self.lock();
+        if !st.buf.is_empty() && self.carrier.may_block(st.buf.len()) {
+            if st.closed {
+                return Err(());
+            }
+            drop(st);
+            self.kick();
+            return Ok(());
+        }
         self.send_locked(st, true)
+    }
+
+    /// The other side has read what this side sent (see
+    /// [`Carrier::answered`]).
+    pub(crate) fn answered(&self) {
+        self.carrier.answered();
     }
 
     /// Sends the buffer; with `repeat`, again while more was appended
@@ -278,8 +296,9 @@ impl Outbound {
                 drop(st);
                 break;
             }
-            drop(st);
-            if self.flush().is_err() {
+            // This thread may wait on the carrier: no `flush`, which
+            // would hand the send back to it.
+            if self.send_locked(st, true).is_err() {
                 break;
             }
             st = self.lock();

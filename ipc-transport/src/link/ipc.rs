@@ -16,7 +16,7 @@
 //! what is kept and parsed, not what a hostile peer makes the receiver
 //! read.)
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,15 @@ pub(crate) const MAX_MESSAGE: usize = 192 << 10;
 /// side's close wakes it at once.
 const NAP: Duration = Duration::from_millis(100);
 
+/// What a message costs the socket's buffer beyond its bytes (the
+/// kernel's bookkeeping of one message).
+const MESSAGE_OVERHEAD: usize = 1 << 10;
+
+/// How many bytes (with [`MESSAGE_OVERHEAD`] each) may be sent and not yet
+/// shown read before a send might block: well under the socket buffer of
+/// about 212 KB.
+const ROOM: usize = 64 << 10;
+
 /// Scratch buffers larger than this are not kept after a send.
 const KEEP_CAPACITY: usize = 1 << 20;
 
@@ -64,6 +73,9 @@ pub(crate) fn channel() -> Result<(IpcBytesSender, Receiver), String> {
 #[derive(Debug, Default)]
 pub(crate) struct Carrier {
     closed: AtomicBool,
+    /// Bytes sent (with their overhead) since the other side last showed
+    /// it reads.
+    unread: AtomicUsize,
     /// Why this side cut the link, when the other broke its rules.
     broken: Mutex<Option<String>>,
 }
@@ -71,6 +83,14 @@ pub(crate) struct Carrier {
 impl Carrier {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn may_block(&self, len: usize) -> bool {
+        self.unread.load(Ordering::Relaxed) + len + MESSAGE_OVERHEAD > ROOM
+    }
+
+    pub(crate) fn answered(&self) {
+        self.unread.store(0, Ordering::Relaxed);
     }
 
     fn is_closed(&self) -> bool {
@@ -146,7 +166,10 @@ impl Writer {
         self.tx.send(&self.scratch).map_err(|_| {
             self.carrier.close();
             LinkError::Closed
-        })
+        })?;
+        let cost = self.scratch.len() + MESSAGE_OVERHEAD;
+        self.carrier.unread.fetch_add(cost, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sends `bytes` as one ipc-channel message, without the envelope.
@@ -377,6 +400,25 @@ mod tests {
         let (tx, mut rx) = pair(1000);
         tx.tx.send(&[0xff; 12]).unwrap();
         assert!(matches!(rx.recv(), Err(LinkError::Corrupt(_))));
+    }
+
+    #[test]
+    fn sends_not_shown_read_make_the_next_one_one_that_may_block() {
+        let (mut tx, _rx) = pair(1 << 20);
+        let carrier = tx.carrier.clone();
+        assert!(!carrier.may_block(100));
+        // Small messages fill a socket's buffer by their count as much as
+        // by their bytes.
+        let mut sent = 0;
+        while !carrier.may_block(100) {
+            tx.send(b"call").unwrap();
+            sent += 1;
+            assert!(sent < 100, "never counted as full");
+        }
+        assert!(sent >= 16, "after {sent} messages");
+        carrier.answered();
+        assert!(!carrier.may_block(100));
+        assert!(carrier.may_block(ROOM), "one message over the room");
     }
 
     #[test]

@@ -148,6 +148,31 @@ pub(crate) enum Carrier {
 }
 
 impl Carrier {
+    /// Whether sending `len` more bytes now might block because the other
+    /// side has not read what it was sent. Over shared memory a send waits
+    /// only while the pipe is full, which the pipe's size makes rare: never
+    /// asked. Over ipc-channel every message takes room in the socket's
+    /// buffer, whatever its size: the sender counts what it sent since the
+    /// other side last showed it reads.
+    #[inline]
+    pub(crate) fn may_block(&self, len: usize) -> bool {
+        match self {
+            #[cfg(target_os = "linux")]
+            Carrier::SharedMemory(_) => false,
+            Carrier::IpcChannel(c) => c.may_block(len),
+        }
+    }
+
+    /// The other side showed that it read what it was sent (a reply came).
+    #[inline]
+    pub(crate) fn answered(&self) {
+        match self {
+            #[cfg(target_os = "linux")]
+            Carrier::SharedMemory(_) => {}
+            Carrier::IpcChannel(c) => c.answered(),
+        }
+    }
+
     /// Closes the link both ways: this side's reader wakes and reports it,
     /// writers fail.
     pub(crate) fn close(&self) {
