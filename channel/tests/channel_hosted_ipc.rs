@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use yuki_channel::{Channel, ChannelOptions, Error, PeerId, Transport};
-use yuki_ipc_transport::{Node, WhenMainGone};
+use yuki_ipc_transport::{LinkKind, Node, WhenMainGone};
 use yuki_testkit::{Harness, run_child};
 
 use hosted_suite::hosted_suite;
@@ -21,6 +21,8 @@ const WAIT: Duration = Duration::from_secs(30);
 const LEAVER: &str = "suite.consumer-that-leaves";
 /// What that consumer does: `channel,prefetch,take`.
 const LEAVER_ENV: &str = "YUKI_SUITE_LEAVER";
+/// The link kind main gave a child, which the child checks it has.
+const LINK_KIND_ENV: &str = "YUKI_TEST_LINK_KIND";
 
 /// Inside the child: every endpoint is its link to main.
 struct InChild {
@@ -57,6 +59,8 @@ fn join_main() -> Node {
 /// A child's half: a suite body, or the consumer that leaves.
 fn child_half(scenario: &str) {
     let node = join_main();
+    let expected = std::env::var(LINK_KIND_ENV).expect("main names the link kind");
+    assert_eq!(node.link_kind().name(), expected);
     let transport = node.transport();
     if scenario != "leaver" {
         hosted_suite::body(scenario)(&InChild { transport });
@@ -76,16 +80,24 @@ fn child_half(scenario: &str) {
     std::process::exit(0);
 }
 
-/// Main's half of a suite body: a main that can start consumers that
-/// leave, and the child that runs the body.
+/// Main's half of a suite body, once over each link kind.
 fn run_body(name: &str) {
     if run_child(|s| child_half(s.name())) {
         return;
     }
+    for kind in LinkKind::ALL {
+        run_body_over(name, kind);
+    }
+}
+
+/// A main whose children get links of `kind`, that can start consumers
+/// that leave, and the child that runs the body.
+fn run_body_over(name: &str, kind: LinkKind) {
     let h = Arc::new(Harness::new());
     let node = Arc::new(
         Node::builder()
             .independent_main()
+            .link(kind)
             .init()
             .expect("main starts"),
     );
@@ -98,6 +110,7 @@ fn run_body(name: &str) {
                     let spec = std::str::from_utf8(req).ok()?;
                     let mut command = harness.command("leaver", 0);
                     command.env(LEAVER_ENV, spec);
+                    command.env(LINK_KIND_ENV, kind.name());
                     node.spawn("leaver", command).ok()
                 });
                 let ended = started.and_then(|c| c.wait_timeout(WAIT).ok());
@@ -106,9 +119,9 @@ fn run_body(name: &str) {
             }),
         )
         .unwrap();
-    let child = node
-        .spawn("suite", h.command(name, 0))
-        .expect("the child starts");
+    let mut command = h.command(name, 0);
+    command.env(LINK_KIND_ENV, kind.name());
+    let child = node.spawn("suite", command).expect("the child starts");
     let exit = child
         .wait_timeout(WAIT)
         .expect("the child finishes in time");

@@ -1,11 +1,13 @@
 //! The transport seam's contract, written once and run over every
-//! transport: the in-thread transport, and ipc with real child processes.
+//! transport: the in-thread transport, and ipc with real child processes
+//! over each link kind.
 //!
 //! Each case is a child's half (what a child does, and what it observes,
 //! as lines of text) and main's half (what main observes). Main serves the
 //! same services in every case. [`conformance!`] makes one test per case
-//! per transport (`in_thread::case`, `ipc::case`); a case passes only if
-//! every transport gives the same observations for the same faults.
+//! per world (`in_thread::case`, `ipc::case` over shared memory,
+//! `ipc_channel::case` over the ipc-channel link); a case passes only if
+//! every world gives the same observations for the same faults.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -13,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use yuki_channel::{DEFAULT_CALL_TIMEOUT, Error, InThreadTransport, PeerEvent, PeerId, Transport};
-use yuki_ipc_transport::{Node, WhenMainGone};
+use yuki_ipc_transport::{LinkKind, Node, WhenMainGone};
 use yuki_testkit::{Harness, run_child};
 
 /// Every transport runs with this frame limit.
@@ -24,6 +26,8 @@ const WAIT: Duration = Duration::from_secs(30);
 const SLOW: Duration = Duration::from_millis(300);
 /// Where an ipc child writes its observations (its link may be cut).
 const OUT_ENV: &str = "YUKI_CONFORMANCE_OUT";
+/// The link kind main gave the child, which the child checks it has.
+const KIND_ENV: &str = "YUKI_CONFORMANCE_LINK";
 
 /// What a child does and observes.
 type ChildHalf = fn(&Arc<dyn Transport>) -> Vec<String>;
@@ -442,14 +446,32 @@ fn run_in_thread(case: fn() -> (ChildHalf, MainHalf)) {
 
 static NEXT_OUT: AtomicU64 = AtomicU64::new(0);
 
-/// Across processes: the child is a process main spawned.
-fn run_ipc(case: fn() -> (ChildHalf, MainHalf)) {
+/// The worlds across processes: one per link kind, in [`LinkKind::ALL`]'s order.
+const IPC_WORLDS: [&str; 2] = ["ipc", "ipc_channel"];
+
+#[test]
+fn every_link_kind_has_a_world() {
+    assert_eq!(IPC_WORLDS.len(), LinkKind::ALL.len());
+    for (world, kind) in IPC_WORLDS.iter().zip(LinkKind::ALL) {
+        let expected = match kind {
+            LinkKind::SharedMemory => "ipc",
+            LinkKind::IpcChannel => "ipc_channel",
+            other => panic!("no conformance world for the {other} link"),
+        };
+        assert_eq!(*world, expected);
+    }
+}
+
+/// Across processes: the child is a process main spawned, linked by `kind`.
+fn run_ipc(case: fn() -> (ChildHalf, MainHalf), kind: LinkKind) {
     let (child_half, main_half) = case();
     if run_child(|_| {
         let node = Node::builder()
             .when_main_gone(WhenMainGone::Stay)
             .init()
             .unwrap();
+        let expected = std::env::var(KIND_ENV).unwrap();
+        assert_eq!(node.link_kind().name(), expected);
         let seen = child_half(&node.transport());
         std::fs::write(std::env::var(OUT_ENV).unwrap(), seen.join("\n")).unwrap();
     }) {
@@ -465,11 +487,13 @@ fn run_ipc(case: fn() -> (ChildHalf, MainHalf)) {
     let node = Node::builder()
         .independent_main()
         .max_frame(MAX)
+        .link(kind)
         .init()
         .unwrap();
     let world = World::new(node.transport());
     let mut cmd = h.command("child", 0);
     cmd.env(OUT_ENV, &out);
+    cmd.env(KIND_ENV, kind.name());
     let child = node.child("conformance-child", cmd).spawn().unwrap();
     let exit = child.wait_timeout(WAIT).expect("the child finishes");
     assert!(exit.status.success(), "the child failed: {exit:?}");
@@ -502,7 +526,15 @@ macro_rules! conformance {
             $(
                 #[test]
                 fn $case() {
-                    super::run_ipc(super::$case);
+                    super::run_ipc(super::$case, yuki_ipc_transport::LinkKind::SharedMemory);
+                }
+            )*
+        }
+        mod ipc_channel {
+            $(
+                #[test]
+                fn $case() {
+                    super::run_ipc(super::$case, yuki_ipc_transport::LinkKind::IpcChannel);
                 }
             )*
         }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use yuki_channel::{Channel, Error as ChannelError, codec};
-use yuki_ipc_transport::Node;
+use yuki_ipc_transport::{LinkKind, Node};
 use yuki_pubsub::PubSub;
 use yuki_storage::{Batch, Store};
 use yuki_testkit::{Harness, run_child};
@@ -134,7 +134,11 @@ fn fifty_children_killed_mid_work_leave_main_whole() {
     let mut steady_kids = Kids::default();
     let ready = store.watch("steady.").unwrap();
     for i in 0..STEADY {
-        let child = node.spawn(&format!("steady-{i}"), h.command("steady", i));
+        // The links alternate between the kinds: each kind's end is seen.
+        let child = node
+            .child(&format!("steady-{i}"), h.command("steady", i))
+            .link(LinkKind::ALL[i % LinkKind::ALL.len()])
+            .spawn();
         steady_kids.0.push(child.unwrap());
     }
     for _ in 0..STEADY {
@@ -145,7 +149,9 @@ fn fifty_children_killed_mid_work_leave_main_whole() {
     for n in 0..KILLS {
         let progress = store.watch(&format!("w{n}.last")).unwrap();
         let child = node
-            .spawn(&format!("victim-{n}"), h.command("victim", n))
+            .child(&format!("victim-{n}"), h.command("victim", n))
+            .link(LinkKind::ALL[n % LinkKind::ALL.len()])
+            .spawn()
             .unwrap();
         kids.0.push(child.clone());
         // Kill after a random amount of acknowledged work.

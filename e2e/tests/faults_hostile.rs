@@ -1,6 +1,8 @@
 //! Hostile or broken children: a wrong token, garbage frames, oversized
-//! frames, a scribble on the link's shared memory, a flood of requests
-//! whose replies are never read. Each is
+//! frames (over each link kind), a scribble on the link's shared memory, a
+//! flood of requests whose replies are never read, and over the
+//! ipc-channel link a message that is no byte string and a sender dropped
+//! mid-call. Each is
 //! refused or cut off with a logged reason; main's memory stays bounded and
 //! well-behaved children see no error.
 
@@ -13,7 +15,7 @@ use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcSender, IpcSha
 use serde::{Deserialize, Serialize};
 use yuki_channel::codec::{self, put_frame};
 use yuki_channel::{BOOTSTRAP_ENV, Channel, PeerEvent, PeerId};
-use yuki_ipc_transport::{Error, Node, RawRegion, WhenMainGone};
+use yuki_ipc_transport::{ChildHandle, Error, LinkKind, Node, RawRegion, WhenMainGone};
 use yuki_pubsub::PubSub;
 use yuki_storage::Store;
 use yuki_testkit::{Harness, run_child};
@@ -34,6 +36,20 @@ enum RawHello {
         token: String,
         pid: u32,
         down: IpcBytesSender,
+        welcome: IpcSender<RawWelcome>,
+    },
+}
+
+/// A hello for an ipc-channel link, laid out as the transport's own (its
+/// first variant is never sent).
+#[derive(Serialize, Deserialize)]
+enum RawIpcHello {
+    _Join,
+    JoinOverIpc {
+        token: String,
+        pid: u32,
+        down: IpcBytesSender,
+        up: IpcBytesReceiver,
         welcome: IpcSender<RawWelcome>,
     },
 }
@@ -103,6 +119,44 @@ fn raw_join(token_of: impl FnOnce(&str) -> String) -> (RawRegion, IpcBytesReceiv
     (region, down_rx, welcome)
 }
 
+/// Joins main by hand over an ipc-channel link; returns the sender up
+/// (whose messages must carry ipc-channel's byte-string envelope), the
+/// channel from main (never read) and main's answer.
+fn raw_join_ipc() -> (IpcBytesSender, IpcBytesReceiver, RawWelcome) {
+    let value = std::env::var(BOOTSTRAP_ENV).unwrap();
+    let parts: Vec<&str> = value.splitn(4, ' ').collect();
+    let (down_tx, down_rx) = ipc::bytes_channel().unwrap();
+    let (up_tx, up_rx) = ipc::bytes_channel().unwrap();
+    let (welcome_tx, welcome_rx) = ipc::channel::<RawWelcome>().unwrap();
+    IpcSender::<RawIpcHello>::connect(parts[3].to_owned())
+        .unwrap()
+        .send(RawIpcHello::JoinOverIpc {
+            token: parts[1].to_owned(),
+            pid: std::process::id(),
+            down: down_tx,
+            up: up_rx,
+            welcome: welcome_tx,
+        })
+        .unwrap();
+    let welcome = welcome_rx.try_recv_timeout(WAIT).unwrap();
+    (up_tx, down_rx, welcome)
+}
+
+/// 64 calls of main's large replies in one message.
+fn flood_message() -> Vec<u8> {
+    let mut message = Vec::new();
+    for id in 0..64 {
+        let frame = codec::encode(&RawFrame::Call {
+            id,
+            service: "big",
+            body: b"",
+        })
+        .unwrap();
+        put_frame(&mut message, &frame);
+    }
+    message
+}
+
 fn hostile(kind: &str) {
     match kind {
         "forger" => {
@@ -168,16 +222,7 @@ fn hostile(kind: &str) {
                 matches!(welcome, RawWelcome::Accepted { .. }),
                 "{welcome:?}"
             );
-            let mut message = Vec::new();
-            for id in 0..64 {
-                let frame = codec::encode(&RawFrame::Call {
-                    id,
-                    service: "big",
-                    body: b"",
-                })
-                .unwrap();
-                put_frame(&mut message, &frame);
-            }
+            let message = flood_message();
             // Until main cuts the link (and kills this process).
             for _ in 0..100_000 {
                 if region.send_up(&message).is_err() {
@@ -185,8 +230,91 @@ fn hostile(kind: &str) {
                 }
             }
         }
+        "mismatched" => {
+            // Main made a shared memory link; this child asks for channels.
+            let (_up, _down, welcome) = raw_join_ipc();
+            assert!(
+                matches!(&welcome, RawWelcome::Refused(why) if why.contains("another kind")),
+                "{welcome:?}"
+            );
+        }
+        "ipc-flooder" => {
+            let (up, _down, welcome) = raw_join_ipc();
+            assert!(
+                matches!(welcome, RawWelcome::Accepted { .. }),
+                "{welcome:?}"
+            );
+            let calls = flood_message();
+            // ipc-channel's envelope: the length, seven bits a byte.
+            let mut message = Vec::new();
+            let mut len = calls.len();
+            while len >= 0x80 {
+                message.push((len as u8) | 0x80);
+                len >>= 7;
+            }
+            message.push(len as u8);
+            message.extend_from_slice(&calls);
+            // Until main cuts the link (and kills this process).
+            for _ in 0..100_000 {
+                if up.send(&message).is_err() {
+                    break;
+                }
+            }
+        }
         #[cfg(target_os = "linux")]
         "shrinker" | "grower" | "resealer" => resize_region(kind),
+        "unwrapped" => {
+            let node = Node::builder()
+                .when_main_gone(WhenMainGone::Stay)
+                .init()
+                .unwrap();
+            assert_eq!(node.link_kind(), LinkKind::IpcChannel);
+            // A length of 100 with three bytes after it.
+            node.send_unwrapped_message(&[100, 1, 2, 3]).unwrap();
+            let store = Store::attach(node.transport()).unwrap();
+            let deadline = std::time::Instant::now() + WAIT;
+            while store.get::<u8>("k").is_ok() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "main never cut the link"
+                );
+                std::thread::yield_now();
+            }
+        }
+        "dropper" => {
+            let node = Node::builder()
+                .when_main_gone(WhenMainGone::Stay)
+                .init()
+                .unwrap();
+            assert_eq!(node.link_kind(), LinkKind::IpcChannel);
+            // A call main is still running (a raw message has left when
+            // the hook returns) as this child's sender goes.
+            let frame = codec::encode(&RawFrame::Call {
+                id: 1 << 40,
+                service: "slow",
+                body: b"",
+            })
+            .unwrap();
+            let mut message = Vec::new();
+            put_frame(&mut message, &frame);
+            node.send_raw_message(&message).unwrap();
+            node.drop_link_sender().unwrap();
+            // Main cuts the link once it sees the sender gone, and this
+            // child sees main's channel close (nothing here closed it).
+            let deadline = std::time::Instant::now() + WAIT;
+            while !node.is_disconnected() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "main never cut the link"
+                );
+                std::thread::yield_now();
+            }
+            let later = node.transport().call("slow", b"");
+            assert!(
+                matches!(later, Err(yuki_channel::Error::Disconnected(_))),
+                "{later:?}"
+            );
+        }
         "offerer" => {
             let value = std::env::var(BOOTSTRAP_ENV).unwrap();
             let parts: Vec<&str> = value.splitn(4, ' ').collect();
@@ -338,6 +466,16 @@ fn start_main() -> Main {
     let pubsub = PubSub::attach(t.clone()).unwrap();
     yuki_channel::host_channels(&t).unwrap();
     let big = vec![1u8; REPLY];
+    // Long enough for a child to act while its call is being served.
+    t.serve(
+        "slow",
+        Arc::new(|_: PeerId, _: &[u8], reply: &mut Vec<u8>| {
+            std::thread::sleep(Duration::from_millis(200));
+            reply.push(1);
+            Ok(())
+        }),
+    )
+    .unwrap();
     t.serve(
         "big",
         Arc::new(move |_: PeerId, _: &[u8], reply: &mut Vec<u8>| {
@@ -375,6 +513,14 @@ fn start_main() -> Main {
 }
 
 impl Main {
+    /// Spawns the child `scenario` over a link of `kind`, named for both.
+    fn spawn_over(&self, scenario: &str, kind: LinkKind) -> Result<ChildHandle, Error> {
+        self.node
+            .child(&format!("{scenario}-{kind}"), command(&self.h, scenario, 0))
+            .link(kind)
+            .spawn()
+    }
+
     /// Why `c` left, waiting (bounded) for main to say so.
     fn reason(&self, c: &yuki_ipc_transport::ChildHandle) -> String {
         let mut left = self.left.lock().unwrap();
@@ -416,18 +562,29 @@ fn hostile_children_are_cut_off_and_the_others_see_no_error() {
     let main = start_main();
     let before = rss_kib();
     // A wrong token is refused at the door.
+    // (It joins by hand over shared memory, whose descriptor it reads.)
     let err = main
-        .node
-        .spawn("forger", command(&main.h, "forger", 0))
+        .spawn_over("forger", LinkKind::SharedMemory)
         .unwrap_err();
     assert!(matches!(err, Error::Refused(_)), "{err}");
     assert!(err.to_string().contains("token"), "{err}");
+    // So is a hello for another kind of link than main made.
+    let err = main
+        .spawn_over("mismatched", LinkKind::SharedMemory)
+        .unwrap_err();
+    assert!(matches!(err, Error::Refused(_)), "{err}");
+    assert!(err.to_string().contains("another kind"), "{err}");
 
     let mut bad = Kids::default();
-    for kind in ["garbage", "oversized", "scribbler"] {
-        bad.0
-            .push(main.node.spawn(kind, command(&main.h, kind, 0)).unwrap());
+    for link in LinkKind::ALL {
+        for kind in ["garbage", "oversized"] {
+            bad.0.push(main.spawn_over(kind, link).unwrap());
+        }
     }
+    bad.0.push(
+        main.spawn_over("scribbler", LinkKind::SharedMemory)
+            .unwrap(),
+    );
     bad.wait_success(WAIT);
     for c in &bad.0 {
         let why = main.reason(c);
@@ -446,16 +603,22 @@ fn a_child_flooding_requests_without_reading_replies_is_cut_off() {
     }
     let main = start_main();
     let before = rss_kib();
+    // Each floods its link by hand.
     let flooder = Kids(vec![
-        main.node
-            .spawn("flooder", command(&main.h, "flooder", 0))
+        main.spawn_over("flooder", LinkKind::SharedMemory).unwrap(),
+        main.spawn_over("ipc-flooder", LinkKind::IpcChannel)
             .unwrap(),
     ]);
-    let c = &flooder.0[0];
-    c.wait_timeout(WAIT)
-        .unwrap_or_else(|e| panic!("the flooder was never cut off: {e}"));
-    let why = main.reason(c);
-    assert!(why.contains("does not read its replies"), "{why:?}");
+    for c in &flooder.0 {
+        c.wait_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("{} was never cut off: {e}", c.name()));
+        let why = main.reason(c);
+        assert!(
+            why.contains("does not read its replies"),
+            "{}: {why:?}",
+            c.name()
+        );
+    }
     let grown = rss_kib().saturating_sub(before);
     assert!(
         grown < 4 * (MAX_BACKLOG as u64 >> 10) + (32 << 10),
@@ -473,20 +636,44 @@ fn a_child_cannot_resize_or_reseal_its_links_memory() {
     }
     let main = start_main();
     for kind in ["shrinker", "grower", "resealer"] {
-        let c = Kids(vec![
-            main.node.spawn(kind, command(&main.h, kind, 0)).unwrap(),
-        ]);
+        let c = Kids(vec![main.spawn_over(kind, LinkKind::SharedMemory).unwrap()]);
         // The attempt failed in the child, and main answered it after.
         c.wait_success(WAIT);
         assert_eq!(main.store.get::<u64>(kind).unwrap(), Some(99), "{kind}");
     }
     // A child offering memory of its own making is refused, with a reason.
     let err = main
-        .node
-        .spawn("offerer", command(&main.h, "offerer", 0))
+        .spawn_over("offerer", LinkKind::SharedMemory)
         .unwrap_err();
     assert!(matches!(err, Error::Refused(_)), "{err}");
     assert!(err.to_string().contains("cannot be read"), "{err}");
     // The good children saw no error (checked as they finish).
+    main.finish();
+}
+
+#[test]
+fn over_ipc_channel_a_message_that_is_no_byte_string_or_a_dropped_sender_cuts_off_that_child_only()
+{
+    if run_child(children) {
+        return;
+    }
+    let main = start_main();
+    let unwrapped = Kids(vec![
+        main.spawn_over("unwrapped", LinkKind::IpcChannel).unwrap(),
+    ]);
+    unwrapped.wait_success(WAIT);
+    let why = main.reason(&unwrapped.0[0]);
+    assert!(
+        why.contains("malformed") && why.contains("byte string"),
+        "{why:?}"
+    );
+    let dropper = Kids(vec![
+        main.spawn_over("dropper", LinkKind::IpcChannel).unwrap(),
+    ]);
+    dropper.wait_success(WAIT);
+    let why = main.reason(&dropper.0[0]);
+    assert!(why.contains("closed its link"), "{why:?}");
+    // The good children saw no error (checked as they finish).
+    drop((unwrapped, dropper));
     main.finish();
 }

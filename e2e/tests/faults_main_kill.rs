@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use yuki_channel::{Channel, Error as ChannelError};
-use yuki_ipc_transport::{Node, WhenMainGone};
+use yuki_ipc_transport::{LinkKind, Node, WhenMainGone};
 use yuki_pubsub::{Error as PubSubError, PubSub};
 use yuki_storage::{Error as StoreError, Store};
 use yuki_testkit::program::now_ns;
@@ -41,8 +41,10 @@ fn run_main() {
         // lets it find every grandchild.
         cmd.stdout(Stdio::inherit())
             .env(RUN_ENV, std::env::var(RUN_ENV).unwrap());
+        // The links alternate between the kinds: each sees main die.
         let child = node
             .child(&format!("busy-{i}"), cmd)
+            .link(LinkKind::ALL[i % LinkKind::ALL.len()])
             .parent_death_signal(None)
             .spawn()
             .unwrap();

@@ -59,8 +59,8 @@ use yuki_channel::sync::{self, read};
 use yuki_channel::codec::{self, Frames};
 use yuki_channel::{Error, PeerEvent, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Result};
 
+use crate::link::{self, LinkError as PipeError, LinkKind, Reader, Side};
 use crate::outbound::{Outbound, Refused, Tx};
-use crate::pipe::{self, PipeError, Reader, Way};
 use crate::rendezvous::Joined;
 use crate::spin::Spin;
 use crate::stop::StopSignal;
@@ -410,6 +410,8 @@ pub(crate) struct ChildLink {
     pub(crate) peer: PeerId,
     pub(crate) name: String,
     pub(crate) max_frame: usize,
+    /// What the link's messages travel on.
+    pub(crate) kind: LinkKind,
     out: Outbound,
     /// The link from main, with its polling state (per link: every
     /// reader takes the lock).
@@ -448,16 +450,17 @@ impl ChildLink {
             peer,
             name,
             max_frame,
-            region,
-            down,
+            ends,
         } = joined;
-        let reader = region.reader(Way::Down, pipe::message_limit(max_frame));
+        let kind = ends.kind();
+        let end = ends.open(Side::Child, link::message_limit(max_frame));
         let link = Arc::new(ChildLink {
             peer: PeerId(peer),
             name,
             max_frame,
-            out: Outbound::new(Tx::new(region.writer(Way::Up), None)),
-            down: Mutex::new((reader, Spin::new(spin))),
+            kind,
+            out: Outbound::new(Tx::new(end.writer, None)),
+            down: Mutex::new((end.reader, Spin::new(spin))),
             pending: Mutex::default(),
             free: Condvar::new(),
             timer: Condvar::new(),
@@ -475,9 +478,14 @@ impl ChildLink {
         std::thread::Builder::new()
             .name("yuki-out".into())
             .spawn(move || writer.out.run_writer())?;
-        std::thread::Builder::new()
-            .name("yuki-alive".into())
-            .spawn(move || pipe::watch(&down, &region))?;
+        // Over shared memory, main's going is seen on a socket beside the
+        // region; over ipc-channel, the link itself reports it.
+        #[cfg(target_os = "linux")]
+        if let Some((alive, region)) = end.watch {
+            std::thread::Builder::new()
+                .name("yuki-alive".into())
+                .spawn(move || crate::pipe::watch(&alive, &region))?;
+        }
         let reader = link.clone();
         std::thread::Builder::new()
             .name("yuki-link".into())
@@ -881,6 +889,20 @@ impl ChildLink {
             .map_err(|()| Error::disconnected("the link to main is closed"))
     }
 
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn send_unwrapped(&self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .send_unwrapped(bytes)
+            .map_err(|()| Error::disconnected("the link to main is closed"))
+    }
+
+    /// Closes this child's sending half of the link and nothing else, as a
+    /// child whose writer vanished would.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn drop_sender(&self) {
+        self.out.drop_sender();
+    }
+
     /// Receives one message (polling first if one is `expected`: see
     /// [`Spin`]) and handles its frames, unless `deadline` passes first.
     fn read_one(&self, expected: bool, deadline: Option<Instant>) -> Read {
@@ -962,6 +984,8 @@ impl ChildLink {
             }
         };
         let mut handlers = None;
+        // A reply shows main reads this link: its sends have room again.
+        let mut answered = false;
         for frame in Frames::new(&message) {
             let frame = match frame.and_then(|f| wire::parse(f, self.max_frame)) {
                 Ok(f) => f,
@@ -973,8 +997,12 @@ impl ChildLink {
                 }
             };
             match frame {
-                Frame::Reply { id, body } => replies.push((id, Ok(body.to_vec()))),
+                Frame::Reply { id, body } => {
+                    answered = true;
+                    replies.push((id, Ok(body.to_vec())));
+                }
                 Frame::Failed { id, failure } => {
+                    answered = true;
                     let e = match failure {
                         Failure::NoService(s) => Error::NoService(s.to_owned()),
                         Failure::Other(why) => Error::Remote(why.to_owned()),
@@ -1009,6 +1037,9 @@ impl ChildLink {
             }
         }
         finish(&mut replies);
+        if answered {
+            self.out.answered();
+        }
         Read::Handled
     }
 
@@ -1062,6 +1093,6 @@ impl ChildLink {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 #[path = "child_side_interleavings.rs"]
 mod interleavings;

@@ -30,7 +30,8 @@ use crossbeam_channel::{Receiver, Sender};
 use ipc_channel::ipc::IpcBytesSender;
 
 use super::*;
-use crate::pipe::{Region, Writer};
+use crate::link::{Alive, Ends};
+use crate::pipe::{Region, Way, Writer};
 
 const BOUND: Duration = Duration::from_secs(10);
 const MAX_FRAME: usize = 1 << 20;
@@ -38,7 +39,7 @@ const MAX_FRAME: usize = 1 << 20;
 /// Main's side of one link, and the gates of its child side.
 struct Main {
     link: Arc<ChildLink>,
-    up: Reader,
+    up: crate::pipe::Reader,
     down: Writer,
     alive: Option<IpcBytesSender>,
     seen: Receiver<Point>,
@@ -64,13 +65,15 @@ impl Main {
         NEXT_HOOK.with(|h| *h.borrow_mut() = Some(hook));
         let (main_region, file) = Region::create().unwrap();
         let child_region = Region::open(file).unwrap();
-        let (alive, down_rx) = ipc_channel::ipc::bytes_channel().unwrap();
+        let (alive, down_rx) = crate::link::ipc::channel().unwrap();
         let joined = Joined {
             peer: 1,
             name: "child".into(),
             max_frame: MAX_FRAME,
-            region: child_region,
-            down: down_rx,
+            ends: Ends::SharedMemory {
+                region: child_region,
+                alive: Alive::Receiver(down_rx),
+            },
         };
         let link = ChildLink::start(
             joined,
@@ -82,7 +85,7 @@ impl Main {
         .unwrap();
         let main = Main {
             link,
-            up: main_region.reader(Way::Up, pipe::message_limit(MAX_FRAME)),
+            up: main_region.reader(Way::Up, link::message_limit(MAX_FRAME)),
             down: main_region.writer(Way::Down),
             alive: Some(alive),
             seen,

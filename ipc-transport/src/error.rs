@@ -108,6 +108,18 @@ pub enum Error {
         instead: String,
     },
 
+    /// The link kind named in `YUKI_LINK` is not one this crate knows.
+    #[error(
+        "YUKI_LINK is {0:?}, which names no link kind; set it to \"shared-memory\" or \"ipc-channel\", or unset it for the system's default"
+    )]
+    UnknownLink(String),
+
+    /// The link kind asked for does not exist on this system.
+    #[error(
+        "the {0} link does not run on this system (shared memory links are Linux only); use LinkKind::IpcChannel or unset YUKI_LINK"
+    )]
+    LinkUnsupported(crate::LinkKind),
+
     /// An error from the transport.
     #[error("transport failed: {0}")]
     Transport(#[from] yuki_channel::Error),

@@ -1,5 +1,6 @@
 //! Start-up by role, child bootstrap over ipc-channel, supervision and the
-//! shared memory transport of yuki.
+//! transport across processes of yuki, over links of shared memory (Linux)
+//! or of ipc-channel (every system).
 //!
 //! [`Node::init`] is the one call a program makes at start-up. In the main
 //! process it starts the server side; in a child (the `YUKI_BOOTSTRAP`
@@ -46,7 +47,13 @@
 //!
 //! # How frames travel
 //!
-//! Each child has one persistent link: a region of shared memory that
+//! Each child has one persistent link, of the [`LinkKind`] main picks for
+//! it ([`NodeBuilder::link`], [`ChildBuilder::link`], or main's
+//! `YUKI_LINK` variable) and names in the handshake. Over ipc-channel
+//! (every system), a link is a byte channel each way, one message per
+//! batch of frames; each side sees the other go when its channel closes.
+//! Over shared memory (Linux, the default there), a link is a region of
+//! shared memory that
 //! main makes before it spawns the child, holding one byte pipe each way.
 //! The region lives in a memory file whose size main seals
 //! (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`) before the child exists;
@@ -110,14 +117,18 @@
 
 mod child_side;
 mod error;
+#[cfg(target_os = "linux")]
 mod futex;
+mod link;
 mod main_side;
 mod node;
 mod outbound;
+#[cfg(target_os = "linux")]
 mod pipe;
-#[cfg(feature = "fault-injection")]
+#[cfg(all(feature = "fault-injection", target_os = "linux"))]
 mod raw;
 mod rendezvous;
+#[cfg(target_os = "linux")]
 mod sealed;
 mod spin;
 mod stop;
@@ -127,8 +138,9 @@ mod wire;
 
 pub use child_side::WhenMainGone;
 pub use error::{Error, Result};
+pub use link::{LINK_ENV, LinkKind};
 pub use node::{ChildBuilder, Node, NodeBuilder};
-#[cfg(feature = "fault-injection")]
+#[cfg(all(feature = "fault-injection", target_os = "linux"))]
 pub use raw::RawRegion;
 pub use stop::WaitForStop;
 pub use supervise::{ChildHandle, Exit, Lifecycle, Restart, RestartPolicy};

@@ -7,14 +7,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use yuki_channel::sync::{self, read, write};
 
-use ipc_channel::ipc::IpcBytesSender;
 use yuki_channel::codec::{self, Frames};
 use yuki_channel::{
     DropHandler, Error, PeerEvent, PeerEventHandler, PeerId, PushHandler, Result, Service,
 };
 
+use crate::link::{self, Ends, LinkError as PipeError, LinkKind, Reader, Side};
 use crate::outbound::{Outbound, Refused, Tx, shed_oldest};
-use crate::pipe::{self, PipeError, Reader, Region, Way};
 use crate::spin::Spin;
 use crate::wire::{self, Control, Failure, Frame};
 
@@ -43,6 +42,8 @@ pub(crate) struct Hub {
     pub(crate) events: RwLock<Vec<PeerEventHandler>>,
     next_peer: AtomicU64,
     pub(crate) control: RwLock<Option<ControlSink>>,
+    /// The link kind of children spawned without one of their own.
+    pub(crate) link_kind: LinkKind,
 }
 
 /// One child's link, as main sees it.
@@ -57,7 +58,12 @@ pub(crate) struct Link {
 }
 
 impl Hub {
-    pub(crate) fn new(max_frame: usize, max_backlog: usize, reply_spin: Duration) -> Hub {
+    pub(crate) fn new(
+        max_frame: usize,
+        max_backlog: usize,
+        reply_spin: Duration,
+        link_kind: LinkKind,
+    ) -> Hub {
         Hub {
             max_frame,
             max_backlog,
@@ -70,6 +76,7 @@ impl Hub {
             events: RwLock::default(),
             next_peer: AtomicU64::new(1),
             control: RwLock::default(),
+            link_kind,
         }
     }
 
@@ -210,15 +217,15 @@ impl Hub {
         self: &Arc<Hub>,
         peer: PeerId,
         name: &str,
-        region: Arc<Region>,
-        down: IpcBytesSender,
+        ends: Ends,
         kill: Option<KillHook>,
     ) -> Result<Arc<Link>> {
-        let mut reader = region.reader(Way::Up, pipe::message_limit(self.max_frame));
+        let end = ends.open(Side::Main, link::message_limit(self.max_frame));
+        let mut reader = end.reader;
         let link = Arc::new(Link {
             peer,
             name: name.to_owned(),
-            out: Outbound::new(Tx::new(region.writer(Way::Down), Some(down))),
+            out: Outbound::new(Tx::new(end.writer, end.alive)),
             dead: AtomicBool::new(false),
             left: Mutex::new(false),
             kill: Mutex::new(kill),
@@ -441,6 +448,9 @@ fn serve_link(hub: &Hub, link: &Link, up: &mut Reader) {
         if link.is_dead() {
             return;
         }
+        // A child that sends is taken to read: a send to it that blocks
+        // holds only this link's thread (or the stall watchdog cuts it).
+        link.out.answered();
         serving.batch.clear();
         loop {
             let calls = match serving.handle(&message) {

@@ -14,6 +14,7 @@ use yuki_channel::{BOOTSTRAP_ENV, Channel, ChannelOptions, PeerId, Role, Transpo
 
 use crate::child_side::{ChildLink, WhenMainGone};
 use crate::error::{Error, Result};
+use crate::link::LinkKind;
 use crate::main_side::Hub;
 use crate::rendezvous;
 use crate::spin;
@@ -103,6 +104,7 @@ pub struct NodeBuilder {
     call_timeout: Duration,
     bootstrap: Option<String>,
     independent: bool,
+    link: Option<LinkKind>,
 }
 
 impl Default for NodeBuilder {
@@ -118,6 +120,7 @@ impl Default for NodeBuilder {
             call_timeout: yuki_channel::DEFAULT_CALL_TIMEOUT,
             bootstrap: None,
             independent: false,
+            link: None,
         }
     }
 }
@@ -211,6 +214,28 @@ impl NodeBuilder {
         self
     }
 
+    /// The kind of link main gives the children it spawns (in main;
+    /// a child's link is the kind main chose for it). Without it, main reads
+    /// [`LINK_ENV`](crate::LINK_ENV) (`YUKI_LINK`: `shared-memory` or
+    /// `ipc-channel`; another value fails [`init`](NodeBuilder::init) with
+    /// [`Error::UnknownLink`]), else takes the system's default
+    /// ([`LinkKind::default`]). A kind the system does not have fails
+    /// `init` with [`Error::LinkUnsupported`].
+    ///
+    /// ```
+    /// use yuki_ipc_transport::{LinkKind, Node};
+    /// let node = Node::builder()
+    ///     .independent_main()
+    ///     .link(LinkKind::IpcChannel)
+    ///     .init()?;
+    /// assert_eq!(node.link_kind(), LinkKind::IpcChannel);
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn link(mut self, kind: LinkKind) -> NodeBuilder {
+        self.link = Some(kind);
+        self
+    }
+
     /// Uses `value` in place of the `YUKI_BOOTSTRAP` environment variable
     /// (the process then starts as a child, and [`yuki_channel::role()`]
     /// says so too).
@@ -289,7 +314,17 @@ impl NodeBuilder {
     }
 
     fn start_main(self, holds_main: bool) -> Result<Node> {
-        let hub = Arc::new(Hub::new(self.max_frame, self.max_backlog, self.reply_spin));
+        let link = match self.link {
+            Some(kind) => kind,
+            None => LinkKind::from_env()?.unwrap_or_default(),
+        }
+        .check_supported()?;
+        let hub = Arc::new(Hub::new(
+            self.max_frame,
+            self.max_backlog,
+            self.reply_spin,
+            link,
+        ));
         let supervisor = Supervisor::start(
             hub.clone(),
             self.handshake_timeout,
@@ -358,9 +393,30 @@ pub struct ChildBuilder<'a> {
     command: Command,
     restart: Restart,
     death_signal: Option<i32>,
+    link: Option<LinkKind>,
 }
 
 impl ChildBuilder<'_> {
+    /// The kind of this child's link (default: main's, see
+    /// [`NodeBuilder::link`]); the child learns it in the handshake. A
+    /// kind this system does not have fails the spawn with
+    /// [`Error::LinkUnsupported`].
+    ///
+    /// ```no_run
+    /// # use yuki_ipc_transport::{LinkKind, Node};
+    /// # let node = Node::init()?;
+    /// let exe = std::env::current_exe().unwrap();
+    /// let worker = node
+    ///     .child("worker", std::process::Command::new(exe))
+    ///     .link(LinkKind::IpcChannel)
+    ///     .spawn()?;
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn link(mut self, kind: LinkKind) -> Self {
+        self.link = Some(kind);
+        self
+    }
+
     /// When to restart it (default: never). (Named apart from
     /// [`ChildHandle::restart`], which restarts a child now.)
     ///
@@ -418,7 +474,17 @@ impl ChildBuilder<'_> {
     /// Starts the child and waits for its handshake.
     pub fn spawn(self) -> Result<ChildHandle> {
         let sup = self.node.supervisor()?;
-        sup.spawn(&self.name, self.command, self.restart, self.death_signal)
+        let link = self
+            .link
+            .unwrap_or(self.node.link_kind())
+            .check_supported()?;
+        sup.spawn(
+            &self.name,
+            self.command,
+            self.restart,
+            self.death_signal,
+            link,
+        )
     }
 }
 
@@ -447,6 +513,16 @@ impl Node {
     /// This process's name (`"main"` in main; a child's name from main).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The kind of link: in main, the kind it gives the children it
+    /// spawns ([`NodeBuilder::link`]); in a child, the kind of its link to
+    /// main, which main chose.
+    pub fn link_kind(&self) -> LinkKind {
+        match self.transport.side() {
+            Side::Main(hub) => hub.link_kind,
+            Side::Child(link) => link.kind,
+        }
     }
 
     /// The transport, for yuki-storage, yuki-pubsub and hosted channels.
@@ -537,6 +613,7 @@ impl Node {
             command,
             restart: Restart::default(),
             death_signal: DEFAULT_DEATH_SIGNAL,
+            link: None,
         }
     }
 
@@ -698,6 +775,28 @@ impl Node {
     pub fn send_raw_message(&self, message: &[u8]) -> Result<()> {
         let link = self.child_link("only a child sends raw messages")?;
         Ok(link.send_raw(message)?)
+    }
+
+    /// Sends `bytes` to main as one message of the link's carrier without
+    /// its envelope (child only; over shared memory the same as
+    /// [`send_raw_message`](Node::send_raw_message)): over ipc-channel, a
+    /// message that is not a length-prefixed byte string. For
+    /// fault-injection tests, so only with the `fault-injection` feature.
+    #[cfg(feature = "fault-injection")]
+    pub fn send_unwrapped_message(&self, bytes: &[u8]) -> Result<()> {
+        let link = self.child_link("only a child sends raw messages")?;
+        Ok(link.send_unwrapped(bytes)?)
+    }
+
+    /// Drops this child's sending end of the link and nothing else (child
+    /// only): over ipc-channel main sees the child's channel close, as if
+    /// its writer had vanished, while its calls still wait. For
+    /// fault-injection tests, so only with the `fault-injection` feature.
+    #[cfg(feature = "fault-injection")]
+    pub fn drop_link_sender(&self) -> Result<()> {
+        self.child_link("only a child drops its sender")?
+            .drop_sender();
+        Ok(())
     }
 
     /// Whether this child's link to main is closed (always `false` in main).

@@ -9,13 +9,13 @@
 //! large backlog); callers that must never block (pushes, pipelined calls)
 //! leave the send to the link's writer thread ([`Outbound::kick`]).
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use yuki_channel::sync;
 
 use ipc_channel::ipc::IpcBytesSender;
 
-use crate::pipe::{Region, Writer};
+use crate::link::{Carrier, Writer};
 
 /// Buffers larger than this are not kept for reuse after a send.
 const KEEP_CAPACITY: usize = 1 << 20;
@@ -26,7 +26,7 @@ pub(crate) struct Outbound {
     wake: Condvar,
     tx: Mutex<Option<Tx>>,
     /// Closed with the link, which wakes a send stuck on a full pipe.
-    region: Arc<Region>,
+    carrier: Carrier,
 }
 
 /// What a link end sends with.
@@ -75,7 +75,7 @@ impl Outbound {
         Outbound {
             state: Mutex::default(),
             wake: Condvar::new(),
-            region: tx.pipe.region().clone(),
+            carrier: tx.pipe.carrier(),
             tx: Mutex::new(Some(tx)),
         }
     }
@@ -149,7 +149,7 @@ impl Outbound {
         if st.closed {
             return Err(());
         }
-        if st.buf.len() > inline_max {
+        if st.buf.len() > inline_max || self.carrier.may_block(st.buf.len()) {
             drop(st);
             self.kick();
             return Ok(());
@@ -159,9 +159,27 @@ impl Outbound {
 
     /// Sends what is buffered on this thread, unless another thread is
     /// sending (it will take it). Fails when the other side is gone.
+    ///
+    /// A send the carrier may not take at once (see [`Carrier::may_block`])
+    /// is left to the writer thread instead: a caller blocked in a send
+    /// could not keep its call's deadline.
     pub(crate) fn flush(&self) -> Result<(), ()> {
         let st = self.lock();
+        if !st.buf.is_empty() && self.carrier.may_block(st.buf.len()) {
+            if st.closed {
+                return Err(());
+            }
+            drop(st);
+            self.kick();
+            return Ok(());
+        }
         self.send_locked(st, true)
+    }
+
+    /// The other side has read what this side sent (see
+    /// [`Carrier::answered`]).
+    pub(crate) fn answered(&self) {
+        self.carrier.answered();
     }
 
     /// Sends the buffer; with `repeat`, again while more was appended
@@ -210,6 +228,24 @@ impl Outbound {
         }
     }
 
+    /// Sends `bytes` as one message of the carrier, without its envelope,
+    /// after what is buffered (fault injection).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn send_unwrapped(&self, bytes: &[u8]) -> Result<(), ()> {
+        self.flush()?;
+        match &mut *sync::lock(&self.tx) {
+            Some(tx) => tx.pipe.send_unwrapped(bytes).map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+
+    /// Drops the sending end, leaving the link otherwise open (fault
+    /// injection: the other side sees this side's sender close).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn drop_sender(&self) {
+        sync::lock(&self.tx).take();
+    }
+
     /// How long the send in progress has been blocked, if one is: a
     /// long time means the other side does not read.
     pub(crate) fn stuck_for(&self) -> Option<Duration> {
@@ -237,7 +273,7 @@ impl Outbound {
         st.keep = 0;
         let sending = st.sending;
         drop(st);
-        self.region.close();
+        self.carrier.close();
         self.wake.notify_all();
         if !sending {
             // A sender in progress holds `tx`; it drops it when it sees `closed`.
@@ -260,8 +296,9 @@ impl Outbound {
                 drop(st);
                 break;
             }
-            drop(st);
-            if self.flush().is_err() {
+            // This thread may wait on the carrier: no `flush`, which
+            // would hand the send back to it.
+            if self.send_locked(st, true).is_err() {
                 break;
             }
             st = self.lock();

@@ -22,8 +22,6 @@ use yuki_channel::sync;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use ipc_channel::ipc::IpcBytesReceiver;
-
 use crate::futex;
 use crate::sealed::{self, Mapping};
 
@@ -64,14 +62,8 @@ pub(crate) enum Way {
     Down = 1,
 }
 
-/// Why a pipe cannot carry on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PipeError {
-    /// The link was closed, by either side or because the other process ended.
-    Closed,
-    /// The other side broke the pipe's rules; the link must be cut.
-    Corrupt(String),
-}
+/// Why a pipe cannot carry on: a link's error, whichever its kind.
+pub(crate) use crate::link::LinkError as PipeError;
 
 /// The shared region of one link, mapped in this process.
 pub(crate) struct Region {
@@ -462,27 +454,9 @@ impl Writer {
 }
 
 /// How many leading bytes of `bytes` go in one message: all of them up to
-/// [`MAX_MESSAGE`], else whole frames up to it (at least one). Bytes that
-/// are not frames (a test's raw message) go whole.
+/// [`MAX_MESSAGE`], else whole frames up to it (at least one).
 fn split_point(bytes: &[u8]) -> usize {
-    if bytes.len() <= MAX_MESSAGE {
-        return bytes.len();
-    }
-    let mut at = 0;
-    while let Some((len, _)) = bytes[at..].split_first_chunk::<4>() {
-        let end = at + 4 + u32::from_le_bytes(*len) as usize;
-        if end > bytes.len() {
-            return bytes.len();
-        }
-        if end > MAX_MESSAGE && at > 0 {
-            return at;
-        }
-        at = end;
-        if at >= MAX_MESSAGE {
-            return at;
-        }
-    }
-    bytes.len()
+    crate::link::split_point(bytes, MAX_MESSAGE)
 }
 
 /// The reading end of a pipe.
@@ -629,19 +603,11 @@ impl Reader {
     }
 }
 
-/// The longest message a reader takes from a side whose frames are at
-/// most `max_frame` bytes: a split run, or one frame with its header (a
-/// call's service name or a push's stream name, which no real program makes
-/// longer than a few dozen bytes, may add up to 64 KiB).
-pub(crate) fn message_limit(max_frame: usize) -> usize {
-    MAX_MESSAGE.max(max_frame.saturating_add(64 << 10))
-}
-
 /// Waits for main's end of `alive` to close (it never sends; anything it
 /// did send ends the link as well), then closes `region`, waking this
 /// side's sleepers: how a child learns that main died without closing the
 /// link itself. (Main learns of a child's death from its exit.)
-pub(crate) fn watch(alive: &IpcBytesReceiver, region: &Region) {
+pub(crate) fn watch(alive: &crate::link::ipc::Receiver, region: &Region) {
     let _ = alive.recv();
     region.close();
 }
@@ -681,7 +647,7 @@ mod tests {
     fn messages_arrive_whole_and_in_order_across_two_mappings() {
         let (child, main) = two_mappings();
         let mut tx = child.writer(Way::Up);
-        let mut rx = main.reader(Way::Up, message_limit(16 << 20));
+        let mut rx = main.reader(Way::Up, crate::link::message_limit(16 << 20));
         // Small ones, ones that wrap the pipe, ones longer than the pipe,
         // and a run of frames longer than a message.
         let mut sent: Vec<Vec<u8>> = (0..2000 / SCALE)
@@ -815,7 +781,7 @@ mod tests {
     #[cfg_attr(miri, ignore = "uses an ipc-channel socket")]
     fn mains_socket_closing_closes_the_link() {
         let (region, _) = Region::create().unwrap();
-        let (tx, rx) = ipc_channel::ipc::bytes_channel().unwrap();
+        let (tx, rx) = crate::link::ipc::channel().unwrap();
         let watcher = {
             let region = region.clone();
             thread::spawn(move || watch(&rx, &region))

@@ -26,6 +26,8 @@ use ipc_channel::TryRecvError;
 use ipc_channel::ipc::{self, IpcOneShotServer, IpcSender};
 
 use crate::error::{Error, Result};
+use crate::link::{self, Ends};
+#[cfg(target_os = "linux")]
 use crate::pipe::Region;
 use crate::wire::{Bootstrap, Hello, Welcome};
 use place::Place;
@@ -63,8 +65,8 @@ pub(crate) enum Arrival {
 
 impl Rendezvous {
     /// A rendezvous for the child that inherits the link's memory file at
-    /// descriptor `region`.
-    pub(crate) fn open(region: i32) -> Result<Rendezvous> {
+    /// descriptor `region` (`None`: its link goes over ipc-channel).
+    pub(crate) fn open(region: Option<i32>) -> Result<Rendezvous> {
         let place = Arc::new(Place::new()?);
         let stop = Arc::new(AtomicBool::new(false));
         let (bootstrap, accepted, ended) = Rendezvous::start(&place, region, stop.clone())?;
@@ -82,7 +84,7 @@ impl Rendezvous {
     #[allow(clippy::type_complexity)]
     fn start(
         place: &Arc<Place>,
-        region: i32,
+        region: Option<i32>,
         stop: Arc<AtomicBool>,
     ) -> Result<(Bootstrap, Receiver<Accepted>, Receiver<()>)> {
         let (server, name) = listen()?;
@@ -123,8 +125,8 @@ impl Rendezvous {
             select! {
                 recv(self.accepted) -> r => match r {
                     Ok(Accepted::Hello(hello)) => {
-                        let Hello::Join { token, pid, welcome, .. } = &hello;
-                        match admit(token, *pid) {
+                        let (token, pid, welcome) = hello.credentials();
+                        match admit(token, pid) {
                             // Dropping `self` closes the rendezvous.
                             Ok(()) => return Arrival::Joined(hello),
                             Err((told, why)) => {
@@ -141,8 +143,9 @@ impl Rendezvous {
                     // A hello that came before the exit still says why.
                     for got in self.accepted.try_iter() {
                         match got {
-                            Accepted::Hello(Hello::Join { token, pid, .. }) => {
-                                if let Err((_, why)) = admit(&token, pid) {
+                            Accepted::Hello(hello) => {
+                                let (token, pid, _) = hello.credentials();
+                                if let Err((_, why)) = admit(token, pid) {
                                     refuse(why);
                                 }
                             }
@@ -255,8 +258,7 @@ pub(crate) struct Joined {
     pub(crate) peer: u64,
     pub(crate) name: String,
     pub(crate) max_frame: usize,
-    pub(crate) region: Arc<Region>,
-    pub(crate) down: ipc::IpcBytesReceiver,
+    pub(crate) ends: Ends,
 }
 
 /// The child's side: connect to the parent named in `value`, present the
@@ -298,16 +300,42 @@ fn attempt(boot: &Bootstrap, deadline: Instant, timeout: Duration) -> Attempt {
         Ok(s) => s,
         Err(e) => return Attempt::Lost(format!("cannot connect to {}: {e}", boot.server)),
     };
-    let made = ipc::bytes_channel().and_then(|d| Ok((d, ipc::channel::<Welcome>()?)));
-    let ((down_tx, down), (welcome_tx, welcome)) = match made {
+    let made = link::ipc::channel().and_then(|down| {
+        let welcome = ipc::channel::<Welcome>().map_err(|e| e.to_string())?;
+        // Over ipc-channel, a channel up as well: this child keeps its
+        // sending end, main gets the other in the hello.
+        let up = match boot.region {
+            Some(_) => None,
+            None => Some(link::ipc::channel()?),
+        };
+        Ok((down, welcome, up))
+    });
+    let ((down_tx, down), (welcome_tx, welcome), up) = match made {
         Ok(m) => m,
         Err(e) => return Attempt::Failed(Error::os("creating the link", e)),
     };
-    let hello = Hello::Join {
-        token: boot.token.clone(),
-        pid: std::process::id(),
-        down: down_tx,
-        welcome: welcome_tx,
+    let token = boot.token.clone();
+    let pid = std::process::id();
+    let (hello, up_tx) = match up {
+        None => (
+            Hello::Join {
+                token,
+                pid,
+                down: down_tx,
+                welcome: welcome_tx,
+            },
+            None,
+        ),
+        Some((up_tx, up)) => (
+            Hello::JoinOverIpc {
+                token,
+                pid,
+                down: down_tx,
+                up,
+                welcome: welcome_tx,
+            },
+            Some(up_tx),
+        ),
     };
     if let Err(e) = server.send(hello) {
         return Attempt::Lost(format!("cannot send the handshake: {e:?}"));
@@ -318,13 +346,12 @@ fn attempt(boot: &Bootstrap, deadline: Instant, timeout: Duration) -> Attempt {
             peer,
             name,
             max_frame,
-        }) => match inherited_region(boot.region) {
-            Ok(region) => Attempt::Joined(Joined {
+        }) => match child_ends(boot.region, down, up_tx) {
+            Ok(ends) => Attempt::Joined(Joined {
                 peer,
                 name,
                 max_frame: usize::try_from(max_frame).unwrap_or(usize::MAX),
-                region,
-                down,
+                ends,
             }),
             Err(e) => Attempt::Failed(e),
         },
@@ -337,6 +364,27 @@ fn attempt(boot: &Bootstrap, deadline: Instant, timeout: Duration) -> Attempt {
     }
 }
 
+/// A joined child's ends of its link: the inherited region with the
+/// liveness socket, or the two channels.
+fn child_ends(
+    region: Option<i32>,
+    down: link::ipc::Receiver,
+    up: Option<ipc::IpcBytesSender>,
+) -> Result<Ends> {
+    match (region, up) {
+        #[cfg(target_os = "linux")]
+        (Some(fd), _) => Ok(Ends::SharedMemory {
+            region: inherited_region(fd)?,
+            alive: link::Alive::Receiver(down),
+        }),
+        #[cfg(not(target_os = "linux"))]
+        (Some(_), _) => Err(Error::LinkUnsupported(crate::LinkKind::SharedMemory)),
+        (None, Some(tx)) => Ok(Ends::IpcChannel { tx, rx: down }),
+        (None, None) => Err(Error::os("joining main", "no channel to main was made")),
+    }
+}
+
+#[cfg(target_os = "linux")]
 /// Maps the link's memory file that main handed down at descriptor `fd`,
 /// after checking its size and seals; then closes `fd` (the region keeps
 /// its own copy, closed on exec).

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::pipe::{PipeError, Reader};
+use crate::link::{LinkError as PipeError, Reader};
 
 /// How long a link end polls by default ([`NodeBuilder::reply_spin`](crate::NodeBuilder::reply_spin)).
 pub(crate) const DEFAULT: Duration = Duration::from_micros(50);
@@ -102,14 +102,15 @@ impl Spin {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use crate::pipe::{Region, Way, Writer};
 
     fn pipe() -> (Writer, Reader) {
         let (region, _) = Region::create().unwrap();
-        (region.writer(Way::Up), region.reader(Way::Up, 1 << 20))
+        let reader = Reader::SharedMemory(region.reader(Way::Up, 1 << 20));
+        (region.writer(Way::Up), reader)
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! many requests, replies and pushes share one message.
 
 use ipc_channel::ipc::{IpcBytesSender, IpcSender};
+
+use crate::link::ipc::Receiver;
 use serde::{Deserialize, Serialize};
 use yuki_channel::codec;
 
@@ -24,6 +26,39 @@ pub(crate) enum Hello {
         /// Main answers the handshake here.
         welcome: IpcSender<Welcome>,
     },
+    /// A child joining over an ipc-channel link, which main chose for it
+    /// (the bootstrap value names no memory file).
+    JoinOverIpc {
+        token: String,
+        pid: u32,
+        /// Main's messages to the child; its closing tells the child main
+        /// is gone.
+        down: IpcBytesSender,
+        /// The child's messages to main; its closing tells main the child
+        /// is gone.
+        up: Receiver,
+        welcome: IpcSender<Welcome>,
+    },
+}
+
+impl Hello {
+    /// Who the hello says it is, and where main answers.
+    pub(crate) fn credentials(&self) -> (&str, u32, &IpcSender<Welcome>) {
+        match self {
+            Hello::Join {
+                token,
+                pid,
+                welcome,
+                ..
+            }
+            | Hello::JoinOverIpc {
+                token,
+                pid,
+                welcome,
+                ..
+            } => (token, *pid, welcome),
+        }
+    }
 }
 
 /// Main's answer to [`Hello::Join`].
@@ -165,22 +200,27 @@ pub(crate) fn parse(bytes: &[u8], max: usize) -> yuki_channel::Result<Frame<'_>>
 /// Room for a frame's header (ids, names) beside a body of the maximum size.
 pub(crate) const HEADER_ROOM: usize = 4096;
 
-/// The bootstrap value: `2 <token> <region descriptor> <server name>`.
+/// The bootstrap value: `2 <token> <link> <server name>`, where `<link>`
+/// is the descriptor of the link's memory file, or `ipc` for a link over
+/// ipc-channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Bootstrap {
     pub(crate) token: String,
     /// The descriptor at which the child inherits its link's memory file,
-    /// made and sealed by main (a child never hands main memory to map).
-    pub(crate) region: i32,
+    /// made and sealed by main (a child never hands main memory to map);
+    /// `None` for a link over ipc-channel.
+    pub(crate) region: Option<i32>,
     pub(crate) server: String,
 }
 
 const VERSION: &str = "2";
+/// In place of a descriptor: the link goes over ipc-channel.
+const IPC_LINK: &str = "ipc";
 const TOKEN_BYTES: usize = 16;
 
 impl Bootstrap {
     /// A fresh value for a child, with a random token of 128 bits.
-    pub(crate) fn new(server: String, region: i32) -> Result<Bootstrap> {
+    pub(crate) fn new(server: String, region: Option<i32>) -> Result<Bootstrap> {
         let mut bytes = [0u8; TOKEN_BYTES];
         getrandom::fill(&mut bytes).map_err(|e| Error::os("drawing a random token", e))?;
         let token = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -192,7 +232,11 @@ impl Bootstrap {
     }
 
     pub(crate) fn encode(&self) -> String {
-        format!("{VERSION} {} {} {}", self.token, self.region, self.server)
+        let link = match self.region {
+            Some(fd) => fd.to_string(),
+            None => IPC_LINK.to_owned(),
+        };
+        format!("{VERSION} {} {link} {}", self.token, self.server)
     }
 
     pub(crate) fn parse(value: &str) -> Result<Bootstrap> {
@@ -206,11 +250,15 @@ impl Bootstrap {
         if token.len() != TOKEN_BYTES * 2 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad("the token is not 32 hex digits"));
         }
-        let region = parts
-            .next()
-            .and_then(|r| r.parse::<i32>().ok())
-            .filter(|r| *r > 2)
-            .ok_or_else(|| bad("no descriptor for the link's memory"))?;
+        let region = match parts.next() {
+            Some(IPC_LINK) => None,
+            other => Some(
+                other
+                    .and_then(|r| r.parse::<i32>().ok())
+                    .filter(|r| *r > 2)
+                    .ok_or_else(|| bad("no descriptor for the link's memory"))?,
+            ),
+        };
         let server = parts
             .next()
             .filter(|s| !s.is_empty())
@@ -238,9 +286,16 @@ mod tests {
 
     #[test]
     fn bootstrap_round_trips_and_rejects_garbage() {
-        let b = Bootstrap::new("/tmp/x y/socket".into(), 7).unwrap();
+        let b = Bootstrap::new("/tmp/x y/socket".into(), Some(7)).unwrap();
         assert_eq!(b.token.len(), 32);
         assert_eq!(Bootstrap::parse(&b.encode()).unwrap(), b);
+        let over_ipc = Bootstrap::new("/tmp/x y/socket".into(), None).unwrap();
+        assert!(
+            over_ipc.encode().contains(" ipc /tmp"),
+            "{}",
+            over_ipc.encode()
+        );
+        assert_eq!(Bootstrap::parse(&over_ipc.encode()).unwrap(), over_ipc);
         for bad in [
             "",
             "2 00 /s",
@@ -250,6 +305,8 @@ mod tests {
             "1 00000000000000000000000000000000 /s",
             "2 00000000000000000000000000000000 /s",
             "2 00000000000000000000000000000000 1 /s",
+            "2 00000000000000000000000000000000 IPC /s",
+            "2 00000000000000000000000000000000 ipc",
         ] {
             assert!(
                 matches!(Bootstrap::parse(bad), Err(Error::MalformedBootstrap(_))),
@@ -258,7 +315,7 @@ mod tests {
         }
         let no_server = format!("2 {} 7 ", b.token);
         assert!(Bootstrap::parse(&no_server).is_err());
-        assert_ne!(Bootstrap::new("s".into(), 7).unwrap().token, b.token);
+        assert_ne!(Bootstrap::new("s".into(), Some(7)).unwrap().token, b.token);
     }
 
     #[test]

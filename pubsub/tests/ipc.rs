@@ -16,11 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use yuki_channel::PeerEvent;
-use yuki_ipc_transport::Node;
+use yuki_ipc_transport::{LinkKind, Node};
 use yuki_pubsub::{Error, PubSub};
 use yuki_testkit::{Harness, run_child};
 
 const WAIT: Duration = Duration::from_secs(20);
+/// The link kind main gave a child, which the child checks it has.
+const LINK_KIND_ENV: &str = "YUKI_TEST_LINK_KIND";
 
 /// Main's side: the node, its pub/sub and the control subscriptions.
 struct Main {
@@ -71,7 +73,9 @@ impl suite::Harness for InChild {
 #[test]
 fn the_suite_runs_in_child_processes() {
     if run_child(|_| {
-        let (_node, pubsub) = child_side();
+        let (node, pubsub) = child_side();
+        let expected = std::env::var(LINK_KIND_ENV).unwrap();
+        assert_eq!(node.link_kind().name(), expected);
         let h = InChild(pubsub);
         for (name, body) in suite::ALL {
             eprintln!("suite in a child process: {name}");
@@ -82,11 +86,15 @@ fn the_suite_runs_in_child_processes() {
     }
     let h = Harness::new();
     let m = main_side();
-    // Two children run the suite one after the other, on one main.
-    for i in 0..2 {
+    // A child per link kind runs the suite, one after the other, on one main.
+    for (i, kind) in LinkKind::ALL.into_iter().enumerate() {
+        let mut cmd = h.command("suite", i);
+        cmd.env(LINK_KIND_ENV, kind.name());
         let child = m
             .node
-            .spawn(&format!("suite-{i}"), h.command("suite", i))
+            .child(&format!("suite-{i}"), cmd)
+            .link(kind)
+            .spawn()
             .expect("the child starts");
         let exit = child
             .wait_timeout(3 * WAIT)

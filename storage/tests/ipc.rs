@@ -12,7 +12,7 @@ use std::time::Duration;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
 use yuki_channel::{PeerId, Transport, codec};
-use yuki_ipc_transport::{Node, WhenMainGone};
+use yuki_ipc_transport::{LinkKind, Node, WhenMainGone};
 use yuki_storage::{Batch, Config, Error, ManualClock, Store};
 use yuki_testkit::kv_model::{KvModel, KvOp, KvValue, kv_op};
 use yuki_testkit::{Harness, run_child};
@@ -21,6 +21,8 @@ use model_adapter::{apply, contents};
 
 const WAIT: Duration = Duration::from_secs(60);
 const SEED_ENV: &str = "YUKI_STORE_TEST_SEED";
+/// The link kind main gave a child, which the child checks it has.
+const LINK_KIND_ENV: &str = "YUKI_TEST_LINK_KIND";
 const ADVANCE: &str = "test.advance-clock";
 
 /// Main: a node, its store on a manual clock, and a service that lets a
@@ -103,6 +105,8 @@ fn assert_exits_cleanly(child: &yuki_ipc_transport::ChildHandle) {
 fn every_operation_works_from_child_processes() {
     if run_child(|_| {
         let (node, store) = child_store();
+        let expected = std::env::var(LINK_KIND_ENV).unwrap();
+        assert_eq!(node.link_kind().name(), expected);
         let h = InChild {
             store: store.clone(),
             transport: node.transport(),
@@ -117,9 +121,16 @@ fn every_operation_works_from_child_processes() {
     }
     let h = Harness::new();
     let main = start_main();
-    // Two children run the suite one after the other, on one main.
-    for i in 0..2 {
-        let child = spawn(&main, &h, "suite", i);
+    // A child per link kind runs the suite, one after the other, on one main.
+    for (i, kind) in LinkKind::ALL.into_iter().enumerate() {
+        let mut cmd = h.command("suite", i);
+        cmd.env(LINK_KIND_ENV, kind.name());
+        let child = main
+            .node
+            .child(&format!("suite-{i}"), cmd)
+            .link(kind)
+            .spawn()
+            .expect("the child starts");
         assert_exits_cleanly(&child);
     }
     drop(main);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use yuki_channel::{PeerId, Transport};
-use yuki_ipc_transport::Node;
+use yuki_ipc_transport::{ChildHandle, Node};
 
 /// Set in a bench child: `AREA:quick` or `AREA:full`.
 pub const ENV: &str = "YUKI_BENCH_CHILD";
@@ -25,6 +25,7 @@ pub fn run_if_child() -> bool {
     let quick = mode == "quick";
     let result = match area {
         "ipc" => super::ipc::child(quick),
+        "links" => super::links::child(quick),
         "store" => super::store::child(quick),
         "pubsub" => super::pubsub::child(quick),
         "queue" => super::queue::child(quick),
@@ -54,6 +55,11 @@ pub fn spawn_and_wait(node: &Node, area: &str, cmd: Command) -> Result<(), Strin
     let child = node
         .spawn(&format!("{area}-bench"), cmd)
         .map_err(|e| e.to_string())?;
+    wait(&child, area)
+}
+
+/// Waits until `area`'s child exits, successfully.
+pub fn wait(child: &ChildHandle, area: &str) -> Result<(), String> {
     let exit = child
         .wait_timeout(TIME_LIMIT)
         .map_err(|e| format!("the {area} child did not finish within {TIME_LIMIT:?}: {e}"))?;

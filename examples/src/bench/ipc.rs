@@ -133,7 +133,7 @@ fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-fn send_result(t: &Arc<dyn Transport>, name: &str, value: f64) -> Result<(), String> {
+pub(crate) fn send_result(t: &Arc<dyn Transport>, name: &str, value: f64) -> Result<(), String> {
     let frame = codec::encode(&(name, value)).map_err(|e| e.to_string())?;
     t.call("result", &frame).map_err(|e| e.to_string())?;
     Ok(())
@@ -200,7 +200,7 @@ pub(crate) fn child(quick: bool) -> Result<(), String> {
 /// `ops` calls with `call_with`, at most [`WINDOW`] in flight: the caller
 /// refills the window by halves, as a pipelining client does, so it wakes
 /// once per half window rather than once per reply.
-fn pipelined(t: &Arc<dyn Transport>, ops: usize) -> f64 {
+pub(crate) fn pipelined(t: &Arc<dyn Transport>, ops: usize) -> f64 {
     let window = Arc::new((Mutex::new(0usize), Condvar::new()));
     let msg = [7u8; floor::PAYLOAD];
     let start = Instant::now();

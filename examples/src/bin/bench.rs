@@ -20,14 +20,15 @@ fn main() -> ExitCode {
     }
     let Some(Options { quick, out, only }) = options() else {
         eprintln!(
-            "usage: bench [--quick] [--out DIR] [--only AREA,AREA] (areas: ipc, channel, store, pubsub, queue, redis)"
+            "usage: bench [--quick] [--out DIR] [--only AREA,AREA] (areas: ipc, links, channel, store, pubsub, queue, redis)"
         );
         return ExitCode::from(2);
     };
     let started = Instant::now();
     let mut report = Report::default();
-    let areas: [(&str, Area); 6] = [
+    let areas: [(&str, Area); 7] = [
         ("ipc", yuki_examples::bench::ipc::run),
+        ("links", yuki_examples::bench::links::run),
         ("channel", yuki_examples::bench::channel::run),
         ("store", yuki_examples::bench::store::run),
         ("pubsub", yuki_examples::bench::pubsub::run),

@@ -9,10 +9,10 @@ use crossbeam_channel::Receiver;
 use super::Supervisor;
 use super::child::ChildShared;
 use crate::error::{Error, Result};
+use crate::link::Made;
 use crate::main_side::Link;
-use crate::pipe::Region;
 use crate::rendezvous::{Arrival, Rendezvous};
-use crate::wire::{self, Hello, Welcome};
+use crate::wire::{self, Welcome};
 
 /// Whether a process that presented `presented` and says it is
 /// `their_pid` is the child main spawned as `pid` with `token`. Any
@@ -41,12 +41,13 @@ pub(super) fn check(
 }
 
 /// Waits for `child`'s run `pid` to join on `rendezvous` (or exit, or
-/// time out), welcomes it and attaches its link over `region`.
+/// time out), welcomes it and attaches its link, of which main `made`
+/// its half before the spawn.
 pub(super) fn admit(
     child: &Arc<ChildShared>,
     sup: &Supervisor,
     rendezvous: Rendezvous,
-    region: Arc<Region>,
+    made: Made,
     pid: u32,
     exit_rx: &Receiver<ExitStatus>,
 ) -> Result<Arc<Link>> {
@@ -58,7 +59,14 @@ pub(super) fn admit(
     };
     let admit = |presented: &str, their_pid: u32| check(&token, pid, presented, their_pid);
     match rendezvous.wait(sup.handshake_timeout, exit_rx, on_exit, admit) {
-        Arrival::Joined(Hello::Join { down, welcome, .. }) => {
+        Arrival::Joined(hello) => {
+            let (ends, welcome) = match made.join(hello) {
+                Ok(joined) => joined,
+                Err((welcome, why)) => {
+                    let _ = welcome.send(Welcome::Refused(why.into()));
+                    return Err(Error::Refused(format!("{why}, from the spawned child")));
+                }
+            };
             let peer = sup.hub.next_peer();
             // Before the welcome: a stop or restart the child asks for
             // the moment it joins finds it by this id.
@@ -78,7 +86,7 @@ pub(super) fn admit(
                 }
             });
             sup.hub
-                .attach(peer, &child.name, region, down, Some(kill))
+                .attach(peer, &child.name, ends, Some(kill))
                 .map_err(Error::from)
         }
         // No hello at all: the child never connected.

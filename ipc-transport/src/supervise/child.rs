@@ -15,8 +15,8 @@ use super::phase::{Ask, Event, Life, Phase};
 use super::policy::{Exit, Lifecycle, Restart, RestartPolicy};
 use super::{Supervisor, admission, prune};
 use crate::error::{Error, Result};
+use crate::link::{LinkKind, Made};
 use crate::main_side::Link;
-use crate::pipe::Region;
 use crate::rendezvous::Rendezvous;
 use crate::wire::Control;
 use yuki_channel::sync::lock;
@@ -77,6 +77,8 @@ pub(crate) struct ChildShared {
     /// How many [`ChildHandle`](super::ChildHandle)s hold it.
     pub(super) handles: AtomicUsize,
     restart: Restart,
+    /// The kind of link each run of it gets.
+    link: LinkKind,
     state: Mutex<ChildState>,
     pub(super) changed: Condvar,
 }
@@ -88,6 +90,7 @@ impl ChildShared {
         cmd: Command,
         restart: Restart,
         death_signal: Option<i32>,
+        link: LinkKind,
     ) -> ChildShared {
         let inherit = Arc::new(AtomicI32::new(-1));
         ChildShared {
@@ -97,6 +100,7 @@ impl ChildShared {
             inherit,
             handles: AtomicUsize::new(0),
             restart,
+            link,
             state: Mutex::default(),
             changed: Condvar::new(),
         }
@@ -139,13 +143,13 @@ impl ChildShared {
     pub(super) fn start(self: &Arc<Self>, sup: &Arc<Supervisor>) -> Result<()> {
         // Main makes the link's memory and seals its size before the child
         // exists: the child inherits it, and never hands main memory to map.
-        let (region, file) =
-            Region::create().map_err(|e| Error::os("creating the link's memory", e))?;
-        let rendezvous = Rendezvous::open(os::raw(&file))?;
+        // (Over ipc-channel, the child brings its channels in the hello.)
+        let (made, file) = Made::new(self.link)?;
+        let rendezvous = Rendezvous::open(file.as_ref().map(os::raw))?;
         lock(&self.cmd).env(BOOTSTRAP_ENV, rendezvous.bootstrap.encode());
         let (exit_tx, exit_rx) = crossbeam_channel::bounded(1);
-        let pid = self.fork_run(sup, Some(file), exit_tx)?;
-        let admitted = admission::admit(self, sup, rendezvous, region, pid, &exit_rx);
+        let pid = self.fork_run(sup, file, exit_tx)?;
+        let admitted = admission::admit(self, sup, rendezvous, made, pid, &exit_rx);
         self.settle(admitted, &exit_rx)
     }
 

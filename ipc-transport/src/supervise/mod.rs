@@ -28,8 +28,10 @@ use phase::{Event, Phase};
 use yuki_channel::sync::{lock, read, write};
 
 pub use handle::ChildHandle;
-pub(crate) use os::DEFAULT_DEATH_SIGNAL;
+pub(crate) use os::{DEFAULT_DEATH_SIGNAL, Handed};
 pub(crate) use policy::LifecycleHook;
+
+use crate::link::LinkKind;
 pub use policy::{Exit, Lifecycle, Restart, RestartPolicy};
 
 /// Drops the children that ended for good and that no handle holds any
@@ -111,6 +113,7 @@ impl Supervisor {
         cmd: Command,
         restart: Restart,
         death_signal: Option<i32>,
+        link: LinkKind,
     ) -> Result<ChildHandle> {
         os::check_death_signal(death_signal, os::DEATH_SIGNAL_SUPPORTED)?;
         let shared = {
@@ -127,6 +130,7 @@ impl Supervisor {
                 cmd,
                 restart,
                 death_signal,
+                link,
             ));
             children.insert(name.to_owned(), shared.clone());
             shared
