@@ -115,6 +115,8 @@ mod rendezvous;
 mod sealed;
 mod spin;
 mod stop;
+#[cfg(target_os = "linux")]
+mod store_region;
 mod supervise;
 mod transport;
 mod wire;
