@@ -107,6 +107,7 @@ mod limits;
 mod protocol;
 mod service;
 mod shards;
+mod shared;
 mod store;
 mod strings;
 mod value;
