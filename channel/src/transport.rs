@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Role, SharedRegion};
 use crate::error::{Error, Result};
+use crate::{Role, SharedRegion};
 
 /// Identifies one process of an application; main is always [`PeerId::MAIN`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

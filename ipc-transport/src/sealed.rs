@@ -68,7 +68,11 @@ pub(crate) fn check(file: BorrowedFd<'_>, len: usize) -> Result<(), String> {
 }
 
 /// [`check`] with other seals required: `seals`, all of them.
-pub(crate) fn check_with(file: BorrowedFd<'_>, len: usize, seals_needed: i32) -> Result<(), String> {
+pub(crate) fn check_with(
+    file: BorrowedFd<'_>,
+    len: usize,
+    seals_needed: i32,
+) -> Result<(), String> {
     // SAFETY: fcntl and fstat on a live descriptor; `st` is ours.
     let (seals, size) = unsafe {
         let seals = libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS);

@@ -5,6 +5,10 @@
 //! shard order for a batch, every shard (in order) for `get_all`, `keys`,
 //! `len` and `clear`. Taking locks in one global order means no two
 //! operations can wait on each other in a cycle.
+//!
+//! With a [`Mirror`], every change is copied to the shared table before
+//! the shard locks are released (`mirror.rs`): the table's own lock comes
+//! after them in that order.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -19,6 +23,7 @@ use crate::clock::Clock;
 use crate::entry::{Entry, NEVER};
 use crate::error::Error;
 use crate::glob::{self, Glob};
+use crate::mirror::{Mirror, Nowhere, Sink};
 use crate::protocol::Op;
 use crate::shards::{Now, Shard, Shards, give_back};
 use crate::watch::Watchers;
@@ -31,11 +36,18 @@ pub(crate) struct Data {
     purger_started: AtomicBool,
     /// Dropping it stops the background purge.
     purger_stop: Mutex<Option<Sender<()>>>,
+    /// The table children read, when they read from shared memory.
+    mirror: Option<Mirror>,
     me: Weak<Data>,
 }
 
 impl Data {
-    pub(crate) fn new(shards: usize, clock: Arc<dyn Clock>, purge_every: Duration) -> Arc<Data> {
+    pub(crate) fn new(
+        shards: usize,
+        clock: Arc<dyn Clock>,
+        purge_every: Duration,
+        mirror: Option<Mirror>,
+    ) -> Arc<Data> {
         Arc::new_cyclic(|me| Data {
             shards: Shards::new(shards),
             clock,
@@ -43,12 +55,18 @@ impl Data {
             purge_every,
             purger_started: AtomicBool::new(false),
             purger_stop: Mutex::new(None),
+            mirror,
             me: me.clone(),
         })
     }
 
     fn now(&self) -> Now<'_> {
         Now::new(&*self.clock)
+    }
+
+    /// Whether children read this data from shared memory.
+    pub(crate) fn is_mirrored(&self) -> bool {
+        self.mirror.is_some()
     }
 
     /// Runs `f` on the live value of `key` under its shard's read lock.
@@ -78,7 +96,10 @@ impl Data {
         let hash = self.shards.hash(key);
         let mut shard = self.shards.write(self.shards.index(hash));
         let mut now = self.now();
-        let outcome = self.apply(&mut shard, hash, op, &mut now);
+        let outcome = match &self.mirror {
+            Some(mirror) => self.apply(&mut shard, hash, op, &mut now, mirror.table()),
+            None => self.apply(&mut shard, hash, op, &mut now, &Nowhere),
+        };
         drop(shard);
         give_back();
         outcome
@@ -99,20 +120,50 @@ impl Data {
         wanted.dedup();
         let mut guards: Vec<_> = wanted.iter().map(|&i| self.shards.write(i)).collect();
         let mut now = self.now();
-        let outcomes = ops
-            .iter()
-            .zip(&placed)
-            .map(|(op, &(hash, index))| {
-                let slot = wanted.binary_search(&index).unwrap_or_default();
-                self.apply(&mut guards[slot], hash, op, &mut now)
-            })
-            .collect();
+        let outcomes = match &self.mirror {
+            // Readers see the whole batch or none of it.
+            Some(mirror) => mirror.table().batch(|batch| {
+                self.apply_placed(ops, &placed, &wanted, &mut guards, &mut now, batch)
+            }),
+            None => self.apply_placed(ops, &placed, &wanted, &mut guards, &mut now, &Nowhere),
+        };
         drop(guards);
         give_back();
         outcomes
     }
 
-    fn apply(&self, shard: &mut Shard, hash: u64, op: &Op<'_>, now: &mut Now<'_>) -> Outcome {
+    /// Applies `ops`, placed in their shards, with the `wanted` shards'
+    /// `guards` held.
+    fn apply_placed<G, S>(
+        &self,
+        ops: &[Op<'_>],
+        placed: &[(u64, usize)],
+        wanted: &[usize],
+        guards: &mut [G],
+        now: &mut Now<'_>,
+        sink: &S,
+    ) -> Vec<Outcome>
+    where
+        G: std::ops::DerefMut<Target = Shard>,
+        S: Sink + ?Sized,
+    {
+        ops.iter()
+            .zip(placed)
+            .map(|(op, &(hash, index))| {
+                let slot = wanted.binary_search(&index).unwrap_or_default();
+                self.apply(&mut guards[slot], hash, op, now, sink)
+            })
+            .collect()
+    }
+
+    fn apply<S: Sink + ?Sized>(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        op: &Op<'_>,
+        now: &mut Now<'_>,
+        sink: &S,
+    ) -> Outcome {
         match *op {
             Op::Get(key) => Outcome::Got {
                 key: key.to_owned(),
@@ -132,20 +183,26 @@ impl Data {
                     }
                 };
                 shard.put(self.shards.hasher(), hash, key, value, expires);
+                sink.set(key, value, expires);
                 self.changed(key, Some(value));
                 Outcome::Set
             }
             Op::Delete(key) => match shard.remove(self.shards.hasher(), hash, key) {
                 Some(e) => {
+                    sink.remove(key);
                     self.changed(key, None);
                     Outcome::Deleted(e.live(now))
                 }
                 None => Outcome::Deleted(false),
             },
             Op::Incr { key, by } => {
+                let mut expires = NEVER;
                 let current = match shard.find_live(hash, key, now) {
                     Some(e) => match Integer::read(e.value()) {
-                        Some(n) => Some(n),
+                        Some(n) => {
+                            expires = e.expires();
+                            Some(n)
+                        }
                         None => {
                             return Outcome::Failed(Error::NotAnInteger {
                                 key: key.to_owned(),
@@ -174,6 +231,7 @@ impl Data {
                 } else {
                     shard.put(self.shards.hasher(), hash, key, &bytes, NEVER);
                 }
+                sink.set(key, &bytes, expires);
                 self.changed(key, Some(&bytes));
                 Outcome::Incremented(returned)
             }
@@ -185,10 +243,12 @@ impl Data {
                 match new {
                     Some(v) => {
                         shard.put(self.shards.hasher(), hash, key, v, NEVER);
+                        sink.set(key, v, NEVER);
                         self.changed(key, Some(v));
                     }
                     None => {
                         if shard.remove(self.shards.hasher(), hash, key).is_some() {
+                            sink.remove(key);
                             self.changed(key, None);
                         }
                     }
@@ -206,17 +266,24 @@ impl Data {
                 if ttl_nanos == 0 {
                     // As Redis does: a deadline that has passed removes the key.
                     shard.remove(self.shards.hasher(), hash, key);
+                    sink.remove(key);
                     self.changed(key, None);
                 } else {
                     self.start_purger();
                     let expires = now.get().saturating_add(ttl_nanos).min(NEVER - 1);
                     shard.set_expires(hash, key, expires);
+                    if let Some(e) = shard.find_live(hash, key, now) {
+                        sink.set(key, e.value(), expires);
+                    }
                 }
                 Outcome::Expiring(true)
             }
             Op::Persist(key) => match shard.find_live(hash, key, now) {
                 Some(e) if e.expires() != NEVER => {
                     shard.set_expires(hash, key, NEVER);
+                    if let Some(e) = shard.find_live(hash, key, now) {
+                        sink.set(key, e.value(), NEVER);
+                    }
                     Outcome::Persisted(true)
                 }
                 _ => Outcome::Persisted(false),
@@ -287,6 +354,9 @@ impl Data {
             .iter_mut()
             .map(|g| g.clear(&mut now, |k| self.changed(k, None)))
             .sum();
+        if let Some(mirror) = &self.mirror {
+            mirror.table().clear();
+        }
         drop(guards);
         give_back();
         cleared
@@ -307,7 +377,12 @@ impl Data {
                 let purged = self
                     .shards
                     .write(i)
-                    .purge(self.shards.hasher(), &mut now, |k| self.changed(k, None));
+                    .purge(self.shards.hasher(), &mut now, |k| {
+                        if let Some(mirror) = &self.mirror {
+                            mirror.table().remove(k);
+                        }
+                        self.changed(k, None)
+                    });
                 give_back();
                 purged
             })
@@ -362,6 +437,7 @@ mod tests {
             64,
             Arc::new(SystemClock::default()),
             Duration::from_secs(60),
+            None,
         );
         let keys: Vec<String> = (0..400_000).map(|i| format!("key:{i}")).collect();
         let fill = || {

@@ -104,6 +104,7 @@ mod entry;
 mod error;
 mod glob;
 mod limits;
+mod mirror;
 mod protocol;
 mod service;
 mod shards;
