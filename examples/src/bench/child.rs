@@ -26,6 +26,7 @@ pub fn run_if_child() -> bool {
     let result = match area {
         "ipc" => super::ipc::child(quick),
         "store" => super::store::child(quick),
+        "shmread" => super::shmread::child(quick),
         "pubsub" => super::pubsub::child(quick),
         "queue" => super::queue::child(quick),
         other => Err(format!("no bench child is called {other:?}")),
