@@ -494,3 +494,103 @@ fn miri_readers_racing_a_writer() {
     let (keys, versions) = if cfg!(miri) { (32, 8) } else { (300, 200) };
     readers_never_see_torn_old_or_resurrected_values(keys, versions, 2);
 }
+
+/// One key rewritten in place as fast as the writer can, read as fast as
+/// the readers can: each value is its version, then the version's low byte
+/// repeated, so a read that overlapped a rewrite and were kept would show
+/// two versions.
+fn rewrites_in_place_are_never_read_torn(len: usize, rewrites: u64, readers: usize) {
+    let r = Region::new(if cfg!(miri) { 64 * KIB } else { 1 << 20 });
+    let t = r.table();
+    let value = |n: u64| {
+        let mut v = n.to_le_bytes().to_vec();
+        v.resize(len, n as u8);
+        v
+    };
+    t.set("hot", &value(0), NEVER);
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let checkers: Vec<_> = (0..readers)
+        .map(|_| {
+            let (r, done, stop) = (r.clone(), done.clone(), stop.clone());
+            thread::spawn(move || {
+                let v = r.view();
+                let mut out = Vec::with_capacity(len);
+                while !stop.load(Ordering::Acquire) {
+                    let before = done.load(Ordering::Acquire);
+                    if v.get("hot", 0, &mut out) == Lookup::Found {
+                        assert_eq!(out.len(), len);
+                        let n = u64::from_le_bytes(out[..8].try_into().expect("8 bytes"));
+                        assert!(
+                            out[8..].iter().all(|&b| b == n as u8),
+                            "a torn value: {out:?}"
+                        );
+                        assert!(n >= before, "version {n}, older than {before}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for n in 1..=rewrites {
+        t.set("hot", &value(n), NEVER);
+        done.store(n, Ordering::Release);
+    }
+    stop.store(true, Ordering::Release);
+    for c in checkers {
+        c.join().expect("a reader's checks");
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "long; the miri_ cases cover the protocol")]
+fn a_value_rewritten_in_place_is_never_read_torn() {
+    rewrites_in_place_are_never_read_torn(2048, 200_000, 2);
+}
+
+#[test]
+fn miri_a_value_rewritten_in_place_is_never_read_torn() {
+    let rewrites = if cfg!(miri) { 30 } else { 20_000 };
+    rewrites_in_place_are_never_read_torn(64, rewrites, 1);
+}
+
+/// Costs of `Table::set` and `View::get` with 24-byte values and 100,000
+/// keys in random order: `cargo test --release -p yuki-storage --lib
+/// shared::tests::costs -- --ignored --nocapture`. Prints; asserts nothing.
+#[test]
+#[ignore = "a measurement, run by hand in release builds"]
+fn costs_of_set_and_get() {
+    use std::time::Instant;
+    let n = 100_000usize;
+    let r = Region::new(64 << 20);
+    let t = r.table();
+    let v = r.view();
+    let keys: Vec<String> = (0..n).map(|i| format!("bench:key:{i}")).collect();
+    // A fixed permutation: a multiplier coprime with n.
+    let order: Vec<usize> = (0..n).map(|i| (i * 7_919 + 13) % n).collect();
+    let value = [7u8; 24];
+    let per = |start: Instant| start.elapsed().as_nanos() as f64 / n as f64;
+    let start = Instant::now();
+    for &i in &order {
+        t.set(&keys[i], &value, NEVER);
+    }
+    println!("insert {:.1} ns", per(start));
+    for round in 0..5 {
+        let start = Instant::now();
+        for &i in &order {
+            t.set(&keys[i], &value, NEVER);
+        }
+        let set = per(start);
+        let mut out = Vec::with_capacity(64);
+        let start = Instant::now();
+        for &i in &order {
+            assert_eq!(v.get(&keys[i], 0, &mut out), Lookup::Found);
+        }
+        let get = per(start);
+        let start = Instant::now();
+        for &i in &order {
+            std::hint::black_box(t.hash(&keys[i]));
+        }
+        let hash = per(start);
+        println!("round {round}: set {set:.1} ns, get {get:.1} ns, hash {hash:.1} ns");
+    }
+}
