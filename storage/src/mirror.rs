@@ -207,3 +207,157 @@ fn now_on_mains_clock(origin: u64) -> Option<u64> {
         None
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::batch::Outcome;
+    use crate::clock::SystemClock;
+    use crate::data::Data;
+    use crate::protocol::Op;
+    use serde_bytes::Bytes;
+    use std::ptr::NonNull;
+    use std::time::{Duration, Instant};
+
+    const LEN: usize = 8 << 20;
+
+    /// Main's data with a mirror in heap memory, and a child's reader of
+    /// the same memory.
+    fn mirrored() -> (Arc<Data>, Reader) {
+        let mut words = vec![0u64; LEN / 8].into_boxed_slice();
+        let base = NonNull::new(words.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: the buffer is LEN bytes, 8-aligned, owned by the region.
+        let main = Arc::new(unsafe { SharedRegion::new(base, LEN, true, words) });
+        // SAFETY: the same memory, kept alive by `main`, which it holds.
+        let child = unsafe { SharedRegion::new(base, LEN, false, main.clone()) };
+        let clock = Arc::new(SystemClock::default());
+        let mirror = Mirror::create(Some(main), &*clock).expect("a table");
+        let data = Data::new(4, clock, Duration::from_secs(60), Some(mirror));
+        (data, Reader::new(Some(Arc::new(child))).expect("a reader"))
+    }
+
+    /// What main and the reader say `key` holds; they must agree.
+    fn agree(data: &Data, reader: &Reader, key: &str) -> Option<Vec<u8>> {
+        let shared = reader
+            .read(key, |v| v.map(<[u8]>::to_vec))
+            .expect("answered");
+        let owned = data.read(key, |v| v.map(<[u8]>::to_vec));
+        assert_eq!(shared, owned, "{key}");
+        owned
+    }
+
+    fn set<'a>(key: &'a str, value: &'a [u8], ttl_nanos: Option<u64>) -> Op<'a> {
+        Op::Set {
+            key,
+            value: Bytes::new(value),
+            ttl_nanos,
+        }
+    }
+
+    #[test]
+    fn every_kind_of_write_reaches_the_shared_table() {
+        let (data, reader) = mirrored();
+        assert!(reader.is_open() && data.is_mirrored());
+        let n7 = yuki_channel::codec::mark::encode(&7i64).unwrap();
+        let n9 = yuki_channel::codec::mark::encode(&9i64).unwrap();
+        let hour = Some(3_600_000_000_000);
+        let ops = [
+            set("a", b"one", None),
+            set("b", &n7, hour),
+            Op::Incr { key: "b", by: 2 },
+            Op::Incr { key: "c", by: 5 },
+            Op::Cas {
+                key: "b",
+                expected: Some(Bytes::new(&n9)),
+                new: Some(Bytes::new(b"swapped")),
+            },
+            Op::Cas {
+                key: "a",
+                expected: Some(Bytes::new(b"one")),
+                new: None,
+            },
+            set("d", b"dies", None),
+            Op::Expire {
+                key: "d",
+                ttl_nanos: 0,
+            },
+            set("e", b"kept", hour),
+            Op::Persist("e"),
+            Op::Delete("c"),
+        ];
+        for (i, op) in ops.iter().enumerate() {
+            let outcome = data.apply_one(op);
+            assert!(
+                !matches!(outcome, Outcome::Failed(_)),
+                "op {i}: {outcome:?}"
+            );
+            for key in ["a", "b", "c", "d", "e", "missing"] {
+                agree(&data, &reader, key);
+            }
+        }
+        assert_eq!(agree(&data, &reader, "b").as_deref(), Some(&b"swapped"[..]));
+        let batch = [set("x", b"1", None), set("y", b"2", None), Op::Delete("b")];
+        data.apply_batch(&batch);
+        for key in ["x", "y", "b"] {
+            agree(&data, &reader, key);
+        }
+        assert_eq!(agree(&data, &reader, "e").as_deref(), Some(&b"kept"[..]));
+        assert_eq!(data.clear(), 3);
+        for key in ["x", "y", "e"] {
+            assert_eq!(agree(&data, &reader, key), None);
+        }
+    }
+
+    #[test]
+    fn a_deadline_is_kept_by_incr_and_seen_by_the_reader() {
+        let (data, reader) = mirrored();
+        let n = yuki_channel::codec::mark::encode(&1i64).unwrap();
+        data.apply_one(&set("n", &n, Some(30_000_000)));
+        data.apply_one(&Op::Incr { key: "n", by: 1 });
+        data.apply_one(&set("e", b"v", Some(30_000_000)));
+        data.apply_one(&Op::Expire {
+            key: "e",
+            ttl_nanos: 20_000_000,
+        });
+        data.apply_one(&set("p", b"v", Some(20_000_000)));
+        data.apply_one(&Op::Persist("p"));
+        let started = Instant::now();
+        loop {
+            // The reader first: once it says absent, main must too.
+            let shared = reader.read("n", |v| v.is_some()).unwrap();
+            let owned = data.contains("n");
+            assert!(shared || !owned, "the reader expired the key before main");
+            if !owned {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "never expired");
+        }
+        assert_eq!(reader.read("n", |v| v.is_some()), Some(false));
+        assert_eq!(reader.read("e", |v| v.is_some()), Some(false));
+        // Past its first deadline, the persisted key lives on.
+        assert_eq!(agree(&data, &reader, "p").as_deref(), Some(&b"v"[..]));
+        assert_eq!(data.purge_expired(), 2);
+        assert!(agree(&data, &reader, "p").is_some());
+        assert_eq!(agree(&data, &reader, "n"), None);
+    }
+
+    #[test]
+    fn a_region_already_claimed_or_a_hand_moved_clock_gets_no_table() {
+        let mut words = vec![0u64; LEN / 8].into_boxed_slice();
+        let base = NonNull::new(words.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: LEN bytes, 8-aligned, owned by the region.
+        let region = Arc::new(unsafe { SharedRegion::new(base, LEN, true, words) });
+        let manual = crate::clock::ManualClock::default();
+        assert!(Mirror::create(Some(region.clone()), &manual).is_none());
+        assert!(Mirror::create(Some(region.clone()), &SystemClock::default()).is_some());
+        assert!(Mirror::create(Some(region), &SystemClock::default()).is_none());
+        // A reader of a region nobody laid out asks main.
+        let mut words = vec![0u64; LEN / 8].into_boxed_slice();
+        let base = NonNull::new(words.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: as above, read-only.
+        let empty = Arc::new(unsafe { SharedRegion::new(base, LEN, false, words) });
+        let reader = Reader::new(Some(empty)).unwrap();
+        assert!(!reader.is_open());
+        assert_eq!(reader.read("k", |_| ()), None);
+    }
+}
