@@ -37,6 +37,7 @@ pub struct SharedRegion {
     len: usize,
     writable: bool,
     claimed: AtomicBool,
+    closed: AtomicBool,
     /// Keeps the memory mapped; dropped last.
     _owner: Box<dyn Send + Sync>,
 }
@@ -66,6 +67,7 @@ impl SharedRegion {
             len,
             writable,
             claimed: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             _owner: Box::new(owner),
         }
     }
@@ -99,6 +101,35 @@ impl SharedRegion {
     }
 }
 
+impl SharedRegion {
+    /// Marks the region's contents as no longer kept: in a child, main is
+    /// gone. The memory stays mapped, but readers stop trusting it and ask
+    /// main (and so learn it is gone). A transport closes it before it
+    /// fails the calls that were waiting on main, so a caller woken by
+    /// that failure never reads the dead main's data after it.
+    ///
+    /// ```
+    /// # use std::ptr::NonNull;
+    /// # use yuki_channel::SharedRegion;
+    /// # let mut words = vec![0u64; 8].into_boxed_slice();
+    /// # let base = NonNull::new(words.as_mut_ptr().cast::<u8>()).unwrap();
+    /// # // SAFETY: 64 bytes owned by the region.
+    /// # let region = unsafe { SharedRegion::new(base, 64, false, words) };
+    /// assert!(region.is_open());
+    /// region.close();
+    /// assert!(!region.is_open());
+    /// ```
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether the writer still keeps the region (see [`SharedRegion::close`]).
+    #[inline]
+    pub fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+}
+
 impl fmt::Debug for SharedRegion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedRegion")
@@ -106,6 +137,7 @@ impl fmt::Debug for SharedRegion {
             .field("len", &self.len)
             .field("writable", &self.writable)
             .field("claimed", &self.claimed.load(Ordering::Relaxed))
+            .field("open", &self.is_open())
             .finish_non_exhaustive()
     }
 }

@@ -611,3 +611,41 @@ fn a_child_reads_among_a_million_keys_and_values_up_to_the_limit() {
     drop(node);
     h.assert_no_leftovers(WAIT);
 }
+
+/// Fails its first run and reads shared memory in each: a restarted child
+/// inherits the region again.
+fn restarted_child() {
+    let (_node, store) = checked_child_store();
+    assert!(store.shares_reads());
+    let run = store.incr("runs", 1).unwrap();
+    assert_eq!(store.get::<i64>("runs").unwrap(), Some(run));
+    if run == 1 {
+        std::process::exit(3);
+    }
+}
+
+#[test]
+fn a_restarted_child_reads_shared_memory_again() {
+    if run_child(|_| restarted_child()) {
+        return;
+    }
+    if !shared_reads_expected() {
+        return;
+    }
+    let h = Harness::new();
+    let (node, store) = main_store(true);
+    let mut cmd = h.command("restarted", 0);
+    cmd.env(SHARED_ENV, "1");
+    let child = node
+        .child("restarted", cmd)
+        .restart_policy(yuki_ipc_transport::RestartPolicy::OnFailure)
+        .backoff(Duration::from_millis(1), Duration::from_millis(1))
+        .spawn()
+        .expect("the child starts");
+    let kids = Kids(vec![child]);
+    kids.wait_success(WAIT);
+    assert_eq!(kids.0[0].wait_timeout(WAIT).unwrap().restarts, 1);
+    assert_eq!(store.get::<i64>("runs").unwrap(), Some(2));
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}

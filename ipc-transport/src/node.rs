@@ -383,9 +383,19 @@ impl NodeBuilder {
         )
         .map_err(|e| Error::os("starting the link threads", e))?;
         tracing::debug!(peer, %name, "joined main");
+        #[cfg(target_os = "linux")]
+        let region = crate::store_region::inherited();
+        #[cfg(target_os = "linux")]
+        if let Some(region) = &region {
+            let _ = link.store_region.set(region.clone());
+            // Main may have gone while the region was being mapped.
+            if link.is_gone() {
+                region.close();
+            }
+        }
         let transport = IpcTransport::new(Side::Child(link), self.call_timeout);
         #[cfg(target_os = "linux")]
-        let transport = transport.with_shared_region(crate::store_region::inherited());
+        let transport = transport.with_shared_region(region);
         let transport = Arc::new(transport);
         *joined_slot = Some((transport.clone(), name.clone()));
         Ok(Node::child_node(transport, name))

@@ -181,6 +181,10 @@ impl Reader {
     /// and main must be asked.
     #[inline]
     pub(crate) fn read<R>(&self, key: &str, f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {
+        // Main gone: its last state is no answer; the call says it is gone.
+        if !self.region.is_open() {
+            return None;
+        }
         let view = self.view()?;
         let now = now_on_mains_clock(view.clock_origin_ns())?;
         let mut out = OUT.take();
@@ -306,6 +310,11 @@ mod tests {
         for key in ["x", "y", "e"] {
             assert_eq!(agree(&data, &reader, key), None);
         }
+        // Main gone: the table is no answer any more.
+        data.apply_one(&set("x", b"1", None));
+        assert_eq!(reader.read("x", |v| v.is_some()), Some(true));
+        reader.region.close();
+        assert_eq!(reader.read("x", |v| v.is_some()), None);
     }
 
     #[test]

@@ -283,7 +283,8 @@ impl Store {
     /// is never seen half applied, an expired key is absent, and values
     /// are decoded (or refused as [`Error::WrongType`]) as always. A read
     /// the table cannot answer at once (main is rewriting that very key,
-    /// or the region is full) is a call to main as before.
+    /// or the region is full) is a call to main as before; once main is
+    /// gone, reads fail with [`Error::Disconnected`] as calls do.
     ///
     /// ```
     /// use yuki_channel::InThreadTransport;
