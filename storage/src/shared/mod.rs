@@ -32,9 +32,9 @@
 //!   (Release store) when done; a batch keeps every stripe it touched odd
 //!   until its end;
 //! - bumps the generation by two (Release store, then a Release fence)
-//!   after publishing a new index and before handing out freed memory
-//!   again; to rewrite memory in use (clearing), it makes the generation
-//!   odd first, as for a stripe.
+//!   before handing out freed memory again; to publish a new index (its
+//!   place in the header) or rewrite memory in use (clearing), it makes
+//!   the generation odd first and even after, as for a stripe.
 //!
 //! If a reader loaded any word stored after such a fence, its own Acquire
 //! fence synchronizes with main's, so its second loads see the odd stripe

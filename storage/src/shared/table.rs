@@ -489,12 +489,19 @@ impl Writer {
             self.words.store(at + 8 * pos, b, Ordering::Relaxed);
         }
         let (old_at, old_class) = (self.index_at, self.index_class);
+        // Odd around the change of the index's place: a reader that loads
+        // the new place with the old generation retries (the new buckets
+        // need not be visible to it yet); one that loads the new
+        // generation sees the new index whole.
+        self.generation += 1;
+        self.words.store(H_GEN, self.generation, Ordering::Relaxed);
+        fence(Ordering::Release);
         self.words.store(H_INDEX_AT, at as u64, Ordering::Relaxed);
         self.words
             .store(H_INDEX_LOG2, u64::from(log2), Ordering::Relaxed);
-        // Readers that started before see the generation change and retry;
-        // those that start after see the new index whole.
-        self.bump_gen();
+        self.generation += 1;
+        self.words.store(H_GEN, self.generation, Ordering::Release);
+        fence(Ordering::Release);
         self.alloc.retire(old_at, old_class);
         (self.index_at, self.index_class, self.log2) = (at, class, log2);
         self.used = self.live;

@@ -15,7 +15,7 @@ use super::{Batch, Lookup, Table, View};
 const NEVER: u64 = u64::MAX;
 
 /// A zeroed heap region that outlives the table and views made on it.
-struct Region {
+pub(super) struct Region {
     words: Vec<u64>,
     base: NonNull<u8>,
 }
@@ -25,7 +25,7 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    fn new(len: usize) -> Arc<Region> {
+    pub(super) fn new(len: usize) -> Arc<Region> {
         let mut words = vec![0u64; len / 8];
         // A Vec, never touched again: `base` stays valid under Miri's
         // aliasing rules when the Vec moves.
@@ -37,13 +37,13 @@ impl Region {
         self.words.len() * 8
     }
 
-    fn table(&self) -> Table {
+    pub(super) fn table(&self) -> Table {
         // SAFETY: the region is zeroed, aligned, and outlives the table in
         // every test (held in an Arc beside it); only this table writes it.
         unsafe { Table::create(self.base, self.len(), 0x5eed, 1234) }.expect("a table")
     }
 
-    fn view(&self) -> View {
+    pub(super) fn view(&self) -> View {
         // SAFETY: as above, for reads.
         unsafe { View::open(self.base, self.len()) }.expect("a view")
     }
