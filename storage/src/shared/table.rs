@@ -172,6 +172,19 @@ impl Table {
         slot
     }
 
+    /// Gives `key`'s value the deadline `deadline_ns` (`u64::MAX`: never),
+    /// as the store's `expire` and `persist` do; nothing if the table does
+    /// not hold the key (absent, or left to main).
+    pub(crate) fn set_deadline(&self, key: &str, deadline_ns: u64) {
+        let h = self.hash(key);
+        let mut w = sync::lock(&self.writer);
+        if let Some((_, at)) = w.probe(h, key).found {
+            w.open(stripe_of(h, self.stripes));
+            w.words.store(at + 8, deadline_ns, Ordering::Relaxed);
+            w.close_all();
+        }
+    }
+
     /// Removes `key`; readers see it absent once this returns.
     pub(crate) fn remove(&self, key: &str) {
         let h = self.hash(key);

@@ -137,6 +137,14 @@ fn miri_a_value_expires_at_its_deadline() {
     assert_eq!(get(&v, "k", 100), None);
     t.set("k", b"v", NEVER);
     assert_eq!(get(&v, "k", u64::MAX - 1).as_deref(), Some(&b"v"[..]));
+    // A new deadline alone, as `expire` and `persist` give.
+    t.set_deadline("k", 50);
+    assert_eq!(get(&v, "k", 49).as_deref(), Some(&b"v"[..]));
+    assert_eq!(get(&v, "k", 50), None);
+    t.set_deadline("k", NEVER);
+    assert_eq!(get(&v, "k", 1_000).as_deref(), Some(&b"v"[..]));
+    t.set_deadline("absent", 10);
+    assert_eq!(get(&v, "absent", 0), None);
 }
 
 #[test]
@@ -302,6 +310,8 @@ enum Op {
     /// Key, value length, time to live, whether to pass the key's last slot.
     Set(usize, usize, Option<u64>, bool),
     Remove(usize),
+    /// A new deadline (or none) for a live key, as `expire`/`persist` give.
+    Expire(usize, Option<u64>),
     Clear,
     Batch(Vec<(usize, Option<usize>)>),
     Advance(u64),
@@ -313,6 +323,7 @@ fn op() -> impl Strategy<Value = Op> {
         8 => (0..24usize, len, proptest::option::of(1..50u64), any::<bool>())
             .prop_map(|(k, l, d, s)| Op::Set(k, l, d, s)),
         3 => (0..24usize).prop_map(Op::Remove),
+        2 => (0..24usize, proptest::option::of(1..50u64)).prop_map(|(k, d)| Op::Expire(k, d)),
         1 => Just(Op::Clear),
         2 => proptest::collection::vec((0..24usize, proptest::option::of(0..300usize)), 1..8)
             .prop_map(Op::Batch),
@@ -367,6 +378,13 @@ fn run(ops: Vec<Op>, region: usize) {
             Op::Remove(k) => {
                 t.remove(&key(k));
                 model.remove(&k);
+            }
+            Op::Expire(k, ttl) => {
+                let d = ttl.map_or(NEVER, |t| now + t);
+                if let Some(entry) = model.get_mut(&k).filter(|(_, old)| *old > now) {
+                    t.set_deadline(&key(k), d);
+                    entry.1 = d;
+                }
             }
             Op::Clear => {
                 t.clear();
