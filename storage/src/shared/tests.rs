@@ -435,6 +435,52 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 2 } else { 256 },
+        ..ProptestConfig::default()
+    })]
+
+    /// Words of a live table overwritten with garbage (what a torn read
+    /// can meet): every read still returns, in bounds, without a panic and
+    /// without allocating more than the region.
+    #[test]
+    fn reads_of_a_garbled_table_return_without_panicking(
+        scribbles in proptest::collection::vec((0..(16 * KIB / 8), any::<u64>(), 0..6u8), 1..64),
+    ) {
+        let r = Region::new(16 * KIB);
+        let t = r.table();
+        for k in 0..40 {
+            t.set(&key(k), &value(k, k * 5, 0), if k % 3 == 0 { 10 } else { NEVER });
+        }
+        let v = r.view();
+        for (word, bits, kind) in scribbles {
+            // SAFETY: in bounds; nothing else reads or writes the region
+            // while this one thread scribbles.
+            let cell = unsafe { &*r.base.as_ptr().cast::<AtomicU64>().add(word) };
+            let was = cell.load(Ordering::Relaxed);
+            // Any word, small numbers (offsets, lengths, classes), and the
+            // word as it was with a bit flipped or its low half kept (an
+            // entry's head keeps its key length: its value length and class
+            // go wrong; a bucket keeps its tag and points elsewhere).
+            let garbage = match kind {
+                0 => bits,
+                1 => bits % (32 * KIB as u64),
+                2 => u64::MAX - (bits % 8),
+                3 => was ^ (1 << (bits % 64)),
+                4 => (was & 0xffff) | (bits & !0xffff),
+                _ => (was & !0xffff_ffff) | (bits & 0xffff_ffff),
+            };
+            cell.store(garbage, Ordering::Relaxed);
+        }
+        let mut out = Vec::new();
+        for k in 0..60 {
+            let _ = v.get(&key(k), 5, &mut out);
+            prop_assert!(out.capacity() <= 2 * r.len());
+        }
+    }
+}
+
 /// The bytes of version `n` of key `k`: long enough to span words, and
 /// different at every byte from any other version's, so that a torn read
 /// cannot pass for a whole one.
