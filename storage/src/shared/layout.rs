@@ -94,6 +94,9 @@ pub(crate) fn entry_parts(head: u64) -> (usize, usize, usize) {
     )
 }
 
+/// The head of a retired entry: no key has its length, no class is 0xff.
+pub(crate) const DEAD: u64 = u64::MAX;
+
 /// The bytes before an entry's key: its head and its deadline.
 pub(crate) const ENTRY_HEAD: usize = 16;
 

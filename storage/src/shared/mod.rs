@@ -32,9 +32,9 @@
 //!   (Release store) when done; a batch keeps every stripe it touched odd
 //!   until its end;
 //! - bumps the generation by two (Release store, then a Release fence)
-//!   after publishing a new index and before handing out freed memory
-//!   again; to rewrite memory in use (clearing), it makes the generation
-//!   odd first, as for a stripe.
+//!   before handing out freed memory again; to publish a new index (its
+//!   place in the header) or rewrite memory in use (clearing), it makes
+//!   the generation odd first and even after, as for a stripe.
 //!
 //! If a reader loaded any word stored after such a fence, its own Acquire
 //! fence synchronizes with main's, so its second loads see the odd stripe
@@ -70,7 +70,11 @@
 //! retired, not reused at once: it becomes free only when main recycles,
 //! after a generation bump (see above), so a reader still copying from it
 //! retries. Recycling waits until a megabyte is retired or a block is
-//! wanted, so readers see a bump once per many frees. Clearing (or
+//! wanted, so readers see a bump once per many frees. A retired entry's
+//! head is marked dead (inside its key's open stripe), so that neither a
+//! reader holding an old bucket nor main's store holding an old [`Slot`]
+//! (an entry's offset, which lets a set write in place without hashing or
+//! probing) takes it for the key's entry. Clearing (or
 //! emptying the table) makes the generation odd, forgets every block and
 //! lays out a new empty index.
 //!
@@ -95,5 +99,5 @@ mod words;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use table::{Batch, Table};
+pub(crate) use table::{Batch, Slot, Table};
 pub(crate) use view::{Lookup, View};

@@ -7,7 +7,7 @@ use std::sync::atomic::{Ordering, fence};
 use std::sync::{Mutex, MutexGuard};
 use yuki_channel::sync;
 
-use super::alloc::{Alloc, class_of, class_size};
+use super::alloc::{Alloc, MAX_CLASS, class_of, class_size};
 use super::hash::hash;
 use super::layout::*;
 use super::words::Words;
@@ -64,6 +64,8 @@ struct Writer {
     /// main about them, and about every miss while there are any.
     overflow: HashSet<Box<str>>,
     scratch: Vec<u8>,
+    /// Counts fresh starts of the heap, which make every [`Slot`] stale.
+    restarts: u64,
 }
 
 impl Table {
@@ -126,6 +128,7 @@ impl Table {
             batching: false,
             overflow: HashSet::new(),
             scratch: Vec::new(),
+            restarts: 0,
         };
         Ok(Table {
             words,
@@ -146,11 +149,40 @@ impl Table {
     /// change once this returns; if the region cannot hold it, readers are
     /// told to ask main about the key instead.
     pub(crate) fn set(&self, key: &str, value: &[u8], deadline_ns: u64) {
+        self.set_at(None, key, value, deadline_ns);
+    }
+
+    /// As [`Table::set`], given the [`Slot`] the last `set_at` of `key`
+    /// returned (if no remove or clear of it came since): a value that
+    /// fits the key's block is then written in place without hashing the
+    /// key or probing the index. Returns the slot to give next time, or
+    /// `None` when readers must ask main about the key. A slot that is
+    /// stale is detected (the entry it names is dead or another key's) and
+    /// costs only the usual path.
+    pub(crate) fn set_at(
+        &self,
+        slot: Option<Slot>,
+        key: &str,
+        value: &[u8],
+        deadline_ns: u64,
+    ) -> Option<Slot> {
+        let mut w = sync::lock(&self.writer);
+        let slot = w.set_at(slot, key, value, deadline_ns);
+        w.close_all();
+        slot
+    }
+
+    /// Gives `key`'s value the deadline `deadline_ns` (`u64::MAX`: never),
+    /// as the store's `expire` and `persist` do; nothing if the table does
+    /// not hold the key (absent, or left to main).
+    pub(crate) fn set_deadline(&self, key: &str, deadline_ns: u64) {
         let h = self.hash(key);
         let mut w = sync::lock(&self.writer);
-        w.open(stripe_of(h, self.stripes));
-        w.set(h, key, value, deadline_ns);
-        w.close_all();
+        if let Some((_, at)) = w.probe(h, key).found {
+            w.open(stripe_of(h, self.stripes));
+            w.words.store(at + 8, deadline_ns, Ordering::Relaxed);
+            w.close_all();
+        }
     }
 
     /// Removes `key`; readers see it absent once this returns.
@@ -196,6 +228,33 @@ impl Table {
     }
 }
 
+/// Where a key's entry lies in the region, for a caller that keeps it with
+/// its own copy of the key (main's store) so that the next set of the key
+/// skips the hash and the probe: the entry's offset, the key's stripe, and
+/// which fresh start of the heap it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot(std::num::NonZeroU64);
+
+impl Slot {
+    const RESTARTS: u64 = 0xfff;
+
+    fn new(at: usize, stripe: usize, restarts: u64) -> Slot {
+        // Entries lie past the header: the offset is never zero. Offsets
+        // below 2^43 and stripes below 2^12 fit (both checked on use).
+        let word = (at as u64 >> 3) | (stripe as u64) << 40 | (restarts & Self::RESTARTS) << 52;
+        Slot(std::num::NonZeroU64::new(word).unwrap_or(std::num::NonZeroU64::MIN))
+    }
+
+    fn parts(self) -> (usize, usize, u64) {
+        let w = self.0.get();
+        (
+            ((w & ((1 << 40) - 1)) << 3) as usize,
+            ((w >> 40) & 0xfff) as usize,
+            w >> 52,
+        )
+    }
+}
+
 /// Changes made together: see [`Table::batch`].
 pub(crate) struct Batch<'a> {
     table: &'a Table,
@@ -211,10 +270,20 @@ impl std::fmt::Debug for Batch<'_> {
 impl Batch<'_> {
     /// As [`Table::set`], seen with the rest of the batch.
     pub(crate) fn set(&self, key: &str, value: &[u8], deadline_ns: u64) {
-        let h = self.table.hash(key);
-        let mut w = self.writer.borrow_mut();
-        w.open(stripe_of(h, self.table.stripes));
-        w.set(h, key, value, deadline_ns);
+        self.set_at(None, key, value, deadline_ns);
+    }
+
+    /// As [`Table::set_at`], seen with the rest of the batch.
+    pub(crate) fn set_at(
+        &self,
+        slot: Option<Slot>,
+        key: &str,
+        value: &[u8],
+        deadline_ns: u64,
+    ) -> Option<Slot> {
+        self.writer
+            .borrow_mut()
+            .set_at(slot, key, value, deadline_ns)
     }
 
     /// As [`Table::remove`], seen with the rest of the batch.
@@ -237,6 +306,31 @@ impl Drop for Batch<'_> {
 }
 
 impl Writer {
+    /// Sets `key`, in place at `slot` if it is still its entry; the stripe
+    /// stays open.
+    #[inline]
+    fn set_at(
+        &mut self,
+        slot: Option<Slot>,
+        key: &str,
+        value: &[u8],
+        deadline: u64,
+    ) -> Option<Slot> {
+        if let Some(slot) = slot {
+            let (at, stripe, restarts) = slot.parts();
+            if restarts == self.restarts & Slot::RESTARTS
+                && self.rewrite(at, stripe, key, value, deadline)
+            {
+                return Some(slot);
+            }
+        }
+        let h = hash(self.seed, key.as_bytes());
+        let stripe = stripe_of(h, self.stripes());
+        self.open(stripe);
+        let at = self.set(h, key, value, deadline)?;
+        Some(Slot::new(at, stripe, self.restarts))
+    }
+
     /// Makes `stripe` odd until [`Writer::close_all`], unless it already is.
     #[inline]
     fn open(&mut self, stripe: usize) {
@@ -322,9 +416,15 @@ impl Writer {
             .put_bytes(at + ENTRY_HEAD + pad(key.len()), value);
     }
 
-    fn set(&mut self, h: u64, key: &str, value: &[u8], deadline: u64) {
-        let placed = key.len() <= MAX_KEY && self.place(h, key, value, deadline);
-        if !placed {
+    /// Sets `key` (its stripe open); the entry's offset, or `None` if the
+    /// region could not hold it and readers must ask main.
+    fn set(&mut self, h: u64, key: &str, value: &[u8], deadline: u64) -> Option<usize> {
+        let placed = if key.len() <= MAX_KEY {
+            self.place(h, key, value, deadline)
+        } else {
+            None
+        };
+        if placed.is_none() {
             self.forget(h, key);
             if self.overflow.is_empty() {
                 self.words.store(H_INCOMPLETE, 1, Ordering::Relaxed);
@@ -333,39 +433,87 @@ impl Writer {
         } else if !self.overflow.is_empty() {
             self.settled(key);
         }
+        placed
     }
 
-    /// Puts the entry in the region; false if it has no room for it.
+    /// Rewrites the entry at `at` in place if it is `key`'s live entry and
+    /// the value fits its block (opening `stripe` first); false otherwise.
     #[inline]
-    fn place(&mut self, h: u64, key: &str, value: &[u8], deadline: u64) -> bool {
+    fn rewrite(
+        &mut self,
+        at: usize,
+        stripe: usize,
+        key: &str,
+        value: &[u8],
+        deadline: u64,
+    ) -> bool {
+        let need = entry_len(key.len(), value.len());
+        let Some(head) = self.words.get(at, Ordering::Relaxed) else {
+            return false;
+        };
+        let (key_len, class, _) = entry_parts(head);
+        // A retired entry is marked dead, so a stale offset fails here.
+        if key_len != key.len()
+            || class > MAX_CLASS
+            || stripe >= self.stripes()
+            || !self.words.fits(at, class_size(class))
+            || !fits_block(need, class)
+            || !self.words.holds(at + ENTRY_HEAD, key.as_bytes())
+        {
+            return false;
+        }
+        self.open(stripe);
+        self.write_in_place(at, class, key, value, deadline);
+        true
+    }
+
+    /// Writes a new value and deadline into `key`'s entry at `at`; its
+    /// stripe is open, so a reader that saw any of this retries.
+    #[inline]
+    fn write_in_place(&self, at: usize, class: usize, key: &str, value: &[u8], deadline: u64) {
+        self.words.store(
+            at,
+            entry_head(key.len(), class, value.len()),
+            Ordering::Relaxed,
+        );
+        self.words.store(at + 8, deadline, Ordering::Relaxed);
+        self.words
+            .put_bytes(at + ENTRY_HEAD + pad(key.len()), value);
+    }
+
+    /// Takes a block out of use: readers that reach it through a bucket
+    /// they loaded before see no key in it, and writers holding its offset
+    /// find it dead.
+    fn retire(&mut self, at: usize, class: usize) {
+        self.words.store(at, DEAD, Ordering::Relaxed);
+        self.alloc.retire(at, class);
+    }
+
+    fn stripes(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// Puts the entry in the region; its offset, or `None` if the region
+    /// has no room for it.
+    #[inline]
+    fn place(&mut self, h: u64, key: &str, value: &[u8], deadline: u64) -> Option<usize> {
         let need = entry_len(key.len(), value.len());
         if need > self.words.len() {
-            return false;
+            return None;
         }
         let want = class_of(need);
         let probe = self.probe(h, key);
         if let Some((slot, at)) = probe.found {
             let (_, class, _) = entry_parts(self.words.load(at, Ordering::Relaxed));
-            if want <= class && class <= want + 4 {
-                // In place: the stripe is odd, so a reader that saw any of
-                // this retries.
-                self.words.store(
-                    at,
-                    entry_head(key.len(), class, value.len()),
-                    Ordering::Relaxed,
-                );
-                self.words.store(at + 8, deadline, Ordering::Relaxed);
-                self.words
-                    .put_bytes(at + ENTRY_HEAD + pad(key.len()), value);
-                return true;
+            if fits_block(need, class) {
+                self.write_in_place(at, class, key, value, deadline);
+                return Some(at);
             }
-            let Some((new, new_class)) = self.allocate(want) else {
-                return false;
-            };
+            let (new, new_class) = self.allocate(want)?;
             self.write_entry(new, new_class, key, value, deadline);
             self.words.store(slot, bucket(h, new), Ordering::Release);
-            self.alloc.retire(at, class);
-            return true;
+            self.retire(at, class);
+            return Some(new);
         }
         let mut free = probe.free;
         let grow = match free {
@@ -379,20 +527,16 @@ impl Writer {
             } else if self.used + 1 >= self.buckets() - self.buckets() / 8 {
                 // The index cannot grow, and a fuller one would make every
                 // probe long.
-                return false;
+                return None;
             }
         }
-        let Some((slot, fresh)) = free else {
-            return false;
-        };
-        let Some((at, class)) = self.allocate(want) else {
-            return false;
-        };
+        let (slot, fresh) = free?;
+        let (at, class) = self.allocate(want)?;
         self.write_entry(at, class, key, value, deadline);
         self.words.store(slot, bucket(h, at), Ordering::Release);
         self.live += 1;
         self.used += usize::from(fresh);
-        true
+        Some(at)
     }
 
     fn remove(&mut self, h: u64, key: &str) {
@@ -413,7 +557,7 @@ impl Writer {
         if let Some((slot, at)) = self.probe(h, key).found {
             self.words.store(slot, TOMB, Ordering::Release);
             let (_, class, _) = entry_parts(self.words.load(at, Ordering::Relaxed));
-            self.alloc.retire(at, class);
+            self.retire(at, class);
             self.live -= 1;
         }
     }
@@ -489,12 +633,19 @@ impl Writer {
             self.words.store(at + 8 * pos, b, Ordering::Relaxed);
         }
         let (old_at, old_class) = (self.index_at, self.index_class);
+        // Odd around the change of the index's place: a reader that loads
+        // the new place with the old generation retries (the new buckets
+        // need not be visible to it yet); one that loads the new
+        // generation sees the new index whole.
+        self.generation += 1;
+        self.words.store(H_GEN, self.generation, Ordering::Relaxed);
+        fence(Ordering::Release);
         self.words.store(H_INDEX_AT, at as u64, Ordering::Relaxed);
         self.words
             .store(H_INDEX_LOG2, u64::from(log2), Ordering::Relaxed);
-        // Readers that started before see the generation change and retry;
-        // those that start after see the new index whole.
-        self.bump_gen();
+        self.generation += 1;
+        self.words.store(H_GEN, self.generation, Ordering::Release);
+        fence(Ordering::Release);
         self.alloc.retire(old_at, old_class);
         (self.index_at, self.index_class, self.log2) = (at, class, log2);
         self.used = self.live;
@@ -524,6 +675,7 @@ impl Writer {
             Ordering::Relaxed,
         );
         (self.index_at, self.index_class, self.log2) = (at, class, MIN_INDEX_LOG2);
+        self.restarts = self.restarts.wrapping_add(1);
         self.live = 0;
         self.used = 0;
         self.generation += 1;
@@ -535,3 +687,11 @@ impl Writer {
 /// A table emptied of keys starts its heap afresh once it has handed out
 /// this much (below it, the reuse of free blocks is enough).
 const RESTART_BYTES: usize = if cfg!(miri) { 1 << 10 } else { 64 << 10 };
+
+/// Whether an entry of `need` bytes goes in a block of `class` in place:
+/// it fits, and the block is at most four classes (about twice) larger.
+#[inline]
+fn fits_block(need: usize, class: usize) -> bool {
+    let want = class_of(need);
+    want <= class && class <= want + 4
+}

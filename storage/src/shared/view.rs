@@ -36,6 +36,15 @@ enum Seen {
     NeedRoom(usize),
 }
 
+/// One pass of a read: what it is checked against, and where it walks.
+struct Pass {
+    stripe: usize,
+    seq: u64,
+    generation: u64,
+    index: usize,
+    log2: u64,
+}
+
 /// A child's side: reads only; the `len` bytes at `base` may be changed by
 /// main at any moment.
 pub(crate) struct View {
@@ -121,23 +130,14 @@ impl View {
             return Lookup::AskMain;
         }
         let h = hash(self.seed, key.as_bytes());
-        let stripe = STRIPES_AT + 8 * stripe_of(h, self.stripes);
         for _ in 0..RETRIES {
-            let generation = self.words.load(H_GEN, Ordering::Acquire);
-            let seq = self.words.load(stripe, Ordering::Acquire);
-            if generation % 2 == 1 || seq % 2 == 1 {
+            let Some(pass) = self.begin(h) else {
                 std::hint::spin_loop();
                 continue;
-            }
-            let seen = self.find(h, key, now_ns, out);
+            };
+            let seen = self.find(&pass, h, key, now_ns, out);
             let incomplete = self.words.load(H_INCOMPLETE, Ordering::Relaxed) != 0;
-            // Everything loaded above comes before the checks below: if
-            // any of it was stored by a change that began after the loads
-            // of `generation` and `seq`, the checks see that change's marks.
-            fence(Ordering::Acquire);
-            if self.words.load(stripe, Ordering::Relaxed) != seq
-                || self.words.load(H_GEN, Ordering::Relaxed) != generation
-            {
+            if !self.still_valid(&pass) {
                 std::hint::spin_loop();
                 continue;
             }
@@ -155,13 +155,43 @@ impl View {
         Lookup::AskMain
     }
 
+    /// Starts a pass for the key hashed `h`: the marks it will be checked
+    /// against, and the index it walks; `None` while main is changing them.
+    #[inline]
+    fn begin(&self, h: u64) -> Option<Pass> {
+        let stripe = STRIPES_AT + 8 * stripe_of(h, self.stripes);
+        let generation = self.words.load(H_GEN, Ordering::Acquire);
+        let seq = self.words.load(stripe, Ordering::Acquire);
+        if generation % 2 == 1 || seq % 2 == 1 {
+            return None;
+        }
+        Some(Pass {
+            stripe,
+            seq,
+            generation,
+            index: self.words.load(H_INDEX_AT, Ordering::Relaxed) as usize,
+            log2: self.words.load(H_INDEX_LOG2, Ordering::Relaxed),
+        })
+    }
+
+    /// Whether nothing `pass` read changed while it read.
+    #[inline]
+    fn still_valid(&self, pass: &Pass) -> bool {
+        // Every load of the pass comes before the checks: if any of them
+        // read a word stored after main marked a change (odd stripe, new
+        // generation, each followed by a Release fence), this fence
+        // synchronizes with main's and the checks see the mark.
+        fence(Ordering::Acquire);
+        self.words.load(pass.stripe, Ordering::Relaxed) == pass.seq
+            && self.words.load(H_GEN, Ordering::Relaxed) == pass.generation
+    }
+
     /// One pass: the index, then the entry; every offset and length is
     /// checked against the region before use.
     #[inline]
-    fn find(&self, h: u64, key: &str, now_ns: u64, out: &mut Vec<u8>) -> Seen {
+    fn find(&self, pass: &Pass, h: u64, key: &str, now_ns: u64, out: &mut Vec<u8>) -> Seen {
         let w = &self.words;
-        let index = w.load(H_INDEX_AT, Ordering::Relaxed) as usize;
-        let log2 = w.load(H_INDEX_LOG2, Ordering::Relaxed);
+        let (index, log2) = (pass.index, pass.log2);
         if log2 >= 48 || !w.fits(index, 8 << log2) {
             return Seen::Garbled;
         }
@@ -199,5 +229,116 @@ impl View {
             pos = (pos + 1) & mask;
         }
         Seen::Garbled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The checks of one pass, with main's changes made at chosen points
+    //! between a pass's start and its end.
+
+    use super::super::tests::Region;
+    use super::*;
+
+    const NEVER: u64 = u64::MAX;
+
+    /// A pass over `key` that sees `change` happen between its start and
+    /// its checks: whether the pass still counts.
+    fn survives(region: &Region, key: &str, change: impl FnOnce()) -> bool {
+        let v = region.view();
+        let h = hash(v.seed, key.as_bytes());
+        let pass = v.begin(h).expect("no change under way");
+        change();
+        let mut out = Vec::new();
+        let _ = v.find(&pass, h, key, 0, &mut out);
+        v.still_valid(&pass)
+    }
+
+    /// A key in another stripe than `key`'s.
+    fn elsewhere(v: &View, key: &str) -> String {
+        let mine = stripe_of(hash(v.seed, key.as_bytes()), v.stripes);
+        (0..)
+            .map(|i| format!("other{i}"))
+            .find(|k| stripe_of(hash(v.seed, k.as_bytes()), v.stripes) != mine)
+            .expect("some key lies in another stripe")
+    }
+
+    #[test]
+    fn miri_a_change_to_the_key_or_its_stripe_spoils_the_pass() {
+        let r = Region::new(64 << 10);
+        let t = r.table();
+        t.set("k", b"1", NEVER);
+        let other = elsewhere(&r.view(), "k");
+        assert!(survives(&r, "k", || {}), "nothing changed");
+        assert!(
+            survives(&r, "k", || t.set(&other, b"x", NEVER)),
+            "another stripe"
+        );
+        assert!(
+            !survives(&r, "k", || t.set("k", b"2", NEVER)),
+            "rewritten in place"
+        );
+        assert!(!survives(&r, "k", || t.set("k", &[3; 500], NEVER)), "moved");
+        assert!(!survives(&r, "k", || t.remove("k")), "removed");
+        assert!(!survives(&r, "k", || t.set("k", b"4", NEVER)), "set again");
+        assert!(!survives(&r, "k", || t.clear()), "cleared");
+    }
+
+    #[test]
+    fn miri_a_new_index_spoils_the_pass_even_if_the_key_is_untouched() {
+        let r = Region::new(256 << 10);
+        let t = r.table();
+        t.set("k", b"1", NEVER);
+        let v = r.view();
+        let grow = || {
+            for i in 0..200 {
+                let k = elsewhere(&v, &format!("k{i}"));
+                t.set(&format!("{k}-{i}"), b"x", NEVER);
+            }
+        };
+        assert!(!survives(&r, "k", grow), "the index grew");
+    }
+
+    #[test]
+    fn miri_reusing_freed_blocks_spoils_the_pass_even_if_the_key_is_untouched() {
+        let r = Region::new(256 << 10);
+        let t = r.table();
+        let v = r.view();
+        t.set("k", b"1", NEVER);
+        let other = elsewhere(&v, "k");
+        t.set(&other, &[0; 40], NEVER);
+        // The other key moves between two block sizes: each move retires a
+        // block, and enough retired bytes make the next move recycle them.
+        let churn = || {
+            let mut moved = 0;
+            while moved <= super::super::alloc::RECYCLE_BYTES {
+                t.set(&other, &[1; 40], NEVER);
+                t.set(&other, &[2; 400], NEVER);
+                moved += 40 + 400;
+            }
+        };
+        assert!(!survives(&r, "k", churn), "freed blocks were reused");
+    }
+
+    #[test]
+    fn miri_a_batch_is_unreadable_until_it_ends() {
+        let r = Region::new(64 << 10);
+        let t = r.table();
+        let v = r.view();
+        let b_key = elsewhere(&v, "a");
+        t.set("a", b"old", NEVER);
+        t.set(&b_key, b"old", NEVER);
+        let mut out = Vec::new();
+        t.batch(|b| {
+            b.set("a", b"new", NEVER);
+            // Readers retry, then ask main (which waits for the batch).
+            assert_eq!(v.get("a", 0, &mut out), Lookup::AskMain);
+            b.set(&b_key, b"new", NEVER);
+            assert_eq!(v.get(&b_key, 0, &mut out), Lookup::AskMain);
+        });
+        assert_eq!(v.get("a", 0, &mut out), Lookup::Found);
+        assert_eq!(out, b"new");
+        assert_eq!(v.get(&b_key, 0, &mut out), Lookup::Found);
+        assert_eq!(out, b"new");
     }
 }
