@@ -273,7 +273,7 @@ impl Data {
                     let expires = now.get().saturating_add(ttl_nanos).min(NEVER - 1);
                     shard.set_expires(hash, key, expires);
                     if let Some(e) = shard.find_live(hash, key, now) {
-                        sink.set(key, e.value(), expires);
+                        sink.set_deadline(key, e.value(), expires);
                     }
                 }
                 Outcome::Expiring(true)
@@ -282,7 +282,7 @@ impl Data {
                 Some(e) if e.expires() != NEVER => {
                     shard.set_expires(hash, key, NEVER);
                     if let Some(e) = shard.find_live(hash, key, now) {
-                        sink.set(key, e.value(), NEVER);
+                        sink.set_deadline(key, e.value(), NEVER);
                     }
                     Outcome::Persisted(true)
                 }

@@ -29,6 +29,8 @@ pub(crate) trait Sink {
     /// `key` now holds `value` until `expires` (main's clock, nanoseconds;
     /// `u64::MAX` never).
     fn set(&self, key: &str, value: &[u8], expires: u64);
+    /// `key`, which holds `value`, now lives until `expires`.
+    fn set_deadline(&self, key: &str, value: &[u8], expires: u64);
     /// `key` is gone.
     fn remove(&self, key: &str);
 }
@@ -40,6 +42,8 @@ impl Sink for Nowhere {
     #[inline(always)]
     fn set(&self, _: &str, _: &[u8], _: u64) {}
     #[inline(always)]
+    fn set_deadline(&self, _: &str, _: &[u8], _: u64) {}
+    #[inline(always)]
     fn remove(&self, _: &str) {}
 }
 
@@ -47,6 +51,11 @@ impl Sink for Table {
     #[inline]
     fn set(&self, key: &str, value: &[u8], expires: u64) {
         Table::set(self, key, value, expires);
+    }
+    #[inline]
+    fn set_deadline(&self, key: &str, _: &[u8], expires: u64) {
+        // The value stays where it is: only its deadline word changes.
+        Table::set_deadline(self, key, expires);
     }
     #[inline]
     fn remove(&self, key: &str) {
@@ -57,6 +66,10 @@ impl Sink for Table {
 impl Sink for Batch<'_> {
     #[inline]
     fn set(&self, key: &str, value: &[u8], expires: u64) {
+        Batch::set(self, key, value, expires);
+    }
+    #[inline]
+    fn set_deadline(&self, key: &str, value: &[u8], expires: u64) {
         Batch::set(self, key, value, expires);
     }
     #[inline]
