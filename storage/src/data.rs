@@ -120,12 +120,17 @@ impl Data {
         wanted.dedup();
         let mut guards: Vec<_> = wanted.iter().map(|&i| self.shards.write(i)).collect();
         let mut now = self.now();
+        let writes = || {
+            ops.iter()
+                .any(|op| !matches!(op, Op::Get(_) | Op::Contains(_) | Op::Ttl(_)))
+        };
         let outcomes = match &self.mirror {
-            // Readers see the whole batch or none of it.
-            Some(mirror) => mirror.table().batch(|batch| {
+            // Readers see the whole batch or none of it (a batch that only
+            // reads changes nothing there, and takes no table lock).
+            Some(mirror) if writes() => mirror.table().batch(|batch| {
                 self.apply_placed(ops, &placed, &wanted, &mut guards, &mut now, batch)
             }),
-            None => self.apply_placed(ops, &placed, &wanted, &mut guards, &mut now, &Nowhere),
+            _ => self.apply_placed(ops, &placed, &wanted, &mut guards, &mut now, &Nowhere),
         };
         drop(guards);
         give_back();
