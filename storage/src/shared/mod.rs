@@ -78,6 +78,13 @@
 //! emptying the table) makes the generation odd, forgets every block and
 //! lays out a new empty index.
 //!
+//! # Writers
+//!
+//! Main's writes go through one mutex inside [`Table`]: callers need no
+//! lock of their own, and may hold theirs (the store's shard locks) while
+//! they call, as the table never calls back. A [`Slot`] spares a set of a
+//! known key the hash and the probe, not the mutex.
+//!
 //! # Completeness
 //!
 //! A key whose value the region cannot hold (no block, no room for a
