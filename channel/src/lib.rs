@@ -25,6 +25,9 @@
 //!   (calls to services in main, each with a deadline, pushes to a peer,
 //!   peer events), and
 //!   [`InThreadTransport`], its in-process implementation;
+//! - [`SharedRegion`]: memory main shares with its children, which a
+//!   transport that can share memory hands to the store
+//!   ([`Transport::shared_region`]);
 //! - [`codec`]: how typed values become frames (bincode 2), and
 //!   [`codec::mark`]: values marked with their type, so the store and
 //!   pub/sub read a value as another type as the same value or an error;
@@ -90,6 +93,7 @@ mod hosted;
 mod inthread;
 mod local;
 mod passive;
+mod region;
 mod registry;
 mod role;
 mod stream;
@@ -102,6 +106,7 @@ pub use error::{Error, Result, SendError, SendTimeoutError, TrySendError};
 pub use hosted::{ChannelOptions, DEFAULT_PREFETCH, host_channels};
 pub use inthread::InThreadTransport;
 pub use passive::ReceiveLoop;
+pub use region::SharedRegion;
 pub use registry::{Registry, lookup, names, register};
 pub use role::{BOOTSTRAP_ENV, Role, is_main_process, role, set_role};
 pub use transport::{

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::Role;
 use crate::error::{Error, Result};
+use crate::{Role, SharedRegion};
 
 /// Identifies one process of an application; main is always [`PeerId::MAIN`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -240,6 +240,20 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// Per-transport singletons, so that a component attached twice to one
     /// transport shares one state (see [`Extensions::get_or_try_init`]).
     fn extensions(&self) -> &Extensions;
+
+    /// The memory this process shares with the others for the store to
+    /// read without a call: writable in main, read-only in a child. `None`
+    /// (the default) where the transport shares no memory, or sharing is
+    /// turned off: every read is then a call to main.
+    ///
+    /// ```
+    /// use yuki_channel::{InThreadTransport, Transport};
+    /// // In one process there is nothing to share: the map is right here.
+    /// assert!(InThreadTransport::main().shared_region().is_none());
+    /// ```
+    fn shared_region(&self) -> Option<Arc<SharedRegion>> {
+        None
+    }
 }
 
 impl dyn Transport {

@@ -428,6 +428,8 @@ pub(crate) struct ChildLink {
     /// Handlers per stream, shared so that a delivery clones a pointer, not a list.
     pub(crate) push: RwLock<HashMap<String, Arc<[PushHandler]>>>,
     pub(crate) events: RwLock<Vec<PeerEventHandler>>,
+    /// The store's region, closed when main is gone (`store_region.rs`).
+    pub(crate) store_region: std::sync::OnceLock<Arc<yuki_channel::SharedRegion>>,
     when_gone: WhenMainGone,
     /// Set when main asks this child to stop, or is gone.
     pub(crate) stop: Arc<StopSignal>,
@@ -468,6 +470,7 @@ impl ChildLink {
             next_id: AtomicU64::new(1),
             push: RwLock::default(),
             events: RwLock::default(),
+            store_region: std::sync::OnceLock::new(),
             when_gone,
             stop: Arc::default(),
             grace,
@@ -1059,6 +1062,10 @@ impl ChildLink {
         self.free.notify_all();
         self.timer.notify_all();
         self.out.close();
+        // Before any caller wakes: none may read main's data after this.
+        if let Some(region) = self.store_region.get() {
+            region.close();
+        }
         for (_, w) in calls {
             w.complete(Err(Error::disconnected(&reason)));
         }

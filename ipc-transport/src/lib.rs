@@ -82,7 +82,18 @@
 //! ([`NodeBuilder::reply_spin`]): waking a sleeping thread on another core
 //! costs more than the round trip itself.
 //!
-//! # The handshake socket
+//! # The store's shared region
+//!
+//! Beside the links, main makes one more memory file at start-up (Linux,
+//! unless [`NodeBuilder::shared_reads`] is off or `YUKI_SHARED_READS=0`):
+//! 16 GiB, sparse (memory is used only as it is written), mapped
+//! read-write by main and then sealed against resizing and against any new
+//! writable mapping, `write(2)` or hole punching. Every child inherits it
+//! at spawn (a restarted one too), checks its size and seals, and maps it
+//! read-only; the store keeps there the table its children read without a
+//! call ([`Transport::shared_region`](yuki_channel::Transport::shared_region)).
+//! [`Node::shared_reads`] tells whether it is on.
+//!
 //!
 //! A child finds main through a link, `socket`, in a directory of main's
 //! own (mode `0700` from its creation), pointing at an ipc-channel one-shot
@@ -132,6 +143,8 @@ mod rendezvous;
 mod sealed;
 mod spin;
 mod stop;
+#[cfg(target_os = "linux")]
+mod store_region;
 mod supervise;
 mod transport;
 mod wire;

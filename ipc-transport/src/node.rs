@@ -81,6 +81,9 @@ pub struct Node {
     name: String,
     /// This node is the process's main node (see [`NodeBuilder::independent_main`]).
     holds_main: bool,
+    /// Main's store region, which every child it spawns inherits.
+    #[cfg(target_os = "linux")]
+    store_region: Option<Arc<crate::store_region::MainRegion>>,
 }
 
 /// Whether the process's main node is alive: a second `init` in main is
@@ -105,6 +108,7 @@ pub struct NodeBuilder {
     bootstrap: Option<String>,
     independent: bool,
     link: Option<LinkKind>,
+    shared_reads: bool,
 }
 
 impl Default for NodeBuilder {
@@ -121,6 +125,7 @@ impl Default for NodeBuilder {
             bootstrap: None,
             independent: false,
             link: None,
+            shared_reads: true,
         }
     }
 }
@@ -261,6 +266,30 @@ impl NodeBuilder {
         self
     }
 
+    /// Whether children read the store from memory main shares with them
+    /// (default: on, where supported). Main's setting decides for every
+    /// child; the environment variable `YUKI_SHARED_READS=0` in main turns
+    /// it off as well.
+    ///
+    /// On, main keeps a copy of its store's keys and values in a region
+    /// every child maps read-only (Linux only; sealed so that no child can
+    /// write it), and a child's `get` and `contains` read it without a
+    /// message to main. They keep the store's promises: a write returned
+    /// anywhere is seen by every later read, a batch is never seen half
+    /// applied, an expired key is absent. Off, every read is a call to
+    /// main. [`Node::shared_reads`] tells whether it is on.
+    ///
+    /// ```
+    /// use yuki_ipc_transport::Node;
+    /// let node = Node::builder().independent_main().shared_reads(false).init()?;
+    /// assert!(!node.shared_reads());
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn shared_reads(mut self, on: bool) -> NodeBuilder {
+        self.shared_reads = on;
+        self
+    }
+
     /// Starts the node: the server side in main; in a child, the handshake
     /// with main, which fails within the handshake time-out.
     ///
@@ -280,12 +309,7 @@ impl NodeBuilder {
     /// ```
     pub fn init(self) -> Result<Node> {
         if let Some((transport, name)) = lock(&JOINED).clone() {
-            return Ok(Node {
-                transport,
-                supervisor: None,
-                name,
-                holds_main: false,
-            });
+            return Ok(Node::child_node(transport, name));
         }
         if let Some(v) = self.bootstrap.clone() {
             return self.init_child(&v);
@@ -331,7 +355,13 @@ impl NodeBuilder {
             self.stop_timeout,
             self.stall_timeout,
         )?;
-        let transport = Arc::new(IpcTransport::new(Side::Main(hub), self.call_timeout));
+        let transport = IpcTransport::new(Side::Main(hub), self.call_timeout);
+        #[cfg(target_os = "linux")]
+        let store_region = self.store_region();
+        #[cfg(target_os = "linux")]
+        let transport =
+            transport.with_shared_region(store_region.as_ref().map(|r| r.region.clone()));
+        let transport = Arc::new(transport);
         // Children may open a named channel before main opens any.
         let seam: Arc<dyn Transport> = transport.clone();
         yuki_channel::host_channels(&seam)?;
@@ -340,19 +370,37 @@ impl NodeBuilder {
             supervisor: Some(supervisor),
             name: "main".into(),
             holds_main,
+            #[cfg(target_os = "linux")]
+            store_region,
         })
+    }
+
+    /// Main's store region, if shared reads are on and it can be made
+    /// (else logged: reads then go to main).
+    #[cfg(target_os = "linux")]
+    fn store_region(&self) -> Option<Arc<crate::store_region::MainRegion>> {
+        use crate::store_region::{self, LEN, MainRegion, OFF_ENV};
+        if !self.shared_reads {
+            return None;
+        }
+        if !store_region::allowed_by_env() {
+            tracing::debug!("{OFF_ENV}=0: store reads go to main");
+            return None;
+        }
+        match MainRegion::create(LEN) {
+            Ok(region) => Some(Arc::new(region)),
+            Err(why) => {
+                tracing::warn!(%why, "no shared store region; store reads go to main");
+                None
+            }
+        }
     }
 
     fn init_child(self, value: &str) -> Result<Node> {
         // One join at a time: a second caller waits and shares the link.
         let mut joined_slot = lock(&JOINED);
         if let Some((transport, name)) = joined_slot.clone() {
-            return Ok(Node {
-                transport,
-                supervisor: None,
-                name,
-                holds_main: false,
-            });
+            return Ok(Node::child_node(transport, name));
         }
         let joined = rendezvous::join(value, self.handshake_timeout)?;
         // Fixed only once joined, so a failed join leaves the role alone;
@@ -374,14 +422,22 @@ impl NodeBuilder {
         )
         .map_err(|e| Error::os("starting the link threads", e))?;
         tracing::debug!(peer, %name, "joined main");
-        let transport = Arc::new(IpcTransport::new(Side::Child(link), self.call_timeout));
+        #[cfg(target_os = "linux")]
+        let region = crate::store_region::inherited();
+        #[cfg(target_os = "linux")]
+        if let Some(region) = &region {
+            let _ = link.store_region.set(region.clone());
+            // Main may have gone while the region was being mapped.
+            if link.is_gone() {
+                region.close();
+            }
+        }
+        let transport = IpcTransport::new(Side::Child(link), self.call_timeout);
+        #[cfg(target_os = "linux")]
+        let transport = transport.with_shared_region(region);
+        let transport = Arc::new(transport);
         *joined_slot = Some((transport.clone(), name.clone()));
-        Ok(Node {
-            transport,
-            supervisor: None,
-            name,
-            holds_main: false,
-        })
+        Ok(Node::child_node(transport, name))
     }
 }
 
@@ -478,13 +534,14 @@ impl ChildBuilder<'_> {
             .link
             .unwrap_or(self.node.link_kind())
             .check_supported()?;
-        sup.spawn(
-            &self.name,
-            self.command,
-            self.restart,
-            self.death_signal,
-            link,
-        )
+        #[allow(unused_mut)]
+        let mut command = self.command;
+        #[cfg(target_os = "linux")]
+        match &self.node.store_region {
+            Some(region) => region.hand_down(&mut command),
+            None => crate::store_region::withhold(&mut command),
+        }
+        sup.spawn(&self.name, command, self.restart, self.death_signal, link)
     }
 }
 
@@ -498,6 +555,37 @@ impl Node {
     /// Options for [`Node::init`].
     pub fn builder() -> NodeBuilder {
         NodeBuilder::default()
+    }
+
+    /// A child's node on its joined link.
+    fn child_node(transport: Arc<IpcTransport>, name: String) -> Node {
+        Node {
+            transport,
+            supervisor: None,
+            name,
+            holds_main: false,
+            #[cfg(target_os = "linux")]
+            store_region: None,
+        }
+    }
+
+    /// Whether the store's reads in children go through shared memory
+    /// (see [`NodeBuilder::shared_reads`]): in main, whether the region was
+    /// made; in a child, whether it was handed down and mapped. A store
+    /// whose clock is not the system's (`yuki_storage::ManualClock`) still
+    /// reads from main.
+    ///
+    /// ```
+    /// use yuki_ipc_transport::Node;
+    /// let node = Node::builder().independent_main().init()?;
+    /// // On by default where it is supported, unless YUKI_SHARED_READS=0.
+    /// let expected = cfg!(target_os = "linux")
+    ///     && std::env::var("YUKI_SHARED_READS").as_deref() != Ok("0");
+    /// assert_eq!(node.shared_reads(), expected);
+    /// # Ok::<(), yuki_ipc_transport::Error>(())
+    /// ```
+    pub fn shared_reads(&self) -> bool {
+        self.transport.shared_region().is_some()
     }
 
     /// This process's role.

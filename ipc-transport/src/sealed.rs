@@ -45,7 +45,7 @@ pub(crate) fn create(len: usize) -> Result<OwnedFd, String> {
 }
 
 /// `file`, moved to a descriptor of 3 or more if it sits on a standard one.
-fn above_stdio(file: OwnedFd) -> Result<OwnedFd, String> {
+pub(crate) fn above_stdio(file: OwnedFd) -> Result<OwnedFd, String> {
     if file.as_raw_fd() > 2 {
         return Ok(file);
     }
@@ -64,6 +64,15 @@ fn above_stdio(file: OwnedFd) -> Result<OwnedFd, String> {
 /// Refuses a file that is not `len` bytes or lacks any of [`SEALS`]: only
 /// such a file is safe to map, whatever its other holders do.
 pub(crate) fn check(file: BorrowedFd<'_>, len: usize) -> Result<(), String> {
+    check_with(file, len, SEALS)
+}
+
+/// [`check`] with other seals required: `seals`, all of them.
+pub(crate) fn check_with(
+    file: BorrowedFd<'_>,
+    len: usize,
+    seals_needed: i32,
+) -> Result<(), String> {
     // SAFETY: fcntl and fstat on a live descriptor; `st` is ours.
     let (seals, size) = unsafe {
         let seals = libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS);
@@ -76,9 +85,9 @@ pub(crate) fn check(file: BorrowedFd<'_>, len: usize) -> Result<(), String> {
         }
         (seals, st.st_size)
     };
-    if seals < 0 || seals & SEALS != SEALS {
+    if seals < 0 || seals & seals_needed != seals_needed {
         return Err(format!(
-            "its memory file is not sealed against resizing (seals {seals:#x}, needs {SEALS:#x})"
+            "its memory file is not sealed (seals {seals:#x}, needs {seals_needed:#x})"
         ));
     }
     if u64::try_from(size).ok() != Some(len as u64) {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use yuki_channel::{
     DropHandler, Error, Extensions, PeerEventHandler, PeerId, PushHandler, ReplyHandler, Result,
-    Role, Service, Transport,
+    Role, Service, SharedRegion, Transport,
 };
 
 use crate::child_side::ChildLink;
@@ -20,6 +20,8 @@ pub struct IpcTransport {
     extensions: Extensions,
     /// The deadline of main's own calls that name none.
     call_timeout: Duration,
+    /// The store's region (`store_region.rs`), when shared reads are on.
+    shared_region: Option<Arc<SharedRegion>>,
 }
 
 pub(crate) enum Side {
@@ -33,7 +35,14 @@ impl IpcTransport {
             side,
             extensions: Extensions::default(),
             call_timeout,
+            shared_region: None,
         }
+    }
+
+    /// This transport, handing `region` to the store.
+    pub(crate) fn with_shared_region(mut self, region: Option<Arc<SharedRegion>>) -> IpcTransport {
+        self.shared_region = region;
+        self
     }
 
     /// See [`Node::pending_calls`](crate::Node::pending_calls).
@@ -184,6 +193,10 @@ impl Transport for IpcTransport {
 
     fn extensions(&self) -> &Extensions {
         &self.extensions
+    }
+
+    fn shared_region(&self) -> Option<Arc<SharedRegion>> {
+        self.shared_region.clone()
     }
 }
 

@@ -5,6 +5,10 @@
 //! shard order for a batch, every shard (in order) for `get_all`, `keys`,
 //! `len` and `clear`. Taking locks in one global order means no two
 //! operations can wait on each other in a cycle.
+//!
+//! With a [`Mirror`], every change is copied to the shared table before
+//! the shard locks are released (`mirror.rs`): the table's own lock comes
+//! after them in that order.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -20,6 +24,7 @@ use crate::clock::Clock;
 use crate::entry::{Entry, NEVER};
 use crate::error::Error;
 use crate::glob::{self, Glob};
+use crate::mirror::{Mirror, Nowhere, Sink};
 use crate::protocol::{Op, Reply};
 use crate::shards::{Now, Shard, Shards, Touched, give_back};
 use crate::watch::Watchers;
@@ -32,11 +37,18 @@ pub(crate) struct Data {
     purger_started: AtomicBool,
     /// Dropping it stops the background purge.
     purger_stop: Mutex<Option<Sender<()>>>,
+    /// The table children read, when they read from shared memory.
+    mirror: Option<Mirror>,
     me: Weak<Data>,
 }
 
 impl Data {
-    pub(crate) fn new(shards: usize, clock: Arc<dyn Clock>, purge_every: Duration) -> Arc<Data> {
+    pub(crate) fn new(
+        shards: usize,
+        clock: Arc<dyn Clock>,
+        purge_every: Duration,
+        mirror: Option<Mirror>,
+    ) -> Arc<Data> {
         Arc::new_cyclic(|me| Data {
             shards: Shards::new(shards),
             clock,
@@ -44,12 +56,18 @@ impl Data {
             purge_every,
             purger_started: AtomicBool::new(false),
             purger_stop: Mutex::new(None),
+            mirror,
             me: me.clone(),
         })
     }
 
     fn now(&self) -> Now<'_> {
         Now::new(&*self.clock)
+    }
+
+    /// Whether children read this data from shared memory.
+    pub(crate) fn is_mirrored(&self) -> bool {
+        self.mirror.is_some()
     }
 
     /// Runs `f` on the live value of `key` under its shard's read lock.
@@ -79,7 +97,10 @@ impl Data {
         let hash = self.shards.hash(key);
         let mut shard = self.shards.write(self.shards.index(hash));
         let mut now = self.now();
-        let outcome = self.apply(&mut shard, hash, op, &mut now);
+        let outcome = match &self.mirror {
+            Some(mirror) => self.apply(&mut shard, hash, op, &mut now, mirror.table()),
+            None => self.apply(&mut shard, hash, op, &mut now, &Nowhere),
+        };
         drop(shard);
         give_back();
         outcome
@@ -89,8 +110,8 @@ impl Data {
     /// other operation sees the batch half applied.
     pub(crate) fn apply_batch(&self, ops: &[Op<'_>]) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(ops.len());
-        self.locked_batch(ops, |shard, hash, op, now| {
-            outcomes.push(self.apply(shard, hash, op, now));
+        self.locked_batch(ops, |shard, hash, op, now, sink| {
+            outcomes.push(self.apply(shard, hash, op, now, sink));
         });
         outcomes
     }
@@ -100,13 +121,13 @@ impl Data {
     /// service encodes it from there, where an [`Outcome`] would copy the
     /// key and the value only to be encoded and dropped.
     pub(crate) fn answer_batch(&self, ops: &[Op<'_>], mut each: impl FnMut(Reply<'_>)) {
-        self.locked_batch(ops, |shard, hash, op, now| match *op {
+        self.locked_batch(ops, |shard, hash, op, now, sink| match *op {
             Op::Get(key) => each(Reply::Value(
                 shard
                     .find_live(hash, key, now)
                     .map(|e| Bytes::new(e.value())),
             )),
-            _ => each(self.apply(shard, hash, op, now).to_reply()),
+            _ => each(self.apply(shard, hash, op, now, sink).to_reply()),
         });
     }
 
@@ -116,7 +137,7 @@ impl Data {
     fn locked_batch(
         &self,
         ops: &[Op<'_>],
-        mut f: impl FnMut(&mut Shard, u64, &Op<'_>, &mut Now<'_>),
+        mut f: impl FnMut(&mut Shard, u64, &Op<'_>, &mut Now<'_>, &dyn Sink),
     ) {
         let placed: Vec<(u64, usize)> = ops
             .iter()
@@ -128,14 +149,33 @@ impl Data {
         let touched = Touched::new(self.shards.count(), placed.iter().map(|&(_, i)| i));
         let mut guards: Vec<_> = touched.shards().map(|i| self.shards.write(i)).collect();
         let mut now = self.now();
-        for (op, &(hash, index)) in ops.iter().zip(&placed) {
-            f(&mut guards[touched.slot(index)], hash, op, &mut now);
+        // Readers of the shared table see the whole batch or none of it (a
+        // batch that only reads changes nothing there, and takes no table
+        // lock).
+        let writes = ops
+            .iter()
+            .any(|op| !matches!(op, Op::Get(_) | Op::Contains(_) | Op::Ttl(_)));
+        let mut run = |sink: &dyn Sink| {
+            for (op, &(hash, index)) in ops.iter().zip(&placed) {
+                f(&mut guards[touched.slot(index)], hash, op, &mut now, sink);
+            }
+        };
+        match &self.mirror {
+            Some(mirror) if writes => mirror.table().batch(|batch| run(batch)),
+            _ => run(&Nowhere),
         }
         drop(guards);
         give_back();
     }
 
-    fn apply(&self, shard: &mut Shard, hash: u64, op: &Op<'_>, now: &mut Now<'_>) -> Outcome {
+    fn apply<S: Sink + ?Sized>(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        op: &Op<'_>,
+        now: &mut Now<'_>,
+        sink: &S,
+    ) -> Outcome {
         match *op {
             Op::Get(key) => Outcome::Got {
                 key: key.to_owned(),
@@ -155,20 +195,26 @@ impl Data {
                     }
                 };
                 shard.put(self.shards.hasher(), hash, key, value, expires);
+                sink.set(key, value, expires);
                 self.changed(key, Some(value));
                 Outcome::Set
             }
             Op::Delete(key) => match shard.remove(self.shards.hasher(), hash, key) {
                 Some(e) => {
+                    sink.remove(key);
                     self.changed(key, None);
                     Outcome::Deleted(e.live(now))
                 }
                 None => Outcome::Deleted(false),
             },
             Op::Incr { key, by } => {
+                let mut expires = NEVER;
                 let current = match shard.find_live(hash, key, now) {
                     Some(e) => match Integer::read(e.value()) {
-                        Some(n) => Some(n),
+                        Some(n) => {
+                            expires = e.expires();
+                            Some(n)
+                        }
                         None => {
                             return Outcome::Failed(Error::NotAnInteger {
                                 key: key.to_owned(),
@@ -197,6 +243,7 @@ impl Data {
                 } else {
                     shard.put(self.shards.hasher(), hash, key, &bytes, NEVER);
                 }
+                sink.set(key, &bytes, expires);
                 self.changed(key, Some(&bytes));
                 Outcome::Incremented(returned)
             }
@@ -208,10 +255,12 @@ impl Data {
                 match new {
                     Some(v) => {
                         shard.put(self.shards.hasher(), hash, key, v, NEVER);
+                        sink.set(key, v, NEVER);
                         self.changed(key, Some(v));
                     }
                     None => {
                         if shard.remove(self.shards.hasher(), hash, key).is_some() {
+                            sink.remove(key);
                             self.changed(key, None);
                         }
                     }
@@ -229,17 +278,24 @@ impl Data {
                 if ttl_nanos == 0 {
                     // As Redis does: a deadline that has passed removes the key.
                     shard.remove(self.shards.hasher(), hash, key);
+                    sink.remove(key);
                     self.changed(key, None);
                 } else {
                     self.start_purger();
                     let expires = now.get().saturating_add(ttl_nanos).min(NEVER - 1);
                     shard.set_expires(hash, key, expires);
+                    if let Some(e) = shard.find_live(hash, key, now) {
+                        sink.set_deadline(key, e.value(), expires);
+                    }
                 }
                 Outcome::Expiring(true)
             }
             Op::Persist(key) => match shard.find_live(hash, key, now) {
                 Some(e) if e.expires() != NEVER => {
                     shard.set_expires(hash, key, NEVER);
+                    if let Some(e) = shard.find_live(hash, key, now) {
+                        sink.set_deadline(key, e.value(), NEVER);
+                    }
                     Outcome::Persisted(true)
                 }
                 _ => Outcome::Persisted(false),
@@ -310,6 +366,9 @@ impl Data {
             .iter_mut()
             .map(|g| g.clear(&mut now, |k| self.changed(k, None)))
             .sum();
+        if let Some(mirror) = &self.mirror {
+            mirror.table().clear();
+        }
         drop(guards);
         give_back();
         cleared
@@ -330,7 +389,12 @@ impl Data {
                 let purged = self
                     .shards
                     .write(i)
-                    .purge(self.shards.hasher(), &mut now, |k| self.changed(k, None));
+                    .purge(self.shards.hasher(), &mut now, |k| {
+                        if let Some(mirror) = &self.mirror {
+                            mirror.table().remove(k);
+                        }
+                        self.changed(k, None)
+                    });
                 give_back();
                 purged
             })
@@ -385,6 +449,7 @@ mod tests {
             64,
             Arc::new(SystemClock::default()),
             Duration::from_secs(60),
+            None,
         );
         let keys: Vec<String> = (0..400_000).map(|i| format!("key:{i}")).collect();
         let fill = || {

@@ -18,6 +18,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::data::Data;
 use crate::error::{Error, Result};
 use crate::limits::{MAX_VALUE_LEN, check_batch, check_key, check_prefix, check_value};
+use crate::mirror::Mirror;
 use crate::protocol::{Op, Reply, Request, SERVICE};
 use crate::service::StoreService;
 use crate::value;
@@ -140,7 +141,7 @@ impl Store {
 
     /// [`Store::local`] with settings.
     pub fn local_with(config: Config) -> Store {
-        let data = Data::new(config.shards, config.clock, config.purge_every);
+        let data = Data::new(config.shards, config.clock, config.purge_every, None);
         Store::new(
             Any::Local(Local {
                 data,
@@ -201,7 +202,8 @@ impl Store {
         let ext = transport.extensions();
         let attached = ext.get_or_try_init::<Attached, Error>(|| {
             if transport.role().is_main() {
-                let data = Data::new(config.shards, config.clock, config.purge_every);
+                let mirror = Mirror::create(transport.shared_region(), &*config.clock);
+                let data = Data::new(config.shards, config.clock, config.purge_every, mirror);
                 data.watchers.set_pusher(Arc::downgrade(&transport));
                 let service = StoreService {
                     data: data.clone(),
@@ -266,6 +268,36 @@ impl Store {
     /// Whether this process holds the data (main, or a local store).
     pub fn is_owner(&self) -> bool {
         matches!(self.backend, Any::Local(_))
+    }
+
+    /// Whether children read this store from memory main shares with them,
+    /// without a call: in main, whether it keeps the shared table; in a
+    /// child, whether it reads it now. Needs a transport that shares memory
+    /// (the ipc transport on Linux, with `NodeBuilder::shared_reads` on)
+    /// and main's clock to be the system's ([`SystemClock`]); `false` for a
+    /// local or in-thread store, whose reads are in place anyway, and for
+    /// Redis.
+    ///
+    /// Reads from shared memory keep every promise of the store: a write
+    /// that returned in any process is seen by every later read, a batch
+    /// is never seen half applied, an expired key is absent, and values
+    /// are decoded (or refused as [`Error::WrongType`]) as always. A read
+    /// the table cannot answer at once (main is rewriting that very key,
+    /// or the region is full) is a call to main as before; once main is
+    /// gone, reads fail with [`Error::Disconnected`] as calls do.
+    ///
+    /// ```
+    /// use yuki_channel::InThreadTransport;
+    /// let store = yuki_storage::Store::attach(InThreadTransport::main()).unwrap();
+    /// assert!(!store.shares_reads());
+    /// ```
+    pub fn shares_reads(&self) -> bool {
+        match &self.backend {
+            Any::Local(local) => local.data.is_mirrored(),
+            Any::Remote(remote) => remote.shares_reads(),
+            #[cfg(feature = "redis")]
+            Any::Redis(_) => false,
+        }
     }
 
     /// Runs `request` on this store's backend and reads the reply with `read`.

@@ -137,6 +137,62 @@ fn every_operation_works_from_child_processes() {
     h.assert_no_leftovers(WAIT);
 }
 
+/// The suite's bodies that move main's clock by hand, which a store on
+/// the system's clock (the one children read shared memory with) cannot.
+const MOVES_THE_CLOCK: &[&str] = &[
+    "ttl_expires_on_every_read",
+    "batch_applies_in_order_with_one_result_each",
+    "watch_sees_every_change_in_order",
+    "async_forms_match_blocking_forms",
+    "ttl_counts_down_and_expired_keys_are_missing",
+];
+
+#[test]
+fn every_operation_works_from_child_processes_reading_shared_memory() {
+    if run_child(|_| {
+        let (node, store) = child_store();
+        let on = std::env::var("YUKI_SHARED_READS").as_deref() != Ok("0");
+        assert_eq!(node.shared_reads(), on, "the region was handed down");
+        assert_eq!(
+            store.shares_reads(),
+            on,
+            "main's store keeps the shared table"
+        );
+        let h = InChild {
+            store: store.clone(),
+            transport: node.transport(),
+        };
+        for (name, body) in suite::ALL {
+            if MOVES_THE_CLOCK.contains(name) {
+                continue;
+            }
+            store.clear().unwrap();
+            eprintln!("suite in a child process reading shared memory: {name}");
+            body(&h);
+        }
+    }) {
+        return;
+    }
+    let names: Vec<&str> = suite::ALL.iter().map(|(name, _)| *name).collect();
+    for name in MOVES_THE_CLOCK {
+        assert!(names.contains(name), "{name} is no longer in the suite");
+    }
+    let h = Harness::new();
+    let node = Node::builder()
+        .independent_main()
+        .init()
+        .expect("main starts");
+    let store = Store::attach(node.transport()).unwrap();
+    let on = std::env::var("YUKI_SHARED_READS").as_deref() != Ok("0");
+    assert_eq!((node.shared_reads(), store.shares_reads()), (on, on));
+    let child = node
+        .spawn("suite-shared", h.command("suite", 0))
+        .expect("the child starts");
+    assert_exits_cleanly(&child);
+    drop(node);
+    h.assert_no_leftovers(WAIT);
+}
+
 fn keys() -> Vec<String> {
     ["a", "ab", "b", "c.1", "c.2"]
         .iter()

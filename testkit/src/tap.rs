@@ -253,4 +253,7 @@ impl Transport for Tap {
     fn extensions(&self) -> &Extensions {
         &self.extensions
     }
+    fn shared_region(&self) -> Option<Arc<yuki_channel::SharedRegion>> {
+        self.inner.shared_region()
+    }
 }

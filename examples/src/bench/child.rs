@@ -27,6 +27,7 @@ pub fn run_if_child() -> bool {
         "ipc" => super::ipc::child(quick),
         "links" => super::links::child(quick),
         "store" => super::store::child(quick),
+        "shmread" => super::shmread::child(quick),
         "pubsub" => super::pubsub::child(quick),
         "queue" => super::queue::child(quick),
         other => Err(format!("no bench child is called {other:?}")),

@@ -20,5 +20,6 @@ pub mod pubsub;
 pub mod queue;
 pub mod redis_backend;
 pub mod redis_peer;
+pub mod shmread;
 pub mod store;
 pub mod timing;

@@ -332,7 +332,12 @@ const ECHO: &str = "bench.store.echo";
 
 /// Starts a child on a store filled with the workload; returns its figures.
 fn child_figures(quick: bool) -> Result<HashMap<String, f64>, String> {
-    let node = yuki_ipc_transport::Node::init().map_err(|e| e.to_string())?;
+    // Round trips: the child's reads are calls here, as they are without
+    // shared memory (the `shmread` area times the shared read path).
+    let node = yuki_ipc_transport::Node::builder()
+        .shared_reads(false)
+        .init()
+        .map_err(|e| e.to_string())?;
     let store = Store::attach(node.transport()).map_err(|e| e.to_string())?;
     let w = Workload::new(KEYS);
     for k in &w.keys {

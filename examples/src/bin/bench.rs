@@ -20,17 +20,18 @@ fn main() -> ExitCode {
     }
     let Some(Options { quick, out, only }) = options() else {
         eprintln!(
-            "usage: bench [--quick] [--out DIR] [--only AREA,AREA] (areas: ipc, links, channel, store, pubsub, queue, redis)"
+            "usage: bench [--quick] [--out DIR] [--only AREA,AREA] (areas: ipc, links, channel, store, shmread, pubsub, queue, redis)"
         );
         return ExitCode::from(2);
     };
     let started = Instant::now();
     let mut report = Report::default();
-    let areas: [(&str, Area); 7] = [
+    let areas: [(&str, Area); 8] = [
         ("ipc", yuki_examples::bench::ipc::run),
         ("links", yuki_examples::bench::links::run),
         ("channel", yuki_examples::bench::channel::run),
         ("store", yuki_examples::bench::store::run),
+        ("shmread", yuki_examples::bench::shmread::run),
         ("pubsub", yuki_examples::bench::pubsub::run),
         ("queue", yuki_examples::bench::queue::run),
         ("redis", yuki_examples::bench::redis_backend::run),

@@ -1,4 +1,6 @@
-//! A child's side of the wire: every operation is a call to main.
+//! A child's side of the wire: every operation is a call to main, except
+//! `get` and `contains` while main shares its table (`mirror.rs`): those
+//! read it in place, and ask main only when the table cannot tell.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,7 +13,8 @@ use yuki_channel::{PeerEvent, PeerId, Transport, codec};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::protocol::{Pushed, Reply, Request, SERVICE, WATCH_STREAM};
+use crate::mirror::Reader;
+use crate::protocol::{Op, Pushed, Reply, Request, SERVICE, WATCH_STREAM};
 use crate::watch::{Change, Watch, WatchQueue};
 
 /// The child's end: the transport to main and the watches open here.
@@ -20,6 +23,8 @@ pub(crate) struct Remote {
     watches: Mutex<HashMap<u64, Arc<WatchQueue>>>,
     next_watch: AtomicU64,
     watch_capacity: usize,
+    /// Main's shared table, when it shares one.
+    shared: Option<Reader>,
 }
 
 impl Remote {
@@ -29,6 +34,7 @@ impl Remote {
             watches: Mutex::default(),
             next_watch: AtomicU64::new(1),
             watch_capacity,
+            shared: Reader::new(transport.shared_region()),
         });
         let weak = Arc::downgrade(&remote);
         transport.on_push(
@@ -50,6 +56,40 @@ impl Remote {
             }
         }));
         Ok(remote)
+    }
+
+    /// Whether reads go to the shared table now.
+    pub(crate) fn shares_reads(&self) -> bool {
+        self.shared.as_ref().is_some_and(Reader::is_open)
+    }
+
+    /// Answers `request` from the shared table if it is a read the table
+    /// can answer now; otherwise hands `read` back, for a call to main.
+    #[inline]
+    fn read_shared<R, P>(&self, request: &Request<'_>, read: P) -> std::result::Result<Result<R>, P>
+    where
+        P: FnOnce(Reply<'_>) -> Result<R>,
+    {
+        let Some(shared) = &self.shared else {
+            return Err(read);
+        };
+        let mut read = Some(read);
+        let answered = match request {
+            Request::Op(Op::Get(key)) => shared.read(key, |value| {
+                let read = read.take().expect("read once");
+                read(Reply::Value(value.map(serde_bytes::Bytes::new)))
+            }),
+            Request::Op(Op::Contains(key)) => shared.read(key, |value| {
+                let read = read.take().expect("read once");
+                read(Reply::Bool(value.is_some()))
+            }),
+            _ => None,
+        };
+        match (answered, read) {
+            (Some(answered), _) => Ok(answered),
+            (None, Some(read)) => Err(read),
+            (None, None) => unreachable!("a read is used only when the table answers"),
+        }
     }
 
     fn watches(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<WatchQueue>>> {
@@ -199,7 +239,10 @@ impl Backend for Arc<Remote> {
         timeout: Option<Duration>,
         read: impl FnOnce(Reply<'_>) -> Result<R>,
     ) -> Result<R> {
-        self.request(&request, timeout, read)
+        match self.read_shared(&request, read) {
+            Ok(answered) => answered,
+            Err(read) => self.request(&request, timeout, read),
+        }
     }
 
     fn execute_async<R, P>(
@@ -212,7 +255,16 @@ impl Backend for Arc<Remote> {
         R: Send + 'static,
         P: FnOnce(Reply<'_>) -> Result<R> + Send + 'static,
     {
-        self.request_async(&request, timeout, read)
+        let answer = match self.read_shared(&request, read) {
+            Ok(answered) => Ok(answered),
+            Err(read) => Err(self.request_async(&request, timeout, read)),
+        };
+        async move {
+            match answer {
+                Ok(answered) => answered,
+                Err(call) => call.await,
+            }
+        }
     }
 
     fn watch(&self, prefix: &str, timeout: Option<Duration>) -> Result<Watch> {

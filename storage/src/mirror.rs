@@ -1,0 +1,385 @@
+//! The store's shared read path around the table of `shared/`: main's
+//! copy of its data in the region the transport shares, kept by every
+//! write under the write's shard lock, and a child's reads of it.
+//!
+//! Main writes the table while it holds the lock of the key's shard (all
+//! the touched shards for a batch, inside one [`Table::batch`]; every
+//! shard for `clear`), before the write returns, so once a write has
+//! returned anywhere every later read in every process sees it. The table
+//! lock is always taken after shard locks, never before, so the order of
+//! locks stays one.
+//!
+//! Deadlines are main's clock's nanoseconds, as in the shards. A child
+//! turns its own `CLOCK_MONOTONIC` reading into that clock with the origin
+//! main wrote in the table, which is why only a clock that is the system's
+//! monotonic one ([`Clock::monotonic_origin_ns`]) gets a mirror.
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, OnceLock};
+
+use yuki_channel::SharedRegion;
+
+use crate::clock::Clock;
+use crate::shared::{Batch, Lookup, Table, View};
+
+/// Where main's writes are copied to: the table, one batch of it, or
+/// nowhere.
+pub(crate) trait Sink {
+    /// `key` now holds `value` until `expires` (main's clock, nanoseconds;
+    /// `u64::MAX` never).
+    fn set(&self, key: &str, value: &[u8], expires: u64);
+    /// `key`, which holds `value`, now lives until `expires`.
+    fn set_deadline(&self, key: &str, value: &[u8], expires: u64);
+    /// `key` is gone.
+    fn remove(&self, key: &str);
+}
+
+/// No mirror: the map alone.
+pub(crate) struct Nowhere;
+
+impl Sink for Nowhere {
+    #[inline(always)]
+    fn set(&self, _: &str, _: &[u8], _: u64) {}
+    #[inline(always)]
+    fn set_deadline(&self, _: &str, _: &[u8], _: u64) {}
+    #[inline(always)]
+    fn remove(&self, _: &str) {}
+}
+
+impl Sink for Table {
+    #[inline]
+    fn set(&self, key: &str, value: &[u8], expires: u64) {
+        Table::set(self, key, value, expires);
+    }
+    #[inline]
+    fn set_deadline(&self, key: &str, _: &[u8], expires: u64) {
+        // The value stays where it is: only its deadline word changes.
+        Table::set_deadline(self, key, expires);
+    }
+    #[inline]
+    fn remove(&self, key: &str) {
+        Table::remove(self, key);
+    }
+}
+
+impl Sink for Batch<'_> {
+    #[inline]
+    fn set(&self, key: &str, value: &[u8], expires: u64) {
+        Batch::set(self, key, value, expires);
+    }
+    #[inline]
+    fn set_deadline(&self, key: &str, value: &[u8], expires: u64) {
+        Batch::set(self, key, value, expires);
+    }
+    #[inline]
+    fn remove(&self, key: &str) {
+        Batch::remove(self, key);
+    }
+}
+
+/// Main's table in the shared region.
+pub(crate) struct Mirror {
+    table: Table,
+    /// Keeps the memory the table lives in mapped.
+    _region: Arc<SharedRegion>,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mirror {
+    /// Lays out the table in `region` if there is one this store may
+    /// write and `clock` is one children can read; otherwise (logged when
+    /// it is a surprise) `None`, and children ask main for every read.
+    pub(crate) fn create(region: Option<Arc<SharedRegion>>, clock: &dyn Clock) -> Option<Mirror> {
+        let region = region?;
+        let Some(origin) = clock.monotonic_origin_ns() else {
+            tracing::debug!("the store's clock is not the system's: children read from main");
+            return None;
+        };
+        if !region.claim() {
+            tracing::warn!(
+                "the shared region already holds another store's table: this store's children read from main"
+            );
+            return None;
+        }
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        // SAFETY: the region is mapped writable by this process for as long
+        // as the mirror holds it (and every child's view holds its own
+        // mapping); it was zeroed when made and, claimed here, nobody
+        // else writes it.
+        match unsafe { Table::create(region.base(), region.len(), seed, origin) } {
+            Ok(table) => Some(Mirror {
+                table,
+                _region: region,
+            }),
+            Err(why) => {
+                tracing::warn!(%why, "no shared table: children read the store from main");
+                None
+            }
+        }
+    }
+
+    /// The table, to write.
+    #[inline]
+    pub(crate) fn table(&self) -> &Table {
+        &self.table
+    }
+}
+
+/// A buffer large values are not kept in: past this, a thread's read
+/// buffer is dropped after use rather than kept.
+const KEEP: usize = 64 << 10;
+
+thread_local! {
+    /// Each thread's buffer for values read from the table, so a read
+    /// allocates nothing but the decoded value.
+    static OUT: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// A child's reads of main's table.
+pub(crate) struct Reader {
+    region: Arc<SharedRegion>,
+    /// Opened at the first read after main laid the table out.
+    view: OnceLock<View>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("open", &self.view.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reader {
+    /// Reads through `region` if it is a child's read-only one.
+    pub(crate) fn new(region: Option<Arc<SharedRegion>>) -> Option<Reader> {
+        let region = region.filter(|r| !r.is_writable())?;
+        cfg!(target_os = "linux").then(|| Reader {
+            region,
+            view: OnceLock::new(),
+        })
+    }
+
+    /// The table, once main has laid it out (until then, and for a main
+    /// whose store keeps no table, reads go to main).
+    #[inline]
+    fn view(&self) -> Option<&View> {
+        if let Some(view) = self.view.get() {
+            return Some(view);
+        }
+        // SAFETY: the region stays mapped (read-only) for as long as the
+        // reader holds it, and main never unmaps or shrinks it under us:
+        // its file is sealed at its size.
+        let view = unsafe { View::open(self.region.base(), self.region.len()) }.ok()?;
+        Some(self.view.get_or_init(|| view))
+    }
+
+    /// Whether the table is open, so reads need no call.
+    pub(crate) fn is_open(&self) -> bool {
+        self.view().is_some()
+    }
+
+    /// Runs `f` on the value of `key` (or `None` when it is absent or
+    /// expired) as the table has it; `None` when the table cannot tell
+    /// and main must be asked.
+    #[inline]
+    pub(crate) fn read<R>(&self, key: &str, f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {
+        // Main gone: its last state is no answer; the call says it is gone.
+        if !self.region.is_open() {
+            return None;
+        }
+        let view = self.view()?;
+        let now = now_on_mains_clock(view.clock_origin_ns())?;
+        let mut out = OUT.take();
+        let read = match view.get(key, now, &mut out) {
+            Lookup::Found => Some(f(Some(&out))),
+            Lookup::Absent => Some(f(None)),
+            Lookup::AskMain => None,
+        };
+        if out.capacity() <= KEEP {
+            OUT.set(out);
+        }
+        read
+    }
+}
+
+/// Now, on main's clock, whose zero was `origin` on `CLOCK_MONOTONIC`.
+#[inline]
+fn now_on_mains_clock(origin: u64) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    return Some(crate::clock::monotonic_ns().saturating_sub(origin));
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = origin;
+        None
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::batch::Outcome;
+    use crate::clock::SystemClock;
+    use crate::data::Data;
+    use crate::protocol::Op;
+    use serde_bytes::Bytes;
+    use std::ptr::NonNull;
+    use std::time::{Duration, Instant};
+
+    const LEN: usize = 8 << 20;
+
+    /// Main's data with a mirror in heap memory, and a child's reader of
+    /// the same memory.
+    fn mirrored() -> (Arc<Data>, Reader) {
+        let mut words = vec![0u64; LEN / 8].into_boxed_slice();
+        let base = NonNull::new(words.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: the buffer is LEN bytes, 8-aligned, owned by the region.
+        let main = Arc::new(unsafe { SharedRegion::new(base, LEN, true, words) });
+        // SAFETY: the same memory, kept alive by `main`, which it holds.
+        let child = unsafe { SharedRegion::new(base, LEN, false, main.clone()) };
+        let clock = Arc::new(SystemClock::default());
+        let mirror = Mirror::create(Some(main), &*clock).expect("a table");
+        let data = Data::new(4, clock, Duration::from_secs(60), Some(mirror));
+        (data, Reader::new(Some(Arc::new(child))).expect("a reader"))
+    }
+
+    /// What main and the reader say `key` holds; they must agree.
+    fn agree(data: &Data, reader: &Reader, key: &str) -> Option<Vec<u8>> {
+        let shared = reader
+            .read(key, |v| v.map(<[u8]>::to_vec))
+            .expect("answered");
+        let owned = data.read(key, |v| v.map(<[u8]>::to_vec));
+        assert_eq!(shared, owned, "{key}");
+        owned
+    }
+
+    fn set<'a>(key: &'a str, value: &'a [u8], ttl_nanos: Option<u64>) -> Op<'a> {
+        Op::Set {
+            key,
+            value: Bytes::new(value),
+            ttl_nanos,
+        }
+    }
+
+    #[test]
+    fn every_kind_of_write_reaches_the_shared_table() {
+        let (data, reader) = mirrored();
+        assert!(reader.is_open() && data.is_mirrored());
+        let n7 = yuki_channel::codec::mark::encode(&7i64).unwrap();
+        let n9 = yuki_channel::codec::mark::encode(&9i64).unwrap();
+        let hour = Some(3_600_000_000_000);
+        let ops = [
+            set("a", b"one", None),
+            set("b", &n7, hour),
+            Op::Incr { key: "b", by: 2 },
+            Op::Incr { key: "c", by: 5 },
+            Op::Cas {
+                key: "b",
+                expected: Some(Bytes::new(&n9)),
+                new: Some(Bytes::new(b"swapped")),
+            },
+            Op::Cas {
+                key: "a",
+                expected: Some(Bytes::new(b"one")),
+                new: None,
+            },
+            set("d", b"dies", None),
+            Op::Expire {
+                key: "d",
+                ttl_nanos: 0,
+            },
+            set("e", b"kept", hour),
+            Op::Persist("e"),
+            Op::Delete("c"),
+        ];
+        for (i, op) in ops.iter().enumerate() {
+            let outcome = data.apply_one(op);
+            assert!(
+                !matches!(outcome, Outcome::Failed(_)),
+                "op {i}: {outcome:?}"
+            );
+            for key in ["a", "b", "c", "d", "e", "missing"] {
+                agree(&data, &reader, key);
+            }
+        }
+        assert_eq!(agree(&data, &reader, "b").as_deref(), Some(&b"swapped"[..]));
+        let batch = [set("x", b"1", None), set("y", b"2", None), Op::Delete("b")];
+        data.apply_batch(&batch);
+        for key in ["x", "y", "b"] {
+            agree(&data, &reader, key);
+        }
+        assert_eq!(agree(&data, &reader, "e").as_deref(), Some(&b"kept"[..]));
+        assert_eq!(data.clear(), 3);
+        for key in ["x", "y", "e"] {
+            assert_eq!(agree(&data, &reader, key), None);
+        }
+        // Main gone: the table is no answer any more.
+        data.apply_one(&set("x", b"1", None));
+        assert_eq!(reader.read("x", |v| v.is_some()), Some(true));
+        reader.region.close();
+        assert_eq!(reader.read("x", |v| v.is_some()), None);
+    }
+
+    #[test]
+    fn a_deadline_is_kept_by_incr_and_seen_by_the_reader() {
+        let (data, reader) = mirrored();
+        let n = yuki_channel::codec::mark::encode(&1i64).unwrap();
+        data.apply_one(&set("n", &n, Some(30_000_000)));
+        data.apply_one(&Op::Incr { key: "n", by: 1 });
+        data.apply_one(&set("e", b"v", Some(30_000_000)));
+        data.apply_one(&Op::Expire {
+            key: "e",
+            ttl_nanos: 20_000_000,
+        });
+        data.apply_one(&set("p", b"v", Some(20_000_000)));
+        data.apply_one(&Op::Persist("p"));
+        let started = Instant::now();
+        loop {
+            // The reader first: once it says absent, main must too.
+            let shared = reader.read("n", |v| v.is_some()).unwrap();
+            let owned = data.contains("n");
+            assert!(shared || !owned, "the reader expired the key before main");
+            if !owned {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "never expired");
+        }
+        assert_eq!(reader.read("n", |v| v.is_some()), Some(false));
+        assert_eq!(reader.read("e", |v| v.is_some()), Some(false));
+        // Past its first deadline, the persisted key lives on.
+        assert_eq!(agree(&data, &reader, "p").as_deref(), Some(&b"v"[..]));
+        assert_eq!(data.purge_expired(), 2);
+        assert!(agree(&data, &reader, "p").is_some());
+        assert_eq!(agree(&data, &reader, "n"), None);
+    }
+
+    #[test]
+    fn a_region_already_claimed_or_a_hand_moved_clock_gets_no_table() {
+        let mut words = vec![0u64; LEN / 8].into_boxed_slice();
+        let base = NonNull::new(words.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: LEN bytes, 8-aligned, owned by the region.
+        let region = Arc::new(unsafe { SharedRegion::new(base, LEN, true, words) });
+        let manual = crate::clock::ManualClock::default();
+        assert!(Mirror::create(Some(region.clone()), &manual).is_none());
+        assert!(Mirror::create(Some(region.clone()), &SystemClock::default()).is_some());
+        assert!(Mirror::create(Some(region), &SystemClock::default()).is_none());
+        // A reader of a region nobody laid out asks main.
+        let mut words = vec![0u64; LEN / 8].into_boxed_slice();
+        let base = NonNull::new(words.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: as above, read-only.
+        let empty = Arc::new(unsafe { SharedRegion::new(base, LEN, false, words) });
+        let reader = Reader::new(Some(empty)).unwrap();
+        assert!(!reader.is_open());
+        assert_eq!(reader.read("k", |_| ()), None);
+    }
+}

@@ -1,0 +1,697 @@
+//! Main's side of the table: the only writer of the region.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::ptr::NonNull;
+use std::sync::atomic::{Ordering, fence};
+use std::sync::{Mutex, MutexGuard};
+use yuki_channel::sync;
+
+use super::alloc::{Alloc, MAX_CLASS, class_of, class_size};
+use super::hash::hash;
+use super::layout::*;
+use super::words::Words;
+
+/// Main's side: the only writer of the region.
+pub(crate) struct Table {
+    words: Words,
+    seed: u64,
+    stripes: usize,
+    writer: Mutex<Writer>,
+}
+
+// SAFETY: the region is reached only through atomic words (`Words`), and
+// every change to it and to the writer's state is made under `writer`.
+unsafe impl Send for Table {}
+unsafe impl Sync for Table {}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("len", &self.words.len())
+            .field("stripes", &self.stripes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a key is, or where it would go.
+struct Probe {
+    /// The key's bucket and its entry.
+    found: Option<(usize, usize)>,
+    /// The bucket a new key would take, and whether it was never used.
+    free: Option<(usize, bool)>,
+}
+
+/// What the writer knows; none of it is read back from the region.
+struct Writer {
+    words: Words,
+    seed: u64,
+    alloc: Alloc,
+    generation: u64,
+    index_at: usize,
+    index_class: usize,
+    log2: u32,
+    /// Keys in the index, and keys plus tombstones.
+    live: usize,
+    used: usize,
+    /// Each stripe's sequence number (even when closed).
+    seqs: Vec<u64>,
+    /// The stripes made odd by the operation or batch under way.
+    open: Vec<u64>,
+    open_list: Vec<usize>,
+    batching: bool,
+    /// Keys whose latest value the region could not hold: readers must ask
+    /// main about them, and about every miss while there are any.
+    overflow: HashSet<Box<str>>,
+    scratch: Vec<u8>,
+    /// Counts fresh starts of the heap, which make every [`Slot`] stale.
+    restarts: u64,
+}
+
+impl Table {
+    /// Lays out an empty table in `len` zeroed, writable bytes at `base`.
+    ///
+    /// # Safety
+    /// `base` is 8-aligned and valid for reads and writes of `len` bytes
+    /// for the table's life and after, as long as any [`View`] of it lives
+    /// (readers may be mid-read at any moment); nothing else writes it.
+    ///
+    /// [`View`]: super::View
+    pub(crate) unsafe fn create(
+        base: NonNull<u8>,
+        len: usize,
+        seed: u64,
+        clock_origin_ns: u64,
+    ) -> Result<Table, String> {
+        let stripes = STRIPES;
+        let heap = heap_at(stripes);
+        let index_len = 8 << MIN_INDEX_LOG2;
+        if base.as_ptr() as usize % 8 != 0 || len < heap + 2 * class_size(class_of(index_len)) {
+            return Err(format!(
+                "a shared table needs an 8-aligned region of at least {} bytes, not {len} bytes at {base:p}: give it a larger region",
+                heap + 2 * class_size(class_of(index_len))
+            ));
+        }
+        let len = len / 8 * 8;
+        // SAFETY: as promised by the caller.
+        let words = unsafe { Words::new(base, len) };
+        let mut alloc = Alloc::new(heap, len);
+        let (index_at, index_class) = alloc
+            .take(class_of(index_len))
+            .ok_or_else(|| "no room for the first index".to_owned())?;
+        words.zero(index_at, index_len);
+        words.store(H_VERSION, LAYOUT_VERSION, Ordering::Relaxed);
+        words.store(H_LEN, len as u64, Ordering::Relaxed);
+        words.store(H_SEED, seed, Ordering::Relaxed);
+        words.store(H_CLOCK_ORIGIN, clock_origin_ns, Ordering::Relaxed);
+        words.store(H_STRIPES, stripes as u64, Ordering::Relaxed);
+        words.store(H_GEN, 0, Ordering::Relaxed);
+        words.store(H_INDEX_AT, index_at as u64, Ordering::Relaxed);
+        words.store(H_INDEX_LOG2, u64::from(MIN_INDEX_LOG2), Ordering::Relaxed);
+        words.store(H_INCOMPLETE, 0, Ordering::Relaxed);
+        words.zero(STRIPES_AT, 8 * stripes);
+        // The magic last: a reader that sees it sees the rest.
+        words.store(H_MAGIC, MAGIC, Ordering::Release);
+        let writer = Writer {
+            words,
+            seed,
+            alloc,
+            generation: 0,
+            index_at,
+            index_class,
+            log2: MIN_INDEX_LOG2,
+            live: 0,
+            used: 0,
+            seqs: vec![0; stripes],
+            open: vec![0; stripes.div_ceil(64)],
+            open_list: Vec::new(),
+            batching: false,
+            overflow: HashSet::new(),
+            scratch: Vec::new(),
+            restarts: 0,
+        };
+        Ok(Table {
+            words,
+            seed,
+            stripes,
+            writer: Mutex::new(writer),
+        })
+    }
+
+    /// The table's hash of `key` (the same in every process).
+    #[inline]
+    pub(crate) fn hash(&self, key: &str) -> u64 {
+        hash(self.seed, key.as_bytes())
+    }
+
+    /// Sets `key` to `value` until `deadline_ns` (`u64::MAX`: never), on
+    /// the clock whose origin the table was created with. Readers see the
+    /// change once this returns; if the region cannot hold it, readers are
+    /// told to ask main about the key instead.
+    pub(crate) fn set(&self, key: &str, value: &[u8], deadline_ns: u64) {
+        self.set_at(None, key, value, deadline_ns);
+    }
+
+    /// As [`Table::set`], given the [`Slot`] the last `set_at` of `key`
+    /// returned (if no remove or clear of it came since): a value that
+    /// fits the key's block is then written in place without hashing the
+    /// key or probing the index. Returns the slot to give next time, or
+    /// `None` when readers must ask main about the key. A slot that is
+    /// stale is detected (the entry it names is dead or another key's) and
+    /// costs only the usual path.
+    pub(crate) fn set_at(
+        &self,
+        slot: Option<Slot>,
+        key: &str,
+        value: &[u8],
+        deadline_ns: u64,
+    ) -> Option<Slot> {
+        let mut w = sync::lock(&self.writer);
+        let slot = w.set_at(slot, key, value, deadline_ns);
+        w.close_all();
+        slot
+    }
+
+    /// Gives `key`'s value the deadline `deadline_ns` (`u64::MAX`: never),
+    /// as the store's `expire` and `persist` do; nothing if the table does
+    /// not hold the key (absent, or left to main).
+    pub(crate) fn set_deadline(&self, key: &str, deadline_ns: u64) {
+        let h = self.hash(key);
+        let mut w = sync::lock(&self.writer);
+        if let Some((_, at)) = w.probe(h, key).found {
+            w.open(stripe_of(h, self.stripes));
+            w.words.store(at + 8, deadline_ns, Ordering::Relaxed);
+            w.close_all();
+        }
+    }
+
+    /// Removes `key`; readers see it absent once this returns.
+    pub(crate) fn remove(&self, key: &str) {
+        let h = self.hash(key);
+        let mut w = sync::lock(&self.writer);
+        w.open(stripe_of(h, self.stripes));
+        w.remove(h, key);
+        w.close_all();
+    }
+
+    /// Removes every key and makes the whole heap free.
+    pub(crate) fn clear(&self) {
+        let mut w = sync::lock(&self.writer);
+        w.overflow.clear();
+        w.restart();
+    }
+
+    /// Runs `f` with a [`Batch`] whose changes become visible to readers
+    /// all at once: a reader sees none of them or all of them, even across
+    /// keys read one after another. Calling the table itself from `f`
+    /// deadlocks.
+    pub(crate) fn batch<R>(&self, f: impl FnOnce(&Batch<'_>) -> R) -> R {
+        let mut w = sync::lock(&self.writer);
+        w.batching = true;
+        let batch = Batch {
+            table: self,
+            writer: RefCell::new(w),
+        };
+        f(&batch)
+    }
+
+    /// Keys the table holds (for tests).
+    #[cfg(test)]
+    pub(crate) fn live(&self) -> usize {
+        sync::lock(&self.writer).live
+    }
+
+    /// Whether some key could not be placed (for tests).
+    #[cfg(test)]
+    pub(crate) fn incomplete(&self) -> bool {
+        !sync::lock(&self.writer).overflow.is_empty()
+    }
+}
+
+/// Where a key's entry lies in the region, for a caller that keeps it with
+/// its own copy of the key (main's store) so that the next set of the key
+/// skips the hash and the probe: the entry's offset, the key's stripe, and
+/// which fresh start of the heap it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot(std::num::NonZeroU64);
+
+impl Slot {
+    const RESTARTS: u64 = 0xfff;
+
+    fn new(at: usize, stripe: usize, restarts: u64) -> Slot {
+        // Entries lie past the header: the offset is never zero. Offsets
+        // below 2^43 and stripes below 2^12 fit (both checked on use).
+        let word = (at as u64 >> 3) | (stripe as u64) << 40 | (restarts & Self::RESTARTS) << 52;
+        Slot(std::num::NonZeroU64::new(word).unwrap_or(std::num::NonZeroU64::MIN))
+    }
+
+    fn parts(self) -> (usize, usize, u64) {
+        let w = self.0.get();
+        (
+            ((w & ((1 << 40) - 1)) << 3) as usize,
+            ((w >> 40) & 0xfff) as usize,
+            w >> 52,
+        )
+    }
+}
+
+/// Changes made together: see [`Table::batch`].
+pub(crate) struct Batch<'a> {
+    table: &'a Table,
+    writer: RefCell<MutexGuard<'a, Writer>>,
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").finish_non_exhaustive()
+    }
+}
+
+impl Batch<'_> {
+    /// As [`Table::set`], seen with the rest of the batch.
+    pub(crate) fn set(&self, key: &str, value: &[u8], deadline_ns: u64) {
+        self.set_at(None, key, value, deadline_ns);
+    }
+
+    /// As [`Table::set_at`], seen with the rest of the batch.
+    pub(crate) fn set_at(
+        &self,
+        slot: Option<Slot>,
+        key: &str,
+        value: &[u8],
+        deadline_ns: u64,
+    ) -> Option<Slot> {
+        self.writer
+            .borrow_mut()
+            .set_at(slot, key, value, deadline_ns)
+    }
+
+    /// As [`Table::remove`], seen with the rest of the batch.
+    pub(crate) fn remove(&self, key: &str) {
+        let h = self.table.hash(key);
+        let mut w = self.writer.borrow_mut();
+        w.open(stripe_of(h, self.table.stripes));
+        w.remove(h, key);
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        // Also when `f` panics: a stripe left odd would send its readers
+        // to main for ever.
+        let w = self.writer.get_mut();
+        w.batching = false;
+        w.close_all();
+    }
+}
+
+impl Writer {
+    /// Sets `key`, in place at `slot` if it is still its entry; the stripe
+    /// stays open.
+    #[inline]
+    fn set_at(
+        &mut self,
+        slot: Option<Slot>,
+        key: &str,
+        value: &[u8],
+        deadline: u64,
+    ) -> Option<Slot> {
+        if let Some(slot) = slot {
+            let (at, stripe, restarts) = slot.parts();
+            if restarts == self.restarts & Slot::RESTARTS
+                && self.rewrite(at, stripe, key, value, deadline)
+            {
+                return Some(slot);
+            }
+        }
+        let h = hash(self.seed, key.as_bytes());
+        let stripe = stripe_of(h, self.stripes());
+        self.open(stripe);
+        let at = self.set(h, key, value, deadline)?;
+        Some(Slot::new(at, stripe, self.restarts))
+    }
+
+    /// Makes `stripe` odd until [`Writer::close_all`], unless it already is.
+    #[inline]
+    fn open(&mut self, stripe: usize) {
+        let (word, bit) = (stripe / 64, 1u64 << (stripe % 64));
+        if self.open[word] & bit != 0 {
+            return;
+        }
+        self.open[word] |= bit;
+        self.open_list.push(stripe);
+        self.seqs[stripe] += 1;
+        self.words.store(
+            STRIPES_AT + 8 * stripe,
+            self.seqs[stripe],
+            Ordering::Relaxed,
+        );
+        // Whoever reads anything stored after this sees the stripe odd.
+        fence(Ordering::Release);
+    }
+
+    /// Closes every open stripe, unless a batch is under way: from here on
+    /// readers see the changes.
+    #[inline]
+    fn close_all(&mut self) {
+        if self.batching {
+            return;
+        }
+        for stripe in self.open_list.drain(..) {
+            self.seqs[stripe] += 1;
+            self.words.store(
+                STRIPES_AT + 8 * stripe,
+                self.seqs[stripe],
+                Ordering::Release,
+            );
+            self.open[stripe / 64] = 0;
+        }
+    }
+
+    fn buckets(&self) -> usize {
+        1 << self.log2
+    }
+
+    fn probe(&self, h: u64, key: &str) -> Probe {
+        let mask = self.buckets() - 1;
+        let mut pos = h as usize & mask;
+        let mut free = None;
+        for _ in 0..=mask {
+            let slot = self.index_at + 8 * pos;
+            let b = self.words.load(slot, Ordering::Relaxed);
+            if b == EMPTY {
+                return Probe {
+                    found: None,
+                    free: Some(free.unwrap_or((slot, true))),
+                };
+            }
+            if b == TOMB {
+                free.get_or_insert((slot, false));
+            } else if b & TAG_MASK == h & TAG_MASK {
+                let at = bucket_at(b);
+                let (key_len, _, _) = entry_parts(self.words.load(at, Ordering::Relaxed));
+                if key_len == key.len() && self.words.holds(at + ENTRY_HEAD, key.as_bytes()) {
+                    return Probe {
+                        found: Some((slot, at)),
+                        free,
+                    };
+                }
+            }
+            pos = (pos + 1) & mask;
+        }
+        Probe { found: None, free }
+    }
+
+    /// Writes a whole entry at `at` (a block of `class`, not reachable by
+    /// readers through the index).
+    fn write_entry(&self, at: usize, class: usize, key: &str, value: &[u8], deadline: u64) {
+        self.words.store(
+            at,
+            entry_head(key.len(), class, value.len()),
+            Ordering::Relaxed,
+        );
+        self.words.store(at + 8, deadline, Ordering::Relaxed);
+        self.words.put_bytes(at + ENTRY_HEAD, key.as_bytes());
+        self.words
+            .put_bytes(at + ENTRY_HEAD + pad(key.len()), value);
+    }
+
+    /// Sets `key` (its stripe open); the entry's offset, or `None` if the
+    /// region could not hold it and readers must ask main.
+    fn set(&mut self, h: u64, key: &str, value: &[u8], deadline: u64) -> Option<usize> {
+        let placed = if key.len() <= MAX_KEY {
+            self.place(h, key, value, deadline)
+        } else {
+            None
+        };
+        if placed.is_none() {
+            self.forget(h, key);
+            if self.overflow.is_empty() {
+                self.words.store(H_INCOMPLETE, 1, Ordering::Relaxed);
+            }
+            self.overflow.insert(key.into());
+        } else if !self.overflow.is_empty() {
+            self.settled(key);
+        }
+        placed
+    }
+
+    /// Rewrites the entry at `at` in place if it is `key`'s live entry and
+    /// the value fits its block (opening `stripe` first); false otherwise.
+    #[inline]
+    fn rewrite(
+        &mut self,
+        at: usize,
+        stripe: usize,
+        key: &str,
+        value: &[u8],
+        deadline: u64,
+    ) -> bool {
+        let need = entry_len(key.len(), value.len());
+        let Some(head) = self.words.get(at, Ordering::Relaxed) else {
+            return false;
+        };
+        let (key_len, class, _) = entry_parts(head);
+        // A retired entry is marked dead, so a stale offset fails here.
+        if key_len != key.len()
+            || class > MAX_CLASS
+            || stripe >= self.stripes()
+            || !self.words.fits(at, class_size(class))
+            || !fits_block(need, class)
+            || !self.words.holds(at + ENTRY_HEAD, key.as_bytes())
+        {
+            return false;
+        }
+        self.open(stripe);
+        self.write_in_place(at, class, key, value, deadline);
+        true
+    }
+
+    /// Writes a new value and deadline into `key`'s entry at `at`; its
+    /// stripe is open, so a reader that saw any of this retries.
+    #[inline]
+    fn write_in_place(&self, at: usize, class: usize, key: &str, value: &[u8], deadline: u64) {
+        self.words.store(
+            at,
+            entry_head(key.len(), class, value.len()),
+            Ordering::Relaxed,
+        );
+        self.words.store(at + 8, deadline, Ordering::Relaxed);
+        self.words
+            .put_bytes(at + ENTRY_HEAD + pad(key.len()), value);
+    }
+
+    /// Takes a block out of use: readers that reach it through a bucket
+    /// they loaded before see no key in it, and writers holding its offset
+    /// find it dead.
+    fn retire(&mut self, at: usize, class: usize) {
+        self.words.store(at, DEAD, Ordering::Relaxed);
+        self.alloc.retire(at, class);
+    }
+
+    fn stripes(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// Puts the entry in the region; its offset, or `None` if the region
+    /// has no room for it.
+    #[inline]
+    fn place(&mut self, h: u64, key: &str, value: &[u8], deadline: u64) -> Option<usize> {
+        let need = entry_len(key.len(), value.len());
+        if need > self.words.len() {
+            return None;
+        }
+        let want = class_of(need);
+        let probe = self.probe(h, key);
+        if let Some((slot, at)) = probe.found {
+            let (_, class, _) = entry_parts(self.words.load(at, Ordering::Relaxed));
+            if fits_block(need, class) {
+                self.write_in_place(at, class, key, value, deadline);
+                return Some(at);
+            }
+            let (new, new_class) = self.allocate(want)?;
+            self.write_entry(new, new_class, key, value, deadline);
+            self.words.store(slot, bucket(h, new), Ordering::Release);
+            self.retire(at, class);
+            return Some(new);
+        }
+        let mut free = probe.free;
+        let grow = match free {
+            Some((_, true)) | None => self.used + 1 > self.buckets() / 4 * 3,
+            Some((_, false)) => false,
+        };
+        if grow {
+            let log2 = self.log2_for(self.live + 1);
+            if self.rebuild(log2) {
+                free = self.probe(h, key).free;
+            } else if self.used + 1 >= self.buckets() - self.buckets() / 8 {
+                // The index cannot grow, and a fuller one would make every
+                // probe long.
+                return None;
+            }
+        }
+        let (slot, fresh) = free?;
+        let (at, class) = self.allocate(want)?;
+        self.write_entry(at, class, key, value, deadline);
+        self.words.store(slot, bucket(h, at), Ordering::Release);
+        self.live += 1;
+        self.used += usize::from(fresh);
+        Some(at)
+    }
+
+    fn remove(&mut self, h: u64, key: &str) {
+        self.forget(h, key);
+        if !self.overflow.is_empty() {
+            self.settled(key);
+        }
+        if self.live == 0 && self.alloc.handed_out() > RESTART_BYTES {
+            self.restart();
+        } else if self.log2 > MIN_INDEX_LOG2 && self.live < self.buckets() / 8 {
+            let log2 = self.log2_for(self.live);
+            self.rebuild(log2);
+        }
+    }
+
+    /// Takes `key` out of the index, if it is there.
+    fn forget(&mut self, h: u64, key: &str) {
+        if let Some((slot, at)) = self.probe(h, key).found {
+            self.words.store(slot, TOMB, Ordering::Release);
+            let (_, class, _) = entry_parts(self.words.load(at, Ordering::Relaxed));
+            self.retire(at, class);
+            self.live -= 1;
+        }
+    }
+
+    /// `key` is in the region as it should be (or absent from both).
+    fn settled(&mut self, key: &str) {
+        if self.overflow.remove(key) && self.overflow.is_empty() {
+            self.words.store(H_INCOMPLETE, 0, Ordering::Relaxed);
+        }
+    }
+
+    /// The index size for `keys` keys: at most half full.
+    fn log2_for(&self, keys: usize) -> u32 {
+        (keys.max(1) * 2)
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(MIN_INDEX_LOG2)
+    }
+
+    /// A block of `class` (or a little larger), recycling retired blocks
+    /// when enough are waiting or none is free.
+    fn allocate(&mut self, class: usize) -> Option<(usize, usize)> {
+        if self.alloc.retired_bytes() >= super::alloc::RECYCLE_BYTES {
+            self.recycle();
+        }
+        if let Some(block) = self.alloc.take(class) {
+            return Some(block);
+        }
+        if self.alloc.retired_bytes() > 0 {
+            self.recycle();
+            return self.alloc.take(class);
+        }
+        None
+    }
+
+    /// Makes retired blocks reusable, after telling every reader under way
+    /// that memory may change under it.
+    fn recycle(&mut self) {
+        self.bump_gen();
+        self.alloc.recycle();
+    }
+
+    fn bump_gen(&mut self) {
+        self.generation += 2;
+        self.words.store(H_GEN, self.generation, Ordering::Release);
+        // Whoever reads anything stored after this sees the new generation.
+        fence(Ordering::Release);
+    }
+
+    /// Builds an index of `2^log2` buckets with every key and publishes it;
+    /// false if the region has no room for it.
+    fn rebuild(&mut self, log2: u32) -> bool {
+        let len = 8usize << log2;
+        let Some((at, class)) = self.allocate(class_of(len)) else {
+            return false;
+        };
+        self.words.zero(at, len);
+        let mask = (1 << log2) - 1;
+        for old in (self.index_at..self.index_at + 8 * self.buckets()).step_by(8) {
+            let b = self.words.load(old, Ordering::Relaxed);
+            if b == EMPTY || b == TOMB {
+                continue;
+            }
+            let entry = bucket_at(b);
+            let (key_len, _, _) = entry_parts(self.words.load(entry, Ordering::Relaxed));
+            let mut key = std::mem::take(&mut self.scratch);
+            self.words.copy_out(entry + ENTRY_HEAD, key_len, &mut key);
+            let mut pos = hash(self.seed, &key) as usize & mask;
+            self.scratch = key;
+            while self.words.load(at + 8 * pos, Ordering::Relaxed) != EMPTY {
+                pos = (pos + 1) & mask;
+            }
+            self.words.store(at + 8 * pos, b, Ordering::Relaxed);
+        }
+        let (old_at, old_class) = (self.index_at, self.index_class);
+        // Odd around the change of the index's place: a reader that loads
+        // the new place with the old generation retries (the new buckets
+        // need not be visible to it yet); one that loads the new
+        // generation sees the new index whole.
+        self.generation += 1;
+        self.words.store(H_GEN, self.generation, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.words.store(H_INDEX_AT, at as u64, Ordering::Relaxed);
+        self.words
+            .store(H_INDEX_LOG2, u64::from(log2), Ordering::Relaxed);
+        self.generation += 1;
+        self.words.store(H_GEN, self.generation, Ordering::Release);
+        fence(Ordering::Release);
+        self.alloc.retire(old_at, old_class);
+        (self.index_at, self.index_class, self.log2) = (at, class, log2);
+        self.used = self.live;
+        true
+    }
+
+    /// Empties the index and starts the heap afresh. Keys in `overflow`
+    /// stay there (readers ask main about them).
+    fn restart(&mut self) {
+        // Odd while memory readers may be walking is rewritten.
+        self.generation += 1;
+        self.words.store(H_GEN, self.generation, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.alloc.reset();
+        let len = 8 << MIN_INDEX_LOG2;
+        let (at, class) = self
+            .alloc
+            .take(class_of(len))
+            .expect("the first index fits, as `create` checked");
+        self.words.zero(at, len);
+        self.words.store(H_INDEX_AT, at as u64, Ordering::Relaxed);
+        self.words
+            .store(H_INDEX_LOG2, u64::from(MIN_INDEX_LOG2), Ordering::Relaxed);
+        self.words.store(
+            H_INCOMPLETE,
+            u64::from(!self.overflow.is_empty()),
+            Ordering::Relaxed,
+        );
+        (self.index_at, self.index_class, self.log2) = (at, class, MIN_INDEX_LOG2);
+        self.restarts = self.restarts.wrapping_add(1);
+        self.live = 0;
+        self.used = 0;
+        self.generation += 1;
+        self.words.store(H_GEN, self.generation, Ordering::Release);
+        fence(Ordering::Release);
+    }
+}
+
+/// A table emptied of keys starts its heap afresh once it has handed out
+/// this much (below it, the reuse of free blocks is enough).
+const RESTART_BYTES: usize = if cfg!(miri) { 1 << 10 } else { 64 << 10 };
+
+/// Whether an entry of `need` bytes goes in a block of `class` in place:
+/// it fits, and the block is at most four classes (about twice) larger.
+#[inline]
+fn fits_block(need: usize, class: usize) -> bool {
+    let want = class_of(need);
+    want <= class && class <= want + 4
+}

@@ -1,0 +1,130 @@
+//! The region as words: every access is an atomic access to an aligned
+//! 8-byte word, which is defined behaviour whatever another process does
+//! to the same memory at the same time, and a load is all a child ever
+//! does (its mapping is read-only; a 64-bit atomic load from read-only
+//! memory is a plain load on every platform Rust supports 64-bit atomics
+//! on).
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// `len` bytes at `base`, reached only as atomic words.
+#[derive(Clone, Copy)]
+pub(crate) struct Words {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+impl Words {
+    /// Safety: `base` is 8-aligned and valid for atomic reads (and, if any
+    /// store is made, writes) of `len` bytes for as long as the value lives.
+    pub(crate) unsafe fn new(base: NonNull<u8>, len: usize) -> Words {
+        Words { base, len }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether `n` bytes at `at` lie inside the region (overflow-safe).
+    #[inline]
+    pub(crate) fn fits(&self, at: usize, n: usize) -> bool {
+        at % 8 == 0 && at <= self.len && n <= self.len - at
+    }
+
+    #[inline]
+    fn word(&self, at: usize) -> &AtomicU64 {
+        debug_assert!(self.fits(at, 8), "word at {at} of {}", self.len);
+        // SAFETY: callers check `fits(at, 8)` (in bounds and aligned, the
+        // base being aligned); the region outlives `self` (see `new`).
+        unsafe { &*self.base.as_ptr().add(at).cast::<AtomicU64>() }
+    }
+
+    /// The word at `at`, which must be in bounds (checked by the caller).
+    #[inline]
+    pub(crate) fn load(&self, at: usize, order: Ordering) -> u64 {
+        self.word(at).load(order)
+    }
+
+    /// The word at `at`, or `None` if it lies outside the region.
+    #[inline]
+    pub(crate) fn get(&self, at: usize, order: Ordering) -> Option<u64> {
+        self.fits(at, 8).then(|| self.word(at).load(order))
+    }
+
+    /// Main only.
+    #[inline]
+    pub(crate) fn store(&self, at: usize, value: u64, order: Ordering) {
+        self.word(at).store(value, order)
+    }
+
+    /// Writes `bytes` at `at`, the last word padded with zeros (main only;
+    /// `at..at + pad(len)` in bounds).
+    #[inline]
+    pub(crate) fn put_bytes(&self, at: usize, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        let mut to = at;
+        for c in &mut chunks {
+            self.store(
+                to,
+                u64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
+                Ordering::Relaxed,
+            );
+            to += 8;
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            self.store(to, last_word(rest), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the words at `at` hold `bytes`, zero-padded
+    /// (`at..at + pad(len)` in bounds).
+    #[inline]
+    pub(crate) fn holds(&self, at: usize, bytes: &[u8]) -> bool {
+        let mut chunks = bytes.chunks_exact(8);
+        let mut from = at;
+        for c in &mut chunks {
+            if self.load(from, Ordering::Relaxed)
+                != u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))
+            {
+                return false;
+            }
+            from += 8;
+        }
+        let rest = chunks.remainder();
+        rest.is_empty() || self.load(from, Ordering::Relaxed) == last_word(rest)
+    }
+
+    /// Replaces `out` with the `len` bytes at `at` (`at..at + pad(len)` in
+    /// bounds). Allocates only when `out` lacks the capacity.
+    #[inline]
+    pub(crate) fn copy_out(&self, at: usize, len: usize, out: &mut Vec<u8>) {
+        out.clear();
+        let words = len.div_ceil(8);
+        out.reserve(words * 8);
+        let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+        for i in 0..words {
+            let w = self.load(at + 8 * i, Ordering::Relaxed).to_le_bytes();
+            // SAFETY: `out` has room for `words * 8` bytes (reserved above).
+            unsafe { dst.add(8 * i).copy_from_nonoverlapping(w.as_ptr(), 8) };
+        }
+        // SAFETY: the first `len <= words * 8` bytes were written above.
+        unsafe { out.set_len(len) };
+    }
+
+    /// Zeroes `n` bytes at `at` (main only; in bounds, whole words).
+    pub(crate) fn zero(&self, at: usize, n: usize) {
+        for w in (at..at + n).step_by(8) {
+            self.store(w, 0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Up to seven trailing bytes as a zero-padded word.
+#[inline]
+fn last_word(rest: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w[..rest.len()].copy_from_slice(rest);
+    u64::from_le_bytes(w)
+}
