@@ -12,16 +12,16 @@
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
-pub(super) use unix::{ESCALATION, Process, exit_signal, prepare, raw};
-#[cfg(unix)]
 pub(crate) use unix::Handed;
+#[cfg(unix)]
+pub(super) use unix::{ESCALATION, Process, exit_signal, prepare, raw};
 
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub(super) use windows::{ESCALATION, Process, exit_signal, prepare, raw};
-#[cfg(windows)]
 pub(crate) use windows::Handed;
+#[cfg(windows)]
+pub(super) use windows::{ESCALATION, Process, exit_signal, prepare, raw};
 
 #[cfg(not(any(unix, windows)))]
 compile_error!("yuki-ipc-transport spawns and supervises processes on Unix and Windows only");
