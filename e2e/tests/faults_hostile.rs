@@ -5,6 +5,10 @@
 //! mid-call. Each is
 //! refused or cut off with a logged reason; main's memory stays bounded and
 //! well-behaved children see no error.
+//!
+//! Linux only: most of these children forge the shared-memory link by hand
+//! (`RawRegion`), which exists on Linux only.
+#![cfg(target_os = "linux")]
 
 mod common;
 

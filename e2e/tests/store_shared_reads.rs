@@ -11,6 +11,9 @@
 //! and a delete it saw must be one of those versions too (no resurrected
 //! key). Values carry their version and bytes made from it, so a torn value
 //! fails its check.
+//!
+//! Linux only: the shared read path exists on Linux only.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -40,6 +40,7 @@ impl IpcTransport {
     }
 
     /// This transport, handing `region` to the store.
+    #[cfg(target_os = "linux")]
     pub(crate) fn with_shared_region(mut self, region: Option<Arc<SharedRegion>>) -> IpcTransport {
         self.shared_region = region;
         self

@@ -152,8 +152,15 @@ fn run_readers(node: &Node, store: &Store, readers: usize, quick: bool) -> Resul
     Ok(out)
 }
 
+/// LMDB is the peer only where the shared read path exists.
+#[cfg(not(target_os = "linux"))]
+fn lmdb(_: &[String], _: f64) -> Result<[f64; 3], String> {
+    Err("LMDB is measured on Linux only, beside the shared read path".into())
+}
+
 /// LMDB's read of the same workload, from a database in a temporary
 /// directory: one read transaction per get, the value copied out.
+#[cfg(target_os = "linux")]
 fn lmdb(keys: &[String], cost: f64) -> Result<[f64; 3], String> {
     use heed::types::{Bytes, Str};
     let dir = std::env::temp_dir().join(format!("yuki-bench-lmdb-{}", std::process::id()));

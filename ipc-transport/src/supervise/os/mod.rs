@@ -34,6 +34,8 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Force {
     /// Asks the system to end it (SIGTERM: it may still clean up).
+    /// Windows has no such step, so its escalation never names it.
+    #[cfg_attr(windows, allow(dead_code))]
     Terminate,
     /// Ends it at once (SIGKILL, or `TerminateProcess` on Windows).
     Kill,
