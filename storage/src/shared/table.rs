@@ -42,7 +42,8 @@ struct Probe {
     free: Option<(usize, bool)>,
 }
 
-/// What the writer knows; none of it is read back from the region.
+/// What the writer keeps in main's own memory. From the region it reads
+/// back only the index and the entries, which nothing but it writes.
 struct Writer {
     words: Words,
     seed: u64,

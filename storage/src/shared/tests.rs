@@ -719,3 +719,63 @@ fn costs_of_set_and_get() {
         );
     }
 }
+
+/// The table in a memory file that main maps read-write and the reader maps
+/// read-only, as a child does: a store by the reader would kill the test
+/// with a fault. Main sets, moves, removes, batches and clears meanwhile.
+#[cfg(all(target_os = "linux", target_env = "gnu", not(miri)))]
+#[test]
+fn a_view_reads_a_read_only_mapping_while_main_writes() {
+    use std::ptr::null_mut;
+    let len = 4 << 20;
+    // SAFETY: plain system calls on a memory file this test owns; each
+    // result is checked before use, and both mappings outlive the threads
+    // that use them (a scope), then are unmapped.
+    unsafe {
+        let fd = libc::memfd_create(c"yuki-shared-table-test".as_ptr(), libc::MFD_CLOEXEC);
+        assert!(fd >= 0, "memfd_create");
+        assert_eq!(libc::ftruncate(fd, len as libc::off_t), 0, "ftruncate");
+        let map = |prot| {
+            let p = libc::mmap(null_mut(), len, prot, libc::MAP_SHARED, fd, 0);
+            assert_ne!(p, libc::MAP_FAILED, "mmap");
+            NonNull::new(p.cast::<u8>()).expect("a mapping")
+        };
+        let rw = map(libc::PROT_READ | libc::PROT_WRITE);
+        let ro = map(libc::PROT_READ);
+        libc::close(fd);
+        let t = Table::create(rw, len, 9, 0).expect("a table");
+        let v = View::open(ro, len).expect("a view of the read-only mapping");
+        let stop = AtomicBool::new(false);
+        thread::scope(|s| {
+            s.spawn(|| {
+                let mut out = Vec::new();
+                let mut found = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    for k in 0..200 {
+                        if v.get(&key(k), 0, &mut out) == Lookup::Found {
+                            found += 1;
+                        }
+                    }
+                }
+                assert!(found > 0);
+            });
+            for round in 0..30 {
+                for k in 0..2_000 {
+                    t.set(&key(k), &value(k, (k + round) % 300, round), NEVER);
+                }
+                t.batch(|b| {
+                    for k in (0..2_000).step_by(3) {
+                        b.remove(&key(k));
+                    }
+                });
+                if round % 10 == 9 {
+                    t.clear();
+                }
+            }
+            stop.store(true, Ordering::Release);
+        });
+        drop((t, v));
+        assert_eq!(libc::munmap(rw.as_ptr().cast(), len), 0);
+        assert_eq!(libc::munmap(ro.as_ptr().cast(), len), 0);
+    }
+}
