@@ -93,9 +93,6 @@
 //! answer [`Lookup::AskMain`], so a reader never answers absent for a key
 //! that has a value.
 
-// The store's shared read path uses it; until then only its tests do.
-#![cfg_attr(not(test), allow(dead_code, unused_imports))]
-
 mod alloc;
 mod hash;
 mod layout;
@@ -106,5 +103,9 @@ mod words;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use table::{Batch, Slot, Table};
+pub(crate) use table::{Batch, Table};
+// The store does not keep slots beside its entries (yet): only the tests
+// write through them.
+#[cfg(test)]
+pub(crate) use table::Slot;
 pub(crate) use view::{Lookup, View};
