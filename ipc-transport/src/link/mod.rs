@@ -45,6 +45,13 @@ pub const LINK_ENV: &str = "YUKI_LINK";
 /// about 212 KB is split by ipc-channel itself and slows down, so the link
 /// sends batches of frames in messages of at most 192 KiB where it can.
 ///
+/// One difference matters against a hostile child: ipc-channel allocates
+/// the length a message's header claims before the message is read, so
+/// over [`IpcChannel`](LinkKind::IpcChannel) a child can make main
+/// allocate what it claims (and abort on a claim the system refuses).
+/// The shared-memory link checks every length first: use it for children
+/// you do not trust.
+///
 /// ```
 /// use yuki_ipc_transport::LinkKind;
 ///
