@@ -145,6 +145,53 @@ impl Table {
         hash(self.seed, key.as_bytes())
     }
 
+    /// The table's hash of `key`, having asked the processor to fetch the
+    /// index bucket its probe starts from and the entry that bucket names
+    /// (as long as a value of `value_len` bytes would make it):
+    /// a caller that has its own work to do before [`Table::set_hashed`]
+    /// (main's store, in its own map) lets those cache misses overlap it.
+    ///
+    /// Takes no lock and changes nothing: the index's place and the bucket
+    /// are loaded (Relaxed) while main's other threads may be changing
+    /// them under the writer's lock, so what they say is only a hint, used
+    /// for nothing but prefetches (which never fault, and are skipped for
+    /// offsets outside the region).
+    #[inline]
+    pub(crate) fn hash_ahead(&self, key: &str, value_len: usize) -> u64 {
+        let h = self.hash(key);
+        let index = self.words.load(H_INDEX_AT, Ordering::Relaxed) as usize;
+        let log2 = self.words.load(H_INDEX_LOG2, Ordering::Relaxed);
+        if log2 >= u64::from(usize::BITS) {
+            return h;
+        }
+        let mask = (1usize << log2) - 1;
+        let first = index.wrapping_add(8 * (h as usize & mask));
+        // The load waits for the bucket, but the caller's work goes on
+        // meanwhile: nothing it does depends on the answer.
+        if let Some(b) = self.words.get(first, Ordering::Relaxed)
+            && b & TAG_MASK == h & TAG_MASK
+            && b != EMPTY
+            && b != TOMB
+        {
+            let at = bucket_at(b);
+            self.words.prefetch(at);
+            // The entry's last word, as long as the new value would make
+            // it (the entry may span two cache lines).
+            let last = at.wrapping_add(entry_len(key.len(), value_len) - 8);
+            self.words.prefetch(last);
+        }
+        h
+    }
+
+    /// As [`Table::set`], given `h`, the table's hash of `key`
+    /// ([`Table::hash_ahead`] or [`Table::hash`] of the same key).
+    pub(crate) fn set_hashed(&self, h: u64, key: &str, value: &[u8], deadline_ns: u64) {
+        debug_assert_eq!(h, self.hash(key), "the hash of another key");
+        let mut w = sync::lock(&self.writer);
+        w.set_hashed(h, key, value, deadline_ns);
+        w.close_all();
+    }
+
     /// Sets `key` to `value` until `deadline_ns` (`u64::MAX`: never), on
     /// the clock whose origin the table was created with. Readers see the
     /// change once this returns; if the region cannot hold it, readers are
@@ -325,7 +372,12 @@ impl Writer {
                 return Some(slot);
             }
         }
-        let h = hash(self.seed, key.as_bytes());
+        self.set_hashed(hash(self.seed, key.as_bytes()), key, value, deadline)
+    }
+
+    /// Sets `key`, whose hash is `h`; the stripe stays open.
+    #[inline]
+    fn set_hashed(&mut self, h: u64, key: &str, value: &[u8], deadline: u64) -> Option<Slot> {
         let stripe = stripe_of(h, self.stripes());
         self.open(stripe);
         let at = self.set(h, key, value, deadline)?;
