@@ -55,8 +55,10 @@ struct Writer {
     /// Keys in the index, and keys plus tombstones.
     live: usize,
     used: usize,
-    /// Each stripe's sequence number (even when closed).
-    seqs: Vec<u64>,
+    /// How many stripes. Their sequence words are read back from the
+    /// region, which only this writer stores to: no copy of them is kept,
+    /// so a set touches one cache line for its stripe, not two.
+    stripes: usize,
     /// The stripes made odd by the operation or batch under way.
     open: Vec<u64>,
     open_list: Vec<usize>,
@@ -123,7 +125,7 @@ impl Table {
             log2: MIN_INDEX_LOG2,
             live: 0,
             used: 0,
-            seqs: vec![0; stripes],
+            stripes,
             open: vec![0; stripes.div_ceil(64)],
             open_list: Vec::new(),
             batching: false,
@@ -164,6 +166,9 @@ impl Table {
         if log2 >= u64::from(usize::BITS) {
             return h;
         }
+        // The stripe's word, which the set stores to twice.
+        self.words
+            .prefetch(STRIPES_AT + 8 * stripe_of(h, self.stripes));
         let mask = (1usize << log2) - 1;
         let first = index.wrapping_add(8 * (h as usize & mask));
         // The load waits for the bucket, but the caller's work goes on
@@ -393,10 +398,10 @@ impl Writer {
         }
         self.open[word] |= bit;
         self.open_list.push(stripe);
-        self.seqs[stripe] += 1;
+        let seq = STRIPES_AT + 8 * stripe;
         self.words.store(
-            STRIPES_AT + 8 * stripe,
-            self.seqs[stripe],
+            seq,
+            self.words.load(seq, Ordering::Relaxed) + 1,
             Ordering::Relaxed,
         );
         // Whoever reads anything stored after this sees the stripe odd.
@@ -411,10 +416,10 @@ impl Writer {
             return;
         }
         for stripe in self.open_list.drain(..) {
-            self.seqs[stripe] += 1;
+            let seq = STRIPES_AT + 8 * stripe;
             self.words.store(
-                STRIPES_AT + 8 * stripe,
-                self.seqs[stripe],
+                seq,
+                self.words.load(seq, Ordering::Relaxed) + 1,
                 Ordering::Release,
             );
             self.open[stripe / 64] = 0;
@@ -543,7 +548,7 @@ impl Writer {
     }
 
     fn stripes(&self) -> usize {
-        self.seqs.len()
+        self.stripes
     }
 
     /// Puts the entry in the region; its offset, or `None` if the region
