@@ -90,8 +90,8 @@
 //! index's place and the key's first bucket (Relaxed, as a reader would)
 //! and prefetches the entry it names and the key's stripe word, and
 //! `Table::set_hashed` then sets with that hash under the mutex as usual. What the unlocked loads found
-//! is used for nothing but prefetches (hints, skipped for offsets outside
-//! the region): the set itself probes again under the mutex, so a stale
+//! is used for nothing but prefetches (hints, which read nothing the
+//! program sees and never fault): the set itself probes again under the mutex, so a stale
 //! hint costs a miss, never a wrong write. The store calls it before its
 //! own map's work, which the misses then overlap.
 //!

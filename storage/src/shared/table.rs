@@ -156,8 +156,7 @@ impl Table {
     /// Takes no lock and changes nothing: the index's place and the bucket
     /// are loaded (Relaxed) while main's other threads may be changing
     /// them under the writer's lock, so what they say is only a hint, used
-    /// for nothing but prefetches (which never fault, and are skipped for
-    /// offsets outside the region).
+    /// for nothing but prefetches (hints, which never fault).
     #[inline]
     pub(crate) fn hash_ahead(&self, key: &str, value_len: usize) -> u64 {
         let h = self.hash(key);
@@ -415,7 +414,7 @@ impl Writer {
         if self.batching {
             return;
         }
-        for stripe in self.open_list.drain(..) {
+        while let Some(stripe) = self.open_list.pop() {
             let seq = STRIPES_AT + 8 * stripe;
             self.words.store(
                 seq,

@@ -52,18 +52,20 @@ impl Words {
         self.fits(at, 8).then(|| self.word(at).load(order))
     }
 
-    /// Asks the processor to bring the word at `at` into its cache: a
-    /// hint, which reads nothing the program sees and never faults; nothing
-    /// if `at` lies outside the region, off x86-64, or under Miri.
+    /// Asks the processor to bring the byte at `at` into its cache: a
+    /// hint, which reads nothing the program sees and never faults, even
+    /// for an `at` outside the region (so none is checked); nothing off
+    /// x86-64 or under Miri.
     #[inline(always)]
     pub(crate) fn prefetch(&self, at: usize) {
         #[cfg(all(target_arch = "x86_64", not(miri)))]
-        if self.fits(at, 8) {
+        {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            // Never dereferenced: only its address is used.
             let p = self.base.as_ptr().wrapping_add(at).cast::<i8>().cast_const();
             // SAFETY: a prefetch neither reads nor writes memory as far as
-            // the program can tell, and `sse`, which it needs, is part of
-            // every x86-64 target.
+            // the program can tell and does not fault on any address, and
+            // `sse`, which it needs, is part of every x86-64 target.
             #[allow(unused_unsafe)]
             unsafe {
                 _mm_prefetch::<_MM_HINT_T0>(p)
