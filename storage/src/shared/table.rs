@@ -514,7 +514,7 @@ impl Writer {
             || class > MAX_CLASS
             || stripe >= self.stripes()
             || !self.words.fits(at, class_size(class))
-            || !fits_block(need, class)
+            || !fits_class(class_of(need), class)
             || !self.words.holds(at + ENTRY_HEAD, key.as_bytes())
         {
             return false;
@@ -562,7 +562,7 @@ impl Writer {
         let probe = self.probe(h, key);
         if let Some((slot, at)) = probe.found {
             let (_, class, _) = entry_parts(self.words.load(at, Ordering::Relaxed));
-            if fits_block(need, class) {
+            if fits_class(want, class) {
                 self.write_in_place(at, class, key, value, deadline);
                 return Some(at);
             }
@@ -745,10 +745,10 @@ impl Writer {
 /// this much (below it, the reuse of free blocks is enough).
 const RESTART_BYTES: usize = if cfg!(miri) { 1 << 10 } else { 64 << 10 };
 
-/// Whether an entry of `need` bytes goes in a block of `class` in place:
-/// it fits, and the block is at most four classes (about twice) larger.
+/// Whether an entry that wants a block of class `want` goes in a block of
+/// `class` in place: it fits, and the block is at most four classes (about
+/// twice) larger.
 #[inline]
-fn fits_block(need: usize, class: usize) -> bool {
-    let want = class_of(need);
+fn fits_class(want: usize, class: usize) -> bool {
     want <= class && class <= want + 4
 }

@@ -85,18 +85,12 @@ impl Words {
     /// `at..at + pad(len)` in bounds).
     #[inline]
     pub(crate) fn put_bytes(&self, at: usize, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        let mut to = at;
-        for c in &mut chunks {
-            self.store(
-                to,
-                u64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
-                Ordering::Relaxed,
-            );
-            to += 8;
+        let whole = bytes.len() / 8;
+        for i in 0..whole {
+            self.store(at + 8 * i, word_at(bytes, i), Ordering::Relaxed);
         }
-        if !chunks.remainder().is_empty() {
-            self.store(to, last_word(bytes), Ordering::Relaxed);
+        if bytes.len() % 8 != 0 {
+            self.store(at + 8 * whole, last_word(bytes), Ordering::Relaxed);
         }
     }
 
@@ -104,17 +98,13 @@ impl Words {
     /// (`at..at + pad(len)` in bounds).
     #[inline]
     pub(crate) fn holds(&self, at: usize, bytes: &[u8]) -> bool {
-        let mut chunks = bytes.chunks_exact(8);
-        let mut from = at;
-        for c in &mut chunks {
-            if self.load(from, Ordering::Relaxed)
-                != u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))
-            {
+        let whole = bytes.len() / 8;
+        for i in 0..whole {
+            if self.load(at + 8 * i, Ordering::Relaxed) != word_at(bytes, i) {
                 return false;
             }
-            from += 8;
         }
-        chunks.remainder().is_empty() || self.load(from, Ordering::Relaxed) == last_word(bytes)
+        bytes.len() % 8 == 0 || self.load(at + 8 * whole, Ordering::Relaxed) == last_word(bytes)
     }
 
     /// Replaces `out` with the `len` bytes at `at` (`at..at + pad(len)` in
@@ -140,6 +130,12 @@ impl Words {
             self.store(w, 0, Ordering::Relaxed);
         }
     }
+}
+
+/// The `i`th whole word of `bytes` (`8 * i + 8 <= bytes.len()`).
+#[inline(always)]
+fn word_at(bytes: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]))
 }
 
 /// The bytes of `bytes` past its last whole word (one to seven of them:
