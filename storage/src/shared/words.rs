@@ -62,7 +62,12 @@ impl Words {
         {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
             // Never dereferenced: only its address is used.
-            let p = self.base.as_ptr().wrapping_add(at).cast::<i8>().cast_const();
+            let p = self
+                .base
+                .as_ptr()
+                .wrapping_add(at)
+                .cast::<i8>()
+                .cast_const();
             // SAFETY: a prefetch neither reads nor writes memory as far as
             // the program can tell and does not fault on any address, and
             // `sse`, which it needs, is part of every x86-64 target.
@@ -181,7 +186,11 @@ mod tests {
             let rest = &bytes[len / 8 * 8..len];
             let mut want = [0u8; 8];
             want[..rest.len()].copy_from_slice(rest);
-            assert_eq!(last_word(&bytes[..len]), u64::from_le_bytes(want), "length {len}");
+            assert_eq!(
+                last_word(&bytes[..len]),
+                u64::from_le_bytes(want),
+                "length {len}"
+            );
         }
     }
 }
