@@ -148,15 +148,16 @@ impl Table {
     }
 
     /// The table's hash of `key`, having asked the processor to fetch the
-    /// index bucket its probe starts from and the entry that bucket names
-    /// (as long as a value of `value_len` bytes would make it):
-    /// a caller that has its own work to do before [`Table::set_hashed`]
-    /// (main's store, in its own map) lets those cache misses overlap it.
+    /// key's stripe word, the index bucket its probe starts from and the
+    /// entry that bucket names (as long as a value of `value_len` bytes
+    /// would make it): a caller that has its own work to do before
+    /// [`Table::set_hashed`] (main's store, in its own map) lets those
+    /// cache misses overlap it.
     ///
     /// Takes no lock and changes nothing: the index's place and the bucket
     /// are loaded (Relaxed) while main's other threads may be changing
-    /// them under the writer's lock, so what they say is only a hint, used
-    /// for nothing but prefetches (hints, which never fault).
+    /// them under the writer's lock, so what they say is used for nothing
+    /// but prefetches, which never fault.
     #[inline]
     pub(crate) fn hash_ahead(&self, key: &str, value_len: usize) -> u64 {
         let h = self.hash(key);
