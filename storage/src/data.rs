@@ -194,8 +194,9 @@ impl Data {
                         now.get().saturating_add(ttl).min(NEVER - 1)
                     }
                 };
+                let prepared = sink.prepare(key, value);
                 shard.put(self.shards.hasher(), hash, key, value, expires);
-                sink.set(key, value, expires);
+                sink.set_prepared(prepared, key, value, expires);
                 self.changed(key, Some(value));
                 Outcome::Set
             }

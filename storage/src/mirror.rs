@@ -29,6 +29,19 @@ pub(crate) trait Sink {
     /// `key` now holds `value` until `expires` (main's clock, nanoseconds;
     /// `u64::MAX` never).
     fn set(&self, key: &str, value: &[u8], expires: u64);
+    /// What [`Sink::set_prepared`] of `key` to `value` will want, worked
+    /// out (and its memory fetched) before the store does its own part of
+    /// the set, so that the two overlap.
+    #[inline(always)]
+    fn prepare(&self, _key: &str, _value: &[u8]) -> u64 {
+        0
+    }
+    /// As [`Sink::set`], given what [`Sink::prepare`] of the same `key`
+    /// returned.
+    #[inline(always)]
+    fn set_prepared(&self, _prepared: u64, key: &str, value: &[u8], expires: u64) {
+        self.set(key, value, expires);
+    }
     /// `key`, which holds `value`, now lives until `expires`.
     fn set_deadline(&self, key: &str, value: &[u8], expires: u64);
     /// `key` is gone.
@@ -51,6 +64,14 @@ impl Sink for Table {
     #[inline]
     fn set(&self, key: &str, value: &[u8], expires: u64) {
         Table::set(self, key, value, expires);
+    }
+    #[inline]
+    fn prepare(&self, key: &str, value: &[u8]) -> u64 {
+        self.hash_ahead(key, value.len())
+    }
+    #[inline]
+    fn set_prepared(&self, hash: u64, key: &str, value: &[u8], expires: u64) {
+        self.set_hashed(hash, key, value, expires);
     }
     #[inline]
     fn set_deadline(&self, key: &str, _: &[u8], expires: u64) {

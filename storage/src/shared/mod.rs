@@ -85,6 +85,17 @@
 //! they call, as the table never calls back. A [`Slot`] spares a set of a
 //! known key the hash and the probe, not the mutex.
 //!
+//! A set's cache misses on the index and the entry need not wait for the
+//! mutex: `Table::hash_ahead` hashes the key and, with no lock, loads the
+//! index's place and the key's first bucket (Relaxed, as a reader would)
+//! and prefetches the entry it names and the key's stripe word;
+//! `Table::set_hashed` then sets with that hash under the mutex as usual.
+//! What the unlocked loads found is used for nothing but prefetches
+//! (hints, which read nothing the program sees and never fault): the set
+//! itself probes again under the mutex, so a stale hint costs a miss,
+//! never a wrong write. The store calls it before its own map's work,
+//! which the misses then overlap.
+//!
 //! # Completeness
 //!
 //! A key whose value the region cannot hold (no block, no room for a

@@ -55,8 +55,10 @@ struct Writer {
     /// Keys in the index, and keys plus tombstones.
     live: usize,
     used: usize,
-    /// Each stripe's sequence number (even when closed).
-    seqs: Vec<u64>,
+    /// How many stripes. Their sequence words are read back from the
+    /// region, which only this writer stores to: no copy of them is kept,
+    /// so a set touches one cache line for its stripe, not two.
+    stripes: usize,
     /// The stripes made odd by the operation or batch under way.
     open: Vec<u64>,
     open_list: Vec<usize>,
@@ -123,7 +125,7 @@ impl Table {
             log2: MIN_INDEX_LOG2,
             live: 0,
             used: 0,
-            seqs: vec![0; stripes],
+            stripes,
             open: vec![0; stripes.div_ceil(64)],
             open_list: Vec::new(),
             batching: false,
@@ -143,6 +145,56 @@ impl Table {
     #[inline]
     pub(crate) fn hash(&self, key: &str) -> u64 {
         hash(self.seed, key.as_bytes())
+    }
+
+    /// The table's hash of `key`, having asked the processor to fetch the
+    /// key's stripe word, the index bucket its probe starts from and the
+    /// entry that bucket names (as long as a value of `value_len` bytes
+    /// would make it): a caller that has its own work to do before
+    /// [`Table::set_hashed`] (main's store, in its own map) lets those
+    /// cache misses overlap it.
+    ///
+    /// Takes no lock and changes nothing: the index's place and the bucket
+    /// are loaded (Relaxed) while main's other threads may be changing
+    /// them under the writer's lock, so what they say is used for nothing
+    /// but prefetches, which never fault.
+    #[inline]
+    pub(crate) fn hash_ahead(&self, key: &str, value_len: usize) -> u64 {
+        let h = self.hash(key);
+        let index = self.words.load(H_INDEX_AT, Ordering::Relaxed) as usize;
+        let log2 = self.words.load(H_INDEX_LOG2, Ordering::Relaxed);
+        if log2 >= u64::from(usize::BITS) {
+            return h;
+        }
+        // The stripe's word, which the set stores to twice.
+        self.words
+            .prefetch(STRIPES_AT + 8 * stripe_of(h, self.stripes));
+        let mask = (1usize << log2) - 1;
+        let first = index.wrapping_add(8 * (h as usize & mask));
+        // The load waits for the bucket, but the caller's work goes on
+        // meanwhile: nothing it does depends on the answer.
+        if let Some(b) = self.words.get(first, Ordering::Relaxed)
+            && b & TAG_MASK == h & TAG_MASK
+            && b != EMPTY
+            && b != TOMB
+        {
+            let at = bucket_at(b);
+            self.words.prefetch(at);
+            // The entry's last word, as long as the new value would make
+            // it (the entry may span two cache lines).
+            let last = at.wrapping_add(entry_len(key.len(), value_len) - 8);
+            self.words.prefetch(last);
+        }
+        h
+    }
+
+    /// As [`Table::set`], given `h`, the table's hash of `key`
+    /// ([`Table::hash_ahead`] or [`Table::hash`] of the same key).
+    pub(crate) fn set_hashed(&self, h: u64, key: &str, value: &[u8], deadline_ns: u64) {
+        debug_assert_eq!(h, self.hash(key), "the hash of another key");
+        let mut w = sync::lock(&self.writer);
+        w.set_hashed(h, key, value, deadline_ns);
+        w.close_all();
     }
 
     /// Sets `key` to `value` until `deadline_ns` (`u64::MAX`: never), on
@@ -325,7 +377,12 @@ impl Writer {
                 return Some(slot);
             }
         }
-        let h = hash(self.seed, key.as_bytes());
+        self.set_hashed(hash(self.seed, key.as_bytes()), key, value, deadline)
+    }
+
+    /// Sets `key`, whose hash is `h`; the stripe stays open.
+    #[inline]
+    fn set_hashed(&mut self, h: u64, key: &str, value: &[u8], deadline: u64) -> Option<Slot> {
         let stripe = stripe_of(h, self.stripes());
         self.open(stripe);
         let at = self.set(h, key, value, deadline)?;
@@ -341,10 +398,10 @@ impl Writer {
         }
         self.open[word] |= bit;
         self.open_list.push(stripe);
-        self.seqs[stripe] += 1;
+        let seq = STRIPES_AT + 8 * stripe;
         self.words.store(
-            STRIPES_AT + 8 * stripe,
-            self.seqs[stripe],
+            seq,
+            self.words.load(seq, Ordering::Relaxed) + 1,
             Ordering::Relaxed,
         );
         // Whoever reads anything stored after this sees the stripe odd.
@@ -358,11 +415,11 @@ impl Writer {
         if self.batching {
             return;
         }
-        for stripe in self.open_list.drain(..) {
-            self.seqs[stripe] += 1;
+        while let Some(stripe) = self.open_list.pop() {
+            let seq = STRIPES_AT + 8 * stripe;
             self.words.store(
-                STRIPES_AT + 8 * stripe,
-                self.seqs[stripe],
+                seq,
+                self.words.load(seq, Ordering::Relaxed) + 1,
                 Ordering::Release,
             );
             self.open[stripe / 64] = 0;
@@ -458,7 +515,7 @@ impl Writer {
             || class > MAX_CLASS
             || stripe >= self.stripes()
             || !self.words.fits(at, class_size(class))
-            || !fits_block(need, class)
+            || !fits_class(class_of(need), class)
             || !self.words.holds(at + ENTRY_HEAD, key.as_bytes())
         {
             return false;
@@ -491,7 +548,7 @@ impl Writer {
     }
 
     fn stripes(&self) -> usize {
-        self.seqs.len()
+        self.stripes
     }
 
     /// Puts the entry in the region; its offset, or `None` if the region
@@ -506,7 +563,7 @@ impl Writer {
         let probe = self.probe(h, key);
         if let Some((slot, at)) = probe.found {
             let (_, class, _) = entry_parts(self.words.load(at, Ordering::Relaxed));
-            if fits_block(need, class) {
+            if fits_class(want, class) {
                 self.write_in_place(at, class, key, value, deadline);
                 return Some(at);
             }
@@ -689,10 +746,10 @@ impl Writer {
 /// this much (below it, the reuse of free blocks is enough).
 const RESTART_BYTES: usize = if cfg!(miri) { 1 << 10 } else { 64 << 10 };
 
-/// Whether an entry of `need` bytes goes in a block of `class` in place:
-/// it fits, and the block is at most four classes (about twice) larger.
+/// Whether an entry that wants a block of class `want` goes in a block of
+/// `class` in place: it fits, and the block is at most four classes (about
+/// twice) larger.
 #[inline]
-fn fits_block(need: usize, class: usize) -> bool {
-    let want = class_of(need);
+fn fits_class(want: usize, class: usize) -> bool {
     want <= class && class <= want + 4
 }

@@ -128,6 +128,31 @@ fn miri_a_slot_writes_in_place_and_a_stale_one_is_caught() {
 }
 
 #[test]
+fn miri_a_set_hashed_ahead_is_a_set() {
+    let r = Region::new(64 * KIB);
+    let t = r.table();
+    let v = r.view();
+    // Hints on an empty index, on the key's own bucket, and on another
+    // key's: all the same to the outcome.
+    for (i, key) in ["a", "a-much-longer-key-than-a-word", "a", "bb"]
+        .into_iter()
+        .enumerate()
+    {
+        let value = vec![i as u8; 3 + 9 * i];
+        let h = t.hash_ahead(key, value.len());
+        assert_eq!(h, t.hash(key));
+        t.set_hashed(h, key, &value, NEVER);
+        assert_eq!(get(&v, key, 0), Some(value));
+    }
+    assert_eq!(t.live(), 3);
+    // After a clear, and with a hint longer than the region.
+    t.clear();
+    let h = t.hash_ahead("a", usize::MAX / 2);
+    t.set_hashed(h, "a", b"x", NEVER);
+    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"x"[..]));
+}
+
+#[test]
 fn miri_a_value_expires_at_its_deadline() {
     let r = Region::new(64 * KIB);
     let t = r.table();

@@ -52,6 +52,34 @@ impl Words {
         self.fits(at, 8).then(|| self.word(at).load(order))
     }
 
+    /// Asks the processor to bring the byte at `at` into its cache: a
+    /// hint, which reads nothing the program sees and never faults, even
+    /// for an `at` outside the region (so none is checked); nothing off
+    /// x86-64 or under Miri.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, at: usize) {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            // Never dereferenced: only its address is used.
+            let p = self
+                .base
+                .as_ptr()
+                .wrapping_add(at)
+                .cast::<i8>()
+                .cast_const();
+            // SAFETY: a prefetch neither reads nor writes memory as far as
+            // the program can tell and does not fault on any address, and
+            // `sse`, which it needs, is part of every x86-64 target.
+            #[allow(unused_unsafe)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(p)
+            };
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        let _ = at;
+    }
+
     /// Main only.
     #[inline]
     pub(crate) fn store(&self, at: usize, value: u64, order: Ordering) {
@@ -62,19 +90,12 @@ impl Words {
     /// `at..at + pad(len)` in bounds).
     #[inline]
     pub(crate) fn put_bytes(&self, at: usize, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        let mut to = at;
-        for c in &mut chunks {
-            self.store(
-                to,
-                u64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
-                Ordering::Relaxed,
-            );
-            to += 8;
+        let whole = bytes.len() / 8;
+        for i in 0..whole {
+            self.store(at + 8 * i, word_at(bytes, i), Ordering::Relaxed);
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            self.store(to, last_word(rest), Ordering::Relaxed);
+        if bytes.len() % 8 != 0 {
+            self.store(at + 8 * whole, last_word(bytes), Ordering::Relaxed);
         }
     }
 
@@ -82,18 +103,13 @@ impl Words {
     /// (`at..at + pad(len)` in bounds).
     #[inline]
     pub(crate) fn holds(&self, at: usize, bytes: &[u8]) -> bool {
-        let mut chunks = bytes.chunks_exact(8);
-        let mut from = at;
-        for c in &mut chunks {
-            if self.load(from, Ordering::Relaxed)
-                != u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))
-            {
+        let whole = bytes.len() / 8;
+        for i in 0..whole {
+            if self.load(at + 8 * i, Ordering::Relaxed) != word_at(bytes, i) {
                 return false;
             }
-            from += 8;
         }
-        let rest = chunks.remainder();
-        rest.is_empty() || self.load(from, Ordering::Relaxed) == last_word(rest)
+        bytes.len() % 8 == 0 || self.load(at + 8 * whole, Ordering::Relaxed) == last_word(bytes)
     }
 
     /// Replaces `out` with the `len` bytes at `at` (`at..at + pad(len)` in
@@ -121,10 +137,60 @@ impl Words {
     }
 }
 
-/// Up to seven trailing bytes as a zero-padded word.
-#[inline]
-fn last_word(rest: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w[..rest.len()].copy_from_slice(rest);
-    u64::from_le_bytes(w)
+/// The `i`th whole word of `bytes` (`8 * i + 8 <= bytes.len()`).
+#[inline(always)]
+fn word_at(bytes: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]))
+}
+
+/// The bytes of `bytes` past its last whole word (one to seven of them:
+/// its length is not a multiple of 8) as a zero-padded word, built from a
+/// few loads and shifts rather than a byte copy.
+#[inline(always)]
+fn last_word(bytes: &[u8]) -> u64 {
+    let len = bytes.len();
+    let n = len % 8;
+    debug_assert!(n != 0, "no bytes past the last whole word");
+    if len >= 8 {
+        // The last eight bytes, shifted down past the ones already written
+        // as whole words.
+        let last = u64::from_le_bytes(bytes[len - 8..].try_into().unwrap_or([0; 8]));
+        return last >> (8 * (8 - n));
+    }
+    let mut w = 0;
+    let mut i = 0;
+    if n & 4 != 0 {
+        w = u64::from(u32::from_le_bytes(bytes[..4].try_into().unwrap_or([0; 4])));
+        i = 4;
+    }
+    if n & 2 != 0 {
+        w |= u64::from(u16::from_le_bytes(
+            bytes[i..i + 2].try_into().unwrap_or([0; 2]),
+        )) << (8 * i);
+        i += 2;
+    }
+    if n & 1 != 0 {
+        w |= u64::from(bytes[i]) << (8 * i);
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_word;
+
+    #[test]
+    fn last_word_is_the_trailing_bytes_zero_padded() {
+        let bytes: Vec<u8> = (1..=40).collect();
+        for len in (1..=bytes.len()).filter(|l| l % 8 != 0) {
+            let rest = &bytes[len / 8 * 8..len];
+            let mut want = [0u8; 8];
+            want[..rest.len()].copy_from_slice(rest);
+            assert_eq!(
+                last_word(&bytes[..len]),
+                u64::from_le_bytes(want),
+                "length {len}"
+            );
+        }
+    }
 }

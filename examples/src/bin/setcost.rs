@@ -1,0 +1,48 @@
+//! Main's own sets, for an instruction-count profile of what the shared
+//! read path adds to them:
+//!
+//! `valgrind --tool=callgrind target/release/setcost on|off [N]`
+//!
+//! Fills a main's store with 100,000 keys of 24-byte values, shared reads
+//! on or off, then sets `N` (default 200,000) of them again in a random
+//! order, as the benchmark's "main set" line does.
+
+use std::hint::black_box;
+
+use serde_bytes::ByteBuf;
+use yuki_ipc_transport::Node;
+use yuki_storage::Store;
+
+const KEYS: usize = 100_000;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let shared = match args.next().as_deref() {
+        Some("on") => true,
+        Some("off") => false,
+        _ => {
+            eprintln!("usage: setcost on|off [N]");
+            std::process::exit(2);
+        }
+    };
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
+    let node = Node::builder()
+        .independent_main()
+        .shared_reads(shared)
+        .init()
+        .expect("a main");
+    let store = Store::attach(node.transport()).expect("a store");
+    assert_eq!(store.shares_reads(), shared, "shared reads as asked");
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("key:{i:06}")).collect();
+    let value = ByteBuf::from(vec![7u8; 24]);
+    for k in &keys {
+        store.set(k, &value).expect("set");
+    }
+    let mut x = 0x5eedu64;
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        black_box(store.set(&keys[x as usize % KEYS], &value).is_ok());
+    }
+}
