@@ -220,9 +220,9 @@ impl Reader {
             return None;
         }
         let view = self.view()?;
-        let now = now_on_mains_clock(view.clock_origin_ns())?;
+        let origin = view.clock_origin_ns();
         let mut out = OUT.take();
-        let read = match view.get(key, now, &mut out) {
+        let read = match view.get_at(key, || now_on_mains_clock(origin), &mut out) {
             Lookup::Found => Some(f(Some(&out))),
             Lookup::Absent => Some(f(None)),
             Lookup::AskMain => None,
@@ -235,14 +235,15 @@ impl Reader {
 }
 
 /// Now, on main's clock, whose zero was `origin` on `CLOCK_MONOTONIC`.
+/// Never called off Linux, where there is no reader ([`Reader::new`]).
 #[inline]
-fn now_on_mains_clock(origin: u64) -> Option<u64> {
+fn now_on_mains_clock(origin: u64) -> u64 {
     #[cfg(target_os = "linux")]
-    return Some(crate::clock::monotonic_ns().saturating_sub(origin));
+    return crate::clock::monotonic_ns().saturating_sub(origin);
     #[cfg(not(target_os = "linux"))]
     {
         let _ = origin;
-        None
+        u64::MAX
     }
 }
 

@@ -9,6 +9,9 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"yukitab\0");
 /// child of another build refuses the region instead of misreading it.
 pub(crate) const LAYOUT_VERSION: u64 = 1;
 
+/// The deadline word of an entry that never expires.
+pub(crate) const NO_DEADLINE: u64 = u64::MAX;
+
 /// Keeps the words main changes apart from the ones it never changes.
 pub(crate) const LINE: usize = 128;
 

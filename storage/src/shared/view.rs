@@ -125,7 +125,15 @@ impl View {
     /// expired (deadline at or before `now_ns`), or [`Lookup::AskMain`].
     /// Allocates only if `out` lacks the capacity; `out` holds garbage
     /// unless the answer is `Found`.
+    #[cfg(test)]
     pub(crate) fn get(&self, key: &str, now_ns: u64, out: &mut Vec<u8>) -> Lookup {
+        self.get_at(key, || now_ns, out)
+    }
+
+    /// [`View::get`] reading the clock with `now` only when the key's entry
+    /// has a deadline: most have none, and a clock read can cost as much
+    /// as the rest of the get (or be a system call, on some machines).
+    pub(crate) fn get_at(&self, key: &str, now: impl Fn() -> u64, out: &mut Vec<u8>) -> Lookup {
         if key.len() > MAX_KEY {
             return Lookup::AskMain;
         }
@@ -135,7 +143,7 @@ impl View {
                 std::hint::spin_loop();
                 continue;
             };
-            let seen = self.find(&pass, h, key, now_ns, out);
+            let seen = self.find(&pass, h, key, &now, out);
             let incomplete = self.words.load(H_INCOMPLETE, Ordering::Relaxed) != 0;
             if !self.still_valid(&pass) {
                 std::hint::spin_loop();
@@ -189,7 +197,14 @@ impl View {
     /// One pass: the index, then the entry; every offset and length is
     /// checked against the region before use.
     #[inline]
-    fn find(&self, pass: &Pass, h: u64, key: &str, now_ns: u64, out: &mut Vec<u8>) -> Seen {
+    fn find(
+        &self,
+        pass: &Pass,
+        h: u64,
+        key: &str,
+        now: &impl Fn() -> u64,
+        out: &mut Vec<u8>,
+    ) -> Seen {
         let w = &self.words;
         let (index, log2) = (pass.index, pass.log2);
         if log2 >= 48 || !w.fits(index, 8 << log2) {
@@ -215,7 +230,8 @@ impl View {
                         return Seen::Garbled;
                     }
                     if w.holds(at + ENTRY_HEAD, key.as_bytes()) {
-                        if w.load(at + 8, Ordering::Relaxed) <= now_ns {
+                        let deadline = w.load(at + 8, Ordering::Relaxed);
+                        if deadline != NO_DEADLINE && deadline <= now() {
                             return Seen::Expired;
                         }
                         if pad(value_len) > out.capacity() {
@@ -250,7 +266,7 @@ mod tests {
         let pass = v.begin(h).expect("no change under way");
         change();
         let mut out = Vec::new();
-        let _ = v.find(&pass, h, key, 0, &mut out);
+        let _ = v.find(&pass, h, key, &|| 0, &mut out);
         v.still_valid(&pass)
     }
 
@@ -261,6 +277,34 @@ mod tests {
             .map(|i| format!("other{i}"))
             .find(|k| stripe_of(hash(v.seed, k.as_bytes()), v.stripes) != mine)
             .expect("some key lies in another stripe")
+    }
+
+    #[test]
+    fn the_clock_is_read_only_for_an_entry_with_a_deadline() {
+        let r = Region::new(64 << 10);
+        let t = r.table();
+        t.set("forever", b"1", NEVER);
+        t.set("until-10", b"2", 10);
+        let v = r.view();
+        let reads = std::cell::Cell::new(0);
+        let reads = &reads;
+        let at = |now: u64| {
+            move || {
+                reads.set(reads.get() + 1);
+                now
+            }
+        };
+        let mut out = Vec::new();
+        assert_eq!(
+            v.get_at("forever", at(u64::MAX - 1), &mut out),
+            Lookup::Found
+        );
+        assert_eq!(v.get_at("missing", at(0), &mut out), Lookup::Absent);
+        assert_eq!(reads.get(), 0, "no deadline met, no clock read");
+        assert_eq!(v.get_at("until-10", at(9), &mut out), Lookup::Found);
+        assert_eq!(out, b"2");
+        assert_eq!(v.get_at("until-10", at(10), &mut out), Lookup::Absent);
+        assert!(reads.get() >= 2, "a deadline met reads the clock");
     }
 
     #[test]
