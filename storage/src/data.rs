@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::glob::{self, Glob};
 use crate::mirror::{Mirror, Nowhere, Sink};
 use crate::protocol::{Op, Reply};
-use crate::shards::{Now, Shard, Shards, Touched, give_back};
+use crate::shards::{Hasher, Now, Shard, Shards, Touched, give_back};
 use crate::watch::Watchers;
 
 pub(crate) struct Data {
@@ -50,7 +50,10 @@ impl Data {
         mirror: Option<Mirror>,
     ) -> Arc<Data> {
         Arc::new_cyclic(|me| Data {
-            shards: Shards::new(shards),
+            shards: Shards::new(
+                shards,
+                mirror.as_ref().map_or_else(Hasher::default, Mirror::hasher),
+            ),
             clock,
             watchers: Watchers::default(),
             purge_every,
@@ -194,15 +197,15 @@ impl Data {
                         now.get().saturating_add(ttl).min(NEVER - 1)
                     }
                 };
-                let prepared = sink.prepare(key, value);
+                sink.prepare(hash, key.len(), value.len());
                 shard.put(self.shards.hasher(), hash, key, value, expires);
-                sink.set_prepared(prepared, key, value, expires);
+                sink.set(hash, key, value, expires);
                 self.changed(key, Some(value));
                 Outcome::Set
             }
             Op::Delete(key) => match shard.remove(self.shards.hasher(), hash, key) {
                 Some(e) => {
-                    sink.remove(key);
+                    sink.remove(hash, key);
                     self.changed(key, None);
                     Outcome::Deleted(e.live(now))
                 }
@@ -244,7 +247,7 @@ impl Data {
                 } else {
                     shard.put(self.shards.hasher(), hash, key, &bytes, NEVER);
                 }
-                sink.set(key, &bytes, expires);
+                sink.set(hash, key, &bytes, expires);
                 self.changed(key, Some(&bytes));
                 Outcome::Incremented(returned)
             }
@@ -256,12 +259,12 @@ impl Data {
                 match new {
                     Some(v) => {
                         shard.put(self.shards.hasher(), hash, key, v, NEVER);
-                        sink.set(key, v, NEVER);
+                        sink.set(hash, key, v, NEVER);
                         self.changed(key, Some(v));
                     }
                     None => {
                         if shard.remove(self.shards.hasher(), hash, key).is_some() {
-                            sink.remove(key);
+                            sink.remove(hash, key);
                             self.changed(key, None);
                         }
                     }
@@ -279,14 +282,14 @@ impl Data {
                 if ttl_nanos == 0 {
                     // As Redis does: a deadline that has passed removes the key.
                     shard.remove(self.shards.hasher(), hash, key);
-                    sink.remove(key);
+                    sink.remove(hash, key);
                     self.changed(key, None);
                 } else {
                     self.start_purger();
                     let expires = now.get().saturating_add(ttl_nanos).min(NEVER - 1);
                     shard.set_expires(hash, key, expires);
                     if let Some(e) = shard.find_live(hash, key, now) {
-                        sink.set_deadline(key, e.value(), expires);
+                        sink.set_deadline(hash, key, e.value(), expires);
                     }
                 }
                 Outcome::Expiring(true)
@@ -295,7 +298,7 @@ impl Data {
                 Some(e) if e.expires() != NEVER => {
                     shard.set_expires(hash, key, NEVER);
                     if let Some(e) = shard.find_live(hash, key, now) {
-                        sink.set_deadline(key, e.value(), NEVER);
+                        sink.set_deadline(hash, key, e.value(), NEVER);
                     }
                     Outcome::Persisted(true)
                 }

@@ -15,37 +15,37 @@
 //! monotonic one ([`Clock::monotonic_origin_ns`]) gets a mirror.
 
 use std::cell::Cell;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, Hasher as _};
 use std::sync::{Arc, OnceLock};
 
 use yuki_channel::SharedRegion;
 
 use crate::clock::Clock;
+use crate::shards::Hasher;
 use crate::shared::{Batch, Lookup, Table, View};
 
 /// Where main's writes are copied to: the table, one batch of it, or
 /// nowhere.
+///
+/// Each call is given the key's `hash` in main's map, which in a store
+/// with a mirror is the table's own hash ([`Hasher::Shared`]), and is made
+/// with the key's shard locked, which makes its caller the only writer of
+/// the key's stripe.
+///
+/// [`Hasher::Shared`]: crate::shards::Hasher::Shared
 pub(crate) trait Sink {
+    /// Fetches what a set of the key (`key_len` bytes, to a value of
+    /// `value_len`) will touch, before the store does its own part of the
+    /// set, so that the cache misses of both overlap.
+    #[inline(always)]
+    fn prepare(&self, _hash: u64, _key_len: usize, _value_len: usize) {}
     /// `key` now holds `value` until `expires` (main's clock, nanoseconds;
     /// `u64::MAX` never).
-    fn set(&self, key: &str, value: &[u8], expires: u64);
-    /// What [`Sink::set_prepared`] of `key` to `value` will want, worked
-    /// out (and its memory fetched) before the store does its own part of
-    /// the set, so that the two overlap.
-    #[inline(always)]
-    fn prepare(&self, _key: &str, _value: &[u8]) -> u64 {
-        0
-    }
-    /// As [`Sink::set`], given what [`Sink::prepare`] of the same `key`
-    /// returned.
-    #[inline(always)]
-    fn set_prepared(&self, _prepared: u64, key: &str, value: &[u8], expires: u64) {
-        self.set(key, value, expires);
-    }
+    fn set(&self, hash: u64, key: &str, value: &[u8], expires: u64);
     /// `key`, which holds `value`, now lives until `expires`.
-    fn set_deadline(&self, key: &str, value: &[u8], expires: u64);
+    fn set_deadline(&self, hash: u64, key: &str, value: &[u8], expires: u64);
     /// `key` is gone.
-    fn remove(&self, key: &str);
+    fn remove(&self, hash: u64, key: &str);
 }
 
 /// No mirror: the map alone.
@@ -53,49 +53,46 @@ pub(crate) struct Nowhere;
 
 impl Sink for Nowhere {
     #[inline(always)]
-    fn set(&self, _: &str, _: &[u8], _: u64) {}
+    fn set(&self, _: u64, _: &str, _: &[u8], _: u64) {}
     #[inline(always)]
-    fn set_deadline(&self, _: &str, _: &[u8], _: u64) {}
+    fn set_deadline(&self, _: u64, _: &str, _: &[u8], _: u64) {}
     #[inline(always)]
-    fn remove(&self, _: &str) {}
+    fn remove(&self, _: u64, _: &str) {}
 }
 
 impl Sink for Table {
     #[inline]
-    fn set(&self, key: &str, value: &[u8], expires: u64) {
-        Table::set(self, key, value, expires);
+    fn prepare(&self, hash: u64, key_len: usize, value_len: usize) {
+        self.fetch_ahead(hash, key_len, value_len);
     }
     #[inline]
-    fn prepare(&self, key: &str, value: &[u8]) -> u64 {
-        self.hash_ahead(key, value.len())
+    fn set(&self, hash: u64, key: &str, value: &[u8], expires: u64) {
+        // The caller holds the key's shard, and with it the key's stripe.
+        self.set_owned(hash, key, value, expires);
     }
     #[inline]
-    fn set_prepared(&self, hash: u64, key: &str, value: &[u8], expires: u64) {
-        self.set_hashed(hash, key, value, expires);
-    }
-    #[inline]
-    fn set_deadline(&self, key: &str, _: &[u8], expires: u64) {
+    fn set_deadline(&self, hash: u64, key: &str, _: &[u8], expires: u64) {
         // The value stays where it is: only its deadline word changes.
-        Table::set_deadline(self, key, expires);
+        self.set_deadline_hashed(hash, key, expires);
     }
     #[inline]
-    fn remove(&self, key: &str) {
-        Table::remove(self, key);
+    fn remove(&self, hash: u64, key: &str) {
+        self.remove_hashed(hash, key);
     }
 }
 
 impl Sink for Batch<'_> {
     #[inline]
-    fn set(&self, key: &str, value: &[u8], expires: u64) {
-        Batch::set(self, key, value, expires);
+    fn set(&self, hash: u64, key: &str, value: &[u8], expires: u64) {
+        self.set_hashed(hash, key, value, expires);
     }
     #[inline]
-    fn set_deadline(&self, key: &str, value: &[u8], expires: u64) {
-        Batch::set(self, key, value, expires);
+    fn set_deadline(&self, hash: u64, key: &str, value: &[u8], expires: u64) {
+        self.set_hashed(hash, key, value, expires);
     }
     #[inline]
-    fn remove(&self, key: &str) {
-        Batch::remove(self, key);
+    fn remove(&self, hash: u64, key: &str) {
+        self.remove_hashed(hash, key);
     }
 }
 
@@ -153,6 +150,13 @@ impl Mirror {
     #[inline]
     pub(crate) fn table(&self) -> &Table {
         &self.table
+    }
+
+    /// What hashes keys in main's map so that one hash serves the map and
+    /// the table, and each shard holds whole stripes of the table.
+    pub(crate) fn hasher(&self) -> Hasher {
+        let (seed, stripes) = self.table.seed_and_stripes();
+        Hasher::Shared { seed, stripes }
     }
 }
 

@@ -2,7 +2,10 @@
 //!
 //! A key is hashed once; the hash picks the shard (from middle bits) and
 //! finds the entry in that shard's table (from the low bits and the top
-//! seven, which the table uses), so no lookup hashes twice.
+//! seven, which the table uses), so no lookup hashes twice. When children
+//! read a copy of the data in shared memory, that one hash is the shared
+//! table's and each shard is a set of whole stripes of it
+//! ([`Hasher::Shared`]).
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -231,12 +234,50 @@ impl Shard {
 }
 
 /// What hashes keys, for the shards and their tables alike.
-pub(crate) type Hasher = foldhash::fast::RandomState;
+#[derive(Clone)]
+pub(crate) enum Hasher {
+    /// foldhash, seeded by this process alone.
+    Private(foldhash::fast::RandomState),
+    /// The hash of the table children read in shared memory, under its
+    /// seed: one hash serves the map and the table, and a shard holds
+    /// whole stripes of the table (`shard = stripe % shards`), so the
+    /// shard's lock makes its holder the only writer of those stripes,
+    /// which lets a write rewrite a value in place without the table's
+    /// own lock (`Table::set_owned`).
+    ///
+    /// Children know the seed (they need it to find keys), so one that
+    /// picks keys to collide slows main's map as it already could slow
+    /// the table's index; it cannot make main misplace or lose a key.
+    Shared {
+        /// The table's seed.
+        seed: u64,
+        /// How many stripes the table has (a power of two).
+        stripes: usize,
+    },
+}
+
+impl Default for Hasher {
+    fn default() -> Hasher {
+        Hasher::Private(foldhash::fast::RandomState::default())
+    }
+}
+
+impl Hasher {
+    #[inline]
+    pub(crate) fn hash_one(&self, key: &str) -> u64 {
+        match self {
+            Hasher::Private(state) => state.hash_one(key),
+            Hasher::Shared { seed, .. } => crate::shared::hash(*seed, key.as_bytes()),
+        }
+    }
+}
 
 /// The shards, and the hasher that places keys in them.
 pub(crate) struct Shards {
     shards: Box<[CachePadded<RwLock<Shard>>]>,
     hasher: Hasher,
+    /// A key's shard is `(hash >> shift) & mask`.
+    shift: u32,
     mask: usize,
 }
 
@@ -244,12 +285,23 @@ pub(crate) type ReadGuard<'a> = RwLockReadGuard<'a, Shard>;
 pub(crate) type WriteGuard<'a> = RwLockWriteGuard<'a, Shard>;
 
 impl Shards {
-    /// `count` is rounded up to a power of two.
-    pub(crate) fn new(count: usize) -> Shards {
-        let count = count.clamp(1, 1 << 12).next_power_of_two();
+    /// `count` is rounded up to a power of two (and, with a shared
+    /// hasher, capped at the table's stripe count: a shard is at least
+    /// one stripe).
+    pub(crate) fn new(count: usize, hasher: Hasher) -> Shards {
+        let mut count = count.clamp(1, 1 << 12).next_power_of_two();
+        let shift = match hasher {
+            Hasher::Private(_) => 40,
+            Hasher::Shared { stripes, .. } => {
+                debug_assert!(stripes.is_power_of_two());
+                count = count.min(stripes);
+                crate::shared::STRIPE_SHIFT
+            }
+        };
         Shards {
             shards: (0..count).map(|_| CachePadded::default()).collect(),
-            hasher: Hasher::default(),
+            hasher,
+            shift,
             mask: count - 1,
         }
     }
@@ -266,7 +318,7 @@ impl Shards {
 
     #[inline]
     pub(crate) fn index(&self, hash: u64) -> usize {
-        (hash >> 40) as usize & self.mask
+        (hash >> self.shift) as usize & self.mask
     }
 
     #[inline]
@@ -382,7 +434,7 @@ mod tests {
 
     #[test]
     fn deadlines_are_counted_through_every_change() {
-        let shards = Shards::new(1);
+        let shards = Shards::new(1, Hasher::default());
         let clock = ManualClock::default();
         let mut shard = Shard::default();
         put(&mut shard, &shards, "a", b"1", 10);
@@ -419,7 +471,7 @@ mod tests {
 
     #[test]
     fn values_are_replaced_whatever_their_size() {
-        let shards = Shards::new(1);
+        let shards = Shards::new(1, Hasher::default());
         let mut shard = Shard::default();
         let hash = shards.hash("k");
         let mut big = Vec::with_capacity(4096);
@@ -436,7 +488,7 @@ mod tests {
 
     #[test]
     fn keys_are_found_after_the_table_grows_and_rehashes_them() {
-        let shards = Shards::new(1);
+        let shards = Shards::new(1, Hasher::default());
         let mut shard = Shard::default();
         let keys: Vec<String> = (0..2_000).map(|i| format!("key:{i}")).collect();
         for (i, k) in keys.iter().enumerate() {
@@ -452,7 +504,7 @@ mod tests {
 
     #[test]
     fn a_table_gives_memory_back_when_mostly_empty_and_keeps_its_keys() {
-        let shards = Shards::new(1);
+        let shards = Shards::new(1, Hasher::default());
         let clock = ManualClock::default();
         let mut now = Now::new(&clock);
         let mut shard = Shard::default();
@@ -512,10 +564,39 @@ mod tests {
 
     #[test]
     fn shard_counts_are_powers_of_two() {
-        assert_eq!(Shards::new(0).count(), 1);
-        assert_eq!(Shards::new(3).count(), 4);
-        assert_eq!(Shards::new(64).count(), 64);
-        let s = Shards::new(8);
+        assert_eq!(Shards::new(0, Hasher::default()).count(), 1);
+        assert_eq!(Shards::new(3, Hasher::default()).count(), 4);
+        assert_eq!(Shards::new(64, Hasher::default()).count(), 64);
+        let s = Shards::new(8, Hasher::default());
         assert!((0..1000).all(|i| s.index(s.hash(&i.to_string())) < 8));
+    }
+
+    #[test]
+    fn with_the_shared_tables_hash_a_shard_holds_whole_stripes() {
+        let shared = |count, stripes| Shards::new(count, Hasher::Shared { seed: 7, stripes });
+        // At most one shard per stripe.
+        assert_eq!(shared(64, 16).count(), 16);
+        let s = shared(8, 64);
+        assert_eq!(s.count(), 8);
+        let mut shard_of_stripe = std::collections::HashMap::new();
+        let mut used = std::collections::HashSet::new();
+        for i in 0..4_000 {
+            let key = format!("key:{i}");
+            let h = s.hash(&key);
+            assert_eq!(
+                h,
+                crate::shared::hash(7, key.as_bytes()),
+                "the table's hash"
+            );
+            let stripe = (h >> crate::shared::STRIPE_SHIFT) as usize & 63;
+            let shard = s.index(h);
+            assert_eq!(
+                *shard_of_stripe.entry(stripe).or_insert(shard),
+                shard,
+                "stripe {stripe} split over shards"
+            );
+            used.insert(shard);
+        }
+        assert_eq!(used.len(), 8, "keys spread over every shard");
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! `valgrind --tool=callgrind target/release/setcost on|off [N]`
 //!
-//! Fills a main's store with 100,000 keys of 24-byte values, shared reads
-//! on or off, then sets `N` (default 200,000) of them again in a random
-//! order, as the benchmark's "main set" line does.
+//! Fills a main's store with 100,000 keys (or `KEYS` from the environment)
+//! of 24-byte values, shared reads on or off, then sets `N` (default
+//! 200,000) of them again in a random order, as the benchmark's "main set"
+//! line does, and prints the time per set (meaningful outside callgrind).
 
 use std::hint::black_box;
 
@@ -26,6 +27,10 @@ fn main() {
         }
     };
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
+    let keys_n: usize = std::env::var("KEYS")
+        .ok()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(KEYS);
     let node = Node::builder()
         .independent_main()
         .shared_reads(shared)
@@ -33,16 +38,24 @@ fn main() {
         .expect("a main");
     let store = Store::attach(node.transport()).expect("a store");
     assert_eq!(store.shares_reads(), shared, "shared reads as asked");
-    let keys: Vec<String> = (0..KEYS).map(|i| format!("key:{i:06}")).collect();
+    let keys: Vec<String> = (0..keys_n).map(|i| format!("key:{i:06}")).collect();
     let value = ByteBuf::from(vec![7u8; 24]);
     for k in &keys {
         store.set(k, &value).expect("set");
     }
     let mut x = 0x5eedu64;
+    let started = std::time::Instant::now();
     for _ in 0..n {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        black_box(store.set(&keys[x as usize % KEYS], &value).is_ok());
+        black_box(store.set(&keys[x as usize % keys_n], &value).is_ok());
+    }
+    if n > 0 {
+        let ns = started.elapsed().as_nanos() as f64 / n as f64;
+        println!(
+            "{ns:.1} ns per set, shared reads {}",
+            if shared { "on" } else { "off" }
+        );
     }
 }

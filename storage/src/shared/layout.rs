@@ -71,10 +71,13 @@ pub(crate) fn bucket_at(bucket: u64) -> usize {
     ((bucket & !TAG_MASK) << 3) as usize
 }
 
+/// Where a key's stripe comes from in its hash: the bits from here up.
+pub(crate) const STRIPE_SHIFT: u32 = 32;
+
 /// Which stripe guards a key.
 #[inline]
 pub(crate) fn stripe_of(hash: u64, stripes: usize) -> usize {
-    (hash >> 32) as usize & (stripes - 1)
+    (hash >> STRIPE_SHIFT) as usize & (stripes - 1)
 }
 
 // An entry (a block of the heap): a word of lengths and size class, the

@@ -71,30 +71,42 @@
 //! after a generation bump (see above), so a reader still copying from it
 //! retries. Recycling waits until a megabyte is retired or a block is
 //! wanted, so readers see a bump once per many frees. A retired entry's
-//! head is marked dead (inside its key's open stripe), so that neither a
-//! reader holding an old bucket nor main's store holding an old [`Slot`]
-//! (an entry's offset, which lets a set write in place without hashing or
-//! probing) takes it for the key's entry. Clearing (or
+//! head is marked dead (inside its key's open stripe), so that a reader
+//! holding an old bucket does not take it for the key's entry. Clearing (or
 //! emptying the table) makes the generation odd, forgets every block and
 //! lays out a new empty index.
 //!
 //! # Writers
 //!
-//! Main's writes go through one mutex inside [`Table`]: callers need no
-//! lock of their own, and may hold theirs (the store's shard locks) while
-//! they call, as the table never calls back. A [`Slot`] spares a set of a
-//! known key the hash and the probe, not the mutex.
+//! Changes to the index or the heap go through one mutex inside [`Table`]
+//! (`Table::set_hashed`, `remove_hashed`, `batch`, `clear`), which
+//! callers may call while they hold locks of their own (the store's shard
+//! locks), as the table never calls back.
+//!
+//! The commonest write, a new value for a key whose block it fits, takes
+//! no mutex: `Table::set_owned` finds the entry as a reader does (checked
+//! offsets, validated against the generation, so an index retired and
+//! reused meanwhile is noticed), then rewrites it inside its stripe's odd
+//! count. That needs the caller to be the only writer of the key's stripe
+//! for the call's length, since a stripe's count is bumped by a plain load
+//! and store; main's store hashes its keys with the table's hash and makes
+//! each shard a set of whole stripes, so the shard's lock it holds for
+//! every write is that guarantee. Once validated, the entry stays the
+//! key's: a live entry is never moved or reused, and only a write of the
+//! key itself (which needs the stripe) retires it. The writers behind the
+//! mutex meanwhile read the entry's head and key (to probe or rebuild an
+//! index), which the rewrite leaves as they were but for the value's
+//! length.
 //!
 //! A set's cache misses on the index and the entry need not wait for the
-//! mutex: `Table::hash_ahead` hashes the key and, with no lock, loads the
-//! index's place and the key's first bucket (Relaxed, as a reader would)
-//! and prefetches the entry it names and the key's stripe word;
-//! `Table::set_hashed` then sets with that hash under the mutex as usual.
-//! What the unlocked loads found is used for nothing but prefetches
+//! store's own work: `Table::fetch_ahead`, given the key's hash, loads the
+//! index's place and the key's first bucket with no lock (Relaxed, as a
+//! reader would) and prefetches the entry it names and the key's stripe
+//! word. What the unlocked loads found is used for nothing but prefetches
 //! (hints, which read nothing the program sees and never fault): the set
-//! itself probes again under the mutex, so a stale hint costs a miss,
-//! never a wrong write. The store calls it before its own map's work,
-//! which the misses then overlap.
+//! itself probes again, so a stale hint costs a miss, never a wrong write.
+//! The store calls it before its own map's work, which the misses then
+//! overlap.
 //!
 //! # Completeness
 //!
@@ -114,9 +126,7 @@ mod words;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use hash::hash;
+pub(crate) use layout::STRIPE_SHIFT;
 pub(crate) use table::{Batch, Table};
-// The store does not keep slots beside its entries (yet): only the tests
-// write through them.
-#[cfg(test)]
-pub(crate) use table::Slot;
 pub(crate) use view::{Lookup, View};

@@ -67,8 +67,6 @@ struct Writer {
     /// main about them, and about every miss while there are any.
     overflow: HashSet<Box<str>>,
     scratch: Vec<u8>,
-    /// Counts fresh starts of the heap, which make every [`Slot`] stale.
-    restarts: u64,
 }
 
 impl Table {
@@ -131,7 +129,6 @@ impl Table {
             batching: false,
             overflow: HashSet::new(),
             scratch: Vec::new(),
-            restarts: 0,
         };
         Ok(Table {
             words,
@@ -147,24 +144,30 @@ impl Table {
         hash(self.seed, key.as_bytes())
     }
 
-    /// The table's hash of `key`, having asked the processor to fetch the
-    /// key's stripe word, the index bucket its probe starts from and the
-    /// entry that bucket names (as long as a value of `value_len` bytes
-    /// would make it): a caller that has its own work to do before
-    /// [`Table::set_hashed`] (main's store, in its own map) lets those
-    /// cache misses overlap it.
+    /// The seed of the table's hash, and how many stripes it has: what a
+    /// caller needs to hash keys as the table does and to know which keys
+    /// share a stripe (`stripe_of`).
+    pub(crate) fn seed_and_stripes(&self) -> (u64, usize) {
+        (self.seed, self.stripes)
+    }
+
+    /// Asks the processor to fetch what a set of the key hashed `h` (of
+    /// `key_len` bytes, to a value of `value_len`) will touch: the key's
+    /// stripe word, the index bucket its probe starts from and the entry
+    /// that bucket names. A caller that has its own work to do before the
+    /// set (main's store, in its own map) lets those cache misses overlap
+    /// it.
     ///
     /// Takes no lock and changes nothing: the index's place and the bucket
     /// are loaded (Relaxed) while main's other threads may be changing
     /// them under the writer's lock, so what they say is used for nothing
     /// but prefetches, which never fault.
     #[inline]
-    pub(crate) fn hash_ahead(&self, key: &str, value_len: usize) -> u64 {
-        let h = self.hash(key);
+    pub(crate) fn fetch_ahead(&self, h: u64, key_len: usize, value_len: usize) {
         let index = self.words.load(H_INDEX_AT, Ordering::Relaxed) as usize;
         let log2 = self.words.load(H_INDEX_LOG2, Ordering::Relaxed);
         if log2 >= u64::from(usize::BITS) {
-            return h;
+            return;
         }
         // The stripe's word, which the set stores to twice.
         self.words
@@ -182,14 +185,13 @@ impl Table {
             self.words.prefetch(at);
             // The entry's last word, as long as the new value would make
             // it (the entry may span two cache lines).
-            let last = at.wrapping_add(entry_len(key.len(), value_len) - 8);
+            let last = at.wrapping_add(entry_len(key_len, value_len) - 8);
             self.words.prefetch(last);
         }
-        h
     }
 
     /// As [`Table::set`], given `h`, the table's hash of `key`
-    /// ([`Table::hash_ahead`] or [`Table::hash`] of the same key).
+    /// ([`Table::hash`]).
     pub(crate) fn set_hashed(&self, h: u64, key: &str, value: &[u8], deadline_ns: u64) {
         debug_assert_eq!(h, self.hash(key), "the hash of another key");
         let mut w = sync::lock(&self.writer);
@@ -197,39 +199,82 @@ impl Table {
         w.close_all();
     }
 
+    /// As [`Table::set_hashed`], but a value that fits the block of the
+    /// key's entry is written there without the writer's lock: most sets
+    /// of a key that exists cost no lock but the caller's.
+    ///
+    /// The caller holds the key's stripe: until this returns, no other
+    /// thread writes (by any method) a key whose hash has the same
+    /// `stripe_of`. Main's store holds the key's shard lock, and its
+    /// shards are made of whole stripes. Readers and the writer's lock are
+    /// no concern: the entry is found as a reader finds it, validated
+    /// against the generation (so an index retired and reused meanwhile
+    /// is noticed), and, once found, stays the key's entry for as long as
+    /// the stripe is held, since only writes of the key retire it and a
+    /// live entry is never moved or reused.
+    #[inline]
+    pub(crate) fn set_owned(&self, h: u64, key: &str, value: &[u8], deadline_ns: u64) {
+        debug_assert_eq!(h, self.hash(key), "the hash of another key");
+        if !self.rewrite_owned(h, key, value, deadline_ns) {
+            self.set_hashed(h, key, value, deadline_ns);
+        }
+    }
+
+    /// The lock-free part of [`Table::set_owned`]: false, having changed
+    /// nothing, when the key has no entry whose block fits the value or
+    /// the table is being restructured.
+    #[inline]
+    fn rewrite_owned(&self, h: u64, key: &str, value: &[u8], deadline: u64) -> bool {
+        let w = &self.words;
+        let generation = w.load(H_GEN, Ordering::Acquire);
+        if generation % 2 == 1 || key.len() > MAX_KEY {
+            return false;
+        }
+        let index = w.load(H_INDEX_AT, Ordering::Relaxed) as usize;
+        let log2 = w.load(H_INDEX_LOG2, Ordering::Relaxed);
+        let Some((at, class)) = find_entry(w, index, log2, h, key) else {
+            return false;
+        };
+        if !fits_class(class_of(entry_len(key.len(), value.len())), class) {
+            return false;
+        }
+        // As a reader validates: had any load above seen memory rewritten
+        // after a generation change began, the generation now differs.
+        fence(Ordering::Acquire);
+        if w.load(H_GEN, Ordering::Relaxed) != generation {
+            return false;
+        }
+        let seq_at = STRIPES_AT + 8 * stripe_of(h, self.stripes);
+        let seq = w.load(seq_at, Ordering::Relaxed);
+        debug_assert!(seq % 2 == 0, "a held stripe left open");
+        w.store(seq_at, seq | 1, Ordering::Relaxed);
+        // Whoever reads anything stored after this sees the stripe odd.
+        fence(Ordering::Release);
+        write_value(w, at, class, key, value, deadline);
+        w.store(seq_at, (seq | 1) + 1, Ordering::Release);
+        true
+    }
+
     /// Sets `key` to `value` until `deadline_ns` (`u64::MAX`: never), on
     /// the clock whose origin the table was created with. Readers see the
     /// change once this returns; if the region cannot hold it, readers are
     /// told to ask main about the key instead.
+    #[cfg(test)]
     pub(crate) fn set(&self, key: &str, value: &[u8], deadline_ns: u64) {
-        self.set_at(None, key, value, deadline_ns);
-    }
-
-    /// As [`Table::set`], given the [`Slot`] the last `set_at` of `key`
-    /// returned (if no remove or clear of it came since): a value that
-    /// fits the key's block is then written in place without hashing the
-    /// key or probing the index. Returns the slot to give next time, or
-    /// `None` when readers must ask main about the key. A slot that is
-    /// stale is detected (the entry it names is dead or another key's) and
-    /// costs only the usual path.
-    pub(crate) fn set_at(
-        &self,
-        slot: Option<Slot>,
-        key: &str,
-        value: &[u8],
-        deadline_ns: u64,
-    ) -> Option<Slot> {
-        let mut w = sync::lock(&self.writer);
-        let slot = w.set_at(slot, key, value, deadline_ns);
-        w.close_all();
-        slot
+        self.set_hashed(self.hash(key), key, value, deadline_ns);
     }
 
     /// Gives `key`'s value the deadline `deadline_ns` (`u64::MAX`: never),
     /// as the store's `expire` and `persist` do; nothing if the table does
     /// not hold the key (absent, or left to main).
+    #[cfg(test)]
     pub(crate) fn set_deadline(&self, key: &str, deadline_ns: u64) {
-        let h = self.hash(key);
+        self.set_deadline_hashed(self.hash(key), key, deadline_ns);
+    }
+
+    /// As [`Table::set_deadline`], given `h`, the table's hash of `key`.
+    pub(crate) fn set_deadline_hashed(&self, h: u64, key: &str, deadline_ns: u64) {
+        debug_assert_eq!(h, self.hash(key), "the hash of another key");
         let mut w = sync::lock(&self.writer);
         if let Some((_, at)) = w.probe(h, key).found {
             w.open(stripe_of(h, self.stripes));
@@ -240,7 +285,12 @@ impl Table {
 
     /// Removes `key`; readers see it absent once this returns.
     pub(crate) fn remove(&self, key: &str) {
-        let h = self.hash(key);
+        self.remove_hashed(self.hash(key), key);
+    }
+
+    /// As [`Table::remove`], given `h`, the table's hash of `key`.
+    pub(crate) fn remove_hashed(&self, h: u64, key: &str) {
+        debug_assert_eq!(h, self.hash(key), "the hash of another key");
         let mut w = sync::lock(&self.writer);
         w.open(stripe_of(h, self.stripes));
         w.remove(h, key);
@@ -274,37 +324,20 @@ impl Table {
         sync::lock(&self.writer).live
     }
 
+    /// Where `key`'s entry lies, if the index has it (for tests).
+    #[cfg(test)]
+    pub(crate) fn entry_of(&self, key: &str) -> Option<usize> {
+        let h = self.hash(key);
+        sync::lock(&self.writer)
+            .probe(h, key)
+            .found
+            .map(|(_, at)| at)
+    }
+
     /// Whether some key could not be placed (for tests).
     #[cfg(test)]
     pub(crate) fn incomplete(&self) -> bool {
         !sync::lock(&self.writer).overflow.is_empty()
-    }
-}
-
-/// Where a key's entry lies in the region, for a caller that keeps it with
-/// its own copy of the key (main's store) so that the next set of the key
-/// skips the hash and the probe: the entry's offset, the key's stripe, and
-/// which fresh start of the heap it belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Slot(std::num::NonZeroU64);
-
-impl Slot {
-    const RESTARTS: u64 = 0xfff;
-
-    fn new(at: usize, stripe: usize, restarts: u64) -> Slot {
-        // Entries lie past the header: the offset is never zero. Offsets
-        // below 2^43 and stripes below 2^12 fit (both checked on use).
-        let word = (at as u64 >> 3) | (stripe as u64) << 40 | (restarts & Self::RESTARTS) << 52;
-        Slot(std::num::NonZeroU64::new(word).unwrap_or(std::num::NonZeroU64::MIN))
-    }
-
-    fn parts(self) -> (usize, usize, u64) {
-        let w = self.0.get();
-        (
-            ((w & ((1 << 40) - 1)) << 3) as usize,
-            ((w >> 40) & 0xfff) as usize,
-            w >> 52,
-        )
     }
 }
 
@@ -322,26 +355,27 @@ impl std::fmt::Debug for Batch<'_> {
 
 impl Batch<'_> {
     /// As [`Table::set`], seen with the rest of the batch.
+    #[cfg(test)]
     pub(crate) fn set(&self, key: &str, value: &[u8], deadline_ns: u64) {
-        self.set_at(None, key, value, deadline_ns);
+        self.set_hashed(self.table.hash(key), key, value, deadline_ns);
     }
 
-    /// As [`Table::set_at`], seen with the rest of the batch.
-    pub(crate) fn set_at(
-        &self,
-        slot: Option<Slot>,
-        key: &str,
-        value: &[u8],
-        deadline_ns: u64,
-    ) -> Option<Slot> {
+    /// As [`Table::set_hashed`], seen with the rest of the batch.
+    pub(crate) fn set_hashed(&self, h: u64, key: &str, value: &[u8], deadline_ns: u64) {
+        debug_assert_eq!(h, self.table.hash(key), "the hash of another key");
         self.writer
             .borrow_mut()
-            .set_at(slot, key, value, deadline_ns)
+            .set_hashed(h, key, value, deadline_ns);
     }
 
     /// As [`Table::remove`], seen with the rest of the batch.
+    #[cfg(test)]
     pub(crate) fn remove(&self, key: &str) {
-        let h = self.table.hash(key);
+        self.remove_hashed(self.table.hash(key), key);
+    }
+
+    /// As [`Table::remove_hashed`], seen with the rest of the batch.
+    pub(crate) fn remove_hashed(&self, h: u64, key: &str) {
         let mut w = self.writer.borrow_mut();
         w.open(stripe_of(h, self.table.stripes));
         w.remove(h, key);
@@ -359,34 +393,11 @@ impl Drop for Batch<'_> {
 }
 
 impl Writer {
-    /// Sets `key`, in place at `slot` if it is still its entry; the stripe
-    /// stays open.
-    #[inline]
-    fn set_at(
-        &mut self,
-        slot: Option<Slot>,
-        key: &str,
-        value: &[u8],
-        deadline: u64,
-    ) -> Option<Slot> {
-        if let Some(slot) = slot {
-            let (at, stripe, restarts) = slot.parts();
-            if restarts == self.restarts & Slot::RESTARTS
-                && self.rewrite(at, stripe, key, value, deadline)
-            {
-                return Some(slot);
-            }
-        }
-        self.set_hashed(hash(self.seed, key.as_bytes()), key, value, deadline)
-    }
-
     /// Sets `key`, whose hash is `h`; the stripe stays open.
     #[inline]
-    fn set_hashed(&mut self, h: u64, key: &str, value: &[u8], deadline: u64) -> Option<Slot> {
-        let stripe = stripe_of(h, self.stripes());
-        self.open(stripe);
-        let at = self.set(h, key, value, deadline)?;
-        Some(Slot::new(at, stripe, self.restarts))
+    fn set_hashed(&mut self, h: u64, key: &str, value: &[u8], deadline: u64) {
+        self.open(stripe_of(h, self.stripes));
+        self.set(h, key, value, deadline);
     }
 
     /// Makes `stripe` odd until [`Writer::close_all`], unless it already is.
@@ -494,61 +505,12 @@ impl Writer {
         placed
     }
 
-    /// Rewrites the entry at `at` in place if it is `key`'s live entry and
-    /// the value fits its block (opening `stripe` first); false otherwise.
-    #[inline]
-    fn rewrite(
-        &mut self,
-        at: usize,
-        stripe: usize,
-        key: &str,
-        value: &[u8],
-        deadline: u64,
-    ) -> bool {
-        let need = entry_len(key.len(), value.len());
-        let Some(head) = self.words.get(at, Ordering::Relaxed) else {
-            return false;
-        };
-        let (key_len, class, _) = entry_parts(head);
-        // A retired entry is marked dead, so a stale offset fails here.
-        if key_len != key.len()
-            || class > MAX_CLASS
-            || stripe >= self.stripes()
-            || !self.words.fits(at, class_size(class))
-            || !fits_class(class_of(need), class)
-            || !self.words.holds(at + ENTRY_HEAD, key.as_bytes())
-        {
-            return false;
-        }
-        self.open(stripe);
-        self.write_in_place(at, class, key, value, deadline);
-        true
-    }
-
-    /// Writes a new value and deadline into `key`'s entry at `at`; its
-    /// stripe is open, so a reader that saw any of this retries.
-    #[inline]
-    fn write_in_place(&self, at: usize, class: usize, key: &str, value: &[u8], deadline: u64) {
-        self.words.store(
-            at,
-            entry_head(key.len(), class, value.len()),
-            Ordering::Relaxed,
-        );
-        self.words.store(at + 8, deadline, Ordering::Relaxed);
-        self.words
-            .put_bytes(at + ENTRY_HEAD + pad(key.len()), value);
-    }
-
     /// Takes a block out of use: readers that reach it through a bucket
     /// they loaded before see no key in it, and writers holding its offset
     /// find it dead.
     fn retire(&mut self, at: usize, class: usize) {
         self.words.store(at, DEAD, Ordering::Relaxed);
         self.alloc.retire(at, class);
-    }
-
-    fn stripes(&self) -> usize {
-        self.stripes
     }
 
     /// Puts the entry in the region; its offset, or `None` if the region
@@ -564,7 +526,7 @@ impl Writer {
         if let Some((slot, at)) = probe.found {
             let (_, class, _) = entry_parts(self.words.load(at, Ordering::Relaxed));
             if fits_class(want, class) {
-                self.write_in_place(at, class, key, value, deadline);
+                write_value(&self.words, at, class, key, value, deadline);
                 return Some(at);
             }
             let (new, new_class) = self.allocate(want)?;
@@ -733,7 +695,6 @@ impl Writer {
             Ordering::Relaxed,
         );
         (self.index_at, self.index_class, self.log2) = (at, class, MIN_INDEX_LOG2);
-        self.restarts = self.restarts.wrapping_add(1);
         self.live = 0;
         self.used = 0;
         self.generation += 1;
@@ -752,4 +713,52 @@ const RESTART_BYTES: usize = if cfg!(miri) { 1 << 10 } else { 64 << 10 };
 #[inline]
 fn fits_class(want: usize, class: usize) -> bool {
     want <= class && class <= want + 4
+}
+
+/// Writes a new value and deadline into `key`'s entry at `at`, a block of
+/// `class`; its stripe is open, so a reader that saw any of this retries.
+#[inline]
+fn write_value(words: &Words, at: usize, class: usize, key: &str, value: &[u8], deadline: u64) {
+    words.store(
+        at,
+        entry_head(key.len(), class, value.len()),
+        Ordering::Relaxed,
+    );
+    words.store(at + 8, deadline, Ordering::Relaxed);
+    words.put_bytes(at + ENTRY_HEAD + pad(key.len()), value);
+}
+
+/// The entry of `key` (hashed `h`) and its class, found through the index
+/// of `2^log2` buckets at `index` as a reader finds it: every offset and
+/// length checked against the region, so that an index retired and reused
+/// under the caller (who then validates the generation) costs a wrong
+/// answer at worst, never a fault. `None` if not found, or garbled.
+#[inline]
+fn find_entry(w: &Words, index: usize, log2: u64, h: u64, key: &str) -> Option<(usize, usize)> {
+    if log2 >= 48 || !w.fits(index, 8 << log2) {
+        return None;
+    }
+    let mask = (1usize << log2) - 1;
+    let mut pos = h as usize & mask;
+    for _ in 0..=mask {
+        // Acquire: the entry a bucket names was written before it.
+        let b = w.load(index + 8 * pos, Ordering::Acquire);
+        if b == EMPTY {
+            return None;
+        }
+        if b != TOMB && b & TAG_MASK == h & TAG_MASK {
+            let at = bucket_at(b);
+            let (key_len, class, _) = entry_parts(w.get(at, Ordering::Relaxed)?);
+            if key_len == key.len() {
+                if class > MAX_CLASS || !w.fits(at, class_size(class)) {
+                    return None;
+                }
+                if w.holds(at + ENTRY_HEAD, key.as_bytes()) {
+                    return Some((at, class));
+                }
+            }
+        }
+        pos = (pos + 1) & mask;
+    }
+    None
 }

@@ -10,7 +10,8 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::{Batch, Lookup, Slot, Table, View};
+use super::layout::stripe_of;
+use super::{Batch, Lookup, Table, View};
 
 const NEVER: u64 = u64::MAX;
 
@@ -92,43 +93,48 @@ fn miri_set_get_remove_clear() {
 }
 
 #[test]
-fn miri_a_slot_writes_in_place_and_a_stale_one_is_caught() {
+fn miri_an_owned_set_rewrites_in_place_or_falls_back() {
     let r = Region::new(64 * KIB);
     let t = r.table();
     let v = r.view();
-    let a = t.set_at(None, "a", b"1", NEVER).expect("placed");
-    assert_eq!(t.set_at(Some(a), "a", b"2", NEVER), Some(a), "in place");
-    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"2"[..]));
-    // Another key's slot is not this key's entry.
-    let b = t.set_at(Some(a), "b", b"3", NEVER).expect("placed");
-    assert_ne!(a, b);
-    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"2"[..]));
-    assert_eq!(get(&v, "b", 0).as_deref(), Some(&b"3"[..]));
-    // A value too large for the block moves the entry: the old slot is dead.
-    let moved = t.set_at(Some(a), "a", &[4; 300], NEVER).expect("placed");
-    assert_ne!(moved, a);
-    assert_eq!(t.set_at(Some(a), "a", &[5; 290], NEVER), Some(moved));
-    assert_eq!(get(&v, "a", 0), Some(vec![5; 290]));
-    // Removed, then set again: the old slot names a dead entry.
+    let owned = |key: &str, value: &[u8]| t.set_owned(t.hash(key), key, value, NEVER);
+    // A new key goes in through the writer's lock.
+    owned("a", b"1");
+    let at = t.entry_of("a").expect("placed");
+    // A value that fits the block: in place, no lock.
+    owned("a", b"22");
+    assert_eq!(t.entry_of("a"), Some(at), "in place");
+    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"22"[..]));
+    // Too large for the block: moved by the writer.
+    owned("a", &[4; 300]);
+    let moved = t.entry_of("a").expect("placed");
+    assert_ne!(moved, at);
+    assert_eq!(get(&v, "a", 0), Some(vec![4; 300]));
+    // Much smaller: a block that size, not the large one kept.
+    owned("a", b"3");
+    assert_ne!(t.entry_of("a"), Some(moved));
+    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"3"[..]));
+    // Removed, cleared: set again, found absent first.
     t.remove("a");
-    let again = t.set_at(Some(moved), "a", b"6", NEVER).expect("placed");
-    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"6"[..]));
-    // Cleared: the heap starts afresh, and the slot is of an older start.
+    assert_eq!(get(&v, "a", 0), None);
+    owned("a", b"4");
+    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"4"[..]));
     t.clear();
     assert_eq!(get(&v, "a", 0), None);
-    let fresh = t.set_at(Some(again), "a", b"7", NEVER).expect("placed");
-    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"7"[..]));
-    assert_eq!(t.live(), 1);
-    t.clear();
-    t.set("other", b"x", NEVER);
-    // The same offset may now hold another key: never written over.
-    assert!(t.set_at(Some(fresh), "a", b"8", NEVER).is_some());
+    owned("other", b"x");
+    owned("a", b"5");
+    owned("a", b"6");
     assert_eq!(get(&v, "other", 0).as_deref(), Some(&b"x"[..]));
-    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"8"[..]));
+    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"6"[..]));
+    assert_eq!(t.live(), 2);
+    // A deadline, rewritten in place with the value.
+    t.set_owned(t.hash("a"), "a", b"7", 10);
+    assert_eq!(get(&v, "a", 9).as_deref(), Some(&b"7"[..]));
+    assert_eq!(get(&v, "a", 10), None);
 }
 
 #[test]
-fn miri_a_set_hashed_ahead_is_a_set() {
+fn miri_a_set_fetched_ahead_is_a_set() {
     let r = Region::new(64 * KIB);
     let t = r.table();
     let v = r.view();
@@ -139,15 +145,16 @@ fn miri_a_set_hashed_ahead_is_a_set() {
         .enumerate()
     {
         let value = vec![i as u8; 3 + 9 * i];
-        let h = t.hash_ahead(key, value.len());
-        assert_eq!(h, t.hash(key));
-        t.set_hashed(h, key, &value, NEVER);
+        let h = t.hash(key);
+        t.fetch_ahead(h, key.len(), value.len());
+        t.set_owned(h, key, &value, NEVER);
         assert_eq!(get(&v, key, 0), Some(value));
     }
     assert_eq!(t.live(), 3);
     // After a clear, and with a hint longer than the region.
     t.clear();
-    let h = t.hash_ahead("a", usize::MAX / 2);
+    let h = t.hash("a");
+    t.fetch_ahead(h, 1, usize::MAX / 2);
     t.set_hashed(h, "a", b"x", NEVER);
     assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"x"[..]));
 }
@@ -332,7 +339,8 @@ fn large_values_come_and_go_in_a_region_that_holds_few_at_once() {
 /// One step of the property test.
 #[derive(Debug, Clone)]
 enum Op {
-    /// Key, value length, time to live, whether to pass the key's last slot.
+    /// Key, value length, time to live, whether the set is an owned one
+    /// (`Table::set_owned`, as main's store sets).
     Set(usize, usize, Option<u64>, bool),
     Remove(usize),
     /// A new deadline (or none) for a live key, as `expire`/`persist` give.
@@ -383,21 +391,17 @@ fn run(ops: Vec<Op>, region: usize) {
     let t = r.table();
     let v = r.view();
     let mut model = HashMap::new();
-    // Slots as main's store would keep them: the last one each key's set
-    // returned, kept (stale) through removes and clears, to show that a
-    // stale slot is caught.
-    let mut slots: HashMap<usize, Slot> = HashMap::new();
     let mut now = 0;
     for (step, op) in ops.into_iter().enumerate() {
         match op {
-            Op::Set(k, len, ttl, use_slot) => {
+            Op::Set(k, len, ttl, owned) => {
                 let d = ttl.map_or(NEVER, |t| now + t);
                 let val = value(k, len, step);
-                let given = slots.get(&k).copied().filter(|_| use_slot);
-                match t.set_at(given, &key(k), &val, d) {
-                    Some(slot) => slots.insert(k, slot),
-                    None => slots.remove(&k),
-                };
+                if owned {
+                    t.set_owned(t.hash(&key(k)), &key(k), &val, d);
+                } else {
+                    t.set(&key(k), &val, d);
+                }
                 model.insert(k, (val, d));
             }
             Op::Remove(k) => {
@@ -420,11 +424,7 @@ fn run(ops: Vec<Op>, region: usize) {
                     match len {
                         Some(len) => {
                             let val = value(k, len, step);
-                            if let Some(slot) =
-                                b.set_at(slots.get(&k).copied(), &key(k), &val, NEVER)
-                            {
-                                slots.insert(k, slot);
-                            }
+                            b.set(&key(k), &val, NEVER);
                             model.insert(k, (val, NEVER));
                         }
                         None => {
@@ -530,11 +530,17 @@ fn removes(k: u32, n: u64) -> bool {
     (n + u64::from(k)) % 5 == 0
 }
 
-/// Readers check every answer against what the writer had completed
-/// before the read began and what it had begun after it ended, while the
-/// writer grows the index from empty, moves values between blocks of
-/// every size, reuses freed blocks, and writes pairs of keys in batches.
-fn readers_never_see_torn_old_or_resurrected_values(keys: u32, versions: u64, readers: usize) {
+/// Readers check every answer against what the writers had completed
+/// before the read began and what they had begun after it ended, while
+/// the writers grow the index from empty, move values between blocks of
+/// every size, rewrite them in place without the writer's lock, reuse
+/// freed blocks, and write pairs of keys in batches.
+fn readers_never_see_torn_old_or_resurrected_values(
+    keys: u32,
+    versions: u64,
+    readers: usize,
+    writers: usize,
+) {
     let r = Region::new(if cfg!(miri) { 64 * KIB } else { 8 << 20 });
     let t = r.table();
     let done: Arc<Vec<AtomicU64>> = Arc::new((0..keys).map(|_| AtomicU64::new(0)).collect());
@@ -588,26 +594,48 @@ fn readers_never_see_torn_old_or_resurrected_values(keys: u32, versions: u64, re
             })
         })
         .collect();
-    for n in 1..=versions {
-        for k in 0..keys {
-            // Keys join over the first versions, so the index grows while
-            // readers read.
-            if u64::from(k) * 4 > n * u64::from(keys) {
-                continue;
-            }
-            begun[k as usize].store(n, Ordering::Release);
-            if removes(k, n) {
-                t.remove(&name(k));
-            } else {
-                t.set(&name(k), &versioned(k, n), NEVER);
-            }
-            done[k as usize].store(n, Ordering::Release);
+    // Each writer owns whole stripes, as the shard lock main's store holds
+    // for a write makes its holder do, and sets as the store does (owned:
+    // in place without the writer's lock when the value fits); the first
+    // also owns the pairs' stripes and writes the pairs in batches.
+    let stripes = t.seed_and_stripes().1;
+    let stripe = |key: &str| stripe_of(t.hash(key), stripes);
+    let pairs = [stripe("pair-a"), stripe("pair-b")];
+    let owner = |k: u32| {
+        let s = stripe(&name(k));
+        if pairs.contains(&s) { 0 } else { s % writers }
+    };
+    thread::scope(|scope| {
+        for w in 0..writers {
+            let (t, done, begun) = (&t, &done, &begun);
+            let mine: Vec<u32> = (0..keys).filter(|&k| owner(k) == w).collect();
+            scope.spawn(move || {
+                for n in 1..=versions {
+                    for &k in &mine {
+                        // Keys join over the first versions, so the index
+                        // grows while readers read.
+                        if u64::from(k) * 4 > n * u64::from(keys) {
+                            continue;
+                        }
+                        let key = name(k);
+                        begun[k as usize].store(n, Ordering::Release);
+                        if removes(k, n) {
+                            t.remove(&key);
+                        } else {
+                            t.set_owned(t.hash(&key), &key, &versioned(k, n), NEVER);
+                        }
+                        done[k as usize].store(n, Ordering::Release);
+                    }
+                    if w == 0 {
+                        t.batch(|b| {
+                            b.set("pair-a", &versioned(0, n), NEVER);
+                            b.set("pair-b", &versioned(0, n), NEVER);
+                        });
+                    }
+                }
+            });
         }
-        t.batch(|b| {
-            b.set("pair-a", &versioned(0, n), NEVER);
-            b.set("pair-b", &versioned(0, n), NEVER);
-        });
-    }
+    });
     stop.store(true, Ordering::Release);
     let mut found = 0;
     for c in checkers {
@@ -624,14 +652,14 @@ fn readers_never_see_torn_old_or_resurrected_values(keys: u32, versions: u64, re
 
 #[test]
 #[cfg_attr(miri, ignore = "long; the miri_ cases cover the protocol")]
-fn readers_racing_a_writer_never_see_a_torn_old_or_resurrected_value() {
-    readers_never_see_torn_old_or_resurrected_values(20_000, 40, 3);
+fn readers_racing_writers_never_see_a_torn_old_or_resurrected_value() {
+    readers_never_see_torn_old_or_resurrected_values(20_000, 40, 3, 2);
 }
 
 #[test]
-fn miri_readers_racing_a_writer() {
+fn miri_readers_racing_writers() {
     let (keys, versions) = if cfg!(miri) { (32, 8) } else { (300, 200) };
-    readers_never_see_torn_old_or_resurrected_values(keys, versions, 2);
+    readers_never_see_torn_old_or_resurrected_values(keys, versions, 2, 2);
 }
 
 /// One key rewritten in place as fast as the writer can, read as fast as
@@ -670,13 +698,14 @@ fn rewrites_in_place_are_never_read_torn(len: usize, rewrites: u64, readers: usi
             })
         })
         .collect();
-    // Through the slot, as main's store writes: in place, no probe.
-    let mut slot = None;
+    // Owned, as main's store writes: in place, without the writer's lock.
+    let at = t.entry_of("hot");
+    let h = t.hash("hot");
     for n in 1..=rewrites {
-        slot = t.set_at(slot, "hot", &value(n), NEVER);
-        assert!(slot.is_some());
+        t.set_owned(h, "hot", &value(n), NEVER);
         done.store(n, Ordering::Release);
     }
+    assert_eq!(t.entry_of("hot"), at, "rewritten in place");
     stop.store(true, Ordering::Release);
     for c in checkers {
         c.join().expect("a reader's checks");
@@ -712,9 +741,8 @@ fn costs_of_set_and_get() {
     let value = [7u8; 24];
     let per = |start: Instant| start.elapsed().as_nanos() as f64 / n as f64;
     let start = Instant::now();
-    let mut slots = vec![None; n];
     for &i in &order {
-        slots[i] = t.set_at(None, &keys[i], &value, NEVER);
+        t.set(&keys[i], &value, NEVER);
     }
     println!("insert {:.1} ns", per(start));
     for round in 0..5 {
@@ -725,9 +753,9 @@ fn costs_of_set_and_get() {
         let set = per(start);
         let start = Instant::now();
         for &i in &order {
-            slots[i] = t.set_at(slots[i], &keys[i], &value, NEVER);
+            t.set_owned(t.hash(&keys[i]), &keys[i], &value, NEVER);
         }
-        let set_at = per(start);
+        let owned = per(start);
         let mut out = Vec::with_capacity(64);
         let start = Instant::now();
         for &i in &order {
@@ -740,7 +768,7 @@ fn costs_of_set_and_get() {
         }
         let hash = per(start);
         println!(
-            "round {round}: set {set:.1} ns, set_at {set_at:.1} ns, get {get:.1} ns, hash {hash:.1} ns"
+            "round {round}: set {set:.1} ns, owned set {owned:.1} ns, get {get:.1} ns, hash {hash:.1} ns"
         );
     }
 }
