@@ -7,6 +7,7 @@
 //! of 24-byte values, shared reads on or off, then sets `N` (default
 //! 200,000) of them again in a random order, as the benchmark's "main set"
 //! line does, and prints the time per set (meaningful outside callgrind).
+//! `THREADS` (default 1) splits the sets between that many threads.
 
 use std::hint::black_box;
 
@@ -43,18 +44,30 @@ fn main() {
     for k in &keys {
         store.set(k, &value).expect("set");
     }
-    let mut x = 0x5eedu64;
+    let threads: usize = std::env::var("THREADS")
+        .ok()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let started = std::time::Instant::now();
-    for _ in 0..n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        black_box(store.set(&keys[x as usize % keys_n], &value).is_ok());
-    }
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (store, keys, value) = (&store, &keys, &value);
+            s.spawn(move || {
+                let mut x = 0x5eedu64 + t as u64;
+                for _ in 0..n / threads {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    black_box(store.set(&keys[x as usize % keys_n], value).is_ok());
+                }
+            });
+        }
+    });
     if n > 0 {
         let ns = started.elapsed().as_nanos() as f64 / n as f64;
         println!(
-            "{ns:.1} ns per set, shared reads {}",
+            "{ns:.1} ns per set ({threads} threads), shared reads {}",
             if shared { "on" } else { "off" }
         );
     }
