@@ -208,6 +208,34 @@ fn set_cost(store: &Store, n: usize, rounds: usize) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// Mean microseconds of a `get` on `store`, in the order of `set_cost`.
+fn get_cost(store: &Store, n: usize) -> f64 {
+    let t = Instant::now();
+    for i in 0..n {
+        black_box(store.get::<ByteBuf>(&key((i * 7919) % KEYS)).is_ok());
+    }
+    t.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+/// Wall-clock microseconds per `set` on `store` while `threads` threads of
+/// main make `n` sets in all, each in its own order.
+fn threaded_set_cost(store: &Store, n: usize, threads: usize) -> f64 {
+    let v = value(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for th in 0..threads {
+            let v = &v;
+            s.spawn(move || {
+                for i in 0..n / threads {
+                    let k = (i * 7919 + th * (KEYS / threads)) % KEYS;
+                    black_box(store.set(&key(k), v).is_ok());
+                }
+            });
+        }
+    });
+    t.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
 /// Measures the shared read path's figures.
 pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     let n = if quick { 20_000 } else { KEYS };
@@ -270,6 +298,31 @@ pub fn run(report: &mut Report, quick: bool) -> Result<(), String> {
     }
     report.add(
         Line::new("main set, shared reads on", "us", with, Better::Lower)
+            .floor("shared reads off", without)
+            .target("<= 1.2x floor"),
+    );
+    let (mut with, mut without) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..rounds {
+        with = with.min(threaded_set_cost(&on_store, sets, 2));
+        without = without.min(threaded_set_cost(&off_store, sets, 2));
+    }
+    report.add(
+        Line::new(
+            "main set from 2 threads, shared reads on",
+            "us",
+            with,
+            Better::Lower,
+        )
+        .floor("shared reads off", without)
+        .target("<= 1.2x floor"),
+    );
+    let (mut with, mut without) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..rounds {
+        with = with.min(get_cost(&on_store, sets));
+        without = without.min(get_cost(&off_store, sets));
+    }
+    report.add(
+        Line::new("main get, shared reads on", "us", with, Better::Lower)
             .floor("shared reads off", without)
             .target("<= 1.2x floor"),
     );
