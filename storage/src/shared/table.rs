@@ -7,9 +7,10 @@ use std::sync::atomic::{Ordering, fence};
 use std::sync::{Mutex, MutexGuard};
 use yuki_channel::sync;
 
-use super::alloc::{Alloc, MAX_CLASS, class_of, class_size};
+use super::alloc::{Alloc, class_of, class_size};
 use super::hash::hash;
 use super::layout::*;
+use super::view::{Probed, probe};
 use super::words::Words;
 
 /// Main's side: the only writer of the region.
@@ -232,9 +233,10 @@ impl Table {
         }
         let index = w.load(H_INDEX_AT, Ordering::Relaxed) as usize;
         let log2 = w.load(H_INDEX_LOG2, Ordering::Relaxed);
-        let Some((at, class)) = find_entry(w, index, log2, h, key) else {
+        let Probed::Entry { at, head } = probe(w, index, log2, h, key) else {
             return false;
         };
+        let (_, class, _) = entry_parts(head);
         if !fits_class(class_of(entry_len(key.len(), value.len())), class) {
             return false;
         }
@@ -505,9 +507,8 @@ impl Writer {
         placed
     }
 
-    /// Takes a block out of use: readers that reach it through a bucket
-    /// they loaded before see no key in it, and writers holding its offset
-    /// find it dead.
+    /// Takes a block out of use: a reader, or a writer without the lock,
+    /// that reaches it through a bucket loaded before sees no key in it.
     fn retire(&mut self, at: usize, class: usize) {
         self.words.store(at, DEAD, Ordering::Relaxed);
         self.alloc.retire(at, class);
@@ -726,39 +727,4 @@ fn write_value(words: &Words, at: usize, class: usize, key: &str, value: &[u8], 
     );
     words.store(at + 8, deadline, Ordering::Relaxed);
     words.put_bytes(at + ENTRY_HEAD + pad(key.len()), value);
-}
-
-/// The entry of `key` (hashed `h`) and its class, found through the index
-/// of `2^log2` buckets at `index` as a reader finds it: every offset and
-/// length checked against the region, so that an index retired and reused
-/// under the caller (who then validates the generation) costs a wrong
-/// answer at worst, never a fault. `None` if not found, or garbled.
-#[inline]
-fn find_entry(w: &Words, index: usize, log2: u64, h: u64, key: &str) -> Option<(usize, usize)> {
-    if log2 >= 48 || !w.fits(index, 8 << log2) {
-        return None;
-    }
-    let mask = (1usize << log2) - 1;
-    let mut pos = h as usize & mask;
-    for _ in 0..=mask {
-        // Acquire: the entry a bucket names was written before it.
-        let b = w.load(index + 8 * pos, Ordering::Acquire);
-        if b == EMPTY {
-            return None;
-        }
-        if b != TOMB && b & TAG_MASK == h & TAG_MASK {
-            let at = bucket_at(b);
-            let (key_len, class, _) = entry_parts(w.get(at, Ordering::Relaxed)?);
-            if key_len == key.len() {
-                if class > MAX_CLASS || !w.fits(at, class_size(class)) {
-                    return None;
-                }
-                if w.holds(at + ENTRY_HEAD, key.as_bytes()) {
-                    return Some((at, class));
-                }
-            }
-        }
-        pos = (pos + 1) & mask;
-    }
-    None
 }

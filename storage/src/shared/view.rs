@@ -206,46 +206,73 @@ impl View {
         out: &mut Vec<u8>,
     ) -> Seen {
         let w = &self.words;
-        let (index, log2) = (pass.index, pass.log2);
-        if log2 >= 48 || !w.fits(index, 8 << log2) {
-            return Seen::Garbled;
+        let (at, head) = match probe(w, pass.index, pass.log2, h, key) {
+            Probed::Entry { at, head } => (at, head),
+            Probed::Missing => return Seen::Missing,
+            Probed::Garbled => return Seen::Garbled,
+        };
+        let (key_len, _, value_len) = entry_parts(head);
+        let deadline = w.load(at + 8, Ordering::Relaxed);
+        if deadline != NO_DEADLINE && deadline <= now() {
+            return Seen::Expired;
         }
-        let mask = (1usize << log2) - 1;
-        let mut pos = h as usize & mask;
-        for _ in 0..=mask {
-            // Acquire: the entry a bucket names was written before it.
-            let b = w.load(index + 8 * pos, Ordering::Acquire);
-            if b == EMPTY {
-                return Seen::Missing;
-            }
-            if b != TOMB && b & TAG_MASK == h & TAG_MASK {
-                let at = bucket_at(b);
-                let Some(head) = w.get(at, Ordering::Relaxed) else {
-                    return Seen::Garbled;
-                };
-                let (key_len, class, value_len) = entry_parts(head);
-                if key_len == key.len() {
-                    let len = entry_len(key_len, value_len);
-                    if class > MAX_CLASS || len > class_size(class) || !w.fits(at, len) {
-                        return Seen::Garbled;
-                    }
-                    if w.holds(at + ENTRY_HEAD, key.as_bytes()) {
-                        let deadline = w.load(at + 8, Ordering::Relaxed);
-                        if deadline != NO_DEADLINE && deadline <= now() {
-                            return Seen::Expired;
-                        }
-                        if pad(value_len) > out.capacity() {
-                            return Seen::NeedRoom(pad(value_len));
-                        }
-                        w.copy_out(at + ENTRY_HEAD + pad(key_len), value_len, out);
-                        return Seen::Found;
-                    }
+        if pad(value_len) > out.capacity() {
+            return Seen::NeedRoom(pad(value_len));
+        }
+        w.copy_out(at + ENTRY_HEAD + pad(key_len), value_len, out);
+        Seen::Found
+    }
+}
+
+/// What a walk of the index for a key found.
+pub(super) enum Probed {
+    /// The key's entry at `at`, whose first word is `head`: its whole
+    /// length lies in the region and within its class.
+    Entry { at: usize, head: u64 },
+    /// An empty bucket came first: the index does not hold the key.
+    Missing,
+    /// Something did not check out.
+    Garbled,
+}
+
+/// Walks the index of `2^log2` buckets at `index` for `key` (hashed `h`)
+/// and checks the entry it finds, as a reader must: every offset and
+/// length against the region, so that a walk of memory changed under it
+/// (which the caller then notices by validating) costs a wrong answer at
+/// worst, never a fault. Main's writers that find a key without the
+/// writer's lock walk it too (`Table::set_owned`).
+#[inline]
+pub(super) fn probe(w: &Words, index: usize, log2: u64, h: u64, key: &str) -> Probed {
+    if log2 >= 48 || !w.fits(index, 8 << log2) {
+        return Probed::Garbled;
+    }
+    let mask = (1usize << log2) - 1;
+    let mut pos = h as usize & mask;
+    for _ in 0..=mask {
+        // Acquire: the entry a bucket names was written before it.
+        let b = w.load(index + 8 * pos, Ordering::Acquire);
+        if b == EMPTY {
+            return Probed::Missing;
+        }
+        if b != TOMB && b & TAG_MASK == h & TAG_MASK {
+            let at = bucket_at(b);
+            let Some(head) = w.get(at, Ordering::Relaxed) else {
+                return Probed::Garbled;
+            };
+            let (key_len, class, value_len) = entry_parts(head);
+            if key_len == key.len() {
+                let len = entry_len(key_len, value_len);
+                if class > MAX_CLASS || len > class_size(class) || !w.fits(at, len) {
+                    return Probed::Garbled;
+                }
+                if w.holds(at + ENTRY_HEAD, key.as_bytes()) {
+                    return Probed::Entry { at, head };
                 }
             }
-            pos = (pos + 1) & mask;
         }
-        Seen::Garbled
+        pos = (pos + 1) & mask;
     }
+    Probed::Garbled
 }
 
 #[cfg(test)]
