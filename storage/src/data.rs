@@ -73,6 +73,12 @@ impl Data {
         self.mirror.is_some()
     }
 
+    /// The seed of the shared table's hash (for tests).
+    #[cfg(test)]
+    pub(crate) fn mirror_seed(&self) -> Option<u64> {
+        self.mirror.as_ref().map(|m| m.table().seed_and_stripes().0)
+    }
+
     /// Runs `f` on the live value of `key` under its shard's read lock.
     #[inline]
     pub(crate) fn get_with<R>(&self, key: &str, f: impl FnOnce(&[u8]) -> R) -> Option<R> {

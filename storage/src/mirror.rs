@@ -390,6 +390,33 @@ mod tests {
     }
 
     #[test]
+    fn keys_chosen_to_collide_are_all_kept_and_read_right() {
+        // A hostile child knows the seed; these keys share their bucket's
+        // low bits, and so their first bucket and their shard.
+        let (data, reader) = mirrored();
+        let seed = data.mirror_seed().expect("a table");
+        let want = crate::shared::hash(seed, b"anchor") & 0xfff;
+        let keys: Vec<String> = (0u64..)
+            .map(|n| format!("k{n}"))
+            .filter(|k| crate::shared::hash(seed, k.as_bytes()) & 0xfff == want)
+            .take(300)
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            data.apply_one(&set(k, &i.to_le_bytes(), None));
+        }
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(agree(&data, &reader, k), Some(i.to_le_bytes().to_vec()));
+        }
+        for k in keys.iter().step_by(2) {
+            data.apply_one(&Op::Delete(k));
+        }
+        for (i, k) in keys.iter().enumerate() {
+            let kept = (i % 2 == 1).then(|| i.to_le_bytes().to_vec());
+            assert_eq!(agree(&data, &reader, k), kept, "{k}");
+        }
+    }
+
+    #[test]
     fn a_region_already_claimed_or_a_hand_moved_clock_gets_no_table() {
         let mut words = vec![0u64; LEN / 8].into_boxed_slice();
         let base = NonNull::new(words.as_mut_ptr().cast::<u8>()).unwrap();
