@@ -55,7 +55,10 @@ impl Config {
         self
     }
 
-    /// How many shards main's map has (rounded up to a power of two; default 64).
+    /// How many shards main's map has (rounded up to a power of two, at most
+    /// 4,096, and at most 1,024 while children read the store from shared
+    /// memory, where each shard holds whole stripes of the shared table;
+    /// default 64).
     pub fn shards(mut self, shards: usize) -> Config {
         self.shards = shards;
         self
