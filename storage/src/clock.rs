@@ -48,7 +48,7 @@ pub(crate) fn monotonic_ns() -> u64 {
         .wrapping_add(ts.tv_nsec as u64)
 }
 
-/// The real monotonic clock: [`Instant`], which on Linux is read as
+/// The real monotonic clock: [`Instant`](std::time::Instant), which on Linux is read as
 /// `CLOCK_MONOTONIC` directly so that children can compare deadlines with
 /// it (see [`Clock::monotonic_origin_ns`]).
 #[derive(Debug, Clone, Copy)]
