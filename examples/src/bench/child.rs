@@ -71,6 +71,31 @@ pub fn wait(child: &ChildHandle, area: &str) -> Result<(), String> {
     }
 }
 
+/// Serves `result` on main's side: each figure a child sends with
+/// [`send_result`] comes out of the returned receiver.
+pub(crate) fn serve_results(
+    transport: &Arc<dyn Transport>,
+) -> Result<crossbeam_channel::Receiver<(String, f64)>, String> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    transport
+        .serve(
+            "result",
+            Arc::new(move |_: PeerId, req: &[u8], _: &mut Vec<u8>| {
+                let _ = tx.send(yuki_channel::codec::decode::<(String, f64)>(req)?);
+                Ok(())
+            }),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(rx)
+}
+
+/// A child's figure `name`, sent to main's [`serve_results`].
+pub(crate) fn send_result(t: &Arc<dyn Transport>, name: &str, value: f64) -> Result<(), String> {
+    let frame = yuki_channel::codec::encode(&(name, value)).map_err(|e| e.to_string())?;
+    t.call("result", &frame).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// Serves `name` on `transport` as a bare echo: the cost of a call with no
 /// work behind it.
 pub fn serve_echo(transport: &Arc<dyn Transport>, name: &str) -> Result<(), String> {

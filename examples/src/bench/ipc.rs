@@ -98,15 +98,7 @@ fn figures(quick: bool) -> Result<Vec<(String, f64)>, String> {
     let node = Node::init().map_err(|e| e.to_string())?;
     let t = node.transport();
     bench_child::serve_echo(&t, "echo")?;
-    let (tx, rx) = crossbeam_channel::unbounded();
-    t.serve(
-        "result",
-        Arc::new(move |_: PeerId, req: &[u8], _: &mut Vec<u8>| {
-            let _ = tx.send(codec::decode::<(String, f64)>(req)?);
-            Ok(())
-        }),
-    )
-    .map_err(|e| e.to_string())?;
+    let rx = bench_child::serve_results(&t)?;
 
     t.serve(
         "cpu",
@@ -133,12 +125,6 @@ fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-pub(crate) fn send_result(t: &Arc<dyn Transport>, name: &str, value: f64) -> Result<(), String> {
-    let frame = codec::encode(&(name, value)).map_err(|e| e.to_string())?;
-    t.call("result", &frame).map_err(|e| e.to_string())?;
-    Ok(())
-}
-
 /// The child's side: the round trips beside the floor, then the
 /// throughput figures, each sent to main's `result` service.
 pub(crate) fn child(quick: bool) -> Result<(), String> {
@@ -153,8 +139,8 @@ pub(crate) fn child(quick: bool) -> Result<(), String> {
     })?;
     drop(link);
     for (label, medians) in placed {
-        send_result(&t, &placement::key("floor", &label), medians[0])?;
-        send_result(&t, &placement::key("rtt", &label), medians[1])?;
+        bench_child::send_result(&t, &placement::key("floor", &label), medians[0])?;
+        bench_child::send_result(&t, &placement::key("rtt", &label), medians[1])?;
     }
 
     let ops = if quick { 200_000 } else { 2_000_000 };
@@ -162,11 +148,11 @@ pub(crate) fn child(quick: bool) -> Result<(), String> {
         codec::decode(&t.call("cpu", b"").expect("main answers")).expect("a number")
     };
     let (main0, own0) = (main_cpu(&t), cpu_seconds().unwrap_or(f64::NAN));
-    send_result(&t, "pipelined", pipelined(&t, ops))?;
+    bench_child::send_result(&t, "pipelined", pipelined(&t, ops))?;
     let (main1, own1) = (main_cpu(&t), cpu_seconds().unwrap_or(f64::NAN));
     let cpu = (main1 - main0) + (own1 - own0);
     if cpu.is_finite() {
-        send_result(&t, "pipelined_cpu_us", cpu * 1e6 / ops as f64)?;
+        bench_child::send_result(&t, "pipelined_cpu_us", cpu * 1e6 / ops as f64)?;
     }
 
     let per_thread = ops / 8 / 20;
@@ -181,7 +167,7 @@ pub(crate) fn child(quick: bool) -> Result<(), String> {
             });
         }
     });
-    send_result(
+    bench_child::send_result(
         &t,
         "threads",
         mops((per_thread * 8) as u64, start.elapsed()),
@@ -194,7 +180,7 @@ pub(crate) fn child(quick: bool) -> Result<(), String> {
         t.call("echo", &big).map_err(|e| e.to_string())?;
     }
     let bytes = (2 * calls * BULK) as f64;
-    send_result(&t, "bulk", bytes / start.elapsed().as_secs_f64() / 1e9)
+    bench_child::send_result(&t, "bulk", bytes / start.elapsed().as_secs_f64() / 1e9)
 }
 
 /// `ops` calls with `call_with`, at most [`WINDOW`] in flight: the caller

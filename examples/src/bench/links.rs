@@ -6,9 +6,6 @@
 //! Main spawns one child per [`LinkKind`], one after the other; each child
 //! reports its figures to main under its kind's name.
 
-use std::sync::Arc;
-
-use yuki_channel::{PeerId, codec};
 use yuki_ipc_transport::{LinkKind, Node};
 use yuki_storage::Store;
 
@@ -79,15 +76,7 @@ fn figures(quick: bool) -> Result<Vec<(String, f64)>, String> {
     let store = Store::attach(t.clone()).map_err(|e| e.to_string())?;
     store.set(KEY, &7u64).map_err(|e| e.to_string())?;
     bench_child::serve_echo(&t, "echo")?;
-    let (tx, rx) = crossbeam_channel::unbounded();
-    t.serve(
-        "result",
-        Arc::new(move |_: PeerId, req: &[u8], _: &mut Vec<u8>| {
-            let _ = tx.send(codec::decode::<(String, f64)>(req)?);
-            Ok(())
-        }),
-    )
-    .map_err(|e| e.to_string())?;
+    let rx = bench_child::serve_results(&t)?;
     placement::serve(&t)?;
     for kind in LinkKind::ALL {
         let mut cmd = bench_child::command("links", quick)?;
@@ -123,10 +112,10 @@ pub(crate) fn child(quick: bool) -> Result<(), String> {
     drop(raw);
     for (label, medians) in placed {
         let floor_key = placement::key(&format!("{kind}.floor"), &label);
-        ipc::send_result(&t, &floor_key, medians[0])?;
+        bench_child::send_result(&t, &floor_key, medians[0])?;
         let get_key = placement::key(&format!("{kind}.get"), &label);
-        ipc::send_result(&t, &get_key, medians[1])?;
+        bench_child::send_result(&t, &get_key, medians[1])?;
     }
     let ops = if quick { 200_000 } else { 1_000_000 };
-    ipc::send_result(&t, &format!("{kind}.pipelined"), ipc::pipelined(&t, ops))
+    bench_child::send_result(&t, &format!("{kind}.pipelined"), ipc::pipelined(&t, ops))
 }
