@@ -6,9 +6,9 @@
 //! `len` and `clear`. Taking locks in one global order means no two
 //! operations can wait on each other in a cycle.
 //!
-//! With a [`Mirror`], every change is copied to the shared table before
-//! the shard locks are released (`mirror.rs`): the table's own lock comes
-//! after them in that order.
+//! With a [`Mirror`], the entries live in the shared table children read,
+//! and every change is made there before the shard locks are released
+//! (`mirror.rs`): the table's own lock comes after them in that order.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -21,12 +21,13 @@ use yuki_channel::codec::mark::{IntType, Integer};
 
 use crate::batch::Outcome;
 use crate::clock::Clock;
-use crate::entry::{Entry, NEVER};
+use crate::entry::NEVER;
 use crate::error::Error;
 use crate::glob::{self, Glob};
 use crate::mirror::{Mirror, Nowhere, Sink};
 use crate::protocol::{Op, Reply};
 use crate::shards::{Hasher, Now, Shard, Shards, Touched, give_back};
+use crate::shared::Table;
 use crate::watch::Watchers;
 
 pub(crate) struct Data {
@@ -64,6 +65,13 @@ impl Data {
         })
     }
 
+    /// The shared table, if children read from one: it holds most of the
+    /// entries.
+    #[inline]
+    fn table(&self) -> Option<&Table> {
+        self.mirror.as_ref().map(Mirror::table)
+    }
+
     fn now(&self) -> Now<'_> {
         Now::new(&*self.clock)
     }
@@ -92,7 +100,9 @@ impl Data {
         let hash = self.shards.hash(key);
         let shard = self.shards.read(self.shards.index(hash));
         let mut now = self.now();
-        f(shard.find_live(hash, key, &mut now).map(Entry::value))
+        f(shard
+            .find_live(self.table(), hash, key, &mut now)
+            .map(|e| e.value()))
     }
 
     pub(crate) fn contains(&self, key: &str) -> bool {
@@ -133,7 +143,7 @@ impl Data {
         self.locked_batch(ops, |shard, hash, op, now, sink| match *op {
             Op::Get(key) => each(Reply::Value(
                 shard
-                    .find_live(hash, key, now)
+                    .find_live(sink.table(), hash, key, now)
                     .map(|e| Bytes::new(e.value())),
             )),
             _ => each(self.apply(shard, hash, op, now, sink).to_reply()),
@@ -171,7 +181,9 @@ impl Data {
         };
         match &self.mirror {
             Some(mirror) if writes => mirror.table().batch(|batch| run(batch)),
-            _ => run(&Nowhere),
+            // Reads only: the table's entries are read, no lock taken.
+            Some(mirror) => run(mirror.table()),
+            None => run(&Nowhere),
         }
         drop(guards);
         give_back();
@@ -185,12 +197,18 @@ impl Data {
         now: &mut Now<'_>,
         sink: &S,
     ) -> Outcome {
+        let table = sink.table();
+        let hasher = self.shards.hasher();
         match *op {
             Op::Get(key) => Outcome::Got {
                 key: key.to_owned(),
-                value: shard.find_live(hash, key, now).map(|e| e.value().to_vec()),
+                value: shard
+                    .find_live(table, hash, key, now)
+                    .map(|e| e.value().to_vec()),
             },
-            Op::Contains(key) => Outcome::Contains(shard.find_live(hash, key, now).is_some()),
+            Op::Contains(key) => {
+                Outcome::Contains(shard.find_live(table, hash, key, now).is_some())
+            }
             Op::Set {
                 key,
                 value,
@@ -203,23 +221,20 @@ impl Data {
                         now.get().saturating_add(ttl).min(NEVER - 1)
                     }
                 };
-                sink.prepare(hash, key.len(), value.len());
-                shard.put(self.shards.hasher(), hash, key, value, expires);
-                sink.set(hash, key, value, expires);
+                shard.put(sink, hasher, hash, key, value, expires);
                 self.changed(key, Some(value));
                 Outcome::Set
             }
-            Op::Delete(key) => match shard.remove(self.shards.hasher(), hash, key) {
-                Some(e) => {
-                    sink.remove(hash, key);
+            Op::Delete(key) => match shard.remove(sink, hasher, hash, key) {
+                Some(expires) => {
                     self.changed(key, None);
-                    Outcome::Deleted(e.live(now))
+                    Outcome::Deleted(expires == NEVER || expires > now.get())
                 }
                 None => Outcome::Deleted(false),
             },
             Op::Incr { key, by } => {
                 let mut expires = NEVER;
-                let current = match shard.find_live(hash, key, now) {
+                let current = match shard.find_live(table, hash, key, now) {
                     Some(e) => match Integer::read(e.value()) {
                         Some(n) => {
                             expires = e.expires();
@@ -247,69 +262,57 @@ impl Data {
                 };
                 let mut bytes = Vec::with_capacity(10);
                 next.encode_into(&mut bytes);
-                if current.is_some() {
-                    // A counter keeps its time to live, as in Redis.
-                    shard.replace_value(hash, key, &bytes);
-                } else {
-                    shard.put(self.shards.hasher(), hash, key, &bytes, NEVER);
-                }
-                sink.set(hash, key, &bytes, expires);
+                // A counter keeps its time to live, as in Redis.
+                shard.put(sink, hasher, hash, key, &bytes, expires);
                 self.changed(key, Some(&bytes));
                 Outcome::Incremented(returned)
             }
             Op::Cas { key, expected, new } => {
-                let current = shard.find_live(hash, key, now).map(Entry::value);
+                let current = shard.find_live(table, hash, key, now).map(|e| e.value());
                 if current != expected.map(|b| &b[..]) {
                     return Outcome::Swapped(false);
                 }
                 match new {
                     Some(v) => {
-                        shard.put(self.shards.hasher(), hash, key, v, NEVER);
-                        sink.set(hash, key, v, NEVER);
+                        shard.put(sink, hasher, hash, key, v, NEVER);
                         self.changed(key, Some(v));
                     }
                     None => {
-                        if shard.remove(self.shards.hasher(), hash, key).is_some() {
-                            sink.remove(hash, key);
+                        if shard.remove(sink, hasher, hash, key).is_some() {
                             self.changed(key, None);
                         }
                     }
                 }
                 Outcome::Swapped(true)
             }
-            Op::Ttl(key) => Outcome::Ttl(shard.find_live(hash, key, now).and_then(|e| {
+            Op::Ttl(key) => Outcome::Ttl(shard.find_live(table, hash, key, now).and_then(|e| {
                 let expires = e.expires();
                 (expires != NEVER).then(|| Duration::from_nanos(expires.saturating_sub(now.get())))
             })),
             Op::Expire { key, ttl_nanos } => {
-                if shard.find_live(hash, key, now).is_none() {
+                if shard.find_live(table, hash, key, now).is_none() {
                     return Outcome::Expiring(false);
                 }
                 if ttl_nanos == 0 {
                     // As Redis does: a deadline that has passed removes the key.
-                    shard.remove(self.shards.hasher(), hash, key);
-                    sink.remove(hash, key);
+                    shard.remove(sink, hasher, hash, key);
                     self.changed(key, None);
                 } else {
                     self.start_purger();
                     let expires = now.get().saturating_add(ttl_nanos).min(NEVER - 1);
-                    shard.set_expires(hash, key, expires);
-                    if let Some(e) = shard.find_live(hash, key, now) {
-                        sink.set_deadline(hash, key, e.value(), expires);
-                    }
+                    shard.set_expires(sink, hash, key, expires);
                 }
                 Outcome::Expiring(true)
             }
-            Op::Persist(key) => match shard.find_live(hash, key, now) {
-                Some(e) if e.expires() != NEVER => {
-                    shard.set_expires(hash, key, NEVER);
-                    if let Some(e) = shard.find_live(hash, key, now) {
-                        sink.set_deadline(hash, key, e.value(), NEVER);
-                    }
-                    Outcome::Persisted(true)
+            Op::Persist(key) => {
+                let persists = shard
+                    .find_live(table, hash, key, now)
+                    .is_some_and(|e| e.expires() != NEVER);
+                if persists {
+                    shard.set_expires(sink, hash, key, NEVER);
                 }
-                _ => Outcome::Persisted(false),
-            },
+                Outcome::Persisted(persists)
+            }
         }
     }
 
@@ -328,7 +331,7 @@ impl Data {
         let entries = guards
             .iter()
             .flat_map(|g| {
-                g.live(&mut now)
+                g.live(self.table(), &mut now)
                     .map(|e| (e.key(), e.value()))
                     .collect::<Vec<_>>()
             })
@@ -343,8 +346,8 @@ impl Data {
         let keys = guards
             .iter()
             .flat_map(|g| {
-                g.live(&mut now)
-                    .map(Entry::key)
+                g.live(self.table(), &mut now)
+                    .map(|e| e.key())
                     .filter(|k| k.starts_with(prefix))
                     .collect::<Vec<_>>()
             })
@@ -365,7 +368,10 @@ impl Data {
     pub(crate) fn len(&self) -> usize {
         let guards = self.shards.read_all();
         let mut now = self.now();
-        guards.iter().map(|g| g.live_len(&mut now)).sum()
+        guards
+            .iter()
+            .map(|g| g.live_len(self.table(), &mut now))
+            .sum()
     }
 
     /// Removes every key at one instant; returns how many were live.
@@ -374,7 +380,7 @@ impl Data {
         let mut now = self.now();
         let cleared = guards
             .iter_mut()
-            .map(|g| g.clear(&mut now, |k| self.changed(k, None)))
+            .map(|g| g.clear(self.table(), &mut now, |k| self.changed(k, None)))
             .sum();
         if let Some(mirror) = &self.mirror {
             mirror.table().clear();
@@ -396,15 +402,15 @@ impl Data {
         (0..self.shards.count())
             .map(|i| {
                 let mut now = self.now();
-                let purged = self
-                    .shards
-                    .write(i)
-                    .purge(self.shards.hasher(), &mut now, |k| {
-                        if let Some(mirror) = &self.mirror {
-                            mirror.table().remove(k);
-                        }
-                        self.changed(k, None)
-                    });
+                let purged =
+                    self.shards
+                        .write(i)
+                        .purge(self.table(), self.shards.hasher(), &mut now, |k| {
+                            if let Some(mirror) = &self.mirror {
+                                mirror.table().remove(k);
+                            }
+                            self.changed(k, None)
+                        });
                 give_back();
                 purged
             })

@@ -1,7 +1,5 @@
 //! [`Entry`]: one key and its value as the shards' tables keep them.
 
-use crate::shards::Now;
-
 /// The deadline of an entry that never expires.
 pub(crate) const NEVER: u64 = u64::MAX;
 
@@ -125,12 +123,6 @@ impl Entry {
             *self = Entry::new(key, value, self.expires());
         }
     }
-
-    #[inline]
-    pub(crate) fn live(&self, now: &mut Now<'_>) -> bool {
-        let expires = self.expires();
-        expires == NEVER || expires > now.get()
-    }
 }
 
 /// Writes an entry's bytes into `out`, which is exactly as long as they are.
@@ -145,8 +137,6 @@ fn fill(out: &mut [u8], key: &str, value: &[u8], expires: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{Clock, ManualClock};
-    use std::time::Duration;
 
     fn parts(e: &Entry) -> (u64, &str, &[u8]) {
         (e.expires(), e.key(), e.value())
@@ -195,16 +185,5 @@ mod tests {
         assert!(!inline(&e));
         assert_eq!(parts(&e), (NEVER, long_key.as_str(), &b"v"[..]));
         assert_eq!(e.bytes().len(), HEADER + 101);
-    }
-
-    #[test]
-    fn an_entry_is_live_until_its_deadline() {
-        let clock = ManualClock::default();
-        clock.advance(Duration::from_nanos(10));
-        let mut now = Now::new(&clock);
-        assert!(Entry::new("k", b"", NEVER).live(&mut now));
-        assert!(Entry::new("k", b"", 11).live(&mut now));
-        assert!(!Entry::new("k", b"", 10).live(&mut now));
-        assert_eq!(clock.now(), Duration::from_nanos(10));
     }
 }

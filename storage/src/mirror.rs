@@ -1,6 +1,7 @@
 //! The store's shared read path around the table of `shared/`: main's
-//! copy of its data in the region the transport shares, kept by every
-//! write under the write's shard lock, and a child's reads of it.
+//! data in the region the transport shares, where main's map finds it and
+//! every write changes it under the write's shard lock, and a child's
+//! reads of it.
 //!
 //! Main writes the table while it holds the lock of the key's shard (all
 //! the touched shards for a batch, inside one [`Table::batch`]; every
@@ -24,56 +25,86 @@ use crate::clock::Clock;
 use crate::shards::Hasher;
 use crate::shared::{Batch, Lookup, Table, View};
 
-/// Where main's writes are copied to: the table, one batch of it, or
-/// nowhere.
+/// Where main keeps the entries it can keep in shared memory: the table,
+/// one batch of it, or nowhere (main keeps every entry in its own map).
+///
+/// An entry the table holds is main's only copy of the key: main's map
+/// keeps its offset, reads it from the region and writes it there, so a
+/// value is held, and written, once. A key the table cannot hold (the
+/// region is full, the key too long) stays in main's map, and the table
+/// sends readers to main for it.
 ///
 /// Each call is given the key's `hash` in main's map, which in a store
-/// with a mirror is the table's own hash ([`Hasher::Shared`]), and is made
-/// with the key's shard locked, which makes its caller the only writer of
-/// the key's stripe.
+/// with a table is the table's own hash ([`Hasher::Shared`]), and is made
+/// with the key's shard locked for writing, which makes its caller the
+/// only writer of the key's stripe.
 ///
 /// [`Hasher::Shared`]: crate::shards::Hasher::Shared
 pub(crate) trait Sink {
-    /// Fetches what a set of the key (`key_len` bytes, to a value of
-    /// `value_len`) will touch, before the store does its own part of the
-    /// set, so that the cache misses of both overlap.
-    #[inline(always)]
-    fn prepare(&self, _hash: u64, _key_len: usize, _value_len: usize) {}
-    /// `key` now holds `value` until `expires` (main's clock, nanoseconds;
-    /// `u64::MAX` never).
-    fn set(&self, hash: u64, key: &str, value: &[u8], expires: u64);
-    /// `key`, which holds `value`, now lives until `expires`.
-    fn set_deadline(&self, hash: u64, key: &str, value: &[u8], expires: u64);
-    /// `key` is gone.
+    /// The table entries are kept in, to read them.
+    fn table(&self) -> Option<&Table>;
+    /// Gives `key`, which the table does not hold, an entry holding
+    /// `value` until `expires` (main's clock, nanoseconds; `u64::MAX`
+    /// never): its offset, or `None` if main must keep the key.
+    fn insert(&self, hash: u64, key: &str, value: &[u8], expires: u64) -> Option<usize>;
+    /// Writes `value` and `expires` into `key`'s entry at `at`: its
+    /// offset afterwards (`at`, or where it moved), or `None` if the
+    /// table no longer holds the key and main must keep it.
+    fn rewrite(&self, hash: u64, at: usize, key: &str, value: &[u8], expires: u64)
+    -> Option<usize>;
+    /// Gives `key`'s entry at `at` the deadline `expires`.
+    fn set_deadline(&self, hash: u64, at: usize, expires: u64);
+    /// `key` is gone, whether the table held it or main did.
     fn remove(&self, hash: u64, key: &str);
 }
 
-/// No mirror: the map alone.
+/// No table: main's map keeps every entry.
 pub(crate) struct Nowhere;
 
 impl Sink for Nowhere {
     #[inline(always)]
-    fn set(&self, _: u64, _: &str, _: &[u8], _: u64) {}
+    fn table(&self) -> Option<&Table> {
+        None
+    }
     #[inline(always)]
-    fn set_deadline(&self, _: u64, _: &str, _: &[u8], _: u64) {}
+    fn insert(&self, _: u64, _: &str, _: &[u8], _: u64) -> Option<usize> {
+        None
+    }
+    #[inline(always)]
+    fn rewrite(&self, _: u64, _: usize, _: &str, _: &[u8], _: u64) -> Option<usize> {
+        // No entry is ever in a table that does not exist.
+        None
+    }
+    #[inline(always)]
+    fn set_deadline(&self, _: u64, _: usize, _: u64) {}
     #[inline(always)]
     fn remove(&self, _: u64, _: &str) {}
 }
 
 impl Sink for Table {
-    #[inline]
-    fn prepare(&self, hash: u64, key_len: usize, value_len: usize) {
-        self.fetch_ahead(hash, key_len, value_len);
+    #[inline(always)]
+    fn table(&self) -> Option<&Table> {
+        Some(self)
     }
     #[inline]
-    fn set(&self, hash: u64, key: &str, value: &[u8], expires: u64) {
+    fn insert(&self, hash: u64, key: &str, value: &[u8], expires: u64) -> Option<usize> {
+        Table::insert(self, hash, key, value, expires)
+    }
+    #[inline]
+    fn rewrite(
+        &self,
+        hash: u64,
+        at: usize,
+        key: &str,
+        value: &[u8],
+        expires: u64,
+    ) -> Option<usize> {
         // The caller holds the key's shard, and with it the key's stripe.
-        self.set_owned(hash, key, value, expires);
+        Table::rewrite(self, hash, at, key, value, expires)
     }
     #[inline]
-    fn set_deadline(&self, hash: u64, key: &str, _: &[u8], expires: u64) {
-        // The value stays where it is: only its deadline word changes.
-        self.set_deadline_hashed(hash, key, expires);
+    fn set_deadline(&self, hash: u64, at: usize, expires: u64) {
+        self.set_deadline_at(hash, at, expires);
     }
     #[inline]
     fn remove(&self, hash: u64, key: &str) {
@@ -82,13 +113,24 @@ impl Sink for Table {
 }
 
 impl Sink for Batch<'_> {
-    #[inline]
-    fn set(&self, hash: u64, key: &str, value: &[u8], expires: u64) {
-        self.set_hashed(hash, key, value, expires);
+    #[inline(always)]
+    fn table(&self) -> Option<&Table> {
+        Some(Batch::table(self))
     }
     #[inline]
-    fn set_deadline(&self, hash: u64, key: &str, value: &[u8], expires: u64) {
-        self.set_hashed(hash, key, value, expires);
+    fn insert(&self, hash: u64, key: &str, value: &[u8], expires: u64) -> Option<usize> {
+        self.set_hashed(hash, key, value, expires)
+    }
+    #[inline]
+    fn rewrite(&self, hash: u64, _: usize, key: &str, value: &[u8], expires: u64) -> Option<usize> {
+        // Under the writer's lock for the whole batch: the writer finds
+        // the entry and rewrites it (in place when it fits), its stripe
+        // left odd until the batch ends.
+        self.set_hashed(hash, key, value, expires)
+    }
+    #[inline]
+    fn set_deadline(&self, hash: u64, at: usize, expires: u64) {
+        self.set_deadline_at(hash, at, expires);
     }
     #[inline]
     fn remove(&self, hash: u64, key: &str) {
@@ -267,12 +309,17 @@ mod tests {
     /// Main's data with a mirror in heap memory, and a child's reader of
     /// the same memory.
     fn mirrored() -> (Arc<Data>, Reader) {
-        let mut words = vec![0u64; LEN / 8].into_boxed_slice();
+        mirrored_in(LEN)
+    }
+
+    /// As [`mirrored`], in a region of `len` bytes.
+    fn mirrored_in(len: usize) -> (Arc<Data>, Reader) {
+        let mut words = vec![0u64; len / 8].into_boxed_slice();
         let base = NonNull::new(words.as_mut_ptr().cast::<u8>()).unwrap();
-        // SAFETY: the buffer is LEN bytes, 8-aligned, owned by the region.
-        let main = Arc::new(unsafe { SharedRegion::new(base, LEN, true, words) });
+        // SAFETY: the buffer is `len` bytes, 8-aligned, owned by the region.
+        let main = Arc::new(unsafe { SharedRegion::new(base, len, true, words) });
         // SAFETY: the same memory, kept alive by `main`, which it holds.
-        let child = unsafe { SharedRegion::new(base, LEN, false, main.clone()) };
+        let child = unsafe { SharedRegion::new(base, len, false, main.clone()) };
         let clock = Arc::new(SystemClock::default());
         let mirror = Mirror::create(Some(main), &*clock).expect("a table");
         let data = Data::new(4, clock, Duration::from_secs(60), Some(mirror));
@@ -416,6 +463,81 @@ mod tests {
         }
     }
 
+    /// What main says `key` holds, which the reader must say too unless it
+    /// sends the read to main.
+    fn agree_or_ask(data: &Data, reader: &Reader, key: &str) -> Option<Vec<u8>> {
+        let main = data.read(key, |v| v.map(<[u8]>::to_vec));
+        if let Some(shared) = reader.read(key, |v| v.map(<[u8]>::to_vec)) {
+            assert_eq!(shared, main, "{key}");
+        }
+        main
+    }
+
+    #[test]
+    fn keys_a_full_region_cannot_hold_stay_with_main_and_come_back() {
+        // A region with room for a few large values only.
+        let (data, reader) = mirrored_in(256 << 10);
+        let big = vec![7u8; 40 << 10];
+        let keys: Vec<String> = (0..12).map(|i| format!("big{i}")).collect();
+        for k in &keys {
+            data.apply_one(&set(k, &big, None));
+        }
+        let asked = keys
+            .iter()
+            .filter(|k| reader.read(k, |_| ()).is_none())
+            .count();
+        assert!(asked > 0, "the region held every large value");
+        for k in &keys {
+            assert_eq!(agree_or_ask(&data, &reader, k).as_deref(), Some(&big[..]));
+        }
+        assert_eq!(data.len(), keys.len());
+        // Small values fit again: every key goes back to the table, and
+        // the reader answers for all of them.
+        for (i, k) in keys.iter().enumerate() {
+            data.apply_one(&set(k, &i.to_le_bytes(), None));
+        }
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(
+                agree(&data, &reader, k),
+                Some(i.to_le_bytes().to_vec()),
+                "{k}"
+            );
+        }
+        // Deleting, counting and clearing see both kinds of key.
+        data.apply_one(&set("big0", &big, None));
+        data.apply_one(&set("big1", &big, None));
+        data.apply_one(&set("big2", &big, None));
+        data.apply_one(&set("big3", &big, None));
+        data.apply_one(&set("big4", &big, None));
+        data.apply_one(&set("big5", &big, None));
+        data.apply_one(&set("big6", &big, None));
+        assert!(keys.iter().any(|k| reader.read(k, |_| ()).is_none()));
+        assert!(matches!(
+            data.apply_one(&Op::Delete("big6")),
+            Outcome::Deleted(true)
+        ));
+        assert!(matches!(
+            data.apply_one(&Op::Delete("big9")),
+            Outcome::Deleted(true)
+        ));
+        assert_eq!(data.len(), keys.len() - 2);
+        let mut all = data.with_keys("", |keys| {
+            keys.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>()
+        });
+        all.sort();
+        let mut want: Vec<String> = keys
+            .iter()
+            .filter(|k| *k != "big6" && *k != "big9")
+            .cloned()
+            .collect();
+        want.sort();
+        assert_eq!(all, want);
+        assert_eq!(data.clear(), keys.len() - 2);
+        for k in &keys {
+            assert_eq!(agree(&data, &reader, k), None);
+        }
+    }
+
     #[test]
     fn a_region_already_claimed_or_a_hand_moved_clock_gets_no_table() {
         let mut words = vec![0u64; LEN / 8].into_boxed_slice();
@@ -434,5 +556,144 @@ mod tests {
         let reader = Reader::new(Some(empty)).unwrap();
         assert!(!reader.is_open());
         assert_eq!(reader.read("k", |_| ()), None);
+    }
+
+    /// One step of the property test: every kind of write, on a few keys,
+    /// with values from a byte to more than a small region holds.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Set(usize, usize, bool),
+        Delete(usize),
+        Incr(usize, i64),
+        Cas(usize, Option<usize>, Option<usize>),
+        Expire(usize, bool),
+        Persist(usize),
+        Batch(Vec<(usize, Option<usize>)>),
+        /// Gets and checks alone, which change nothing.
+        Reads(Vec<usize>),
+        Clear,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        let len = prop_oneof![6 => 0..48usize, 2 => 48..600usize, 1 => 20_000..70_000usize];
+        prop_oneof![
+            8 => (0..16usize, len.clone(), any::<bool>()).prop_map(|(k, l, t)| Step::Set(k, l, t)),
+            2 => (0..16usize).prop_map(Step::Delete),
+            2 => (0..16usize, -3..4i64).prop_map(|(k, by)| Step::Incr(k, by)),
+            2 => (0..16usize, proptest::option::of(0..600usize), proptest::option::of(0..600usize))
+                .prop_map(|(k, e, n)| Step::Cas(k, e, n)),
+            1 => (0..16usize, any::<bool>()).prop_map(|(k, now)| Step::Expire(k, now)),
+            1 => (0..16usize).prop_map(Step::Persist),
+            2 => proptest::collection::vec((0..16usize, proptest::option::of(len)), 1..6)
+                .prop_map(Step::Batch),
+            2 => proptest::collection::vec(0..16usize, 1..6).prop_map(Step::Reads),
+            1 => Just(Step::Clear),
+        ]
+    }
+
+    fn bytes(k: usize, len: usize, step: usize) -> Vec<u8> {
+        (0..len).map(|i| (i ^ k ^ step) as u8).collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 64,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Main's data with a table in a small region (so values move,
+        /// spill to main and come back) answers every read, count and
+        /// listing as main's data without one, and the reader agrees or
+        /// asks main.
+        #[test]
+        fn a_mirrored_store_answers_as_one_without_a_table(steps in proptest::collection::vec(step(), 1..80)) {
+            let (data, reader) = mirrored_in(192 << 10);
+            let plain = Data::new(4, Arc::new(SystemClock::default()), Duration::from_secs(60), None);
+            let key = |k: usize| format!("key{k}:{}", "x".repeat(k % 11));
+            let hour = 3_600_000_000_000;
+            for (n, s) in steps.iter().enumerate() {
+                let owned: Vec<(String, Option<Vec<u8>>)>;
+                let ops: Vec<Op<'_>>;
+                let one = |op: Op<'_>| {
+                    let a = format!("{:?}", data.apply_one(&op));
+                    let b = format!("{:?}", plain.apply_one(&op));
+                    assert_eq!(a, b, "{op:?}");
+                };
+                match s {
+                    Step::Set(k, len, ttl) => {
+                        let (k, v) = (key(*k), bytes(*k, *len, n));
+                        one(set(&k, &v, ttl.then_some(hour)));
+                    }
+                    Step::Delete(k) => one(Op::Delete(&key(*k))),
+                    Step::Incr(k, by) => one(Op::Incr { key: &key(*k), by: *by }),
+                    Step::Cas(k, expected, new) => {
+                        let e = expected.map(|l| bytes(*k, l, 0));
+                        let v = new.map(|l| bytes(*k, l, n));
+                        let k = key(*k);
+                        // Expecting the current value sometimes succeeds.
+                        let current = plain.read(&k, |v| v.map(<[u8]>::to_vec));
+                        let e = if n % 2 == 0 { current } else { e };
+                        one(Op::Cas {
+                            key: &k,
+                            expected: e.as_deref().map(Bytes::new),
+                            new: v.as_deref().map(Bytes::new),
+                        });
+                    }
+                    Step::Expire(k, now) => one(Op::Expire {
+                        key: &key(*k),
+                        ttl_nanos: if *now { 0 } else { hour },
+                    }),
+                    Step::Persist(k) => one(Op::Persist(&key(*k))),
+                    Step::Batch(changes) => {
+                        owned = changes
+                            .iter()
+                            .map(|&(k, len)| (key(k), len.map(|l| bytes(k, l, n))))
+                            .collect();
+                        ops = owned
+                            .iter()
+                            .map(|(k, v)| match v {
+                                Some(v) => set(k, v, None),
+                                None => Op::Delete(k),
+                            })
+                            .collect();
+                        let a = format!("{:?}", data.apply_batch(&ops));
+                        let b = format!("{:?}", plain.apply_batch(&ops));
+                        assert_eq!(a, b);
+                    }
+                    Step::Reads(keys) => {
+                        owned = keys.iter().map(|&k| (key(k), None)).collect();
+                        ops = owned
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (k, _))| if i % 2 == 0 { Op::Get(k) } else { Op::Contains(k) })
+                            .collect();
+                        let a = format!("{:?}", data.apply_batch(&ops));
+                        let b = format!("{:?}", plain.apply_batch(&ops));
+                        assert_eq!(a, b);
+                    }
+                    Step::Clear => assert_eq!(data.clear(), plain.clear()),
+                }
+                for k in 0..16 {
+                    let k = key(k);
+                    let want = plain.read(&k, |v| v.map(<[u8]>::to_vec));
+                    assert_eq!(agree_or_ask(&data, &reader, &k), want, "{k} after {s:?}");
+                    let ttl = |d: &Data| format!("{:?}", d.apply_one(&Op::Ttl(&k)));
+                    assert_eq!(ttl(&data).contains("Some"), ttl(&plain).contains("Some"), "{k}");
+                }
+                assert_eq!(data.len(), plain.len());
+                let listing = |d: &Data| {
+                    let mut all = d.with_snapshot(|entries| {
+                        entries
+                            .iter()
+                            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+                            .collect::<Vec<_>>()
+                    });
+                    all.sort();
+                    all
+                };
+                assert_eq!(listing(&data), listing(&plain));
+            }
+        }
     }
 }

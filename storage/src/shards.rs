@@ -1,10 +1,12 @@
 //! Main's data: a map split into shards, each behind its own lock.
 //!
 //! A key is hashed once; the hash picks the shard (from middle bits) and
-//! finds the entry in that shard's table (from the low bits and the top
-//! seven, which the table uses), so no lookup hashes twice. When children
-//! read a copy of the data in shared memory, that one hash is the shared
-//! table's and each shard is a set of whole stripes of it
+//! finds the entry in that shard's maps (from the low bits and the top
+//! seven, which the maps use), so no lookup hashes twice. When children
+//! read the data in shared memory, the entries live in the shared table
+//! and a shard maps each key to its entry there (falling back to an entry
+//! of its own for a key the table cannot hold); that one hash is then the
+//! table's, and each shard is a set of whole stripes of it
 //! ([`Hasher::Shared`]).
 
 use std::hash::BuildHasher;
@@ -17,6 +19,8 @@ use hashbrown::HashTable;
 
 use crate::clock::Clock;
 use crate::entry::{Entry, NEVER};
+use crate::mirror::Sink;
+use crate::shared::{Table, at_of, word_of};
 
 /// Reads main's clock at most once per operation, and only when an entry
 /// with a deadline is met.
@@ -52,9 +56,9 @@ const GIVE_BACK_BYTES: usize = 16 << 20;
 /// Bytes freed by tables since the last [`give_back`] that gave back.
 static FREED: AtomicUsize = AtomicUsize::new(0);
 
-/// Notes that a table of `slots` entries was freed.
-fn freed(slots: usize) {
-    FREED.fetch_add(slots * std::mem::size_of::<Entry>(), Ordering::Relaxed);
+/// Notes that a map freed `bytes`.
+fn freed(bytes: usize) {
+    FREED.fetch_add(bytes, Ordering::Relaxed);
 }
 
 /// Asks the allocator to return free memory to the system once tables
@@ -82,120 +86,304 @@ fn trim() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() {}
 
-/// One shard's table.
+/// One shard's map.
 #[derive(Default)]
 pub(crate) struct Shard {
-    table: HashTable<Entry>,
+    /// Entries main keeps in its own memory: every key when there is no
+    /// shared table; with one, the keys it could not hold.
+    own: HashTable<Entry>,
+    /// With a shared table, the keys whose entry it holds, by the entry's
+    /// offset ([`word_of`]): the value lives once, in the region. Four
+    /// bytes a key keep this map in the processor's cache, so a lookup
+    /// misses the cache once, on the entry, as one in `own` does.
+    held: HashTable<u32>,
     /// How many entries have a deadline: shards with none skip the clock.
     with_ttl: usize,
 }
 
-impl Shard {
+/// A key's entry, found in a shard: in main's own memory, or one the
+/// shared table holds. Borrowed from the shard, whose lock the borrower
+/// holds: no write of the key can happen while it lives.
+#[derive(Clone, Copy)]
+pub(crate) enum Found<'a> {
+    Own(&'a Entry),
+    Held { table: &'a Table, at: usize },
+}
+
+impl<'a> Found<'a> {
+    /// The deadline, or [`NEVER`].
     #[inline]
-    pub(crate) fn find(&self, hash: u64, key: &str) -> Option<&Entry> {
-        self.table.find(hash, |e| e.is(key))
+    pub(crate) fn expires(&self) -> u64 {
+        match *self {
+            Found::Own(e) => e.expires(),
+            Found::Held { table, at } => table.deadline_at(at),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn value(&self) -> &'a [u8] {
+        match *self {
+            Found::Own(e) => e.value(),
+            // SAFETY: `at` is a live entry of the shard this borrows, whose
+            // lock the borrower holds; writes of its key need the shard
+            // mutably, which cannot happen while `self` lives.
+            Found::Held { table, at } => unsafe { table.entry_at(at) }.1,
+        }
+    }
+
+    pub(crate) fn key(&self) -> &'a str {
+        match *self {
+            Found::Own(e) => e.key(),
+            // SAFETY: as for `value`. The bytes were a &str when stored;
+            // the fallback is unreachable.
+            Found::Held { table, at } => {
+                std::str::from_utf8(unsafe { table.entry_at(at) }.0).unwrap_or_default()
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn live(&self, now: &mut Now<'_>) -> bool {
+        let expires = self.expires();
+        expires == NEVER || expires > now.get()
+    }
+}
+
+impl Shard {
+    /// `key`'s entry, reading the entries `table` holds (the store's
+    /// table, if it has one).
+    #[inline]
+    pub(crate) fn find<'a>(
+        &'a self,
+        table: Option<&'a Table>,
+        hash: u64,
+        key: &str,
+    ) -> Option<Found<'a>> {
+        if let Some(table) = table {
+            if let Some(&w) = self.held.find(hash, |&w| table.holds_key(at_of(w), key)) {
+                return Some(Found::Held {
+                    table,
+                    at: at_of(w),
+                });
+            }
+            if self.own.is_empty() {
+                return None;
+            }
+        }
+        self.own.find(hash, |e| e.is(key)).map(Found::Own)
     }
 
     /// The entry if it exists and has not expired.
     #[inline]
-    pub(crate) fn find_live(&self, hash: u64, key: &str, now: &mut Now<'_>) -> Option<&Entry> {
-        self.find(hash, key).filter(|e| e.live(now))
+    pub(crate) fn find_live<'a>(
+        &'a self,
+        table: Option<&'a Table>,
+        hash: u64,
+        key: &str,
+        now: &mut Now<'_>,
+    ) -> Option<Found<'a>> {
+        self.find(table, hash, key).filter(|e| e.live(now))
     }
 
-    /// Sets `key` to a copy of `value`, reusing the old allocation when the
-    /// length is the same.
-    /// `hasher` rehashes the keys when the table grows.
-    pub(crate) fn put(
+    /// Counts a deadline changed from `old` to `new`.
+    #[inline]
+    fn recount(&mut self, old: u64, new: u64) {
+        self.with_ttl = self.with_ttl + usize::from(new != NEVER) - usize::from(old != NEVER);
+    }
+
+    /// Sets `key` to a copy of `value` until `expires`: in its entry in the
+    /// table when the table holds (or can now take) the key, in main's
+    /// map otherwise. `hasher` rehashes keys when a map grows.
+    #[inline]
+    pub(crate) fn put<S: Sink + ?Sized>(
         &mut self,
+        sink: &S,
         hasher: &Hasher,
         hash: u64,
         key: &str,
         value: &[u8],
         expires: u64,
     ) {
-        match self.table.find_mut(hash, |e| e.is(key)) {
-            Some(e) => {
-                e.set_value(key, value);
-                self.with_ttl = self.with_ttl + usize::from(expires != NEVER)
-                    - usize::from(e.expires() != NEVER);
-                e.set_expires(expires);
+        let table = sink.table();
+        if let Some(table) = table
+            && let Ok(found) = self
+                .held
+                .find_entry(hash, |&w| table.holds_key(at_of(w), key))
+        {
+            let at = at_of(*found.get());
+            let old = table.deadline_at(at);
+            match sink.rewrite(hash, at, key, value, expires) {
+                Some(moved) => *found.into_mut() = word_of(moved),
+                None => {
+                    let _ = found.remove();
+                    self.own
+                        .insert_unique(hash, Entry::new(key, value, expires), |e| {
+                            hasher.hash_one(e.key())
+                        });
+                }
             }
-            None => {
-                self.with_ttl += usize::from(expires != NEVER);
-                self.table
-                    .insert_unique(hash, Entry::new(key, value, expires), |e| {
-                        hasher.hash_one(e.key())
-                    });
-            }
+            self.recount(old, expires);
+            return;
         }
+        let old = match self.own.find_entry(hash, |e| e.is(key)) {
+            Ok(found) => {
+                let old = found.get().expires();
+                // A key main kept goes to the table as soon as it has room.
+                match sink.insert(hash, key, value, expires).zip(table) {
+                    Some((at, table)) => {
+                        let _ = found.remove();
+                        self.hold(table, hash, at);
+                    }
+                    None => {
+                        let e = found.into_mut();
+                        e.set_value(key, value);
+                        e.set_expires(expires);
+                    }
+                }
+                old
+            }
+            Err(_) => {
+                match sink.insert(hash, key, value, expires).zip(table) {
+                    Some((at, table)) => self.hold(table, hash, at),
+                    None => {
+                        self.own
+                            .insert_unique(hash, Entry::new(key, value, expires), |e| {
+                                hasher.hash_one(e.key())
+                            });
+                    }
+                }
+                NEVER
+            }
+        };
+        self.recount(old, expires);
+    }
+
+    /// Notes that `table` holds the key hashed `hash` at `at`.
+    fn hold(&mut self, table: &Table, hash: u64, at: usize) {
+        self.held
+            .insert_unique(hash, word_of(at), |&w| table.hash_at(at_of(w)));
     }
 
     /// Gives an existing entry the deadline `expires` ([`NEVER`] for none).
-    pub(crate) fn set_expires(&mut self, hash: u64, key: &str, expires: u64) {
-        if let Some(e) = self.table.find_mut(hash, |e| e.is(key)) {
-            self.with_ttl =
-                self.with_ttl + usize::from(expires != NEVER) - usize::from(e.expires() != NEVER);
+    pub(crate) fn set_expires<S: Sink + ?Sized>(
+        &mut self,
+        sink: &S,
+        hash: u64,
+        key: &str,
+        expires: u64,
+    ) {
+        if let Some(table) = sink.table()
+            && let Some(&w) = self.held.find(hash, |&w| table.holds_key(at_of(w), key))
+        {
+            let at = at_of(w);
+            let old = table.deadline_at(at);
+            sink.set_deadline(hash, at, expires);
+            self.recount(old, expires);
+        } else if let Some(e) = self.own.find_mut(hash, |e| e.is(key)) {
+            // The table does not hold the key: nothing to change there.
+            let old = e.expires();
             e.set_expires(expires);
+            self.recount(old, expires);
         }
     }
 
-    /// Replaces the value of an existing entry, keeping its deadline.
-    pub(crate) fn replace_value(&mut self, hash: u64, key: &str, value: &[u8]) {
-        if let Some(e) = self.table.find_mut(hash, |e| e.is(key)) {
-            e.set_value(key, value);
-        }
+    /// Removes `key` (live or expired), from the table too; its deadline
+    /// if it was there. `hasher` rehashes keys when a map shrinks.
+    pub(crate) fn remove<S: Sink + ?Sized>(
+        &mut self,
+        sink: &S,
+        hasher: &Hasher,
+        hash: u64,
+        key: &str,
+    ) -> Option<u64> {
+        let table = sink.table();
+        let held = table.and_then(|table| {
+            let found = self
+                .held
+                .find_entry(hash, |&w| table.holds_key(at_of(w), key))
+                .ok()?;
+            let expires = table.deadline_at(at_of(*found.get()));
+            let _ = found.remove();
+            Some(expires)
+        });
+        let expires = match held {
+            Some(expires) => expires,
+            None => {
+                let found = self.own.find_entry(hash, |e| e.is(key)).ok()?;
+                found.remove().0.expires()
+            }
+        };
+        sink.remove(hash, key);
+        self.with_ttl -= usize::from(expires != NEVER);
+        self.shrink_if_sparse(hasher, table);
+        Some(expires)
     }
 
-    /// Removes `key`, returning its entry (live or expired).
-    /// `hasher` rehashes the keys when the table shrinks.
-    pub(crate) fn remove(&mut self, hasher: &Hasher, hash: u64, key: &str) -> Option<Entry> {
-        let found = self.table.find_entry(hash, |e| e.is(key)).ok()?;
-        let (e, _) = found.remove();
-        self.with_ttl -= usize::from(e.expires() != NEVER);
-        self.shrink_if_sparse(hasher);
-        Some(e)
-    }
-
-    /// Gives memory back once the table is mostly empty: at under an
-    /// eighth full it shrinks to about twice what it holds, so a table
-    /// emptied key by key shrinks a few times, each costing a move of
-    /// what is left, never once per removal.
+    /// Gives memory back once a map is mostly empty: at under an eighth
+    /// full it shrinks to about twice what it holds, so a map emptied key
+    /// by key shrinks a few times, each costing a move of what is left,
+    /// never once per removal.
     #[inline]
-    fn shrink_if_sparse(&mut self, hasher: &Hasher) {
-        let (len, slots) = (self.table.len(), self.table.capacity());
+    fn shrink_if_sparse(&mut self, hasher: &Hasher, table: Option<&Table>) {
+        let (len, slots) = (self.own.len(), self.own.capacity());
         if slots > KEEP_SLOTS && len < slots / 8 {
-            self.table.shrink_to(len * 2, |e| hasher.hash_one(e.key()));
-            freed(slots - self.table.capacity());
+            self.own.shrink_to(len * 2, |e| hasher.hash_one(e.key()));
+            freed((slots - self.own.capacity()) * std::mem::size_of::<Entry>());
+        }
+        let (len, slots) = (self.held.len(), self.held.capacity());
+        if let Some(table) = table
+            && slots > KEEP_SLOTS
+            && len < slots / 8
+        {
+            self.held.shrink_to(len * 2, |&w| table.hash_at(at_of(w)));
+            freed((slots - self.held.capacity()) * std::mem::size_of::<u32>());
         }
     }
 
-    /// How many entries the table has room for (its memory, in entries).
+    /// How many entries the maps have room for (their memory, in entries).
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.table.capacity()
+        self.own.capacity() + self.held.capacity()
     }
 
     /// The live entries.
-    pub(crate) fn live<'s>(&'s self, now: &mut Now<'_>) -> impl Iterator<Item = &'s Entry> + 's {
+    pub(crate) fn live<'s>(
+        &'s self,
+        table: Option<&'s Table>,
+        now: &mut Now<'_>,
+    ) -> impl Iterator<Item = Found<'s>> + 's {
         let now = if self.with_ttl == 0 { 0 } else { now.get() };
-        self.table
+        let held = table.into_iter().flat_map(move |table| {
+            self.held.iter().map(move |&w| Found::Held {
+                table,
+                at: at_of(w),
+            })
+        });
+        self.own
             .iter()
-            .filter(move |e| e.expires() == NEVER || e.expires() > now)
+            .map(Found::Own)
+            .chain(held)
+            .filter(move |e| {
+                let expires = e.expires();
+                expires == NEVER || expires > now
+            })
     }
 
     /// How many live entries there are.
-    pub(crate) fn live_len(&self, now: &mut Now<'_>) -> usize {
+    pub(crate) fn live_len(&self, table: Option<&Table>, now: &mut Now<'_>) -> usize {
         if self.with_ttl == 0 {
-            self.table.len()
+            self.own.len() + self.held.len()
         } else {
-            self.live(now).count()
+            self.live(table, now).count()
         }
     }
 
-    /// Removes every expired entry, handing each key to `gone`.
-    /// `hasher` rehashes the keys when the table shrinks.
+    /// Removes every expired entry, handing each key to `gone` once it is
+    /// out of the shard (the caller takes it out of the table).
+    /// `hasher` rehashes keys when a map shrinks.
     pub(crate) fn purge(
         &mut self,
+        table: Option<&Table>,
         hasher: &Hasher,
         now: &mut Now<'_>,
         mut gone: impl FnMut(&str),
@@ -204,30 +392,60 @@ impl Shard {
             return 0;
         }
         let now = now.get();
+        let expired = |expires: u64| expires != NEVER && expires <= now;
         let mut removed = 0;
-        self.table.retain(|e| {
-            let keep = e.expires() == NEVER || e.expires() > now;
+        self.own.retain(|e| {
+            let keep = !expired(e.expires());
             if !keep {
                 gone(e.key());
                 removed += 1;
             }
             keep
         });
+        if let Some(table) = table {
+            let mut keys = Vec::new();
+            self.held.retain(|&mut w| {
+                let at = at_of(w);
+                let keep = !expired(table.deadline_at(at));
+                if !keep {
+                    // A copy: taking the key out of the table may reuse
+                    // its memory.
+                    // SAFETY: a live entry of this shard, locked for
+                    // writing by the caller, and nothing writes the key
+                    // until `retain` is done.
+                    let key = unsafe { table.entry_at(at) }.0;
+                    keys.push(String::from_utf8_lossy(key).into_owned());
+                }
+                keep
+            });
+            removed += keys.len();
+            keys.iter().for_each(|k| gone(k));
+        }
         self.with_ttl -= removed;
-        self.shrink_if_sparse(hasher);
+        self.shrink_if_sparse(hasher, table);
         removed
     }
 
-    /// Removes everything, handing each live key to `gone`.
-    pub(crate) fn clear(&mut self, now: &mut Now<'_>, mut gone: impl FnMut(&str)) -> usize {
+    /// Removes everything, handing each live key to `gone` (the caller
+    /// empties the table).
+    pub(crate) fn clear(
+        &mut self,
+        table: Option<&Table>,
+        now: &mut Now<'_>,
+        mut gone: impl FnMut(&str),
+    ) -> usize {
         let mut removed = 0;
-        for e in self.live(now) {
+        for e in self.live(table, now) {
             gone(e.key());
             removed += 1;
         }
-        // The table's memory goes too, not only its entries.
-        freed(self.table.capacity());
-        self.table = HashTable::new();
+        // The maps' memory goes too, not only their entries.
+        freed(
+            self.own.capacity() * std::mem::size_of::<Entry>()
+                + self.held.capacity() * std::mem::size_of::<u32>(),
+        );
+        self.own = HashTable::new();
+        self.held = HashTable::new();
         self.with_ttl = 0;
         removed
     }
@@ -243,7 +461,7 @@ pub(crate) enum Hasher {
     /// whole stripes of the table (`shard = stripe % shards`), so the
     /// shard's lock makes its holder the only writer of those stripes,
     /// which lets a write rewrite a value in place without the table's
-    /// own lock (`Table::set_owned`).
+    /// own lock (`Table::rewrite`).
     ///
     /// Children know the seed (they need it to find keys), so one that
     /// picks keys to collide slows main's map as it already could slow
@@ -426,10 +644,21 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
+    use crate::mirror::Nowhere;
+    use crate::shared::tests::Region;
+    use crate::shared::{Lookup, Table};
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn put(shard: &mut Shard, shards: &Shards, key: &str, value: &[u8], expires: u64) {
-        shard.put(shards.hasher(), shards.hash(key), key, value, expires);
+        shard.put(
+            &Nowhere,
+            shards.hasher(),
+            shards.hash(key),
+            key,
+            value,
+            expires,
+        );
     }
 
     #[test]
@@ -445,28 +674,28 @@ mod tests {
         assert_eq!(shard.with_ttl, 1);
         put(&mut shard, &shards, "c", b"3", 10);
         assert_eq!(shard.with_ttl, 2);
-        shard.replace_value(shards.hash("c"), "c", b"4"); // keeps the deadline
+        put(&mut shard, &shards, "c", b"4", 10); // the same deadline
         assert_eq!(shard.with_ttl, 2);
         assert!(
             shard
-                .remove(shards.hasher(), shards.hash("b"), "b")
+                .remove(&Nowhere, shards.hasher(), shards.hash("b"), "b")
                 .is_some()
         );
         assert_eq!(shard.with_ttl, 1);
 
         clock.advance(Duration::from_nanos(10));
         let mut now = Now::new(&clock);
-        assert_eq!(shard.live_len(&mut now), 1);
+        assert_eq!(shard.live_len(None, &mut now), 1);
         let mut gone = Vec::new();
         assert_eq!(
-            shard.purge(shards.hasher(), &mut now, |k| gone.push(k.to_owned())),
+            shard.purge(None, shards.hasher(), &mut now, |k| gone.push(k.to_owned())),
             1
         );
         assert_eq!(gone, ["c"]);
         assert_eq!(shard.with_ttl, 0);
-        assert_eq!(shard.live_len(&mut now), 1);
-        assert_eq!(shard.clear(&mut now, |_| {}), 1);
-        assert_eq!(shard.live_len(&mut now), 0);
+        assert_eq!(shard.live_len(None, &mut now), 1);
+        assert_eq!(shard.clear(None, &mut now, |_| {}), 1);
+        assert_eq!(shard.live_len(None, &mut now), 0);
     }
 
     #[test]
@@ -476,14 +705,14 @@ mod tests {
         let hash = shards.hash("k");
         let mut big = Vec::with_capacity(4096);
         big.extend_from_slice(b"abc");
-        shard.put(shards.hasher(), hash, "k", &big, NEVER);
-        let e = shard.find(hash, "k").unwrap();
+        shard.put(&Nowhere, shards.hasher(), hash, "k", &big, NEVER);
+        let e = shard.find(None, hash, "k").unwrap();
         assert_eq!((e.key(), e.value()), ("k", &b"abc"[..]));
-        shard.put(shards.hasher(), hash, "k", b"xyz", NEVER); // same length: in place
-        shard.put(shards.hasher(), hash, "k", b"longer", NEVER);
-        let e = shard.find(hash, "k").unwrap();
+        shard.put(&Nowhere, shards.hasher(), hash, "k", b"xyz", NEVER); // same length: in place
+        shard.put(&Nowhere, shards.hasher(), hash, "k", b"longer", NEVER);
+        let e = shard.find(None, hash, "k").unwrap();
         assert_eq!(e.value(), b"longer");
-        assert!(shard.find(shards.hash("x"), "x").is_none());
+        assert!(shard.find(None, shards.hash("x"), "x").is_none());
     }
 
     #[test]
@@ -494,12 +723,16 @@ mod tests {
         for (i, k) in keys.iter().enumerate() {
             put(&mut shard, &shards, k, &i.to_le_bytes(), NEVER);
         }
-        assert_eq!(shard.table.len(), keys.len());
+        assert_eq!(shard.own.len(), keys.len());
         for (i, k) in keys.iter().enumerate() {
-            let e = shard.find(shards.hash(k), k).unwrap();
+            let e = shard.find(None, shards.hash(k), k).unwrap();
             assert_eq!((e.key(), e.value()), (k.as_str(), &i.to_le_bytes()[..]));
         }
-        assert!(shard.find(shards.hash("key:2000"), "key:2000").is_none());
+        assert!(
+            shard
+                .find(None, shards.hash("key:2000"), "key:2000")
+                .is_none()
+        );
     }
 
     #[test]
@@ -516,7 +749,11 @@ mod tests {
         assert!(full >= keys.len());
         // Deleting most keys, one by one, shrinks the table.
         for k in &keys[1_000..] {
-            assert!(shard.remove(shards.hasher(), shards.hash(k), k).is_some());
+            assert!(
+                shard
+                    .remove(&Nowhere, shards.hasher(), shards.hash(k), k)
+                    .is_some()
+            );
         }
         assert!(
             shard.capacity() <= full / 16,
@@ -525,11 +762,15 @@ mod tests {
         );
         for k in &keys[..1_000] {
             let e = shard
-                .find(shards.hash(k), k)
+                .find(None, shards.hash(k), k)
                 .expect("a key kept through the shrinks");
             assert_eq!(e.value(), k.as_bytes());
         }
-        assert!(shard.find(shards.hash("key:1000"), "key:1000").is_none());
+        assert!(
+            shard
+                .find(None, shards.hash("key:1000"), "key:1000")
+                .is_none()
+        );
         // Purging most keys does too.
         for k in &keys[1_000..] {
             put(&mut shard, &shards, k, k.as_bytes(), 10);
@@ -537,18 +778,21 @@ mod tests {
         assert!(shard.capacity() >= keys.len());
         clock.advance(Duration::from_nanos(10));
         let mut later = Now::new(&clock);
-        assert_eq!(shard.purge(shards.hasher(), &mut later, |_| {}), 99_000);
+        assert_eq!(
+            shard.purge(None, shards.hasher(), &mut later, |_| {}),
+            99_000
+        );
         assert!(
             shard.capacity() <= full / 16,
             "{} of {full}",
             shard.capacity()
         );
-        assert_eq!(shard.live_len(&mut now), 1_000);
+        assert_eq!(shard.live_len(None, &mut now), 1_000);
         // Clearing gives everything back.
         for k in &keys {
             put(&mut shard, &shards, k, k.as_bytes(), NEVER);
         }
-        assert_eq!(shard.clear(&mut now, |_| {}), keys.len());
+        assert_eq!(shard.clear(None, &mut now, |_| {}), keys.len());
         assert_eq!(shard.capacity(), 0);
         // A small table is left as it is.
         put(&mut shard, &shards, "a", b"1", NEVER);
@@ -556,10 +800,136 @@ mod tests {
         let small = shard.capacity();
         assert!(
             shard
-                .remove(shards.hasher(), shards.hash("a"), "a")
+                .remove(&Nowhere, shards.hasher(), shards.hash("a"), "a")
                 .is_some()
         );
         assert_eq!(shard.capacity(), small);
+    }
+
+    /// A shard of a store with a shared table in a region of `len` bytes.
+    fn with_table(len: usize) -> (Arc<Region>, Table, Shards) {
+        let region = Region::new(len);
+        let table = region.table();
+        let (seed, stripes) = table.seed_and_stripes();
+        (
+            region,
+            table,
+            Shards::new(1, Hasher::Shared { seed, stripes }),
+        )
+    }
+
+    fn held_put(shard: &mut Shard, t: &Table, s: &Shards, key: &str, value: &[u8], expires: u64) {
+        shard.put(t, s.hasher(), s.hash(key), key, value, expires);
+    }
+
+    fn value_of(shard: &Shard, t: &Table, s: &Shards, key: &str) -> Option<(Vec<u8>, bool)> {
+        shard
+            .find(Some(t), s.hash(key), key)
+            .map(|e| (e.value().to_vec(), matches!(e, Found::Held { .. })))
+    }
+
+    #[test]
+    fn with_a_table_a_shard_keeps_in_its_own_map_only_what_the_table_cannot_hold() {
+        let (region, t, s) = with_table(64 << 10);
+        let v = region.view();
+        let mut shard = Shard::default();
+        held_put(&mut shard, &t, &s, "a", b"1", NEVER);
+        assert_eq!(value_of(&shard, &t, &s, "a"), Some((b"1".to_vec(), true)));
+        assert_eq!((shard.held.len(), shard.own.len()), (1, 0));
+        // Larger than the region: main keeps it, readers ask main.
+        let big = vec![3u8; 80 << 10];
+        held_put(&mut shard, &t, &s, "a", &big, NEVER);
+        assert_eq!(value_of(&shard, &t, &s, "a"), Some((big.clone(), false)));
+        assert_eq!((shard.held.len(), shard.own.len()), (0, 1));
+        assert!(t.incomplete());
+        let mut out = Vec::new();
+        assert_eq!(v.get("a", 0, &mut out), Lookup::AskMain);
+        // Small again: back in the table.
+        held_put(&mut shard, &t, &s, "a", b"22", NEVER);
+        assert_eq!(value_of(&shard, &t, &s, "a"), Some((b"22".to_vec(), true)));
+        assert_eq!((shard.held.len(), shard.own.len()), (1, 0));
+        assert!(!t.incomplete());
+        assert_eq!(
+            (v.get("a", 0, &mut out), &out[..]),
+            (Lookup::Found, &b"22"[..])
+        );
+
+        // Deadlines are counted wherever the entry lives.
+        let clock = ManualClock::default();
+        held_put(&mut shard, &t, &s, "b", b"b", 10);
+        held_put(&mut shard, &t, &s, "c", &big, 10);
+        assert_eq!(shard.with_ttl, 2);
+        shard.set_expires(&t, s.hash("b"), "b", NEVER);
+        shard.set_expires(&t, s.hash("c"), "c", NEVER);
+        assert_eq!(shard.with_ttl, 0);
+        shard.set_expires(&t, s.hash("b"), "b", 10);
+        shard.set_expires(&t, s.hash("c"), "c", 10);
+        assert_eq!(shard.with_ttl, 2);
+        assert_eq!(t.deadline_at(t.entry_of("b").expect("held")), 10);
+        clock.advance(Duration::from_nanos(5));
+        let mut now = Now::new(&clock);
+        assert_eq!(shard.live_len(Some(&t), &mut now), 3);
+        clock.advance(Duration::from_nanos(5));
+        let mut now = Now::new(&clock);
+        assert_eq!(shard.live_len(Some(&t), &mut now), 1);
+        let mut gone = Vec::new();
+        let purged = shard.purge(Some(&t), s.hasher(), &mut now, |k| {
+            t.remove(k);
+            gone.push(k.to_owned());
+        });
+        gone.sort();
+        assert_eq!((purged, gone), (2, vec!["b".to_owned(), "c".to_owned()]));
+        assert_eq!(shard.with_ttl, 0);
+        assert_eq!(v.get("b", 0, &mut out), Lookup::Absent);
+        assert!(!t.incomplete(), "a purged key main kept is settled");
+        // Removing, listing and clearing see both maps.
+        held_put(&mut shard, &t, &s, "d", &big, NEVER);
+        let mut keys: Vec<String> = shard
+            .live(Some(&t), &mut now)
+            .map(|e| e.key().to_owned())
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["a", "d"]);
+        assert_eq!(shard.remove(&t, s.hasher(), s.hash("d"), "d"), Some(NEVER));
+        assert_eq!(shard.remove(&t, s.hasher(), s.hash("d"), "d"), None);
+        assert!(!t.incomplete());
+        assert_eq!(shard.clear(Some(&t), &mut now, |_| {}), 1);
+        t.clear();
+        assert_eq!(
+            shard.find(Some(&t), s.hash("a"), "a").map(|e| e.key()),
+            None
+        );
+    }
+
+    #[test]
+    fn a_map_of_held_entries_grows_and_shrinks_and_keeps_its_keys() {
+        let (region, t, s) = with_table(16 << 20);
+        let v = region.view();
+        let mut shard = Shard::default();
+        let keys: Vec<String> = (0..20_000).map(|i| format!("key:{i}")).collect();
+        for k in &keys {
+            held_put(&mut shard, &t, &s, k, k.as_bytes(), NEVER);
+        }
+        assert_eq!(shard.held.len(), keys.len());
+        let full = shard.capacity();
+        for k in &keys[500..] {
+            assert_eq!(shard.remove(&t, s.hasher(), s.hash(k), k), Some(NEVER));
+        }
+        assert!(
+            shard.capacity() <= full / 16,
+            "{} of {full}",
+            shard.capacity()
+        );
+        let mut out = Vec::new();
+        for k in &keys[..500] {
+            assert_eq!(
+                value_of(&shard, &t, &s, k),
+                Some((k.as_bytes().to_vec(), true))
+            );
+            assert_eq!(v.get(k, 0, &mut out), Lookup::Found);
+        }
+        assert!(shard.find(Some(&t), s.hash("key:500"), "key:500").is_none());
+        assert_eq!(v.get("key:500", 0, &mut out), Lookup::Absent);
     }
 
     #[test]

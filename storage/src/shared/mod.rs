@@ -79,34 +79,40 @@
 //! # Writers
 //!
 //! Changes to the index or the heap go through one mutex inside [`Table`]
-//! (`Table::set_hashed`, `remove_hashed`, `batch`, `clear`), which
-//! callers may call while they hold locks of their own (the store's shard
-//! locks), as the table never calls back.
+//! (`Table::insert`, `remove_hashed`, `batch`, `clear`), which callers
+//! may call while they hold locks of their own (the store's shard locks),
+//! as the table never calls back.
+//!
+//! # The entries main holds
+//!
+//! The table is main's own copy of what it holds, not a second one: for
+//! each key the table holds, main's map keeps the entry's offset (32 bits,
+//! in words), reads the value from the entry and writes it there. So a set
+//! writes one line, the entry, found through a map of four bytes a key
+//! that stays in the processor's cache, where a second copy cost a line
+//! of main's own map plus the entry and its index bucket. Main trusts
+//! these entries: only it can write the region (children's mappings are
+//! read-only and the file is sealed against new writable ones).
 //!
 //! The commonest write, a new value for a key whose block it fits, takes
-//! no mutex: `Table::set_owned` finds the entry as a reader does (checked
-//! offsets, validated against the generation, so an index retired and
-//! reused meanwhile is noticed), then rewrites it inside its stripe's odd
-//! count. That needs the caller to be the only writer of the key's stripe
-//! for the call's length, since a stripe's count is bumped by a plain load
-//! and store; main's store hashes its keys with the table's hash and makes
-//! each shard a set of whole stripes, so the shard's lock it holds for
-//! every write is that guarantee. Once validated, the entry stays the
-//! key's: a live entry is never moved or reused, and only a write of the
-//! key itself (which needs the stripe) retires it. The writers behind the
-//! mutex meanwhile read the entry's head and key (to probe or rebuild an
-//! index), which the rewrite leaves as they were but for the value's
-//! length.
+//! no mutex: `Table::rewrite`, given the entry main holds, writes it inside
+//! its stripe's odd count. That needs the caller to be the only writer of
+//! the key's stripe for the call's length, since a stripe's count is
+//! bumped by a plain load and store; main's store hashes its keys with the
+//! table's hash and makes each shard a set of whole stripes, so the
+//! shard's lock it holds for every write is that guarantee. The offset
+//! main holds stays the key's entry: a live entry is never moved or
+//! reused, and only a write of the key itself (which needs the stripe)
+//! moves or retires it, and hands main the new offset. Clearing, which
+//! forgets every block, happens with every shard locked and main's map
+//! emptied with it. The writers behind the mutex meanwhile read the
+//! entry's head and key (to probe or rebuild an index), which a rewrite
+//! leaves as they were but for the value's length.
 //!
-//! A set's cache misses on the index and the entry need not wait for the
-//! store's own work: `Table::fetch_ahead`, given the key's hash, loads the
-//! index's place and the key's first bucket with no lock (Relaxed, as a
-//! reader would) and prefetches the entry it names and the key's stripe
-//! word. What the unlocked loads found is used for nothing but prefetches
-//! (hints, which read nothing the program sees and never fault): the set
-//! itself probes again, so a stale hint costs a miss, never a wrong write.
-//! The store calls it before its own map's work, which the misses then
-//! overlap.
+//! Main reads a held entry's key and value as borrowed bytes, with the
+//! key's shard locked: nothing stores to them meanwhile (a write of the
+//! key needs the shard locked for writing), and a live entry's key never
+//! changes at all.
 //!
 //! # Completeness
 //!
@@ -114,7 +120,8 @@
 //! larger index) is taken out of the index and listed in main; while the
 //! list is not empty the header's "incomplete" flag makes every miss
 //! answer [`Lookup::AskMain`], so a reader never answers absent for a key
-//! that has a value.
+//! that has a value. Main keeps such a key in its own map until a later
+//! write of it finds room in the region again.
 
 mod alloc;
 mod hash;
@@ -124,9 +131,9 @@ mod view;
 mod words;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub(crate) use hash::hash;
 pub(crate) use layout::STRIPE_SHIFT;
-pub(crate) use table::{Batch, Table};
+pub(crate) use table::{Batch, Table, at_of, word_of};
 pub(crate) use view::{Lookup, View};

@@ -7,11 +7,32 @@ use std::sync::atomic::{Ordering, fence};
 use std::sync::{Mutex, MutexGuard};
 use yuki_channel::sync;
 
-use super::alloc::{Alloc, class_of, class_size};
+use super::alloc::{Alloc, MAX_CLASS, class_of, class_size};
 use super::hash::hash;
 use super::layout::*;
-use super::view::{Probed, probe};
 use super::words::Words;
+
+/// The most of a region a table uses: main's map names an entry by its
+/// offset in words, in 32 bits ([`word_of`]).
+const MAX_LEN: usize = if (usize::MAX as u64) >> 35 == 0 {
+    usize::MAX
+} else {
+    (1u64 << 35) as usize
+};
+
+/// An entry's offset as main's map keeps it: in words, in 32 bits, which
+/// every offset in a table fits ([`MAX_LEN`]).
+#[inline]
+pub(crate) fn word_of(at: usize) -> u32 {
+    debug_assert!(at < MAX_LEN && at % 8 == 0);
+    (at / 8) as u32
+}
+
+/// The offset [`word_of`] names.
+#[inline]
+pub(crate) fn at_of(word: u32) -> usize {
+    word as usize * 8
+}
 
 /// Main's side: the only writer of the region.
 pub(crate) struct Table {
@@ -56,10 +77,6 @@ struct Writer {
     /// Keys in the index, and keys plus tombstones.
     live: usize,
     used: usize,
-    /// How many stripes. Their sequence words are read back from the
-    /// region, which only this writer stores to: no copy of them is kept,
-    /// so a set touches one cache line for its stripe, not two.
-    stripes: usize,
     /// The stripes made odd by the operation or batch under way.
     open: Vec<u64>,
     open_list: Vec<usize>,
@@ -94,6 +111,11 @@ impl Table {
                 heap + 2 * class_size(class_of(index_len))
             ));
         }
+        if len > MAX_LEN {
+            return Err(format!(
+                "a shared table takes at most {MAX_LEN} bytes, not {len}: give it a smaller region"
+            ));
+        }
         let len = len / 8 * 8;
         // SAFETY: as promised by the caller.
         let words = unsafe { Words::new(base, len) };
@@ -124,7 +146,6 @@ impl Table {
             log2: MIN_INDEX_LOG2,
             live: 0,
             used: 0,
-            stripes,
             open: vec![0; stripes.div_ceil(64)],
             open_list: Vec::new(),
             batching: false,
@@ -152,109 +173,143 @@ impl Table {
         (self.seed, self.stripes)
     }
 
-    /// Asks the processor to fetch what a set of the key hashed `h` (of
-    /// `key_len` bytes, to a value of `value_len`) will touch: the key's
-    /// stripe word, the index bucket its probe starts from and the entry
-    /// that bucket names. A caller that has its own work to do before the
-    /// set (main's store, in its own map) lets those cache misses overlap
-    /// it.
-    ///
-    /// Takes no lock and changes nothing: the index's place and the bucket
-    /// are loaded (Relaxed) while main's other threads may be changing
-    /// them under the writer's lock, so what they say is used for nothing
-    /// but prefetches, which never fault.
-    #[inline]
-    pub(crate) fn fetch_ahead(&self, h: u64, key_len: usize, value_len: usize) {
-        let index = self.words.load(H_INDEX_AT, Ordering::Relaxed) as usize;
-        let log2 = self.words.load(H_INDEX_LOG2, Ordering::Relaxed);
-        if log2 >= u64::from(usize::BITS) {
-            return;
-        }
-        // The stripe's word, which the set stores to twice.
-        self.words
-            .prefetch(STRIPES_AT + 8 * stripe_of(h, self.stripes));
-        let mask = (1usize << log2) - 1;
-        let first = index.wrapping_add(8 * (h as usize & mask));
-        // The load waits for the bucket, but the caller's work goes on
-        // meanwhile: nothing it does depends on the answer.
-        if let Some(b) = self.words.get(first, Ordering::Relaxed)
-            && b & TAG_MASK == h & TAG_MASK
-            && b != EMPTY
-            && b != TOMB
-        {
-            let at = bucket_at(b);
-            self.words.prefetch(at);
-            // The entry's last word, as long as the new value would make
-            // it (the entry may span two cache lines).
-            let last = at.wrapping_add(entry_len(key_len, value_len) - 8);
-            self.words.prefetch(last);
-        }
-    }
-
-    /// As [`Table::set`], given `h`, the table's hash of `key`
-    /// ([`Table::hash`]).
-    pub(crate) fn set_hashed(&self, h: u64, key: &str, value: &[u8], deadline_ns: u64) {
+    /// Gives `key`, which the table does not hold, an entry (or takes a
+    /// key main held back into the table): its offset, or `None` if the
+    /// region cannot hold it, and readers are told to ask main about it.
+    pub(crate) fn insert(
+        &self,
+        h: u64,
+        key: &str,
+        value: &[u8],
+        deadline_ns: u64,
+    ) -> Option<usize> {
         debug_assert_eq!(h, self.hash(key), "the hash of another key");
         let mut w = sync::lock(&self.writer);
-        w.set_hashed(h, key, value, deadline_ns);
+        w.open(stripe_of(h, self.stripes));
+        let at = w.set(h, key, value, deadline_ns);
         w.close_all();
+        at
     }
 
-    /// As [`Table::set_hashed`], but a value that fits the block of the
-    /// key's entry is written there without the writer's lock: most sets
-    /// of a key that exists cost no lock but the caller's.
+    /// Writes a new value and deadline into `key`'s entry at `at`: in
+    /// place, without the writer's lock, when the value fits the entry's
+    /// block; moved by the writer otherwise. The entry's offset afterwards
+    /// (`at`, or where it moved), or `None` if the region could not hold
+    /// the new value and main holds the key now.
     ///
-    /// The caller holds the key's stripe: until this returns, no other
-    /// thread writes (by any method) a key whose hash has the same
+    /// `at` is the key's entry, as [`Table::insert`] or this returned it,
+    /// and the caller holds the key's stripe: until this returns, no
+    /// other thread writes (by any method) a key whose hash has the same
     /// `stripe_of`. Main's store holds the key's shard lock, and its
-    /// shards are made of whole stripes. Readers and the writer's lock are
-    /// no concern: the entry is found as a reader finds it, validated
-    /// against the generation (so an index retired and reused meanwhile
-    /// is noticed), and, once found, stays the key's entry for as long as
-    /// the stripe is held, since only writes of the key retire it and a
-    /// live entry is never moved or reused.
+    /// shards are made of whole stripes. A live entry is never moved or
+    /// reused but by a write of its own key, so `at` stays the key's for
+    /// as long as the stripe is held.
     #[inline]
-    pub(crate) fn set_owned(&self, h: u64, key: &str, value: &[u8], deadline_ns: u64) {
+    pub(crate) fn rewrite(
+        &self,
+        h: u64,
+        at: usize,
+        key: &str,
+        value: &[u8],
+        deadline_ns: u64,
+    ) -> Option<usize> {
         debug_assert_eq!(h, self.hash(key), "the hash of another key");
-        if !self.rewrite_owned(h, key, value, deadline_ns) {
-            self.set_hashed(h, key, value, deadline_ns);
+        debug_assert!(self.holds_key(at, key), "not the key's entry");
+        let w = &self.words;
+        let (_, class, _) = entry_parts(w.get(at, Ordering::Relaxed).unwrap_or(DEAD));
+        let fits = class <= MAX_CLASS
+            && w.fits(at, class_size(class))
+            && fits_class(class_of(entry_len(key.len(), value.len())), class);
+        if !fits {
+            return self.insert(h, key, value, deadline_ns);
+        }
+        self.in_stripe(h, || write_value(w, at, class, key, value, deadline_ns));
+        Some(at)
+    }
+
+    /// Gives `key`'s entry at `at` (held as for [`Table::rewrite`]) the
+    /// deadline `deadline_ns` (`u64::MAX`: never), in place.
+    pub(crate) fn set_deadline_at(&self, h: u64, at: usize, deadline_ns: u64) {
+        if self.words.fits(at, ENTRY_HEAD) {
+            self.in_stripe(h, || {
+                self.words.store(at + 8, deadline_ns, Ordering::Relaxed)
+            });
         }
     }
 
-    /// The lock-free part of [`Table::set_owned`]: false, having changed
-    /// nothing, when the key has no entry whose block fits the value or
-    /// the table is being restructured.
+    /// Runs `write` inside the odd count of the stripe of `h`, which the
+    /// caller holds (see [`Table::rewrite`]): a plain load and store of
+    /// the count are enough, as nobody else stores to it meanwhile.
     #[inline]
-    fn rewrite_owned(&self, h: u64, key: &str, value: &[u8], deadline: u64) -> bool {
+    fn in_stripe(&self, h: u64, write: impl FnOnce()) {
         let w = &self.words;
-        let generation = w.load(H_GEN, Ordering::Acquire);
-        if generation % 2 == 1 || key.len() > MAX_KEY {
-            return false;
-        }
-        let index = w.load(H_INDEX_AT, Ordering::Relaxed) as usize;
-        let log2 = w.load(H_INDEX_LOG2, Ordering::Relaxed);
-        let Probed::Entry { at, head } = probe(w, index, log2, h, key) else {
-            return false;
-        };
-        let (_, class, _) = entry_parts(head);
-        if !fits_class(class_of(entry_len(key.len(), value.len())), class) {
-            return false;
-        }
-        // As a reader validates: had any load above seen memory rewritten
-        // after a generation change began, the generation now differs.
-        fence(Ordering::Acquire);
-        if w.load(H_GEN, Ordering::Relaxed) != generation {
-            return false;
-        }
         let seq_at = STRIPES_AT + 8 * stripe_of(h, self.stripes);
         let seq = w.load(seq_at, Ordering::Relaxed);
         debug_assert!(seq % 2 == 0, "a held stripe left open");
         w.store(seq_at, seq | 1, Ordering::Relaxed);
         // Whoever reads anything stored after this sees the stripe odd.
         fence(Ordering::Release);
-        write_value(w, at, class, key, value, deadline);
+        write();
         w.store(seq_at, (seq | 1) + 1, Ordering::Release);
-        true
+    }
+
+    /// Whether the entry at `at` is `key`'s (one main holds: see
+    /// [`Table::rewrite`]).
+    #[inline]
+    pub(crate) fn holds_key(&self, at: usize, key: &str) -> bool {
+        let w = &self.words;
+        let Some(head) = w.get(at, Ordering::Relaxed) else {
+            return false;
+        };
+        let (key_len, _, _) = entry_parts(head);
+        head != DEAD
+            && key_len == key.len()
+            && w.fits(at, ENTRY_HEAD + pad(key_len))
+            && w.holds(at + ENTRY_HEAD, key.as_bytes())
+    }
+
+    /// The table's hash of the key of the entry at `at`, one main holds.
+    pub(crate) fn hash_at(&self, at: usize) -> u64 {
+        // SAFETY: a live entry's key is written before the entry is
+        // reachable and never again while it lives; its holder calls this
+        // (to rehash its map) with the key's shard locked.
+        hash(self.seed, unsafe { self.entry_at(at) }.0)
+    }
+
+    /// The deadline of the entry at `at`, one main holds.
+    #[inline]
+    pub(crate) fn deadline_at(&self, at: usize) -> u64 {
+        self.words
+            .get(at.wrapping_add(8), Ordering::Relaxed)
+            .unwrap_or(0)
+    }
+
+    /// The key and the value of the entry at `at`, one main holds,
+    /// borrowed from the region (both empty if `at` is no entry).
+    ///
+    /// # Safety
+    /// Nothing stores to the entry while the borrows live: the caller
+    /// holds the key's shard lock (read or write) for as long, and makes
+    /// no write of the key meanwhile. Only a write of the key, made with
+    /// its shard locked for writing, stores to a live entry's key or value.
+    #[inline]
+    pub(crate) unsafe fn entry_at(&self, at: usize) -> (&[u8], &[u8]) {
+        let w = &self.words;
+        let Some(head) = w.get(at, Ordering::Relaxed) else {
+            return (&[], &[]);
+        };
+        let (key_len, _, value_len) = entry_parts(head);
+        if head == DEAD || !w.fits(at, entry_len(key_len, value_len)) {
+            return (&[], &[]);
+        }
+        // SAFETY: in bounds (checked above); nothing stores to them while
+        // they are borrowed, as the caller promises.
+        unsafe {
+            (
+                w.bytes(at + ENTRY_HEAD, key_len),
+                w.bytes(at + ENTRY_HEAD + pad(key_len), value_len),
+            )
+        }
     }
 
     /// Sets `key` to `value` until `deadline_ns` (`u64::MAX`: never), on
@@ -263,20 +318,14 @@ impl Table {
     /// told to ask main about the key instead.
     #[cfg(test)]
     pub(crate) fn set(&self, key: &str, value: &[u8], deadline_ns: u64) {
-        self.set_hashed(self.hash(key), key, value, deadline_ns);
+        self.insert(self.hash(key), key, value, deadline_ns);
     }
 
-    /// Gives `key`'s value the deadline `deadline_ns` (`u64::MAX`: never),
-    /// as the store's `expire` and `persist` do; nothing if the table does
-    /// not hold the key (absent, or left to main).
+    /// Gives `key`'s value the deadline `deadline_ns` (`u64::MAX`: never);
+    /// nothing if the table does not hold the key (for tests).
     #[cfg(test)]
     pub(crate) fn set_deadline(&self, key: &str, deadline_ns: u64) {
-        self.set_deadline_hashed(self.hash(key), key, deadline_ns);
-    }
-
-    /// As [`Table::set_deadline`], given `h`, the table's hash of `key`.
-    pub(crate) fn set_deadline_hashed(&self, h: u64, key: &str, deadline_ns: u64) {
-        debug_assert_eq!(h, self.hash(key), "the hash of another key");
+        let h = self.hash(key);
         let mut w = sync::lock(&self.writer);
         if let Some((_, at)) = w.probe(h, key).found {
             w.open(stripe_of(h, self.stripes));
@@ -358,16 +407,38 @@ impl std::fmt::Debug for Batch<'_> {
 impl Batch<'_> {
     /// As [`Table::set`], seen with the rest of the batch.
     #[cfg(test)]
-    pub(crate) fn set(&self, key: &str, value: &[u8], deadline_ns: u64) {
-        self.set_hashed(self.table.hash(key), key, value, deadline_ns);
+    pub(crate) fn set(&self, key: &str, value: &[u8], deadline_ns: u64) -> Option<usize> {
+        self.set_hashed(self.table.hash(key), key, value, deadline_ns)
     }
 
     /// As [`Table::set_hashed`], seen with the rest of the batch.
-    pub(crate) fn set_hashed(&self, h: u64, key: &str, value: &[u8], deadline_ns: u64) {
+    /// The entry's offset, or `None` if the region could not hold it (see
+    /// [`Table::insert`]).
+    pub(crate) fn set_hashed(
+        &self,
+        h: u64,
+        key: &str,
+        value: &[u8],
+        deadline_ns: u64,
+    ) -> Option<usize> {
         debug_assert_eq!(h, self.table.hash(key), "the hash of another key");
-        self.writer
-            .borrow_mut()
-            .set_hashed(h, key, value, deadline_ns);
+        let mut w = self.writer.borrow_mut();
+        w.open(stripe_of(h, self.table.stripes));
+        w.set(h, key, value, deadline_ns)
+    }
+
+    /// The table the batch changes.
+    pub(crate) fn table(&self) -> &Table {
+        self.table
+    }
+
+    /// As [`Table::set_deadline_at`], seen with the rest of the batch.
+    pub(crate) fn set_deadline_at(&self, h: u64, at: usize, deadline_ns: u64) {
+        let mut w = self.writer.borrow_mut();
+        if w.words.fits(at, ENTRY_HEAD) {
+            w.open(stripe_of(h, self.table.stripes));
+            w.words.store(at + 8, deadline_ns, Ordering::Relaxed);
+        }
     }
 
     /// As [`Table::remove`], seen with the rest of the batch.
@@ -395,13 +466,6 @@ impl Drop for Batch<'_> {
 }
 
 impl Writer {
-    /// Sets `key`, whose hash is `h`; the stripe stays open.
-    #[inline]
-    fn set_hashed(&mut self, h: u64, key: &str, value: &[u8], deadline: u64) {
-        self.open(stripe_of(h, self.stripes));
-        self.set(h, key, value, deadline);
-    }
-
     /// Makes `stripe` odd until [`Writer::close_all`], unless it already is.
     #[inline]
     fn open(&mut self, stripe: usize) {

@@ -16,7 +16,7 @@ use super::{Batch, Lookup, Table, View};
 const NEVER: u64 = u64::MAX;
 
 /// A zeroed heap region that outlives the table and views made on it.
-pub(super) struct Region {
+pub(crate) struct Region {
     words: Vec<u64>,
     base: NonNull<u8>,
 }
@@ -26,7 +26,7 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
-    pub(super) fn new(len: usize) -> Arc<Region> {
+    pub(crate) fn new(len: usize) -> Arc<Region> {
         let mut words = vec![0u64; len / 8];
         // A Vec, never touched again: `base` stays valid under Miri's
         // aliasing rules when the Vec moves.
@@ -38,13 +38,13 @@ impl Region {
         self.words.len() * 8
     }
 
-    pub(super) fn table(&self) -> Table {
+    pub(crate) fn table(&self) -> Table {
         // SAFETY: the region is zeroed, aligned, and outlives the table in
         // every test (held in an Arc beside it); only this table writes it.
         unsafe { Table::create(self.base, self.len(), 0x5eed, 1234) }.expect("a table")
     }
 
-    pub(super) fn view(&self) -> View {
+    pub(crate) fn view(&self) -> View {
         // SAFETY: as above, for reads.
         unsafe { View::open(self.base, self.len()) }.expect("a view")
     }
@@ -92,71 +92,121 @@ fn miri_set_get_remove_clear() {
     assert_eq!(get(&v, "bb", 0).as_deref(), Some(&b"back"[..]));
 }
 
-#[test]
-fn miri_an_owned_set_rewrites_in_place_or_falls_back() {
-    let r = Region::new(64 * KIB);
-    let t = r.table();
-    let v = r.view();
-    let owned = |key: &str, value: &[u8]| t.set_owned(t.hash(key), key, value, NEVER);
-    // A new key goes in through the writer's lock.
-    owned("a", b"1");
-    let at = t.entry_of("a").expect("placed");
-    // A value that fits the block: in place, no lock.
-    owned("a", b"22");
-    assert_eq!(t.entry_of("a"), Some(at), "in place");
-    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"22"[..]));
-    // Too large for the block: moved by the writer.
-    owned("a", &[4; 300]);
-    let moved = t.entry_of("a").expect("placed");
-    assert_ne!(moved, at);
-    assert_eq!(get(&v, "a", 0), Some(vec![4; 300]));
-    // Much smaller: a block that size, not the large one kept.
-    owned("a", b"3");
-    assert_ne!(t.entry_of("a"), Some(moved));
-    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"3"[..]));
-    // Removed, cleared: set again, found absent first.
-    t.remove("a");
-    assert_eq!(get(&v, "a", 0), None);
-    owned("a", b"4");
-    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"4"[..]));
-    t.clear();
-    assert_eq!(get(&v, "a", 0), None);
-    owned("other", b"x");
-    owned("a", b"5");
-    owned("a", b"6");
-    assert_eq!(get(&v, "other", 0).as_deref(), Some(&b"x"[..]));
-    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"6"[..]));
-    assert_eq!(t.live(), 2);
-    // A deadline, rewritten in place with the value.
-    t.set_owned(t.hash("a"), "a", b"7", 10);
-    assert_eq!(get(&v, "a", 9).as_deref(), Some(&b"7"[..]));
-    assert_eq!(get(&v, "a", 10), None);
+/// Main's side of the entries the table holds, as its store keeps them:
+/// each key's entry, found once when placed and then written through
+/// (the caller is the only writer of the keys it sets).
+#[derive(Default)]
+struct Held(HashMap<String, usize>);
+
+impl Held {
+    /// Sets `key` as the store does: in its entry if held, else placed.
+    fn set(&mut self, t: &Table, key: &str, value: &[u8], deadline: u64) {
+        let h = t.hash(key);
+        let at = match self.0.get(key) {
+            Some(&at) => t.rewrite(h, at, key, value, deadline),
+            None => t.insert(h, key, value, deadline),
+        };
+        self.placed(key, at);
+    }
+
+    /// Notes where the writer placed `key` (`None`: main keeps it).
+    fn placed(&mut self, key: &str, at: Option<usize>) {
+        match at {
+            Some(at) => self.0.insert(key.to_owned(), at),
+            None => self.0.remove(key),
+        };
+    }
+
+    fn remove(&mut self, t: &Table, key: &str) {
+        self.0.remove(key);
+        t.remove(key);
+    }
+
+    /// The entry of `key`, as main holds it.
+    fn at(&self, key: &str) -> Option<usize> {
+        self.0.get(key).copied()
+    }
 }
 
 #[test]
-fn miri_a_set_fetched_ahead_is_a_set() {
+fn miri_a_held_entry_is_rewritten_in_place_or_moved() {
     let r = Region::new(64 * KIB);
     let t = r.table();
     let v = r.view();
-    // Hints on an empty index, on the key's own bucket, and on another
-    // key's: all the same to the outcome.
-    for (i, key) in ["a", "a-much-longer-key-than-a-word", "a", "bb"]
-        .into_iter()
-        .enumerate()
-    {
-        let value = vec![i as u8; 3 + 9 * i];
-        let h = t.hash(key);
-        t.fetch_ahead(h, key.len(), value.len());
-        t.set_owned(h, key, &value, NEVER);
-        assert_eq!(get(&v, key, 0), Some(value));
+    let mut held = Held::default();
+    // A new key goes in through the writer's lock.
+    held.set(&t, "a", b"1", NEVER);
+    let at = held.at("a").expect("placed");
+    assert_eq!(t.entry_of("a"), Some(at));
+    assert!(t.holds_key(at, "a") && !t.holds_key(at, "b") && !t.holds_key(at, "aa"));
+    // A value that fits the block: in place, no lock.
+    held.set(&t, "a", b"22", NEVER);
+    assert_eq!(held.at("a"), Some(at), "in place");
+    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"22"[..]));
+    // SAFETY: nothing writes the key while the borrows live.
+    assert_eq!(unsafe { t.entry_at(at) }, (&b"a"[..], &b"22"[..]));
+    assert_eq!(t.hash_at(at), t.hash("a"));
+    // Too large for the block: moved by the writer, the old one retired.
+    held.set(&t, "a", &[4; 300], NEVER);
+    let moved = held.at("a").expect("placed");
+    assert_ne!(moved, at);
+    assert_eq!(t.entry_of("a"), Some(moved));
+    assert!(!t.holds_key(at, "a"), "a retired entry is no key's");
+    assert_eq!(get(&v, "a", 0), Some(vec![4; 300]));
+    // Much smaller: a block that size, not the large one kept.
+    held.set(&t, "a", b"3", NEVER);
+    assert_ne!(held.at("a"), Some(moved));
+    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"3"[..]));
+    // Removed: set again, placed anew.
+    held.remove(&t, "a");
+    assert_eq!(get(&v, "a", 0), None);
+    held.set(&t, "a", b"4", NEVER);
+    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"4"[..]));
+    held.set(&t, "other", b"x", NEVER);
+    held.set(&t, "a", b"5", NEVER);
+    held.set(&t, "a", b"6", NEVER);
+    assert_eq!(get(&v, "other", 0).as_deref(), Some(&b"x"[..]));
+    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"6"[..]));
+    assert_eq!(t.live(), 2);
+    // A deadline, rewritten in place with the value, then alone.
+    let at = held.at("a").expect("placed");
+    held.set(&t, "a", b"7", 10);
+    assert_eq!(held.at("a"), Some(at));
+    assert_eq!(t.deadline_at(at), 10);
+    assert_eq!(get(&v, "a", 9).as_deref(), Some(&b"7"[..]));
+    assert_eq!(get(&v, "a", 10), None);
+    t.set_deadline_at(t.hash("a"), at, 20);
+    assert_eq!(get(&v, "a", 19).as_deref(), Some(&b"7"[..]));
+    assert_eq!(get(&v, "a", 20), None);
+    t.set_deadline_at(t.hash("a"), at, NEVER);
+    assert_eq!(get(&v, "a", u64::MAX - 1).as_deref(), Some(&b"7"[..]));
+    // Offsets that are no entry are no key's, and read as nothing.
+    for nowhere in [0, 8, 4, usize::MAX - 7, 64 * KIB] {
+        assert!(!t.holds_key(nowhere, "a"), "{nowhere}");
+        // SAFETY: nothing writes the region meanwhile.
+        let (key, value) = unsafe { t.entry_at(nowhere) };
+        assert!(key.len() + value.len() <= 64 * KIB, "{nowhere}");
     }
-    assert_eq!(t.live(), 3);
-    // After a clear, and with a hint longer than the region.
-    t.clear();
-    let h = t.hash("a");
-    t.fetch_ahead(h, 1, usize::MAX / 2);
-    t.set_hashed(h, "a", b"x", NEVER);
-    assert_eq!(get(&v, "a", 0).as_deref(), Some(&b"x"[..]));
+}
+
+#[test]
+fn miri_a_held_key_the_region_cannot_hold_goes_to_main_and_back() {
+    let r = Region::new(32 * KIB);
+    let t = r.table();
+    let v = r.view();
+    let mut held = Held::default();
+    held.set(&t, "small", b"1", NEVER);
+    // Larger than the whole heap: main keeps it, readers ask main.
+    held.set(&t, "small", &vec![9; 40 * KIB], NEVER);
+    assert_eq!(held.at("small"), None);
+    assert!(t.incomplete());
+    let mut out = Vec::new();
+    assert!(matches!(v.get("small", 0, &mut out), Lookup::AskMain));
+    // Small again: back in the table, and readers read it.
+    held.set(&t, "small", b"2", NEVER);
+    assert!(held.at("small").is_some());
+    assert!(!t.incomplete());
+    assert_eq!(get(&v, "small", 0).as_deref(), Some(&b"2"[..]));
 }
 
 #[test]
@@ -339,8 +389,9 @@ fn large_values_come_and_go_in_a_region_that_holds_few_at_once() {
 /// One step of the property test.
 #[derive(Debug, Clone)]
 enum Op {
-    /// Key, value length, time to live, whether the set is an owned one
-    /// (`Table::set_owned`, as main's store sets).
+    /// Key, value length, time to live, whether the set is main's own
+    /// (through the entry main holds, as its store sets) or the writer's
+    /// (`Table::insert`, found through the index).
     Set(usize, usize, Option<u64>, bool),
     Remove(usize),
     /// A new deadline (or none) for a live key, as `expire`/`persist` give.
@@ -391,31 +442,37 @@ fn run(ops: Vec<Op>, region: usize) {
     let t = r.table();
     let v = r.view();
     let mut model = HashMap::new();
+    let mut held = Held::default();
     let mut now = 0;
     for (step, op) in ops.into_iter().enumerate() {
         match op {
-            Op::Set(k, len, ttl, owned) => {
+            Op::Set(k, len, ttl, through_entry) => {
                 let d = ttl.map_or(NEVER, |t| now + t);
                 let val = value(k, len, step);
-                if owned {
-                    t.set_owned(t.hash(&key(k)), &key(k), &val, d);
+                if through_entry {
+                    held.set(&t, &key(k), &val, d);
                 } else {
-                    t.set(&key(k), &val, d);
+                    let at = t.insert(t.hash(&key(k)), &key(k), &val, d);
+                    held.placed(&key(k), at);
                 }
                 model.insert(k, (val, d));
             }
             Op::Remove(k) => {
-                t.remove(&key(k));
+                held.remove(&t, &key(k));
                 model.remove(&k);
             }
             Op::Expire(k, ttl) => {
                 let d = ttl.map_or(NEVER, |t| now + t);
                 if let Some(entry) = model.get_mut(&k).filter(|(_, old)| *old > now) {
-                    t.set_deadline(&key(k), d);
+                    match held.at(&key(k)) {
+                        Some(at) => t.set_deadline_at(t.hash(&key(k)), at, d),
+                        None => t.set_deadline(&key(k), d),
+                    }
                     entry.1 = d;
                 }
             }
             Op::Clear => {
+                held = Held::default();
                 t.clear();
                 model.clear();
             }
@@ -424,10 +481,11 @@ fn run(ops: Vec<Op>, region: usize) {
                     match len {
                         Some(len) => {
                             let val = value(k, len, step);
-                            b.set(&key(k), &val, NEVER);
+                            held.placed(&key(k), b.set(&key(k), &val, NEVER));
                             model.insert(k, (val, NEVER));
                         }
                         None => {
+                            held.placed(&key(k), None);
                             b.remove(&key(k));
                             model.remove(&k);
                         }
@@ -610,6 +668,7 @@ fn readers_never_see_torn_old_or_resurrected_values(
             let (t, done, begun) = (&t, &done, &begun);
             let mine: Vec<u32> = (0..keys).filter(|&k| owner(k) == w).collect();
             scope.spawn(move || {
+                let mut held = Held::default();
                 for n in 1..=versions {
                     for &k in &mine {
                         // Keys join over the first versions, so the index
@@ -620,9 +679,9 @@ fn readers_never_see_torn_old_or_resurrected_values(
                         let key = name(k);
                         begun[k as usize].store(n, Ordering::Release);
                         if removes(k, n) {
-                            t.remove(&key);
+                            held.remove(t, &key);
                         } else {
-                            t.set_owned(t.hash(&key), &key, &versioned(k, n), NEVER);
+                            held.set(t, &key, &versioned(k, n), NEVER);
                         }
                         done[k as usize].store(n, Ordering::Release);
                     }
@@ -698,14 +757,14 @@ fn rewrites_in_place_are_never_read_torn(len: usize, rewrites: u64, readers: usi
             })
         })
         .collect();
-    // Owned, as main's store writes: in place, without the writer's lock.
-    let at = t.entry_of("hot");
+    // As main's store writes: in place, without the writer's lock.
+    let at = t.entry_of("hot").expect("placed");
     let h = t.hash("hot");
     for n in 1..=rewrites {
-        t.set_owned(h, "hot", &value(n), NEVER);
+        assert_eq!(t.rewrite(h, at, "hot", &value(n), NEVER), Some(at));
         done.store(n, Ordering::Release);
     }
-    assert_eq!(t.entry_of("hot"), at, "rewritten in place");
+    assert_eq!(t.entry_of("hot"), Some(at), "rewritten in place");
     stop.store(true, Ordering::Release);
     for c in checkers {
         c.join().expect("a reader's checks");
@@ -740,9 +799,10 @@ fn costs_of_set_and_get() {
     let order: Vec<usize> = (0..n).map(|i| (i * 7_919 + 13) % n).collect();
     let value = [7u8; 24];
     let per = |start: Instant| start.elapsed().as_nanos() as f64 / n as f64;
+    let mut held = Held::default();
     let start = Instant::now();
     for &i in &order {
-        t.set(&keys[i], &value, NEVER);
+        held.set(&t, &keys[i], &value, NEVER);
     }
     println!("insert {:.1} ns", per(start));
     for round in 0..5 {
@@ -753,7 +813,7 @@ fn costs_of_set_and_get() {
         let set = per(start);
         let start = Instant::now();
         for &i in &order {
-            t.set_owned(t.hash(&keys[i]), &keys[i], &value, NEVER);
+            held.set(&t, &keys[i], &value, NEVER);
         }
         let owned = per(start);
         let mut out = Vec::with_capacity(64);
@@ -768,7 +828,7 @@ fn costs_of_set_and_get() {
         }
         let hash = per(start);
         println!(
-            "round {round}: set {set:.1} ns, owned set {owned:.1} ns, get {get:.1} ns, hash {hash:.1} ns"
+            "round {round}: set through the index {set:.1} ns, through the entry held {owned:.1} ns, get {get:.1} ns, hash {hash:.1} ns"
         );
     }
 }

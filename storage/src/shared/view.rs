@@ -239,8 +239,7 @@ pub(super) enum Probed {
 /// and checks the entry it finds, as a reader must: every offset and
 /// length against the region, so that a walk of memory changed under it
 /// (which the caller then notices by validating) costs a wrong answer at
-/// worst, never a fault. Main's writers that find a key without the
-/// writer's lock walk it too (`Table::set_owned`).
+/// worst, never a fault.
 #[inline]
 pub(super) fn probe(w: &Words, index: usize, log2: u64, h: u64, key: &str) -> Probed {
     if log2 >= 48 || !w.fits(index, 8 << log2) {

@@ -52,34 +52,6 @@ impl Words {
         self.fits(at, 8).then(|| self.word(at).load(order))
     }
 
-    /// Asks the processor to bring the byte at `at` into its cache: a
-    /// hint, which reads nothing the program sees and never faults, even
-    /// for an `at` outside the region (so none is checked); nothing off
-    /// x86-64 or under Miri.
-    #[inline(always)]
-    pub(crate) fn prefetch(&self, at: usize) {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            // Never dereferenced: only its address is used.
-            let p = self
-                .base
-                .as_ptr()
-                .wrapping_add(at)
-                .cast::<i8>()
-                .cast_const();
-            // SAFETY: a prefetch neither reads nor writes memory as far as
-            // the program can tell and does not fault on any address, and
-            // `sse`, which it needs, is part of every x86-64 target.
-            #[allow(unused_unsafe)]
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(p)
-            };
-        }
-        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-        let _ = at;
-    }
-
     /// Main only.
     #[inline]
     pub(crate) fn store(&self, at: usize, value: u64, order: Ordering) {
@@ -127,6 +99,19 @@ impl Words {
         }
         // SAFETY: the first `len <= words * 8` bytes were written above.
         unsafe { out.set_len(len) };
+    }
+
+    /// The `len` bytes at `at`, borrowed.
+    ///
+    /// # Safety
+    /// `at..at + len` lies inside the region, and nothing (in any thread
+    /// or process) stores to it while the borrow lives.
+    #[inline]
+    pub(crate) unsafe fn bytes(&self, at: usize, len: usize) -> &[u8] {
+        debug_assert!(at <= self.len && len <= self.len - at);
+        // SAFETY: in bounds and unchanged while borrowed, as the caller
+        // promises; loads racing with nothing are plain loads.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(at), len) }
     }
 
     /// Zeroes `n` bytes at `at` (main only; in bounds, whole words).
