@@ -541,8 +541,9 @@ impl Shards {
 
     #[inline]
     pub(crate) fn read(&self, index: usize) -> ReadGuard<'_> {
-        // A panic while a lock was held cannot leave a table half changed
-        // (every change is one table call), so a poisoned lock is still good.
+        // A panic while a lock was held cannot leave a shard half changed:
+        // no step of a change panics once it began (a failed allocation
+        // aborts), so a poisoned lock is still good.
         sync::read(&self.shards[index])
     }
 

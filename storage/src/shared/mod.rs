@@ -78,10 +78,12 @@
 //!
 //! # Writers
 //!
-//! Changes to the index or the heap go through one mutex inside [`Table`]
-//! (`Table::insert`, `remove_hashed`, `batch`, `clear`), which callers
-//! may call while they hold locks of their own (the store's shard locks),
-//! as the table never calls back.
+//! Changes to the index or the heap's layout go through one mutex inside
+//! [`Table`] (`Table::insert`, `remove_hashed`, `batch`, `clear`), which
+//! callers may call while they hold locks of their own (the store's shard
+//! locks), as the table never calls back. The exceptions are a held
+//! entry's new value or deadline (`Table::rewrite`, `set_deadline_at`),
+//! written in place by the key's own writer (see below).
 //!
 //! # The entries main holds
 //!
@@ -105,7 +107,8 @@
 //! reused, and only a write of the key itself (which needs the stripe)
 //! moves or retires it, and hands main the new offset. Clearing, which
 //! forgets every block, happens with every shard locked and main's map
-//! emptied with it. The writers behind the mutex meanwhile read the
+//! emptied first; the writer also starts its heap afresh when the last
+//! key is removed, when no shard holds an offset either. The writers behind the mutex meanwhile read the
 //! entry's head and key (to probe or rebuild an index), which a rewrite
 //! leaves as they were but for the value's length.
 //!

@@ -35,6 +35,15 @@ pub(crate) fn at_of(word: u32) -> usize {
 }
 
 /// Main's side: the only writer of the region.
+///
+/// The entries it gives out (the offsets [`Table::insert`] and
+/// [`Table::rewrite`] return) are main's own: main's map keeps them, reads
+/// them ([`Table::entry_at`]) and rewrites them in place. The rule that
+/// keeps those offsets and borrows sound: an entry moves, is retired or
+/// is forgotten only by a write of its own key, made with the key's shard
+/// locked for writing, which hands main the new offset; [`Table::clear`]
+/// only once main's map holds no offset. Main's store (`shards.rs`,
+/// `data.rs`) is the one caller, and keeps it.
 pub(crate) struct Table {
     words: Words,
     seed: u64,
@@ -42,8 +51,11 @@ pub(crate) struct Table {
     writer: Mutex<Writer>,
 }
 
-// SAFETY: the region is reached only through atomic words (`Words`), and
-// every change to it and to the writer's state is made under `writer`.
+// SAFETY: the region is reached through atomic words (`Words`), but for
+// main's borrows of entries nothing stores to while they last; the
+// writer's state and the index and heap's layout change only under
+// `writer`, and an entry changes without it only by its key's writer, who
+// owns the key's stripe (`Table::rewrite`).
 unsafe impl Send for Table {}
 unsafe impl Sync for Table {}
 
@@ -65,7 +77,10 @@ struct Probe {
 }
 
 /// What the writer keeps in main's own memory. From the region it reads
-/// back only the index and the entries, which nothing but it writes.
+/// back only the index and the entries, which nothing but it writes, but
+/// for a held entry's value and deadline, rewritten in place by the key's
+/// writer (whose changes leave the head's key length and class, and the
+/// key, as they were).
 struct Writer {
     words: Words,
     seed: u64,
@@ -173,9 +188,11 @@ impl Table {
         (self.seed, self.stripes)
     }
 
-    /// Gives `key`, which the table does not hold, an entry (or takes a
-    /// key main held back into the table): its offset, or `None` if the
-    /// region cannot hold it, and readers are told to ask main about it.
+    /// Sets `key`, finding its entry through the index: gives a key the
+    /// table does not hold an entry (or takes one main kept back into the
+    /// table), and moves a held one whose value outgrew its block. The
+    /// entry's offset, or `None` if the region cannot hold the key, and
+    /// readers are told to ask main about it.
     pub(crate) fn insert(
         &self,
         h: u64,
@@ -348,7 +365,9 @@ impl Table {
         w.close_all();
     }
 
-    /// Removes every key and makes the whole heap free.
+    /// Removes every key and makes the whole heap free. Main's map must
+    /// hold no offset of an entry by then (main's store empties every
+    /// shard first, with all of them locked).
     pub(crate) fn clear(&self) {
         let mut w = sync::lock(&self.writer);
         w.overflow.clear();
@@ -411,7 +430,8 @@ impl Batch<'_> {
         self.set_hashed(self.table.hash(key), key, value, deadline_ns)
     }
 
-    /// As [`Table::set_hashed`], seen with the rest of the batch.
+    /// As [`Table::insert`] and [`Table::rewrite`], seen with the rest of
+    /// the batch.
     /// The entry's offset, or `None` if the region could not hold it (see
     /// [`Table::insert`]).
     pub(crate) fn set_hashed(
@@ -594,7 +614,16 @@ impl Writer {
                 write_value(&self.words, at, class, key, value, deadline);
                 return Some(at);
             }
-            let (new, new_class) = self.allocate(want)?;
+            let Some((new, new_class)) = self.allocate(want) else {
+                // No block of the size it wants: a value that still fits
+                // its own (much larger) block stays there, rather than
+                // leaving the table for main.
+                if want > class {
+                    return None;
+                }
+                write_value(&self.words, at, class, key, value, deadline);
+                return Some(at);
+            };
             self.write_entry(new, new_class, key, value, deadline);
             self.words.store(slot, bucket(h, new), Ordering::Release);
             self.retire(at, class);

@@ -3,7 +3,8 @@
 //! to the same memory at the same time, and a load is all a child ever
 //! does (its mapping is read-only; a 64-bit atomic load from read-only
 //! memory is a plain load on every platform Rust supports 64-bit atomics
-//! on).
+//! on). The one exception is main's borrow of bytes nothing stores to
+//! while it lasts ([`Words::bytes`]).
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
