@@ -228,7 +228,7 @@ impl Data {
             Op::Delete(key) => match shard.remove(sink, hasher, hash, key) {
                 Some(expires) => {
                     self.changed(key, None);
-                    Outcome::Deleted(expires == NEVER || expires > now.get())
+                    Outcome::Deleted(now.keeps(expires))
                 }
                 None => Outcome::Deleted(false),
             },

@@ -578,6 +578,15 @@ mod tests {
                 for t in 0..WRITERS as u64 {
                     let (data, reader, done) = (&data, &reader, &done);
                     s.spawn(move || {
+                        // Counted even if the checks below panic, so the
+                        // lister stops and the scope can end.
+                        struct Done<'a>(&'a AtomicUsize);
+                        impl Drop for Done<'_> {
+                            fn drop(&mut self) {
+                                self.0.fetch_add(1, Ordering::Release);
+                            }
+                        }
+                        let _done = Done(done);
                         let mut x = round * 1000 + t + 1;
                         let mut next = move || {
                             x ^= x << 13;
@@ -638,7 +647,6 @@ mod tests {
                         for (k, v) in &model {
                             assert_eq!(agree_or_ask(data, reader, k).as_ref(), Some(v), "{k}");
                         }
-                        done.fetch_add(1, Ordering::Release);
                     });
                 }
                 s.spawn(|| {

@@ -22,6 +22,13 @@ use crate::entry::{Entry, NEVER};
 use crate::mirror::Sink;
 use crate::shared::{Table, at_of, word_of};
 
+/// Whether an entry with deadline `expires` ([`NEVER`] for none) is live at
+/// `now` (main's clock, nanoseconds).
+#[inline]
+pub(crate) fn live_at(expires: u64, now: u64) -> bool {
+    expires == NEVER || expires > now
+}
+
 /// Reads main's clock at most once per operation, and only when an entry
 /// with a deadline is met.
 pub(crate) struct Now<'a> {
@@ -32,6 +39,13 @@ pub(crate) struct Now<'a> {
 impl<'a> Now<'a> {
     pub(crate) fn new(clock: &'a dyn Clock) -> Now<'a> {
         Now { clock, at: None }
+    }
+
+    /// Whether an entry with deadline `expires` is live now; reads the
+    /// clock only if it has a deadline.
+    #[inline]
+    pub(crate) fn keeps(&mut self, expires: u64) -> bool {
+        expires == NEVER || live_at(expires, self.get())
     }
 
     #[inline]
@@ -144,8 +158,7 @@ impl<'a> Found<'a> {
 
     #[inline]
     pub(crate) fn live(&self, now: &mut Now<'_>) -> bool {
-        let expires = self.expires();
-        expires == NEVER || expires > now.get()
+        now.keeps(self.expires())
     }
 }
 
@@ -363,10 +376,7 @@ impl Shard {
             .iter()
             .map(Found::Own)
             .chain(held)
-            .filter(move |e| {
-                let expires = e.expires();
-                expires == NEVER || expires > now
-            })
+            .filter(move |e| live_at(e.expires(), now))
     }
 
     /// How many live entries there are.
@@ -392,7 +402,7 @@ impl Shard {
             return 0;
         }
         let now = now.get();
-        let expired = |expires: u64| expires != NEVER && expires <= now;
+        let expired = |expires: u64| !live_at(expires, now);
         let mut removed = 0;
         self.own.retain(|e| {
             let keep = !expired(e.expires());
